@@ -1,0 +1,27 @@
+//! `gilliam-compile`: reads gilliam.yml, release metadata and a stage file, compiles them, and
+//! writes templates, userdata and the manifest into the output directory.
+//!
+//! Exit codes: 0 success, 1 invalid input (every problem printed as file:line:column),
+//! 2 usage error (bad flags, unreadable or unwritable files), 3 internal error.
+
+use clap::Parser;
+use gilliam_cli::compile_cmd::{run, Args};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

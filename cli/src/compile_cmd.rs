@@ -1,0 +1,141 @@
+//! `gilliam-compile`: read the three inputs, compile, write the output directory.
+
+use clap::Parser;
+use gilliam_compiler::{compile, Compiled, Error, Inputs, Source};
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Compile gilliam.yml + release metadata + stage file into CloudFormation templates,
+/// userdata and a published manifest.
+#[derive(Debug, Parser)]
+#[command(name = "gilliam-compile", version, about, after_help = "Exit codes: 0 success, 1 invalid input, 2 usage error, 3 internal error.")]
+pub struct Args {
+    /// The application's services (gilliam.yml).
+    #[arg(long, value_name = "FILE", required_unless_present = "print_schema")]
+    pub app: Option<PathBuf>,
+    /// Release metadata (JSON).
+    #[arg(long, value_name = "FILE", required_unless_present = "print_schema")]
+    pub release: Option<PathBuf>,
+    /// Stage file (YAML): where the formation runs.
+    #[arg(long, value_name = "FILE", required_unless_present = "print_schema")]
+    pub stage: Option<PathBuf>,
+    /// Output directory; created if missing. Earlier gilliam output in it is replaced.
+    #[arg(long, value_name = "DIR", required_unless_present = "print_schema")]
+    pub out: Option<PathBuf>,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Print the manifest's JSON Schema and exit.
+    #[arg(long)]
+    pub print_schema: bool,
+}
+
+#[derive(Debug)]
+pub enum CliError {
+    Usage(String),
+    Invalid(String),
+    Internal(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Invalid(_) => 1,
+            CliError::Usage(_) => 2,
+            CliError::Internal(_) => 3,
+        }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CliError::Usage(m) => write!(f, "gilliam-compile: {m}"),
+            CliError::Invalid(m) => write!(f, "{m}"),
+            CliError::Internal(m) => write!(f, "gilliam-compile: {m}\nthis is a bug in gilliam: please report it with the inputs"),
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<String, CliError> {
+    let bytes = fs::read(path).map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?;
+    if bytes.len() > gilliam_compiler::node::MAX_INPUT_BYTES {
+        return Err(CliError::Usage(format!("{}: {} bytes, larger than the {} accepted", path.display(), bytes.len(), gilliam_compiler::node::MAX_INPUT_BYTES)));
+    }
+    String::from_utf8(bytes).map_err(|e| CliError::Usage(format!("{}: not UTF-8 text (byte {})", path.display(), e.utf8_error().valid_up_to())))
+}
+
+pub fn run(args: &Args) -> Result<(), CliError> {
+    if args.print_schema {
+        print!("{}", gilliam_compiler::manifest::schema_json());
+        return Ok(());
+    }
+    let need = |p: &Option<PathBuf>, f: &str| p.clone().ok_or_else(|| CliError::Usage(format!("--{f} is required")));
+    let (app_p, rel_p, stage_p, out) = (need(&args.app, "app")?, need(&args.release, "release")?, need(&args.stage, "stage")?, need(&args.out, "out")?);
+    let (app, rel, stage) = (read(&app_p)?, read(&rel_p)?, read(&stage_p)?);
+    let (an, rn, sn) = (app_p.display().to_string(), rel_p.display().to_string(), stage_p.display().to_string());
+    let inputs = Inputs { app: Source { name: &an, text: &app }, release: Source { name: &rn, text: &rel }, stage: Source { name: &sn, text: &stage } };
+    let compiled = match compile(&inputs) {
+        Ok(c) => c,
+        Err(Error::Invalid(d)) => return Err(CliError::Invalid(d.to_string())),
+        Err(Error::Internal(m)) => return Err(CliError::Internal(m)),
+    };
+    write_out(&out, &compiled)?;
+    if !args.quiet {
+        summary(&out, &compiled);
+    }
+    Ok(())
+}
+
+/// Writes every file. Subdirectories that gilliam owns are cleared first so that no file from
+/// an earlier compile survives to be mistaken for this one's; the manifest goes last.
+fn write_out(out: &Path, c: &Compiled) -> Result<(), CliError> {
+    let io = |p: &Path, e: std::io::Error| CliError::Usage(format!("cannot write {}: {e}", p.display()));
+    fs::create_dir_all(out).map_err(|e| io(out, e))?;
+    let manifest = out.join("manifest.json");
+    let _ = fs::remove_file(&manifest);
+    for sub in ["templates", "userdata", "runtime", "inputs"] {
+        let d = out.join(sub);
+        if d.exists() {
+            fs::remove_dir_all(&d).map_err(|e| io(&d, e))?;
+        }
+    }
+    for (rel, bytes) in c.files.iter().filter(|(p, _)| *p != "manifest.json") {
+        let p = out.join(rel);
+        if let Some(parent) = p.parent() {
+            fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+        }
+        fs::write(&p, bytes).map_err(|e| io(&p, e))?;
+    }
+    let tmp = out.join("manifest.json.tmp");
+    let bytes = c.files.get("manifest.json").ok_or_else(|| CliError::Internal("no manifest produced".into()))?;
+    fs::write(&tmp, bytes).map_err(|e| io(&tmp, e))?;
+    fs::rename(&tmp, &manifest).map_err(|e| io(&manifest, e))?;
+    Ok(())
+}
+
+fn summary(out: &Path, c: &Compiled) {
+    let m = &c.manifest;
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "compiled formation {} release {} into {}", m.formation.name, m.release.number, out.display());
+    for s in &m.stacks {
+        let how = if s.upload_required { "upload (TemplateURL)" } else { "inline" };
+        let _ = writeln!(o, "  stack {:<32} {:>4} resources {:>8} bytes  {how}", s.name, s.resources, s.bytes);
+    }
+    for s in &m.services {
+        let what = match (&s.auxiliary_type, s.port) {
+            (Some(t), _) => format!("auxiliary {t}"),
+            (None, Some(p)) => format!("http :{p}{}", if s.internal { " (internal)" } else { "" }),
+            (None, None) => "worker".into(),
+        };
+        let _ = writeln!(o, "  service {:<20} {what}", s.name);
+    }
+    for r in &m.routes {
+        let _ = writeln!(o, "  route {:<40} -> {} (group {}, priority {})", r.route, r.service, r.routing_group, r.priority);
+    }
+    for w in &m.warnings {
+        let _ = writeln!(o, "warning: {w}");
+    }
+}

@@ -1,0 +1,4 @@
+//! The binaries' shared code: argument types, file reading and writing, and the mapping of
+//! errors to documented exit codes. The compiler library itself does no I/O.
+
+pub mod compile_cmd;

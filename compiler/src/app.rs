@@ -1,0 +1,392 @@
+//! `gilliam.yml`: the application's services, in Gilliam's original shape (services at the top
+//! level), decoded and checked with every problem reported at its position.
+
+use crate::decode::{self, Fields};
+use crate::diag::{Pos, Sink};
+use crate::node::{Node, Value};
+use std::collections::BTreeMap;
+
+/// Auxiliary service types the compiler knows how to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AuxType {
+    Postgres,
+    Redis,
+    Etcd,
+}
+
+impl AuxType {
+    pub const ALL: [AuxType; 3] = [AuxType::Postgres, AuxType::Redis, AuxType::Etcd];
+    pub fn name(self) -> &'static str {
+        match self {
+            AuxType::Postgres => "postgres",
+            AuxType::Redis => "redis",
+            AuxType::Etcd => "etcd",
+        }
+    }
+    pub fn port(self) -> u16 {
+        match self {
+            AuxType::Postgres => 5432,
+            AuxType::Redis => 6379,
+            AuxType::Etcd => 2379,
+        }
+    }
+}
+
+/// Scale factors as written; unset fields come from the stage defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PartialScale {
+    pub min: Option<u32>,
+    pub desired: Option<u32>,
+    pub max: Option<u32>,
+    pub cpu: Option<u32>,
+}
+
+/// How the outside reaches a service: host and path patterns on the public load balancer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// As written, for messages.
+    pub raw: String,
+    pub host: Option<String>,
+    pub path: Option<String>,
+    pub pos: Pos,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Process {
+    pub script: String,
+    pub port: Option<u16>,
+    pub health: String,
+    pub scale: PartialScale,
+    pub scale_pos: Pos,
+    pub instance_type: Option<String>,
+    pub routes: Vec<Route>,
+    pub internal: bool,
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Auxiliary {
+    pub kind: AuxType,
+    pub version: Option<String>,
+    pub instance_type: Option<String>,
+    pub storage_gb: Option<u32>,
+    /// etcd: cluster members (1, 3 or 5).
+    pub size: u32,
+    /// postgres: the database name.
+    pub database: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServiceKind {
+    Process(Process),
+    Auxiliary(Auxiliary),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    pub name: String,
+    pub pos: Pos,
+    pub kind: ServiceKind,
+}
+
+impl Service {
+    pub fn process(&self) -> Option<&Process> {
+        match &self.kind {
+            ServiceKind::Process(p) => Some(p),
+            ServiceKind::Auxiliary(_) => None,
+        }
+    }
+    pub fn auxiliary(&self) -> Option<&Auxiliary> {
+        match &self.kind {
+            ServiceKind::Auxiliary(a) => Some(a),
+            ServiceKind::Process(_) => None,
+        }
+    }
+    /// A service with a port is reachable over HTTP.
+    pub fn is_http(&self) -> bool {
+        self.process().is_some_and(|p| p.port.is_some())
+    }
+}
+
+/// The application: its services, sorted by name (input order never changes the output).
+#[derive(Debug, Clone, PartialEq)]
+pub struct App {
+    pub services: Vec<Service>,
+}
+
+const PROCESS_KEYS: &[&str] = &["script", "ports", "env", "health", "scale", "instance_type", "routes", "internal"];
+const AUX_KEYS_POSTGRES: &[&str] = &["type", "version", "instance_type", "storage", "database"];
+const AUX_KEYS_REDIS: &[&str] = &["type", "version", "instance_type"];
+const AUX_KEYS_ETCD: &[&str] = &["type", "version", "instance_type", "storage", "size"];
+pub(crate) const SCALE_KEYS: &[&str] = &["min", "desired", "max", "cpu"];
+
+/// Largest service count accepted in one formation.
+pub const MAX_SERVICES: usize = 5_000;
+
+pub(crate) fn is_service_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 40
+        && b[0].is_ascii_lowercase()
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'_')
+        && !matches!(b[b.len() - 1], b'-' | b'_')
+}
+
+pub(crate) fn is_env_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty() && b.len() <= 128 && (b[0].is_ascii_alphabetic() || b[0] == b'_') && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+}
+
+pub(crate) fn is_instance_type(s: &str) -> bool {
+    let mut parts = s.split('.');
+    let ok = |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-'));
+    match s.split('.').count() {
+        2 => ok(parts.next()) && ok(parts.next()),
+        3 => ok(parts.next()) && ok(parts.next()) && ok(parts.next()),
+        _ => false,
+    }
+}
+
+pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<App> {
+    let entries = match &root.value {
+        Value::Map(m) => m,
+        Value::Null => {
+            sink.error_hint(root.pos, "gilliam.yml defines no services", "add a service, e.g. `api: {script: bin/api, ports: [80]}`");
+            return None;
+        }
+        _ => {
+            sink.error_hint(root.pos, format!("gilliam.yml must be a mapping of service names to services, found {}", root.describe()), "write `name:` followed by the service's settings");
+            return None;
+        }
+    };
+    if entries.len() > MAX_SERVICES {
+        sink.error(root.pos, format!("{} services defined; at most {MAX_SERVICES} are accepted in one formation", entries.len()));
+        return None;
+    }
+    let mut services = Vec::new();
+    for (key, node) in entries {
+        if !is_service_name(&key.name) {
+            sink.error_hint(
+                key.pos,
+                format!("bad service name `{}`", key.name),
+                "a service name starts with a lowercase letter, holds only lowercase letters, digits, `-` and `_`, does not end in `-` or `_`, and has at most 40 characters",
+            );
+            continue;
+        }
+        if let Some(kind) = decode_service(&key.name, node, sink) {
+            services.push(Service { name: key.name.clone(), pos: key.pos, kind });
+        }
+    }
+    services.sort_by(|a, b| a.name.cmp(&b.name));
+    Some(App { services })
+}
+
+fn decode_service(name: &str, node: &Node, sink: &mut Sink<'_>) -> Option<ServiceKind> {
+    let entries = decode::map(node, sink, &format!("service `{name}`"))?;
+    let mut f = Fields::new(entries);
+    if let Some(t) = f.get("type") {
+        let kind = decode_aux_type(t, sink)?;
+        let allowed = match kind {
+            AuxType::Postgres => AUX_KEYS_POSTGRES,
+            AuxType::Redis => AUX_KEYS_REDIS,
+            AuxType::Etcd => AUX_KEYS_ETCD,
+        };
+        let version = f.get("version").and_then(|n| decode::scalar_text(n, sink, "`version`"));
+        let instance_type = f.get("instance_type").and_then(|n| instance_type(n, sink));
+        let storage_gb = if kind == AuxType::Redis { None } else { f.get("storage").and_then(|n| decode::int_in(n, sink, "`storage` (GiB)", 20, 16_384)).map(|v| v as u32) };
+        let size = match (kind, f.get("size")) {
+            (AuxType::Etcd, Some(n)) => match decode::int_in(n, sink, "`size`", 1, 5) {
+                Some(v) if v % 2 == 1 => v as u32,
+                Some(v) => {
+                    sink.error_hint(n.pos, format!("etcd `size` must be odd, found {v}"), "use 1, 3 or 5 members so that a quorum exists");
+                    1
+                }
+                None => 1,
+            },
+            _ => 1,
+        };
+        let database = match (kind, f.get("database")) {
+            (AuxType::Postgres, Some(n)) => match decode::string(n, sink, "`database`") {
+                Some(d) if d.len() <= 63 && d.as_bytes()[0].is_ascii_alphabetic() && d.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') => d,
+                Some(d) => {
+                    sink.error_hint(n.pos, format!("bad database name `{d}`"), "start with a letter; letters, digits and `_` only; at most 63 characters");
+                    "app".into()
+                }
+                None => "app".into(),
+            },
+            _ => "app".into(),
+        };
+        let what = format!("auxiliary service `{name}` (type {})", kind.name());
+        for (k, _) in entries {
+            if PROCESS_KEYS.contains(&k.name.as_str()) && !allowed.contains(&k.name.as_str()) {
+                sink.error_hint(k.pos, format!("`{}` does not apply to {what}", k.name), "auxiliary services run no script of yours and are never exposed outside the formation; remove the key");
+                let _ = f.get(&k.name);
+            }
+        }
+        f.finish(sink, allowed, &what);
+        return Some(ServiceKind::Auxiliary(Auxiliary { kind, version, instance_type, storage_gb, size, database }));
+    }
+
+    let script = match f.get("script") {
+        Some(n) => decode::string(n, sink, "`script`"),
+        None => {
+            sink.error_hint(node.pos, format!("service `{name}` has neither `script` nor `type`"), "give your own code's `script: bin/NAME`, or `type: postgres|redis|etcd` for an auxiliary service");
+            None
+        }
+    };
+    let port = f.get("ports").and_then(|n| ports(n, sink));
+    let health_node = f.get("health");
+    let health = match health_node {
+        Some(n) => match decode::string(n, sink, "`health`") {
+            Some(h) if h.starts_with('/') && h.len() <= 1024 && h.bytes().all(|c| c.is_ascii_graphic()) => h,
+            Some(h) => {
+                sink.error_hint(n.pos, format!("bad health-check path `{h}`"), "give a path that starts with `/`, e.g. `/healthz`");
+                "/".into()
+            }
+            None => "/".into(),
+        },
+        None => "/".into(),
+    };
+    if let (Some(n), None) = (health_node, port) {
+        sink.error_hint(n.pos, format!("`health` needs `ports`: service `{name}` is a worker"), "add `ports: [PORT]`, or remove `health`");
+    }
+    let scale_node = f.get("scale");
+    let scale = scale_node.map(|n| partial_scale(n, sink)).unwrap_or_default();
+    let instance_type = f.get("instance_type").and_then(|n| instance_type(n, sink));
+    let internal = f.get("internal").and_then(|n| decode::boolean(n, sink, "`internal`")).unwrap_or(false);
+    let env = f.get("env").map(|n| env_map(n, sink, "`env`")).unwrap_or_default();
+    let routes_node = f.get("routes");
+    let routes = routes_node.map(|n| routes(n, sink)).unwrap_or_default();
+    if let Some(rn) = routes_node {
+        if port.is_none() && !routes.is_empty() {
+            sink.error_hint(rn.pos, format!("service `{name}` has routes but no `ports`"), "a worker cannot be reached over HTTP; add `ports: [PORT]` or remove `routes`");
+        }
+        if internal && !routes.is_empty() {
+            sink.error_hint(rn.pos, format!("service `{name}` is `internal: true` but has public routes"), "remove `routes`, or `internal: true`");
+        }
+    }
+    f.finish(sink, PROCESS_KEYS, &format!("service `{name}`"));
+    Some(ServiceKind::Process(Process {
+        script: script?,
+        port,
+        health,
+        scale,
+        scale_pos: scale_node.map_or(node.pos, |n| n.pos),
+        instance_type,
+        routes,
+        internal,
+        env,
+    }))
+}
+
+fn decode_aux_type(n: &Node, sink: &mut Sink<'_>) -> Option<AuxType> {
+    let s = decode::string(n, sink, "`type`")?;
+    let found = AuxType::ALL.into_iter().find(|t| t.name() == s);
+    if found.is_none() {
+        let names: Vec<&str> = AuxType::ALL.iter().map(|t| t.name()).collect();
+        let hint = match crate::diag::did_you_mean(&s, &names) {
+            Some(m) => format!("did you mean `{m}`? supported types: {}", names.join(", ")),
+            None => format!("supported types: {}", names.join(", ")),
+        };
+        sink.error_hint(n.pos, format!("unknown auxiliary service type `{s}`"), hint);
+    }
+    found
+}
+
+fn ports(n: &Node, sink: &mut Sink<'_>) -> Option<u16> {
+    let list = decode::seq(n, sink, "`ports`")?;
+    let mut out = Vec::new();
+    for p in list {
+        if let Some(v) = decode::int_in(p, sink, "a port", 1, 65_535) {
+            out.push(v as u16);
+        }
+    }
+    match out.len() {
+        0 if list.is_empty() => {
+            sink.error_hint(n.pos, "`ports` is empty", "give the one port the service listens on, or remove `ports` for a worker");
+            None
+        }
+        0 => None,
+        1 => Some(out[0]),
+        _ => {
+            sink.error_hint(list[1].pos, "only one port per service is supported", "the load balancer forwards HTTP to a single port; split extra ports into services of their own");
+            Some(out[0])
+        }
+    }
+}
+
+fn instance_type(n: &Node, sink: &mut Sink<'_>) -> Option<String> {
+    let s = decode::string(n, sink, "`instance_type`")?;
+    if is_instance_type(&s) {
+        Some(s)
+    } else {
+        sink.error_hint(n.pos, format!("bad instance type `{s}`"), "write an EC2 instance type such as `t3.small` (or `db.t4g.micro` / `cache.t4g.micro` for auxiliaries)");
+        None
+    }
+}
+
+pub(crate) fn partial_scale(n: &Node, sink: &mut Sink<'_>) -> PartialScale {
+    if let Value::Int(_) = n.value {
+        let v = decode::int_in(n, sink, "`scale`", 0, 1000).map(|v| v as u32);
+        return PartialScale { min: v, desired: v, max: v, cpu: None };
+    }
+    let Some(entries) = decode::map(n, sink, "`scale`") else { return PartialScale::default() };
+    let mut f = Fields::new(entries);
+    let mut get = |k: &str, lo, hi| f.get(k).and_then(|n| decode::int_in(n, sink, &format!("`scale.{k}`"), lo, hi)).map(|v| v as u32);
+    let s = PartialScale { min: get("min", 0, 1000), desired: get("desired", 0, 1000), max: get("max", 0, 1000), cpu: get("cpu", 1, 100) };
+    f.finish(sink, SCALE_KEYS, "`scale`");
+    s
+}
+
+pub(crate) fn env_map(n: &Node, sink: &mut Sink<'_>, what: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let Some(entries) = decode::map(n, sink, what) else { return out };
+    for (k, v) in entries {
+        if !is_env_name(&k.name) {
+            sink.error_hint(k.pos, format!("bad environment variable name `{}`", k.name), "use letters, digits and `_`, not starting with a digit");
+            continue;
+        }
+        if k.name == "PORT" || k.name.starts_with("GILLIAM_") {
+            sink.error_hint(k.pos, format!("`{}` is set by gilliam", k.name), "choose another name: PORT and GILLIAM_* are reserved");
+            continue;
+        }
+        if let Some(t) = decode::scalar_text(v, sink, &format!("`{}`", k.name)) {
+            out.insert(k.name.clone(), t);
+        }
+    }
+    out
+}
+
+fn routes(n: &Node, sink: &mut Sink<'_>) -> Vec<Route> {
+    let Some(list) = decode::seq(n, sink, "`routes`") else { return Vec::new() };
+    list.iter().filter_map(|r| decode::string(r, sink, "a route").and_then(|s| parse_route(&s, r.pos, sink))).collect()
+}
+
+/// `host/path`, `host` or `/path`; `*` and `?` are the load balancer's wildcards.
+pub(crate) fn parse_route(raw: &str, pos: Pos, sink: &mut Sink<'_>) -> Option<Route> {
+    let (host, path) = match raw.find('/') {
+        Some(0) => (None, Some(raw.to_string())),
+        Some(i) => (Some(raw[..i].to_ascii_lowercase()), Some(raw[i..].to_string())),
+        None => (Some(raw.to_ascii_lowercase()), None),
+    };
+    let path = path.filter(|p| p != "/*");
+    if raw.contains('{') || raw.contains('}') {
+        sink.error_hint(pos, format!("route `{raw}` uses a variable"), "route variables and rewrites are not supported yet; use `*` wildcards");
+        return None;
+    }
+    if let Some(h) = &host {
+        let ok = !h.is_empty() && h.len() <= 128 && h.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'*' | b'?')) && !h.starts_with('.') && !h.ends_with('.');
+        if !ok {
+            sink.error_hint(pos, format!("bad host `{h}` in route `{raw}`"), "a host holds letters, digits, `-`, `.` and the wildcards `*` and `?`, e.g. `api.example.com/users/*`");
+            return None;
+        }
+    }
+    if let Some(p) = &path {
+        let ok = p.len() <= 128 && p.bytes().all(|c| c.is_ascii_graphic() && !matches!(c, b'"' | b'\\' | b'#'));
+        if !ok {
+            sink.error_hint(pos, format!("bad path in route `{raw}`"), "a path starts with `/`, has at most 128 characters, no spaces, quotes or `#`");
+            return None;
+        }
+    }
+    Some(Route { raw: raw.to_string(), host, path, pos })
+}

@@ -1,0 +1,788 @@
+//! Emission: the formation, routing and release templates, userdata and runtime configs, and
+//! the manifest that describes them, from a checked and laid-out [`Ctx`].
+
+use crate::app::AuxType;
+use crate::cfn::{self, get_att, import, r#ref, tags, Template};
+use crate::compile::{template_limits, Compiled, Ctx, Inputs, Svc};
+use crate::manifest::{self as mf, Manifest, StackRole};
+use crate::names::{self, sha256_hex, shorten, ELB_NAME_MAX};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Version of the runtime config that userdata hands to the agent.
+pub const RUNTIME_CONFIG_VERSION: u32 = 1;
+/// Userdata above this size moves its runtime config to S3 (the hard limit is 16 KiB).
+pub const INLINE_USERDATA_BUDGET: usize = 12 * 1024;
+/// How long an Auto Scaling group waits for its instances' success signals.
+pub const SIGNAL_TIMEOUT_SECONDS: u32 = 900;
+/// Load balancer deregistration delay, which the agent also waits out when draining.
+pub const DRAIN_SECONDS: u32 = 30;
+const USERDATA_TEMPLATE: &str = include_str!("../../templates/userdata.sh");
+const TLS_POLICY: &str = "ELBSecurityPolicy-TLS13-1-2-2021-06";
+
+struct Out {
+    files: BTreeMap<String, Vec<u8>>,
+    stacks: Vec<mf::StackEntry>,
+    warnings: Vec<String>,
+}
+
+impl Out {
+    fn file(&mut self, path: String, bytes: Vec<u8>) -> mf::FileEntry {
+        let e = mf::FileEntry { path: path.clone(), sha256: sha256_hex(&bytes), bytes: bytes.len() };
+        self.files.insert(path, bytes);
+        e
+    }
+
+    fn stack(&mut self, ctx: &Ctx<'_>, name: String, role: StackRole, t: &Template, depends_on: Vec<String>, group: Option<u32>) -> Result<(), String> {
+        let bytes = t.render();
+        template_limits(t, &name, bytes.len())?;
+        let path = format!("templates/{name}.json");
+        let e = self.file(path.clone(), bytes);
+        let iam = t.resources.values().any(|r| r["Type"].as_str().is_some_and(|ty| ty.starts_with("AWS::IAM::")));
+        self.stacks.push(mf::StackEntry {
+            s3_key: format!("{}releases/{}/{path}", ctx.prefix(), ctx.release.number),
+            name,
+            role,
+            template: path,
+            sha256: e.sha256,
+            bytes: e.bytes,
+            resources: t.resources.len(),
+            upload_required: e.bytes > cfn::MAX_INLINE_BYTES,
+            depends_on,
+            capabilities: if iam { vec!["CAPABILITY_IAM".into()] } else { Vec::new() },
+            routing_group: group,
+        });
+        Ok(())
+    }
+}
+
+pub(crate) fn emit(ctx: &Ctx<'_>, inputs: &Inputs<'_>) -> Result<Compiled, String> {
+    let mut out = Out { files: BTreeMap::new(), stacks: Vec::new(), warnings: Vec::new() };
+    let f = ctx.f().to_string();
+    if ctx.stage.routing_groups.is_none() && ctx.groups > 1 {
+        out.warnings.push(format!(
+            "the formation was split over {} routing groups chosen automatically; pin `routing_groups: {}` in the stage file so that adding services never re-homes existing ones",
+            ctx.groups, ctx.groups
+        ));
+    }
+
+    let env = discovery(ctx, &mut out.warnings);
+    let mut userdata: BTreeMap<String, Vec<mf::FileEntry>> = BTreeMap::new();
+    let mut scripts: BTreeMap<String, String> = BTreeMap::new();
+    let mut external_parts: BTreeSet<u32> = BTreeSet::new();
+    for s in ctx.processes() {
+        let config = service_config(ctx, s, &env);
+        let (script, external) = userdata_script(ctx, "service", &s.s.name, &config, &ctx.release.runtime_image, &format!("runtime/{}.json", s.s.name), &mut out)?;
+        if external {
+            external_parts.insert(s.part);
+        }
+        let e = out.file(format!("userdata/{}.sh", s.s.name), script.clone().into_bytes());
+        userdata.entry(s.s.name.clone()).or_default().push(e);
+        scripts.insert(s.s.name.clone(), script);
+    }
+    let mut aux_scripts: BTreeMap<(String, u32), String> = BTreeMap::new();
+    for a in ctx.auxiliaries() {
+        let aux = a.s.auxiliary().ok_or("internal error: not an auxiliary")?;
+        if aux.kind != AuxType::Etcd {
+            continue;
+        }
+        let image = ctx.stage.auxiliary_image.clone().unwrap_or_default();
+        for i in 0..aux.size {
+            let config = etcd_config(ctx, a, i);
+            let name = format!("{}-{i}", a.s.name);
+            let (script, external) = userdata_script(ctx, "auxiliary", &name, &config, &image, &format!("runtime/{name}.json"), &mut out)?;
+            if external {
+                return Err(format!("internal error: etcd member {name}'s runtime config does not fit in userdata"));
+            }
+            let e = out.file(format!("userdata/{name}.sh"), script.clone().into_bytes());
+            userdata.entry(a.s.name.clone()).or_default().push(e);
+            aux_scripts.insert((a.s.name.clone(), i), script);
+        }
+    }
+
+    let formation = formation_template(ctx, &aux_scripts)?;
+    out.stack(ctx, names::formation_stack(&f), StackRole::Formation, &formation, Vec::new(), None)?;
+    let mut release_stacks = Vec::new();
+    for part in 1..=ctx.parts {
+        let t = release_template(ctx, part, &scripts, external_parts.contains(&part))?;
+        let name = ctx.release_stack(part);
+        out.stack(ctx, name.clone(), StackRole::Release, &t, vec![names::formation_stack(&f)], None)?;
+        release_stacks.push(name);
+    }
+    let mut lb_names = BTreeSet::new();
+    for g in 1..=ctx.groups {
+        let t = routing_template(ctx, g, &mut lb_names)?;
+        let mut deps = vec![names::formation_stack(&f)];
+        deps.extend(release_stacks.iter().cloned());
+        out.stack(ctx, names::routing_stack(&f, g), StackRole::Routing, &t, deps, Some(g))?;
+    }
+
+    let manifest = manifest(ctx, inputs, &mut out, &env, userdata)?;
+    let mut m = serde_json::to_vec_pretty(&manifest).map_err(|e| format!("internal error: {e}"))?;
+    m.push(b'\n');
+    out.files.insert("manifest.json".into(), m);
+    Ok(Compiled { files: out.files, manifest })
+}
+
+/// Non-secret and secret environment every service of the formation receives.
+struct Discovery {
+    env: BTreeMap<String, String>,
+    secrets: BTreeMap<String, Value>,
+    urls: BTreeMap<String, String>,
+}
+
+fn discovery(ctx: &Ctx<'_>, warnings: &mut Vec<String>) -> Discovery {
+    let domain = ctx.domain();
+    let mut d = Discovery { env: BTreeMap::new(), secrets: BTreeMap::new(), urls: BTreeMap::new() };
+    for s in ctx.http() {
+        let url = format!("http://{}.{domain}", s.s.name);
+        d.urls.insert(format!("{}_URL", s.env), url);
+    }
+    let count = |k: AuxType| ctx.auxiliaries().filter(|a| a.s.auxiliary().is_some_and(|x| x.kind == k)).count();
+    let mut aliases: Vec<(String, String, bool)> = Vec::new();
+    for a in ctx.auxiliaries() {
+        let Some(aux) = a.s.auxiliary() else { continue };
+        let host = format!("{}.{domain}", a.s.name);
+        let secret = names::secret_name(ctx.f(), &a.s.name);
+        let port = aux.kind.port();
+        match aux.kind {
+            AuxType::Postgres => {
+                let url = format!("postgres://{{username}}:{{password}}@{host}:{port}/{}", aux.database);
+                d.env.insert(format!("{}_HOST", a.env), host);
+                d.env.insert(format!("{}_PORT", a.env), port.to_string());
+                d.env.insert(format!("{}_DATABASE", a.env), aux.database.clone());
+                d.secrets.insert(format!("{}_URL", a.env), json!({ "secret": secret, "format": url }));
+                if count(AuxType::Postgres) == 1 {
+                    aliases.push(("DATABASE_URL".into(), format!("{}_URL", a.env), true));
+                }
+            }
+            AuxType::Redis => {
+                let url = format!("rediss://:{{password}}@{host}:{port}");
+                d.env.insert(format!("{}_HOST", a.env), host);
+                d.env.insert(format!("{}_PORT", a.env), port.to_string());
+                d.secrets.insert(format!("{}_URL", a.env), json!({ "secret": secret, "format": url }));
+                if count(AuxType::Redis) == 1 {
+                    aliases.push(("REDIS_URL".into(), format!("{}_URL", a.env), true));
+                }
+            }
+            AuxType::Etcd => {
+                let eps: Vec<String> = (0..aux.size).map(|i| format!("http://{}-{i}.{domain}:{port}", a.s.name)).collect();
+                d.env.insert(format!("{}_ENDPOINTS", a.env), eps.join(","));
+                if count(AuxType::Etcd) == 1 {
+                    aliases.push(("ETCD_ENDPOINTS".into(), format!("{}_ENDPOINTS", a.env), false));
+                }
+            }
+        }
+    }
+    for (alias, from, secret) in aliases {
+        if alias == from {
+            continue;
+        }
+        if d.urls.contains_key(&alias) || d.env.contains_key(&alias) || d.secrets.contains_key(&alias) {
+            warnings.push(format!("`{alias}` is already taken by a service; use `{from}` instead"));
+            continue;
+        }
+        if secret {
+            if let Some(v) = d.secrets.get(&from).cloned() {
+                d.secrets.insert(alias, v);
+            }
+        } else if let Some(v) = d.env.get(&from).cloned() {
+            d.env.insert(alias, v);
+        }
+    }
+    d
+}
+
+fn service_config(ctx: &Ctx<'_>, s: &Svc<'_>, d: &Discovery) -> Value {
+    let p = s.s.process();
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    env.insert("GILLIAM_FORMATION".into(), ctx.f().into());
+    env.insert("GILLIAM_RELEASE".into(), ctx.release.number.to_string());
+    env.insert("GILLIAM_SERVICE".into(), s.s.name.clone());
+    for (k, v) in d.urls.iter().filter(|(k, _)| **k != format!("{}_URL", s.env)) {
+        env.insert(k.clone(), v.clone());
+    }
+    env.extend(d.env.clone());
+    if let Some(p) = p {
+        env.extend(p.env.clone());
+    }
+    env.extend(ctx.release.config.clone());
+    if let Some(port) = p.and_then(|p| p.port) {
+        env.insert("PORT".into(), port.to_string());
+    }
+    let secrets: BTreeMap<&String, &Value> = d.secrets.iter().filter(|(k, _)| !env.contains_key(*k)).collect();
+    json!({
+        "format_version": RUNTIME_CONFIG_VERSION,
+        "role": "service",
+        "formation": ctx.f(),
+        "release": ctx.release.number,
+        "service": s.s.name,
+        "region": ctx.stage.region,
+        "signal": { "stack": ctx.release_stack(s.part), "resource": format!("{}AutoScalingGroup", s.id), "timeout_seconds": SIGNAL_TIMEOUT_SECONDS },
+        "artifact": { "url": ctx.release.artifact.url, "sha256": ctx.release.artifact.sha256 },
+        "script": p.map(|p| p.script.clone()),
+        "port": p.and_then(|p| p.port),
+        "health_path": p.filter(|p| p.port.is_some()).map(|p| p.health.clone()),
+        "drain_seconds": DRAIN_SECONDS,
+        "env": env,
+        "secrets": secrets,
+    })
+}
+
+fn etcd_config(ctx: &Ctx<'_>, a: &Svc<'_>, i: u32) -> Value {
+    let size = a.s.auxiliary().map_or(1, |x| x.size);
+    let domain = ctx.domain();
+    let member = format!("{}-{i}", a.s.name);
+    let cluster: Vec<String> = (0..size).map(|j| format!("{n}-{j}=http://{n}-{j}.{domain}:2380", n = a.s.name)).collect();
+    json!({
+        "format_version": RUNTIME_CONFIG_VERSION,
+        "role": "etcd",
+        "formation": ctx.f(),
+        "service": a.s.name,
+        "member": member,
+        "region": ctx.stage.region,
+        "signal": { "stack": names::formation_stack(ctx.f()), "resource": format!("Aux{}Member{i}Group", a.id), "timeout_seconds": SIGNAL_TIMEOUT_SECONDS },
+        "version": a.s.auxiliary().and_then(|x| x.version.clone()),
+        "attach": { "tag_key": "gilliam:member", "tag_value": format!("{}/{member}", ctx.f()) },
+        "advertise_client_url": format!("http://{member}.{domain}:2379"),
+        "advertise_peer_url": format!("http://{member}.{domain}:2380"),
+        "initial_cluster": cluster.join(","),
+        "drain_seconds": DRAIN_SECONDS,
+    })
+}
+
+/// Renders userdata for one instance role. When the script would not fit the EC2 limit with
+/// room to spare, the runtime config goes to its own file (uploaded next to the templates) and
+/// userdata carries its S3 URL and sha256 instead. Returns (script, external?).
+fn userdata_script(ctx: &Ctx<'_>, role: &str, name: &str, config: &Value, image: &str, external_path: &str, out: &mut Out) -> Result<(String, bool), String> {
+    let render = |cfg: &str| {
+        USERDATA_TEMPLATE
+            .replace("{{formation}}", ctx.f())
+            .replace("{{release}}", &ctx.release.number.to_string())
+            .replace("{{role}}", role)
+            .replace("{{service}}", name)
+            .replace("{{config_version}}", &RUNTIME_CONFIG_VERSION.to_string())
+            .replace("{{image}}", image)
+            .replace("{{runtime_config}}", cfg)
+    };
+    let text = serde_json::to_string_pretty(config).map_err(|e| format!("internal error: {e}"))?;
+    let script = render(&text);
+    if script.len() <= INLINE_USERDATA_BUDGET {
+        return Ok((script, false));
+    }
+    let mut bytes = text.into_bytes();
+    bytes.push(b'\n');
+    let e = out.file(external_path.to_string(), bytes);
+    let key = format!("{}releases/{}/{}", ctx.prefix(), ctx.release.number, external_path);
+    let pointer = json!({
+        "format_version": RUNTIME_CONFIG_VERSION,
+        "config_url": format!("s3://{}/{key}", ctx.stage.outputs_bucket),
+        "config_sha256": e.sha256,
+        "region": ctx.stage.region,
+    });
+    let script = render(&serde_json::to_string_pretty(&pointer).map_err(|e| format!("internal error: {e}"))?);
+    if script.len() > cfn::MAX_USERDATA_BYTES {
+        return Err(format!("internal error: userdata for {name} is {} bytes, over EC2's {} bytes", script.len(), cfn::MAX_USERDATA_BYTES));
+    }
+    Ok((script, true))
+}
+
+fn sg_rule(port: u16, source: Value, description: &str) -> Value {
+    json!({ "IpProtocol": "tcp", "FromPort": port, "ToPort": port, "SourceSecurityGroupId": source, "Description": description })
+}
+
+fn metadata_and_disk(ctx: &Ctx<'_>) -> (Value, Value) {
+    (
+        json!({ "HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 1 }),
+        json!([{ "DeviceName": "/dev/xvda", "Ebs": { "VolumeSize": ctx.stage.defaults.root_volume_gb, "VolumeType": "gp3", "Encrypted": true, "DeleteOnTermination": true } }]),
+    )
+}
+
+fn assume_ec2() -> Value {
+    json!({ "Version": "2012-10-17", "Statement": [{ "Effect": "Allow", "Principal": { "Service": "ec2.amazonaws.com" }, "Action": "sts:AssumeRole" }] })
+}
+
+/// An ARN pattern through Fn::Sub: `${AWS::...}` pseudo parameters resolve, literal text is
+/// escaped so that a `${` in a user value can never become a substitution.
+fn arn(pattern: &str, literal: &str) -> Value {
+    cfn::sub(&pattern.replace("{}", &literal.replace("${", "${!")))
+}
+
+fn formation_template(ctx: &Ctx<'_>, aux_scripts: &BTreeMap<(String, u32), String>) -> Result<Template, String> {
+    let f = ctx.f();
+    let mut t = Template::new(format!("gilliam formation {f}: security groups, private zone, auxiliary services (compiled with release {})", ctx.release.number));
+    let vpc = &ctx.stage.vpc;
+    let any_routed = ctx.svcs.iter().any(Svc::routed);
+    let any_http = ctx.http().next().is_some();
+    let tg = |k: &str, v: &str| json!([{ "Key": "gilliam:formation", "Value": f }, { "Key": k, "Value": v }]);
+
+    t.add("InstanceSecurityGroup", "AWS::EC2::SecurityGroup", json!({ "GroupDescription": format!("gilliam {f}: service instances, reachable only from the formation load balancers"), "VpcId": vpc, "Tags": tg("Name", &format!("{f}-instances")) }))?;
+    t.output("InstanceSecurityGroup", get_att("InstanceSecurityGroup", "GroupId"), Some(&names::formation_export(f, "InstanceSecurityGroup")), "Security group of service instances");
+    if any_routed {
+        let mut ingress = vec![json!({ "IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "CidrIp": "0.0.0.0/0", "Description": "HTTP from anywhere" })];
+        if ctx.https() {
+            ingress.push(json!({ "IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "CidrIp": "0.0.0.0/0", "Description": "HTTPS from anywhere" }));
+        }
+        t.add("PublicLbSecurityGroup", "AWS::EC2::SecurityGroup", json!({ "GroupDescription": format!("gilliam {f}: public load balancers, open on their listener ports"), "VpcId": vpc, "SecurityGroupIngress": ingress, "Tags": tg("Name", &format!("{f}-public-lb")) }))?;
+        t.output("PublicLbSecurityGroup", get_att("PublicLbSecurityGroup", "GroupId"), Some(&names::formation_export(f, "PublicLbSecurityGroup")), "Security group of public load balancers");
+    }
+    if any_http {
+        t.add("InternalLbSecurityGroup", "AWS::EC2::SecurityGroup", json!({
+            "GroupDescription": format!("gilliam {f}: internal load balancers, reachable from service instances"), "VpcId": vpc,
+            "SecurityGroupIngress": [sg_rule(80, get_att("InstanceSecurityGroup", "GroupId"), "HTTP from service instances")],
+            "Tags": tg("Name", &format!("{f}-internal-lb")),
+        }))?;
+        t.output("InternalLbSecurityGroup", get_att("InternalLbSecurityGroup", "GroupId"), Some(&names::formation_export(f, "InternalLbSecurityGroup")), "Security group of internal load balancers");
+    }
+    let ports: BTreeSet<u16> = ctx.http().filter_map(|s| s.s.process().and_then(|p| p.port)).collect();
+    let public_ports: BTreeSet<u16> = ctx.http().filter(|s| s.routed()).filter_map(|s| s.s.process().and_then(|p| p.port)).collect();
+    for p in &ports {
+        t.add(format!("InstanceIngressInternal{p}"), "AWS::EC2::SecurityGroupIngress", {
+            let mut r = sg_rule(*p, get_att("InternalLbSecurityGroup", "GroupId"), "service port from internal load balancers");
+            r["GroupId"] = get_att("InstanceSecurityGroup", "GroupId");
+            r
+        })?;
+    }
+    for p in &public_ports {
+        t.add(format!("InstanceIngressPublic{p}"), "AWS::EC2::SecurityGroupIngress", {
+            let mut r = sg_rule(*p, get_att("PublicLbSecurityGroup", "GroupId"), "service port from public load balancers");
+            r["GroupId"] = get_att("InstanceSecurityGroup", "GroupId");
+            r
+        })?;
+    }
+
+    t.add("PrivateZone", "AWS::Route53::HostedZone", json!({
+        "Name": ctx.domain(),
+        "HostedZoneConfig": { "Comment": format!("gilliam {f}: names of services and auxiliaries") },
+        "VPCs": [{ "VPCId": vpc, "VPCRegion": ctx.stage.region }],
+    }))?;
+    t.output("PrivateZoneId", r#ref("PrivateZone"), Some(&names::formation_export(f, "PrivateZoneId")), "Private hosted zone of the formation");
+
+    let auxes: Vec<&Svc<'_>> = ctx.auxiliaries().collect();
+    if auxes.is_empty() {
+        return Ok(t);
+    }
+    let aux_ports: BTreeSet<u16> = auxes.iter().filter_map(|a| a.s.auxiliary()).map(|a| a.kind.port()).collect();
+    t.add("AuxiliarySecurityGroup", "AWS::EC2::SecurityGroup", json!({
+        "GroupDescription": format!("gilliam {f}: auxiliary services, reachable from the formation instances only"), "VpcId": vpc,
+        "SecurityGroupIngress": aux_ports.iter().map(|p| sg_rule(*p, get_att("InstanceSecurityGroup", "GroupId"), "from service instances")).collect::<Vec<_>>(),
+        "Tags": tg("Name", &format!("{f}-auxiliaries")),
+    }))?;
+    let private: Vec<&str> = ctx.stage.private_subnets.iter().map(|s| s.id.as_str()).collect();
+    let kinds: BTreeSet<AuxType> = auxes.iter().filter_map(|a| a.s.auxiliary()).map(|a| a.kind).collect();
+    if kinds.contains(&AuxType::Postgres) {
+        t.add("DatabaseSubnetGroup", "AWS::RDS::DBSubnetGroup", json!({ "DBSubnetGroupDescription": format!("gilliam {f}: databases"), "SubnetIds": private }))?;
+    }
+    if kinds.contains(&AuxType::Redis) {
+        t.add("CacheSubnetGroup", "AWS::ElastiCache::SubnetGroup", json!({ "Description": format!("gilliam {f}: caches"), "SubnetIds": private }))?;
+    }
+    if kinds.contains(&AuxType::Etcd) {
+        t.add("AuxiliaryIngressEtcdPeers", "AWS::EC2::SecurityGroupIngress", json!({
+            "GroupId": get_att("AuxiliarySecurityGroup", "GroupId"), "IpProtocol": "tcp", "FromPort": 2379, "ToPort": 2380,
+            "SourceSecurityGroupId": get_att("AuxiliarySecurityGroup", "GroupId"), "Description": "etcd peers",
+        }))?;
+    }
+    for a in auxes {
+        let aux = a.s.auxiliary().ok_or("internal error: not an auxiliary")?;
+        let id = format!("Aux{}", a.id);
+        let host = format!("{}.{}.", a.s.name, ctx.domain());
+        let secret_props = |user: &str| json!({
+            "Name": names::secret_name(f, &a.s.name),
+            "Description": format!("gilliam {f}: credentials of auxiliary {}", a.s.name),
+            "GenerateSecretString": { "SecretStringTemplate": json!({ "username": user }).to_string(), "GenerateStringKey": "password", "PasswordLength": 32, "ExcludeCharacters": "\"@/\\ '`:;%+#?&=[]{}<>|^~$!," },
+        });
+        let keep = |t: &mut Template, rid: &str, policy: &str| {
+            if let Some(Value::Object(m)) = t.resources.get_mut(rid) {
+                m.insert("DeletionPolicy".into(), json!(policy));
+                m.insert("UpdateReplacePolicy".into(), json!(policy));
+            }
+        };
+        let cname = |target: Value| json!({ "HostedZoneId": r#ref("PrivateZone"), "Name": host, "Type": "CNAME", "TTL": "60", "ResourceRecords": [target] });
+        let resolve = |what: &str| cfn::sub(&format!("{{{{resolve:secretsmanager:${{{id}Secret}}:SecretString:{what}}}}}"));
+        match aux.kind {
+            AuxType::Postgres => {
+                t.add(format!("{id}Secret"), "AWS::SecretsManager::Secret", secret_props("gilliam"))?;
+                keep(&mut t, &format!("{id}Secret"), "Retain");
+                let mut db = json!({
+                    "Engine": "postgres", "DBInstanceClass": a.instance_type, "AllocatedStorage": aux.storage_gb.unwrap_or(20).to_string(),
+                    "StorageType": "gp3", "StorageEncrypted": true, "DBName": aux.database,
+                    "MasterUsername": resolve("username"), "MasterUserPassword": resolve("password"),
+                    "VPCSecurityGroups": [get_att("AuxiliarySecurityGroup", "GroupId")], "DBSubnetGroupName": r#ref("DatabaseSubnetGroup"),
+                    "PubliclyAccessible": false, "BackupRetentionPeriod": 7, "CopyTagsToSnapshot": true, "AutoMinorVersionUpgrade": true,
+                    "Tags": tg("gilliam:auxiliary", &a.s.name),
+                });
+                if let Some(v) = &aux.version {
+                    db["EngineVersion"] = json!(v);
+                }
+                t.add(format!("{id}Database"), "AWS::RDS::DBInstance", db)?;
+                keep(&mut t, &format!("{id}Database"), "Snapshot");
+                t.add(format!("{id}SecretAttachment"), "AWS::SecretsManager::SecretTargetAttachment", json!({ "SecretId": r#ref(&format!("{id}Secret")), "TargetId": r#ref(&format!("{id}Database")), "TargetType": "AWS::RDS::DBInstance" }))?;
+                t.add(format!("{id}Record"), "AWS::Route53::RecordSet", cname(get_att(&format!("{id}Database"), "Endpoint.Address")))?;
+            }
+            AuxType::Redis => {
+                t.add(format!("{id}Secret"), "AWS::SecretsManager::Secret", secret_props("default"))?;
+                keep(&mut t, &format!("{id}Secret"), "Retain");
+                let mut rg = json!({
+                    "ReplicationGroupDescription": format!("gilliam {f}: {}", a.s.name), "Engine": "redis", "CacheNodeType": a.instance_type,
+                    "NumCacheClusters": 1, "AutomaticFailoverEnabled": false, "AtRestEncryptionEnabled": true, "TransitEncryptionEnabled": true,
+                    "AuthToken": resolve("password"), "CacheSubnetGroupName": r#ref("CacheSubnetGroup"),
+                    "SecurityGroupIds": [get_att("AuxiliarySecurityGroup", "GroupId")], "SnapshotRetentionLimit": 7,
+                    "Tags": tg("gilliam:auxiliary", &a.s.name),
+                });
+                if let Some(v) = &aux.version {
+                    rg["EngineVersion"] = json!(v);
+                }
+                t.add(format!("{id}Cache"), "AWS::ElastiCache::ReplicationGroup", rg)?;
+                keep(&mut t, &format!("{id}Cache"), "Snapshot");
+                t.add(format!("{id}Record"), "AWS::Route53::RecordSet", cname(get_att(&format!("{id}Cache"), "PrimaryEndPoint.Address")))?;
+            }
+            AuxType::Etcd => etcd(ctx, &mut t, a, aux, &id, aux_scripts)?,
+        }
+    }
+    Ok(t)
+}
+
+fn etcd(ctx: &Ctx<'_>, t: &mut Template, a: &Svc<'_>, aux: &crate::app::Auxiliary, id: &str, scripts: &BTreeMap<(String, u32), String>) -> Result<(), String> {
+    let f = ctx.f();
+    let subnets = &ctx.stage.private_subnets;
+    let mut volumes = Vec::new();
+    let mut interfaces = Vec::new();
+    for i in 0..aux.size {
+        volumes.push(arn("arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:volume/${{}}", &format!("{id}Member{i}Volume")));
+        interfaces.push(arn("arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:network-interface/${{}}", &format!("{id}Member{i}Interface")));
+    }
+    let instances = arn("arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:instance/*", "");
+    t.add(format!("{id}Role"), "AWS::IAM::Role", json!({
+        "AssumeRolePolicyDocument": assume_ec2(),
+        "Policies": [{ "PolicyName": "gilliam-etcd", "PolicyDocument": { "Version": "2012-10-17", "Statement": [
+            { "Sid": "AttachOwnVolume", "Effect": "Allow", "Action": "ec2:AttachVolume", "Resource": volumes.iter().cloned().chain([instances.clone()]).collect::<Vec<_>>() },
+            { "Sid": "AttachOwnInterface", "Effect": "Allow", "Action": "ec2:AttachNetworkInterface", "Resource": interfaces.iter().cloned().chain([instances]).collect::<Vec<_>>() },
+            { "Sid": "FindOwnVolumeAndInterface", "Effect": "Allow", "Action": ["ec2:DescribeVolumes", "ec2:DescribeNetworkInterfaces"], "Resource": "*" },
+            { "Sid": "SignalOwnStack", "Effect": "Allow", "Action": "cloudformation:SignalResource", "Resource": arn("arn:${AWS::Partition}:cloudformation:${AWS::Region}:${AWS::AccountId}:stack/{}/*", f) },
+        ] } }],
+    }))?;
+    t.add(format!("{id}Profile"), "AWS::IAM::InstanceProfile", json!({ "Roles": [r#ref(&format!("{id}Role"))] }))?;
+    let (meta, disk) = metadata_and_disk(ctx);
+    for i in 0..aux.size {
+        let subnet = &subnets[i as usize % subnets.len()];
+        let member = format!("{}-{i}", a.s.name);
+        let mtags = tags(&[("gilliam:formation", f), ("gilliam:member", &format!("{f}/{member}")), ("Name", &format!("{f}-{member}"))]);
+        t.add(format!("{id}Member{i}Interface"), "AWS::EC2::NetworkInterface", json!({ "SubnetId": subnet.id, "GroupSet": [get_att("AuxiliarySecurityGroup", "GroupId")], "Description": format!("gilliam {f}: stable address of etcd member {member}"), "Tags": mtags }))?;
+        t.add(format!("{id}Member{i}Volume"), "AWS::EC2::Volume", json!({ "AvailabilityZone": subnet.zone.clone().unwrap_or_default(), "Size": aux.storage_gb.unwrap_or(20), "VolumeType": "gp3", "Encrypted": true, "Tags": mtags }))?;
+        if let Some(Value::Object(m)) = t.resources.get_mut(&format!("{id}Member{i}Volume")) {
+            m.insert("DeletionPolicy".into(), json!("Snapshot"));
+            m.insert("UpdateReplacePolicy".into(), json!("Snapshot"));
+            // A volume must sit in its member's subnet's zone: the zone is named on purpose.
+            m.insert("Metadata".into(), json!({ "cfn-lint": { "config": { "ignore_checks": ["W3010"] } } }));
+        }
+        let script = scripts.get(&(a.s.name.clone(), i)).ok_or("internal error: etcd userdata missing")?;
+        t.add(format!("{id}Member{i}LaunchTemplate"), "AWS::EC2::LaunchTemplate", json!({ "LaunchTemplateData": {
+            "ImageId": ctx.stage.auxiliary_image, "InstanceType": a.instance_type,
+            "IamInstanceProfile": { "Arn": get_att(&format!("{id}Profile"), "Arn") },
+            "SecurityGroupIds": [get_att("AuxiliarySecurityGroup", "GroupId")],
+            "MetadataOptions": meta, "BlockDeviceMappings": disk, "UserData": { "Fn::Base64": script },
+            "TagSpecifications": [{ "ResourceType": "instance", "Tags": mtags }],
+        } }))?;
+        t.add(format!("{id}Member{i}Group"), "AWS::AutoScaling::AutoScalingGroup", json!({
+            "MinSize": "1", "MaxSize": "1", "DesiredCapacity": "1",
+            "LaunchTemplate": { "LaunchTemplateId": r#ref(&format!("{id}Member{i}LaunchTemplate")), "Version": get_att(&format!("{id}Member{i}LaunchTemplate"), "LatestVersionNumber") },
+            "VPCZoneIdentifier": [subnet.id], "HealthCheckType": "EC2", "HealthCheckGracePeriod": 300,
+        }))?;
+        if let Some(Value::Object(m)) = t.resources.get_mut(&format!("{id}Member{i}Group")) {
+            m.insert("CreationPolicy".into(), json!({ "ResourceSignal": { "Count": 1, "Timeout": format!("PT{}M", SIGNAL_TIMEOUT_SECONDS / 60) } }));
+        }
+        t.add(format!("{id}Member{i}Record"), "AWS::Route53::RecordSet", json!({ "HostedZoneId": r#ref("PrivateZone"), "Name": format!("{member}.{}.", ctx.domain()), "Type": "A", "TTL": "60", "ResourceRecords": [get_att(&format!("{id}Member{i}Interface"), "PrimaryPrivateIpAddress")] }))?;
+    }
+    Ok(())
+}
+
+fn target_group_name(ctx: &Ctx<'_>, svc: &str, public: bool) -> String {
+    shorten(&format!("{}-r{}-{svc}-{}", ctx.f(), ctx.release.number, if public { "p" } else { "i" }), ELB_NAME_MAX)
+}
+
+fn release_template(ctx: &Ctx<'_>, part: u32, scripts: &BTreeMap<String, String>, external: bool) -> Result<Template, String> {
+    let f = ctx.f();
+    let n = ctx.release.number;
+    let mut t = Template::new(format!("gilliam formation {f}, release {n}{}: launch templates, Auto Scaling groups, target groups", if ctx.parts > 1 { format!(" (part {part} of {})", ctx.parts) } else { String::new() }));
+    let art = &ctx.release.artifact;
+    let mut statements = vec![
+        json!({ "Sid": "ReadOwnArtifact", "Effect": "Allow", "Action": "s3:GetObject", "Resource": arn("arn:${AWS::Partition}:s3:::{}", &format!("{}/{}", art.bucket, art.key)) }),
+        json!({ "Sid": "SignalOwnStack", "Effect": "Allow", "Action": "cloudformation:SignalResource", "Resource": cfn::sub("arn:${AWS::Partition}:cloudformation:${AWS::Region}:${AWS::AccountId}:stack/${AWS::StackName}/*") }),
+    ];
+    if external {
+        statements.push(json!({ "Sid": "ReadOwnRuntimeConfig", "Effect": "Allow", "Action": "s3:GetObject", "Resource": arn("arn:${AWS::Partition}:s3:::{}", &format!("{}/{}releases/{n}/runtime/*", ctx.stage.outputs_bucket, ctx.prefix())) }));
+    }
+    let secrets: Vec<Value> = ctx
+        .auxiliaries()
+        .filter(|a| a.s.auxiliary().is_some_and(|x| x.kind != AuxType::Etcd))
+        .map(|a| arn("arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:{}-??????", &names::secret_name(f, &a.s.name)))
+        .collect();
+    if !secrets.is_empty() {
+        statements.push(json!({ "Sid": "ReadFormationSecrets", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": secrets }));
+    }
+    t.add("InstanceRole", "AWS::IAM::Role", json!({
+        "AssumeRolePolicyDocument": assume_ec2(),
+        "Policies": [{ "PolicyName": "gilliam-release", "PolicyDocument": { "Version": "2012-10-17", "Statement": statements } }],
+        "Tags": tags(&[("gilliam:formation", f), ("gilliam:release", &n.to_string())]),
+    }))?;
+    t.add("InstanceProfile", "AWS::IAM::InstanceProfile", json!({ "Roles": [r#ref("InstanceRole")] }))?;
+    t.output("Release", json!(n.to_string()), None, "Release number");
+    let (meta, disk) = metadata_and_disk(ctx);
+    let private: Vec<&str> = ctx.stage.private_subnets.iter().map(|s| s.id.as_str()).collect();
+    for s in ctx.processes().filter(|s| s.part == part) {
+        let p = s.s.process().ok_or("internal error: not a process")?;
+        let id = &s.id;
+        let name = format!("{f}-r{n}-{}", s.s.name);
+        let itags = tags(&[("Name", &name), ("gilliam:formation", f), ("gilliam:release", &n.to_string()), ("gilliam:service", &s.s.name)]);
+        let script = scripts.get(&s.s.name).ok_or("internal error: userdata missing")?;
+        t.add(format!("{id}LaunchTemplate"), "AWS::EC2::LaunchTemplate", json!({ "LaunchTemplateData": {
+            "ImageId": ctx.release.runtime_image, "InstanceType": s.instance_type,
+            "IamInstanceProfile": { "Arn": get_att("InstanceProfile", "Arn") },
+            "SecurityGroupIds": [import(&names::formation_export(f, "InstanceSecurityGroup"))],
+            "MetadataOptions": meta, "BlockDeviceMappings": disk, "UserData": { "Fn::Base64": script },
+            "TagSpecifications": [{ "ResourceType": "instance", "Tags": itags }, { "ResourceType": "volume", "Tags": itags }],
+        } }))?;
+        let mut tgs = Vec::new();
+        if let Some(port) = p.port {
+            for public in [false, true] {
+                if public && !s.routed() {
+                    continue;
+                }
+                let which = if public { "PublicTargetGroup" } else { "InternalTargetGroup" };
+                t.add(format!("{id}{which}"), "AWS::ElasticLoadBalancingV2::TargetGroup", json!({
+                    "Name": target_group_name(ctx, &s.s.name, public), "Port": port, "Protocol": "HTTP", "VpcId": ctx.stage.vpc, "TargetType": "instance",
+                    "HealthCheckEnabled": true, "HealthCheckProtocol": "HTTP", "HealthCheckPath": p.health, "HealthCheckIntervalSeconds": 10,
+                    "HealthCheckTimeoutSeconds": 5, "HealthyThresholdCount": 2, "UnhealthyThresholdCount": 3, "Matcher": { "HttpCode": "200-399" },
+                    "TargetGroupAttributes": [{ "Key": "deregistration_delay.timeout_seconds", "Value": DRAIN_SECONDS.to_string() }],
+                    "Tags": tags(&[("gilliam:formation", f), ("gilliam:release", &n.to_string()), ("gilliam:service", &s.s.name)]),
+                }))?;
+                t.output(&format!("{id}{which}"), r#ref(&format!("{id}{which}")), Some(&names::target_group_export(f, n, &s.s.name, public)), &format!("{} target group of {}", if public { "Public" } else { "Internal" }, s.s.name));
+                tgs.push(r#ref(&format!("{id}{which}")));
+            }
+        }
+        let mut asg = json!({
+            "MinSize": s.scale.min.to_string(), "MaxSize": s.scale.max.to_string(), "DesiredCapacity": s.scale.desired.to_string(),
+            "LaunchTemplate": { "LaunchTemplateId": r#ref(&format!("{id}LaunchTemplate")), "Version": get_att(&format!("{id}LaunchTemplate"), "LatestVersionNumber") },
+            "VPCZoneIdentifier": private, "HealthCheckType": if tgs.is_empty() { "EC2" } else { "ELB" }, "HealthCheckGracePeriod": 300,
+            "Tags": [
+                { "Key": "Name", "Value": name, "PropagateAtLaunch": true },
+                { "Key": "gilliam:formation", "Value": f, "PropagateAtLaunch": true },
+                { "Key": "gilliam:release", "Value": n.to_string(), "PropagateAtLaunch": true },
+                { "Key": "gilliam:service", "Value": s.s.name, "PropagateAtLaunch": true },
+            ],
+        });
+        if !tgs.is_empty() {
+            asg["TargetGroupARNs"] = json!(tgs);
+        }
+        let asg_id = format!("{id}AutoScalingGroup");
+        let r = t.add(asg_id.clone(), "AWS::AutoScaling::AutoScalingGroup", asg)?;
+        if s.scale.desired > 0 {
+            r.insert("CreationPolicy".into(), json!({ "ResourceSignal": { "Count": s.scale.desired, "Timeout": format!("PT{}M", SIGNAL_TIMEOUT_SECONDS / 60) }, "AutoScalingCreationPolicy": { "MinSuccessfulInstancesPercent": 100 } }));
+        }
+        t.output(&asg_id, r#ref(&asg_id), None, &format!("Auto Scaling group of {}", s.s.name));
+        if s.scale.max > s.scale.min {
+            t.add(format!("{id}CpuScalingPolicy"), "AWS::AutoScaling::ScalingPolicy", json!({
+                "AutoScalingGroupName": r#ref(&asg_id), "PolicyType": "TargetTrackingScaling",
+                "TargetTrackingConfiguration": { "PredefinedMetricSpecification": { "PredefinedMetricType": "ASGAverageCPUUtilization" }, "TargetValue": s.scale.cpu },
+            }))?;
+        }
+    }
+    Ok(t)
+}
+
+/// Orders routes so that the most specific one is evaluated first: a host beats no host, an
+/// exact host beats a wildcard one, a longer path beats a shorter one.
+fn route_order(r: &crate::app::Route) -> impl Ord {
+    let host_rank = match &r.host {
+        Some(h) if !h.contains(['*', '?']) => 0,
+        Some(_) => 1,
+        None => 2,
+    };
+    let path = r.path.as_deref().unwrap_or("");
+    let wild = u8::from(path.contains(['*', '?']));
+    (host_rank, wild, std::cmp::Reverse(path.len()), r.host.clone(), r.path.clone())
+}
+
+fn forward(ctx: &Ctx<'_>, svc: &str, public: bool) -> Option<Value> {
+    let mut shares: Vec<_> = ctx.traffic.iter().filter(|t| if public { t.public.contains(svc) } else { t.internal.contains(svc) }).collect();
+    shares.sort_by_key(|t| t.release);
+    if !shares.iter().any(|t| t.weight > 0) {
+        return None;
+    }
+    let groups: Vec<Value> = shares.iter().map(|t| json!({ "TargetGroupArn": import(&names::target_group_export(ctx.f(), t.release, svc, public)), "Weight": t.weight })).collect();
+    Some(json!([{ "Type": "forward", "ForwardConfig": { "TargetGroups": groups } }]))
+}
+
+fn not_found() -> Value {
+    json!([{ "Type": "fixed-response", "FixedResponseConfig": { "StatusCode": "404", "ContentType": "text/plain", "MessageBody": "no route" } }])
+}
+
+pub(crate) fn public_routes<'c>(ctx: &'c Ctx<'_>, g: u32) -> Vec<(&'c Svc<'c>, usize, &'c crate::app::Route)> {
+    let mut routes = Vec::new();
+    for s in ctx.http().filter(|s| s.group == Some(g)) {
+        let mut rs: Vec<&crate::app::Route> = s.s.process().map(|p| p.routes.iter().collect()).unwrap_or_default();
+        rs.sort_by_key(|r| route_order(r));
+        for (j, r) in rs.into_iter().enumerate() {
+            routes.push((s, j + 1, r));
+        }
+    }
+    routes.sort_by_key(|(s, _, r)| (route_order(r), s.s.name.clone()));
+    routes
+}
+
+fn routing_template(ctx: &Ctx<'_>, g: u32, lb_names: &mut BTreeSet<String>) -> Result<Template, String> {
+    let f = ctx.f();
+    let mut t = Template::new(format!("gilliam formation {f}, routing group {g} of {}: load balancers, listeners, routes, service names", ctx.groups));
+    let members: Vec<&Svc<'_>> = ctx.http().filter(|s| s.group == Some(g)).collect();
+    let mut lb_name = |n: String| -> Result<String, String> {
+        let n = shorten(&n, ELB_NAME_MAX);
+        if !lb_names.insert(n.clone()) {
+            return Err(format!("internal error: load balancer name {n} used twice"));
+        }
+        Ok(n)
+    };
+    let routes = public_routes(ctx, g);
+    if !routes.is_empty() {
+        t.add("PublicLoadBalancer", "AWS::ElasticLoadBalancingV2::LoadBalancer", json!({
+            "Name": lb_name(format!("{f}-public-{g}"))?, "Type": "application", "Scheme": "internet-facing",
+            "Subnets": ctx.stage.public_subnets.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+            "SecurityGroups": [import(&names::formation_export(f, "PublicLbSecurityGroup"))],
+            "LoadBalancerAttributes": [{ "Key": "routing.http.drop_invalid_header_fields.enabled", "Value": "true" }],
+            "Tags": tags(&[("gilliam:formation", f)]),
+        }))?;
+        let listener = if let Some(cert) = &ctx.stage.certificate {
+            t.add("PublicHttpsListener", "AWS::ElasticLoadBalancingV2::Listener", json!({
+                "LoadBalancerArn": r#ref("PublicLoadBalancer"), "Port": 443, "Protocol": "HTTPS", "SslPolicy": TLS_POLICY,
+                "Certificates": [{ "CertificateArn": cert }], "DefaultActions": not_found(),
+            }))?;
+            t.add("PublicHttpListener", "AWS::ElasticLoadBalancingV2::Listener", json!({
+                "LoadBalancerArn": r#ref("PublicLoadBalancer"), "Port": 80, "Protocol": "HTTP",
+                "DefaultActions": [{ "Type": "redirect", "RedirectConfig": { "Protocol": "HTTPS", "Port": "443", "StatusCode": "HTTP_301" } }],
+            }))?;
+            "PublicHttpsListener"
+        } else {
+            t.add("PublicHttpListener", "AWS::ElasticLoadBalancingV2::Listener", json!({ "LoadBalancerArn": r#ref("PublicLoadBalancer"), "Port": 80, "Protocol": "HTTP", "DefaultActions": not_found() }))?;
+            "PublicHttpListener"
+        };
+        for (prio, (s, j, r)) in routes.iter().enumerate() {
+            let Some(actions) = forward(ctx, &s.s.name, true) else { continue };
+            let mut conditions = Vec::new();
+            if let Some(h) = &r.host {
+                conditions.push(json!({ "Field": "host-header", "HostHeaderConfig": { "Values": [h] } }));
+            }
+            if let Some(p) = &r.path {
+                conditions.push(json!({ "Field": "path-pattern", "PathPatternConfig": { "Values": [p] } }));
+            }
+            t.add(format!("{}Route{j}", s.id), "AWS::ElasticLoadBalancingV2::ListenerRule", json!({ "ListenerArn": r#ref(listener), "Priority": prio + 1, "Conditions": conditions, "Actions": actions }))?;
+        }
+        t.output("PublicLoadBalancerDns", get_att("PublicLoadBalancer", "DNSName"), None, "DNS name of the public load balancer");
+    }
+    if !members.is_empty() {
+        t.add("InternalLoadBalancer", "AWS::ElasticLoadBalancingV2::LoadBalancer", json!({
+            "Name": lb_name(format!("{f}-internal-{g}"))?, "Type": "application", "Scheme": "internal",
+            "Subnets": ctx.stage.private_subnets.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+            "SecurityGroups": [import(&names::formation_export(f, "InternalLbSecurityGroup"))],
+            "LoadBalancerAttributes": [{ "Key": "routing.http.drop_invalid_header_fields.enabled", "Value": "true" }],
+            "Tags": tags(&[("gilliam:formation", f)]),
+        }))?;
+        t.add("InternalListener", "AWS::ElasticLoadBalancingV2::Listener", json!({ "LoadBalancerArn": r#ref("InternalLoadBalancer"), "Port": 80, "Protocol": "HTTP", "DefaultActions": not_found() }))?;
+        for (i, s) in members.iter().enumerate() {
+            let host = format!("{}.{}", s.s.name, ctx.domain());
+            if let Some(actions) = forward(ctx, &s.s.name, false) {
+                t.add(format!("{}InternalRule", s.id), "AWS::ElasticLoadBalancingV2::ListenerRule", json!({
+                    "ListenerArn": r#ref("InternalListener"), "Priority": i + 1,
+                    "Conditions": [{ "Field": "host-header", "HostHeaderConfig": { "Values": [host] } }], "Actions": actions,
+                }))?;
+            }
+            t.add(format!("{}DnsRecord", s.id), "AWS::Route53::RecordSet", json!({
+                "HostedZoneId": import(&names::formation_export(f, "PrivateZoneId")), "Name": format!("{host}."), "Type": "A",
+                "AliasTarget": { "DNSName": get_att("InternalLoadBalancer", "DNSName"), "HostedZoneId": get_att("InternalLoadBalancer", "CanonicalHostedZoneID"), "EvaluateTargetHealth": false },
+            }))?;
+        }
+        t.output("InternalLoadBalancerDns", get_att("InternalLoadBalancer", "DNSName"), None, "DNS name of the internal load balancer");
+    }
+    Ok(t)
+}
+
+fn manifest(ctx: &Ctx<'_>, inputs: &Inputs<'_>, out: &mut Out, d: &Discovery, mut userdata: BTreeMap<String, Vec<mf::FileEntry>>) -> Result<Manifest, String> {
+    let f = ctx.f();
+    let n = ctx.release.number;
+    let app = out.file("inputs/gilliam.yml".into(), inputs.app.text.as_bytes().to_vec());
+    let release = out.file("inputs/release.json".into(), inputs.release.text.as_bytes().to_vec());
+    let stage = out.file("inputs/stage.yml".into(), inputs.stage.text.as_bytes().to_vec());
+    let mut tg_names = BTreeSet::new();
+    let mut services = Vec::new();
+    for s in &ctx.svcs {
+        let p = s.s.process();
+        let aux = s.s.auxiliary();
+        let http = s.s.is_http();
+        for public in [false, true] {
+            if http && (!public || s.routed()) && !tg_names.insert(target_group_name(ctx, &s.s.name, public)) {
+                return Err(format!("internal error: target group name for {} used twice", s.s.name));
+            }
+        }
+        services.push(mf::ServiceEntry {
+            name: s.s.name.clone(),
+            kind: match (p, http) {
+                (Some(_), true) => mf::ServiceKind::Web,
+                (Some(_), false) => mf::ServiceKind::Worker,
+                (None, _) => mf::ServiceKind::Auxiliary,
+            },
+            auxiliary_type: aux.map(|a| a.kind.name().to_string()),
+            script: p.map(|p| p.script.clone()),
+            port: p.and_then(|p| p.port).or(aux.map(|a| a.kind.port())),
+            health_path: p.filter(|p| p.port.is_some()).map(|p| p.health.clone()),
+            scale: p.map(|_| s.scale.clone()),
+            instance_type: s.instance_type.clone(),
+            internal: p.is_some_and(|p| p.internal || p.routes.is_empty()) || aux.is_some(),
+            stack: if p.is_some() { ctx.release_stack(s.part) } else { names::formation_stack(f) },
+            auto_scaling_group: p.map(|_| format!("{}AutoScalingGroup", s.id)),
+            routing_group: s.group,
+            internal_target_group_export: http.then(|| names::target_group_export(f, n, &s.s.name, false)),
+            public_target_group_export: s.routed().then(|| names::target_group_export(f, n, &s.s.name, true)),
+            url_variable: if http { Some(format!("{}_URL", s.env)) } else { aux.map(|a| format!("{}_{}", s.env, if a.kind == AuxType::Etcd { "ENDPOINTS" } else { "URL" })) },
+            internal_url: http.then(|| format!("http://{}.{}", s.s.name, ctx.domain())),
+            userdata: userdata.remove(&s.s.name).unwrap_or_default(),
+        });
+    }
+    let mut routes = Vec::new();
+    for g in 1..=ctx.groups {
+        for (prio, (s, _, r)) in public_routes(ctx, g).into_iter().enumerate() {
+            routes.push(mf::RouteEntry { service: s.s.name.clone(), route: r.raw.clone(), host: r.host.clone(), path: r.path.clone(), routing_group: g, priority: prio as u32 + 1 });
+        }
+    }
+    let mut traffic: Vec<mf::TrafficEntry> = ctx.traffic.iter().map(|t| mf::TrafficEntry { release: t.release, weight: t.weight }).collect();
+    traffic.sort_by_key(|t| t.release);
+    Ok(Manifest {
+        format_version: mf::FORMAT_VERSION,
+        formation: mf::FormationInfo {
+            name: f.to_string(),
+            region: ctx.stage.region.clone(),
+            vpc: ctx.stage.vpc.clone(),
+            outputs_bucket: ctx.stage.outputs_bucket.clone(),
+            s3_prefix: ctx.prefix(),
+            internal_domain: ctx.domain(),
+            keep_releases: ctx.stage.keep_releases,
+            max_live_releases: ctx.live,
+            routing_groups: ctx.groups,
+            https: ctx.https(),
+            public_url: ctx.stage.domain.as_ref().map(|d| format!("{}://{d}", if ctx.https() { "https" } else { "http" })),
+        },
+        release: mf::ReleaseInfo {
+            number: n,
+            revision: ctx.release.revision.clone(),
+            created: ctx.release.created.clone(),
+            artifact_url: ctx.release.artifact.url.clone(),
+            artifact_sha256: ctx.release.artifact.sha256.clone(),
+            runtime_image: ctx.release.runtime_image.clone(),
+            config: ctx.release.config.clone(),
+        },
+        stacks: std::mem::take(&mut out.stacks),
+        services,
+        routes,
+        internal_urls: d.urls.clone(),
+        traffic,
+        inputs: mf::InputFiles { app, release, stage },
+        warnings: std::mem::take(&mut out.warnings),
+    })
+}

@@ -1,0 +1,20 @@
+//! gilliam-compiler: turns `gilliam.yml`, release metadata and a stage file into CloudFormation
+//! templates, userdata and the published manifest.
+//!
+//! Pure: no I/O, no clock, no randomness, no AWS SDK. The same inputs give byte-identical
+//! outputs. Callers hand in file contents and get back files by relative path.
+
+pub mod app;
+pub mod cfn;
+mod compile;
+mod decode;
+pub mod diag;
+mod emit;
+pub mod manifest;
+pub mod names;
+pub mod node;
+pub mod release;
+pub mod stage;
+
+pub use compile::{compile, compile_with_traffic, Compiled, Error, Inputs, Source, TrafficShare, MAX_WEIGHT, TARGET_GROUPS_PER_FORWARD, TARGET_GROUPS_PER_LB};
+pub use emit::{INLINE_USERDATA_BUDGET, RUNTIME_CONFIG_VERSION};

@@ -1,0 +1,106 @@
+//! Names derived from user names: CloudFormation logical IDs, environment variable prefixes,
+//! stack and export names, and AWS resource names shortened deterministically to their limits.
+
+use sha2::{Digest, Sha256};
+
+/// `api-v2` and `api_v2` both become `ApiV2`; collisions are reported by the compiler.
+pub fn logical(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for part in name.split(['-', '_']).filter(|p| !p.is_empty()) {
+        let mut cs = part.chars();
+        if let Some(c) = cs.next() {
+            out.push(c.to_ascii_uppercase());
+            out.extend(cs);
+        }
+    }
+    out
+}
+
+/// `api-v2` becomes `API_V2` (for `API_V2_URL`).
+pub fn env_prefix(name: &str) -> String {
+    name.chars().map(|c| if c == '-' { '_' } else { c.to_ascii_uppercase() }).collect()
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let d = Sha256::digest(bytes);
+    let mut s = String::with_capacity(64);
+    for b in d {
+        s.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
+        s.push(char::from_digit(u32::from(b & 15), 16).unwrap_or('0'));
+    }
+    s
+}
+
+/// Fits `name` into `max` characters. Names that fit are kept; longer ones keep a readable
+/// prefix and end in `-` plus 6 hex digits of the full name's sha256, so two long names that
+/// share a prefix never truncate into the same name.
+pub fn shorten(name: &str, max: usize) -> String {
+    if name.len() <= max {
+        return name.to_string();
+    }
+    let hash = &sha256_hex(name.as_bytes())[..6];
+    let keep = max - hash.len() - 1;
+    let prefix = name[..keep].trim_end_matches('-');
+    format!("{prefix}-{hash}")
+}
+
+/// Load balancer and target group names: at most 32 characters.
+pub const ELB_NAME_MAX: usize = 32;
+
+pub fn formation_stack(formation: &str) -> String {
+    formation.to_string()
+}
+
+pub fn routing_stack(formation: &str, group: u32) -> String {
+    format!("{formation}-routing-{group}")
+}
+
+pub fn release_stack(formation: &str, release: u32, part: u32, parts: u32) -> String {
+    if parts <= 1 {
+        format!("{formation}-r{release}")
+    } else {
+        format!("{formation}-r{release}-{part}")
+    }
+}
+
+/// The export through which routing stacks find a release's target group.
+pub fn target_group_export(formation: &str, release: u32, service: &str, public: bool) -> String {
+    format!("{formation}-r{release}-{}-{}", logical(service), if public { "PublicTargetGroup" } else { "InternalTargetGroup" })
+}
+
+pub fn formation_export(formation: &str, what: &str) -> String {
+    format!("{formation}-{what}")
+}
+
+pub fn internal_domain(formation: &str) -> String {
+    format!("{formation}.internal")
+}
+
+pub fn secret_name(formation: &str, aux: &str) -> String {
+    format!("gilliam/{formation}/{aux}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logical_ids_fold_separators() {
+        assert_eq!(logical("api-v2"), "ApiV2");
+        assert_eq!(logical("api_v2"), "ApiV2");
+        assert_eq!(logical("web"), "Web");
+        assert_eq!(env_prefix("api-v2"), "API_V2");
+    }
+
+    #[test]
+    fn shorten_keeps_short_names_and_hashes_long_ones() {
+        assert_eq!(shorten("shop-r1-api-i", 32), "shop-r1-api-i");
+        let a = shorten("checkout-prod-r123456-payment-gateway-i", 32);
+        let b = shorten("checkout-prod-r123456-payment-gateway-p", 32);
+        assert_eq!(a.len(), 32);
+        assert_eq!(b.len(), 32);
+        assert_ne!(a, b);
+        assert_eq!(a, shorten("checkout-prod-r123456-payment-gateway-i", 32));
+        assert!(!a.contains("--"));
+    }
+}
