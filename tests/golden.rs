@@ -1,0 +1,64 @@
+//! Golden snapshots of every fixture case: templates, userdata, uploads and the manifest,
+//! reviewed like code. Regenerate with `INSTA_UPDATE=always cargo test -p gilliam-tests --test golden`
+//! and review the diff before committing.
+
+use gilliam_tests::{compile_case, fixtures, load, shared_dir, CASES};
+
+fn snapshot_name(path: &str) -> String {
+    path.replace(['/', '.'], "_")
+}
+
+#[test]
+fn seed_example_is_the_shared_one_unchanged() {
+    let [app, _, _] = load("seed");
+    match shared_dir() {
+        Some(d) => {
+            let shared = std::fs::read_to_string(d.join("examples/gilliam.yml")).expect("read shared example");
+            assert_eq!(app, shared, "tests/fixtures/seed/gilliam.yml must stay a byte-for-byte copy of shared/examples/gilliam.yml");
+        }
+        None => eprintln!("shared/ is not beside the repository; comparing against the committed copy only"),
+    }
+}
+
+#[test]
+fn small_cases_snapshot_every_file() {
+    for case in ["seed", "full"] {
+        let c = compile_case(case);
+        insta::with_settings!({ snapshot_path => fixtures().join(case).join("snapshots"), prepend_module_to_snapshot => false, omit_expression => true }, {
+            for (path, bytes) in c.files.iter().filter(|(p, _)| !p.starts_with("inputs/")) {
+                let text = String::from_utf8(bytes.clone()).expect("outputs are UTF-8");
+                insta::assert_snapshot!(snapshot_name(path), text);
+            }
+        });
+    }
+}
+
+#[test]
+fn split_case_snapshots_manifest_and_digests() {
+    let c = compile_case("split");
+    let digests: String = c.files.iter().map(|(p, b)| format!("{p} {} {}\n", b.len(), gilliam_compiler::names::sha256_hex(b))).collect();
+    insta::with_settings!({ snapshot_path => fixtures().join("split").join("snapshots"), prepend_module_to_snapshot => false, omit_expression => true }, {
+        insta::assert_snapshot!("manifest_json", String::from_utf8_lossy(&c.files["manifest.json"]));
+        insta::assert_snapshot!("file_digests", digests);
+        insta::assert_snapshot!("templates_big-routing-1_json", String::from_utf8_lossy(&c.files["templates/big-routing-1.json"]));
+    });
+}
+
+#[test]
+fn split_case_is_really_split() {
+    let m = compile_case("split").manifest;
+    let releases = m.stacks.iter().filter(|s| s.role == gilliam_compiler::manifest::StackRole::Release).count();
+    assert!(releases >= 2, "150 services must not fit one release stack's 200 outputs; got {releases} stacks");
+    assert_eq!(m.formation.routing_groups, 8);
+    assert!(m.stacks.iter().any(|s| s.upload_required), "templates over 51,200 bytes must be marked for upload");
+    assert_eq!(m.uploads.len(), 1, "large formations share one discovery document");
+}
+
+#[test]
+fn every_case_is_deterministic() {
+    for case in CASES {
+        let a = compile_case(case);
+        let b = compile_case(case);
+        assert_eq!(a.files, b.files, "case {case}: two compiles differ");
+    }
+}

@@ -62,7 +62,12 @@ impl fmt::Display for CliError {
 fn read(path: &Path) -> Result<String, CliError> {
     let bytes = fs::read(path).map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?;
     if bytes.len() > gilliam_compiler::node::MAX_INPUT_BYTES {
-        return Err(CliError::Usage(format!("{}: {} bytes, larger than the {} accepted", path.display(), bytes.len(), gilliam_compiler::node::MAX_INPUT_BYTES)));
+        return Err(CliError::Usage(format!(
+            "{}: {} bytes, larger than the {} accepted",
+            path.display(),
+            bytes.len(),
+            gilliam_compiler::node::MAX_INPUT_BYTES
+        )));
     }
     String::from_utf8(bytes).map_err(|e| CliError::Usage(format!("{}: not UTF-8 text (byte {})", path.display(), e.utf8_error().valid_up_to())))
 }

@@ -155,7 +155,11 @@ pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<App> {
             return None;
         }
         _ => {
-            sink.error_hint(root.pos, format!("gilliam.yml must be a mapping of service names to services, found {}", root.describe()), "write `name:` followed by the service's settings");
+            sink.error_hint(
+                root.pos,
+                format!("gilliam.yml must be a mapping of service names to services, found {}", root.describe()),
+                "write `name:` followed by the service's settings",
+            );
             return None;
         }
     };
@@ -173,7 +177,7 @@ pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<App> {
             );
             continue;
         }
-        if let Some(kind) = decode_service(&key.name, node, sink) {
+        if let Some(kind) = decode_service(&key.name, key.pos, node, sink) {
             services.push(Service { name: key.name.clone(), pos: key.pos, kind });
         }
     }
@@ -181,7 +185,7 @@ pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<App> {
     Some(App { services })
 }
 
-fn decode_service(name: &str, node: &Node, sink: &mut Sink<'_>) -> Option<ServiceKind> {
+fn decode_service(name: &str, name_pos: Pos, node: &Node, sink: &mut Sink<'_>) -> Option<ServiceKind> {
     let entries = decode::map(node, sink, &format!("service `{name}`"))?;
     let mut f = Fields::new(entries);
     if let Some(t) = f.get("type") {
@@ -193,7 +197,8 @@ fn decode_service(name: &str, node: &Node, sink: &mut Sink<'_>) -> Option<Servic
         };
         let version = f.get("version").and_then(|n| decode::scalar_text(n, sink, "`version`"));
         let instance_type = f.get("instance_type").and_then(|n| instance_type(n, sink));
-        let storage_gb = if kind == AuxType::Redis { None } else { f.get("storage").and_then(|n| decode::int_in(n, sink, "`storage` (GiB)", 20, 16_384)).map(|v| v as u32) };
+        let storage_gb =
+            if kind == AuxType::Redis { None } else { f.get("storage").and_then(|n| decode::int_in(n, sink, "`storage` (GiB)", 20, 16_384)).map(|v| v as u32) };
         let size = match (kind, f.get("size")) {
             (AuxType::Etcd, Some(n)) => match decode::int_in(n, sink, "`size`", 1, 5) {
                 Some(v) if v % 2 == 1 => v as u32,
@@ -219,7 +224,11 @@ fn decode_service(name: &str, node: &Node, sink: &mut Sink<'_>) -> Option<Servic
         let what = format!("auxiliary service `{name}` (type {})", kind.name());
         for (k, _) in entries {
             if PROCESS_KEYS.contains(&k.name.as_str()) && !allowed.contains(&k.name.as_str()) {
-                sink.error_hint(k.pos, format!("`{}` does not apply to {what}", k.name), "auxiliary services run no script of yours and are never exposed outside the formation; remove the key");
+                sink.error_hint(
+                    k.pos,
+                    format!("`{}` does not apply to {what}", k.name),
+                    "auxiliary services run no script of yours and are never exposed outside the formation; remove the key",
+                );
                 let _ = f.get(&k.name);
             }
         }
@@ -230,7 +239,11 @@ fn decode_service(name: &str, node: &Node, sink: &mut Sink<'_>) -> Option<Servic
     let script = match f.get("script") {
         Some(n) => decode::string(n, sink, "`script`"),
         None => {
-            sink.error_hint(node.pos, format!("service `{name}` has neither `script` nor `type`"), "give your own code's `script: bin/NAME`, or `type: postgres|redis|etcd` for an auxiliary service");
+            sink.error_hint(
+                name_pos,
+                format!("service `{name}` has neither `script` nor `type`"),
+                "give your own code's `script: bin/NAME`, or `type: postgres|redis|etcd` for an auxiliary service",
+            );
             None
         }
     };
@@ -259,7 +272,11 @@ fn decode_service(name: &str, node: &Node, sink: &mut Sink<'_>) -> Option<Servic
     let routes = routes_node.map(|n| routes(n, sink)).unwrap_or_default();
     if let Some(rn) = routes_node {
         if port.is_none() && !routes.is_empty() {
-            sink.error_hint(rn.pos, format!("service `{name}` has routes but no `ports`"), "a worker cannot be reached over HTTP; add `ports: [PORT]` or remove `routes`");
+            sink.error_hint(
+                rn.pos,
+                format!("service `{name}` has routes but no `ports`"),
+                "a worker cannot be reached over HTTP; add `ports: [PORT]` or remove `routes`",
+            );
         }
         if internal && !routes.is_empty() {
             sink.error_hint(rn.pos, format!("service `{name}` is `internal: true` but has public routes"), "remove `routes`, or `internal: true`");
@@ -309,7 +326,11 @@ fn ports(n: &Node, sink: &mut Sink<'_>) -> Option<u16> {
         0 => None,
         1 => Some(out[0]),
         _ => {
-            sink.error_hint(list[1].pos, "only one port per service is supported", "the load balancer forwards HTTP to a single port; split extra ports into services of their own");
+            sink.error_hint(
+                list[1].pos,
+                "only one port per service is supported",
+                "the load balancer forwards HTTP to a single port; split extra ports into services of their own",
+            );
             Some(out[0])
         }
     }
@@ -320,7 +341,11 @@ fn instance_type(n: &Node, sink: &mut Sink<'_>) -> Option<String> {
     if is_instance_type(&s) {
         Some(s)
     } else {
-        sink.error_hint(n.pos, format!("bad instance type `{s}`"), "write an EC2 instance type such as `t3.small` (or `db.t4g.micro` / `cache.t4g.micro` for auxiliaries)");
+        sink.error_hint(
+            n.pos,
+            format!("bad instance type `{s}`"),
+            "write an EC2 instance type such as `t3.small` (or `db.t4g.micro` / `cache.t4g.micro` for auxiliaries)",
+        );
         None
     }
 }
@@ -330,7 +355,9 @@ pub(crate) fn partial_scale(n: &Node, sink: &mut Sink<'_>) -> PartialScale {
         let v = decode::int_in(n, sink, "`scale`", 0, 1000).map(|v| v as u32);
         return PartialScale { min: v, desired: v, max: v, cpu: None };
     }
-    let Some(entries) = decode::map(n, sink, "`scale`") else { return PartialScale::default() };
+    let Some(entries) = decode::map(n, sink, "`scale`") else {
+        return PartialScale::default();
+    };
     let mut f = Fields::new(entries);
     let mut get = |k: &str, lo, hi| f.get(k).and_then(|n| decode::int_in(n, sink, &format!("`scale.{k}`"), lo, hi)).map(|v| v as u32);
     let s = PartialScale { min: get("min", 0, 1000), desired: get("desired", 0, 1000), max: get("max", 0, 1000), cpu: get("cpu", 1, 100) };
@@ -340,7 +367,9 @@ pub(crate) fn partial_scale(n: &Node, sink: &mut Sink<'_>) -> PartialScale {
 
 pub(crate) fn env_map(n: &Node, sink: &mut Sink<'_>, what: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    let Some(entries) = decode::map(n, sink, what) else { return out };
+    let Some(entries) = decode::map(n, sink, what) else {
+        return out;
+    };
     for (k, v) in entries {
         if !is_env_name(&k.name) {
             sink.error_hint(k.pos, format!("bad environment variable name `{}`", k.name), "use letters, digits and `_`, not starting with a digit");
@@ -358,7 +387,9 @@ pub(crate) fn env_map(n: &Node, sink: &mut Sink<'_>, what: &str) -> BTreeMap<Str
 }
 
 fn routes(n: &Node, sink: &mut Sink<'_>) -> Vec<Route> {
-    let Some(list) = decode::seq(n, sink, "`routes`") else { return Vec::new() };
+    let Some(list) = decode::seq(n, sink, "`routes`") else {
+        return Vec::new();
+    };
     list.iter().filter_map(|r| decode::string(r, sink, "a route").and_then(|s| parse_route(&s, r.pos, sink))).collect()
 }
 
@@ -369,15 +400,24 @@ pub(crate) fn parse_route(raw: &str, pos: Pos, sink: &mut Sink<'_>) -> Option<Ro
         Some(i) => (Some(raw[..i].to_ascii_lowercase()), Some(raw[i..].to_string())),
         None => (Some(raw.to_ascii_lowercase()), None),
     };
-    let path = path.filter(|p| p != "/*");
+    // `host/*` is the host alone; a bare `/*` keeps its path, a rule needs one condition.
+    let path = if host.is_some() { path.filter(|p| p != "/*") } else { path };
     if raw.contains('{') || raw.contains('}') {
         sink.error_hint(pos, format!("route `{raw}` uses a variable"), "route variables and rewrites are not supported yet; use `*` wildcards");
         return None;
     }
     if let Some(h) = &host {
-        let ok = !h.is_empty() && h.len() <= 128 && h.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'*' | b'?')) && !h.starts_with('.') && !h.ends_with('.');
+        let ok = !h.is_empty()
+            && h.len() <= 128
+            && h.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'*' | b'?'))
+            && !h.starts_with('.')
+            && !h.ends_with('.');
         if !ok {
-            sink.error_hint(pos, format!("bad host `{h}` in route `{raw}`"), "a host holds letters, digits, `-`, `.` and the wildcards `*` and `?`, e.g. `api.example.com/users/*`");
+            sink.error_hint(
+                pos,
+                format!("bad host `{h}` in route `{raw}`"),
+                "a host holds letters, digits, `-`, `.` and the wildcards `*` and `?`, e.g. `api.example.com/users/*`",
+            );
             return None;
         }
     }

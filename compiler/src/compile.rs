@@ -157,8 +157,8 @@ pub fn compile_with_traffic(inputs: &Inputs<'_>, traffic: Option<&[TrafficShare]
     if !out.is_empty() {
         return Err(invalid(out));
     }
-    let ctx = ctx.ok_or_else(|| Error::Internal("internal error: layout failed without a diagnostic".into()))?;
-    emit::emit(&ctx, inputs).map_err(Error::Internal)
+    let mut ctx = ctx.ok_or_else(|| Error::Internal("internal error: layout failed without a diagnostic".into()))?;
+    emit::emit(&mut ctx, inputs).map_err(Error::Internal)
 }
 
 fn invalid(out: Vec<Diagnostic>) -> Error {
@@ -175,12 +175,23 @@ fn resolve_scale(svc: &Service, stage: &Stage, sink: &mut Sink<'_>) -> Option<mf
     let desired = w.desired.unwrap_or_else(|| d.desired.unwrap_or(min).clamp(min, max.max(min)));
     let cpu = w.cpu.or(d.cpu).unwrap_or(60);
     if !(min <= desired && desired <= max) {
-        sink.error_hint(p.scale_pos, format!("service `{}`: scale must satisfy min <= desired <= max, found min {min}, desired {desired}, max {max}", svc.name), "adjust `scale` (unset values come from the stage's `defaults.scale`)");
+        sink.error_hint(
+            p.scale_pos,
+            format!("service `{}`: scale must satisfy min <= desired <= max, found min {min}, desired {desired}, max {max}", svc.name),
+            "adjust `scale` (unset values come from the stage's `defaults.scale`)",
+        );
     }
     Some(mf::Scale { min, desired, max, cpu })
 }
 
-fn check<'a>(app: &'a App, release: &'a Release, stage: &'a Stage, inputs: &Inputs<'_>, traffic: Option<&[TrafficShare]>, out: &mut Vec<Diagnostic>) -> Option<Ctx<'a>> {
+fn check<'a>(
+    app: &'a App,
+    release: &'a Release,
+    stage: &'a Stage,
+    inputs: &Inputs<'_>,
+    traffic: Option<&[TrafficShare]>,
+    out: &mut Vec<Diagnostic>,
+) -> Option<Ctx<'a>> {
     let mut svcs = Vec::new();
     {
         let mut sink = Sink { file: inputs.app.name, out };
@@ -190,9 +201,17 @@ fn check<'a>(app: &'a App, release: &'a Release, stage: &'a Stage, inputs: &Inpu
             let id = names::logical(&s.name);
             let env = names::env_prefix(&s.name);
             if let Some(first) = ids.get(&id) {
-                sink.error_hint(s.pos, format!("services `{}` (line {}) and `{}` both become the CloudFormation logical ID `{id}`", first.name, first.pos.line, s.name), "rename one of them: `-` and `_` are dropped from logical IDs");
+                sink.error_hint(
+                    s.pos,
+                    format!("services `{}` (line {}) and `{}` both become the CloudFormation logical ID `{id}`", first.name, first.pos.line, s.name),
+                    "rename one of them: `-` and `_` are dropped from logical IDs",
+                );
             } else if let Some(first) = envs.get(&env) {
-                sink.error_hint(s.pos, format!("services `{}` (line {}) and `{}` both become the environment variable `{env}_URL`", first.name, first.pos.line, s.name), "rename one of them");
+                sink.error_hint(
+                    s.pos,
+                    format!("services `{}` (line {}) and `{}` both become the environment variable `{env}_URL`", first.name, first.pos.line, s.name),
+                    "rename one of them",
+                );
             }
             ids.entry(id.clone()).or_insert(s);
             envs.entry(env.clone()).or_insert(s);
@@ -216,10 +235,14 @@ fn check<'a>(app: &'a App, release: &'a Release, stage: &'a Stage, inputs: &Inpu
                     None => instance_type.starts_with("db.") || instance_type.starts_with("cache."),
                 };
                 if bad {
-                    sink.error_hint(s.pos, format!("auxiliary `{}`: instance type `{instance_type}` does not fit type {}", s.name, a.kind.name()), match want {
-                        Some(p) => format!("use an instance class that starts with `{p}`"),
-                        None => "use an EC2 instance type such as `t3.small`".into(),
-                    });
+                    sink.error_hint(
+                        s.pos,
+                        format!("auxiliary `{}`: instance type `{instance_type}` does not fit type {}", s.name, a.kind.name()),
+                        match want {
+                            Some(p) => format!("use an instance class that starts with `{p}`"),
+                            None => "use an EC2 instance type such as `t3.small`".into(),
+                        },
+                    );
                 }
             }
             svcs.push(Svc { s, id, env, scale: scale.unwrap_or(mf::Scale { min: 0, desired: 0, max: 0, cpu: 0 }), instance_type, group: None, part: 0 });
@@ -231,7 +254,11 @@ fn check<'a>(app: &'a App, release: &'a Release, stage: &'a Stage, inputs: &Inpu
             for r in s.process().map(|p| p.routes.as_slice()).unwrap_or_default() {
                 let key = (r.host.clone(), r.path.clone());
                 match seen.get(&key) {
-                    Some((other, pos)) => sink.error_hint(r.pos, format!("route `{}` collides with the route of service `{other}` at line {}, column {}", r.raw, pos.line, pos.col), "two services cannot share a host and path; change one of them"),
+                    Some((other, pos)) => sink.error_hint(
+                        r.pos,
+                        format!("route `{}` collides with the route of service `{other}` at line {}, column {}", r.raw, pos.line, pos.col),
+                        "two services cannot share a host and path; change one of them",
+                    ),
                     None => {
                         seen.insert(key, (&s.name, r.pos));
                     }
@@ -245,20 +272,39 @@ fn check<'a>(app: &'a App, release: &'a Release, stage: &'a Stage, inputs: &Inpu
     let any_http = svcs.iter().any(|s| s.s.is_http());
     let needs_private_pair = any_http || svcs.iter().any(|s| s.s.auxiliary().is_some_and(|a| a.kind != AuxType::Etcd));
     if any_routed && stage.public_subnets.len() < 2 {
-        sink.error_hint(stage.public_subnets_pos, format!("services with routes need a public load balancer, which needs at least 2 `public_subnets` in different zones; {} given", stage.public_subnets.len()), "list two or more public subnet ids");
+        sink.error_hint(
+            stage.public_subnets_pos,
+            format!(
+                "services with routes need a public load balancer, which needs at least 2 `public_subnets` in different zones; {} given",
+                stage.public_subnets.len()
+            ),
+            "list two or more public subnet ids",
+        );
     }
     if stage.private_subnets.is_empty() {
         sink.error_hint(stage.private_subnets_pos, "`private_subnets` is empty", "list the subnets the formation's instances run in");
     } else if needs_private_pair && stage.private_subnets.len() < 2 {
-        sink.error_hint(stage.private_subnets_pos, "the internal load balancer and managed databases need at least 2 `private_subnets` in different zones", "list two or more private subnet ids");
+        sink.error_hint(
+            stage.private_subnets_pos,
+            "the internal load balancer and managed databases need at least 2 `private_subnets` in different zones",
+            "list two or more private subnet ids",
+        );
     }
     let etcd: Vec<&Svc<'_>> = svcs.iter().filter(|s| s.s.auxiliary().is_some_and(|a| a.kind == AuxType::Etcd)).collect();
     if let Some(e) = etcd.first() {
         if stage.auxiliary_image.is_none() {
-            sink.error_hint(stage.root_pos, format!("auxiliary `{}` (etcd) runs on instances, and the stage file has no `auxiliary_image`", e.s.name), "add `auxiliary_image: ami-...`: the runtime image for formation-level instances, changed deliberately rather than with every release");
+            sink.error_hint(
+                stage.root_pos,
+                format!("auxiliary `{}` (etcd) runs on instances, and the stage file has no `auxiliary_image`", e.s.name),
+                "add `auxiliary_image: ami-...`: the runtime image for formation-level instances, changed deliberately rather than with every release",
+            );
         }
         if stage.private_subnets.iter().any(|s| s.zone.is_none()) {
-            sink.error_hint(stage.private_subnets_pos, format!("auxiliary `{}` (etcd) keeps its data on volumes that live in one zone, so every private subnet needs its `zone`", e.s.name), "write each private subnet as `{id: subnet-..., zone: eu-west-1a}`");
+            sink.error_hint(
+                stage.private_subnets_pos,
+                format!("auxiliary `{}` (etcd) keeps its data on volumes that live in one zone, so every private subnet needs its `zone`", e.s.name),
+                "write each private subnet as `{id: subnet-..., zone: eu-west-1a}`",
+            );
         }
     }
 
@@ -286,8 +332,7 @@ fn check<'a>(app: &'a App, release: &'a Release, stage: &'a Stage, inputs: &Inpu
     if !out.is_empty() {
         return None;
     }
-    let parts = layout_parts(&mut svcs);
-    Some(Ctx { stage, release, svcs, groups, parts, live, traffic: shares })
+    Some(Ctx { stage, release, svcs, groups, parts: 1, live, traffic: shares })
 }
 
 fn check_traffic(shares: &[TrafficShare], groups: u32, live: u32, sink: &mut Sink<'_>) {
@@ -301,11 +346,26 @@ fn check_traffic(shares: &[TrafficShare], groups: u32, live: u32, sink: &mut Sin
             sink.error(pos, format!("traffic weight {} for release {} is over the load balancer's maximum of {MAX_WEIGHT}", s.weight, s.release));
         }
         if s.routing_groups != groups {
-            sink.error_hint(pos, format!("release {} was laid out over {} routing groups and this one over {groups}: their target groups cannot share load balancers", s.release, s.routing_groups), "pin `routing_groups` in the stage file to the live releases' value, or retire them first");
+            sink.error_hint(
+                pos,
+                format!(
+                    "release {} was laid out over {} routing groups and this one over {groups}: their target groups cannot share load balancers",
+                    s.release, s.routing_groups
+                ),
+                "pin `routing_groups` in the stage file to the live releases' value, or retire them first",
+            );
         }
     }
     if shares.len() as u32 > live.min(TARGET_GROUPS_PER_FORWARD) {
-        sink.error_hint(pos, format!("traffic spans {} releases; a weighted forward holds at most {} target groups (keep_releases + 2 = {live})", shares.len(), TARGET_GROUPS_PER_FORWARD.min(live)), "retire releases first");
+        sink.error_hint(
+            pos,
+            format!(
+                "traffic spans {} releases; a weighted forward holds at most {} target groups (keep_releases + 2 = {live})",
+                shares.len(),
+                TARGET_GROUPS_PER_FORWARD.min(live)
+            ),
+            "retire releases first",
+        );
     }
 }
 
@@ -356,7 +416,11 @@ fn layout_groups(svcs: &mut [Svc<'_>], stage: &Stage, live: u32, sink: &mut Sink
     for s in svcs.iter().filter(|s| s.routed()) {
         let n = s.s.process().map_or(0, |p| p.routes.len() as u32);
         if n > stage.quotas.rules_per_load_balancer {
-            sink.error_hint(s.s.pos, format!("service `{}` has {n} routes, over the quota of {} rules per load balancer", s.s.name, stage.quotas.rules_per_load_balancer), limit_hint);
+            sink.error_hint(
+                s.s.pos,
+                format!("service `{}` has {n} routes, over the quota of {} rules per load balancer", s.s.name, stage.quotas.rules_per_load_balancer),
+                limit_hint,
+            );
             return None;
         }
     }
@@ -403,18 +467,29 @@ pub(crate) const RELEASE_SHARED: (usize, usize) = (2, 1);
 /// Headroom left in every stack for resources added by later features.
 const HEADROOM: usize = 20;
 
-/// Splits the release's services into as few stacks as fit CloudFormation's limits.
-fn layout_parts(svcs: &mut [Svc<'_>]) -> u32 {
-    let (mut res, mut outs, mut part) = (RELEASE_SHARED.0, RELEASE_SHARED.1, 1u32);
+/// Bytes a service adds to its release stack besides its userdata (measured on the fixtures
+/// at about 7 KB for a routed service, rounded up).
+pub(crate) const RELEASE_BYTES_PER_SERVICE: usize = 8_500;
+/// Template bytes a release stack is packed to, below CloudFormation's 1,000,000.
+pub(crate) const RELEASE_BYTES_BUDGET: usize = 900_000;
+
+/// Splits the release's services into as few stacks as fit CloudFormation's limits on
+/// resources, outputs and template size; `userdata_bytes` is each service's userdata as it
+/// appears in the template (JSON-escaped).
+pub(crate) fn layout_parts(svcs: &mut [Svc<'_>], userdata_bytes: &BTreeMap<String, usize>) -> u32 {
+    let (mut res, mut outs, mut bytes, mut part) = (RELEASE_SHARED.0, RELEASE_SHARED.1, 0usize, 1u32);
     for s in svcs.iter_mut().filter(|s| s.s.process().is_some()) {
         let (r, o) = release_cost(s);
-        if res + r > cfn::MAX_RESOURCES - HEADROOM || outs + o > cfn::MAX_OUTPUTS - HEADROOM {
+        let b = RELEASE_BYTES_PER_SERVICE + userdata_bytes.get(&s.s.name).copied().unwrap_or(0);
+        if res + r > cfn::MAX_RESOURCES - HEADROOM || outs + o > cfn::MAX_OUTPUTS - HEADROOM || bytes + b > RELEASE_BYTES_BUDGET {
             part += 1;
             res = RELEASE_SHARED.0;
             outs = RELEASE_SHARED.1;
+            bytes = 0;
         }
         res += r;
         outs += o;
+        bytes += b;
         s.part = part;
     }
     part

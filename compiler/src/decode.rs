@@ -88,7 +88,11 @@ pub(crate) fn boolean(n: &Node, sink: &mut Sink<'_>, what: &str) -> Option<bool>
     match &n.value {
         Value::Bool(b) => Some(*b),
         Value::Str(s) if matches!(s.as_str(), "yes" | "no" | "on" | "off" | "y" | "n") => {
-            sink.error_hint(n.pos, format!("{what} must be true or false, found {}", n.describe()), "YAML 1.2 reads yes/no/on/off as strings: write true or false");
+            sink.error_hint(
+                n.pos,
+                format!("{what} must be true or false, found {}", n.describe()),
+                "YAML 1.2 reads yes/no/on/off as strings: write true or false",
+            );
             None
         }
         _ => {

@@ -90,12 +90,7 @@ impl Sink<'_> {
 /// The closest candidate to `word` by edit distance, if it is close enough to be a likely typo.
 pub(crate) fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     let limit = (word.chars().count() / 3).max(1) + usize::from(word.len() > 6);
-    candidates
-        .iter()
-        .map(|c| (levenshtein(&word.to_ascii_lowercase(), c), *c))
-        .filter(|(d, _)| *d <= limit)
-        .min()
-        .map(|(_, c)| c)
+    candidates.iter().map(|c| (levenshtein(&word.to_ascii_lowercase(), c), *c)).filter(|(d, _)| *d <= limit).min().map(|(_, c)| c)
 }
 
 fn levenshtein(a: &str, b: &str) -> usize {

@@ -13,6 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 pub const RUNTIME_CONFIG_VERSION: u32 = 1;
 /// Userdata above this size moves its runtime config to S3 (the hard limit is 16 KiB).
 pub const INLINE_USERDATA_BUDGET: usize = 12 * 1024;
+/// Discovery variables above this size go to one shared document instead of every userdata.
+pub const INLINE_DISCOVERY_BUDGET: usize = 4 * 1024;
 /// How long an Auto Scaling group waits for its instances' success signals.
 pub const SIGNAL_TIMEOUT_SECONDS: u32 = 900;
 /// Load balancer deregistration delay, which the agent also waits out when draining.
@@ -24,6 +26,7 @@ struct Out {
     files: BTreeMap<String, Vec<u8>>,
     stacks: Vec<mf::StackEntry>,
     warnings: Vec<String>,
+    uploads: Vec<mf::UploadEntry>,
 }
 
 impl Out {
@@ -31,6 +34,14 @@ impl Out {
         let e = mf::FileEntry { path: path.clone(), sha256: sha256_hex(&bytes), bytes: bytes.len() };
         self.files.insert(path, bytes);
         e
+    }
+
+    /// A file the materializer uploads next to the templates before creating the release.
+    fn upload(&mut self, ctx: &Ctx<'_>, path: &str, bytes: Vec<u8>) -> mf::UploadEntry {
+        let e = self.file(path.to_string(), bytes);
+        let u = mf::UploadEntry { s3_key: format!("{}releases/{}/{path}", ctx.prefix(), ctx.release.number), path: e.path, sha256: e.sha256, bytes: e.bytes };
+        self.uploads.push(u.clone());
+        u
     }
 
     fn stack(&mut self, ctx: &Ctx<'_>, name: String, role: StackRole, t: &Template, depends_on: Vec<String>, group: Option<u32>) -> Result<(), String> {
@@ -56,8 +67,36 @@ impl Out {
     }
 }
 
-pub(crate) fn emit(ctx: &Ctx<'_>, inputs: &Inputs<'_>) -> Result<Compiled, String> {
-    let mut out = Out { files: BTreeMap::new(), stacks: Vec::new(), warnings: Vec::new() };
+pub(crate) fn emit(ctx: &mut Ctx<'_>, inputs: &Inputs<'_>) -> Result<Compiled, String> {
+    let mut out = Out { files: BTreeMap::new(), stacks: Vec::new(), warnings: Vec::new(), uploads: Vec::new() };
+    let disc = discovery(ctx, &mut out.warnings);
+    // Discovery is inlined in every service's userdata while that fits; past that it would grow
+    // with the square of the service count, so it moves to one shared document per release.
+    let discovery_bytes = serde_json::to_string(&disc.all_env()).map_or(0, |t| t.len());
+    let inline_fits = discovery_bytes <= INLINE_DISCOVERY_BUDGET
+        && ctx.processes().all(|s| {
+            let cfg = service_config(ctx, s, &disc, None);
+            render_userdata(ctx, "service", &s.s.name, &cfg, &ctx.release.runtime_image).is_ok_and(|u| u.len() <= INLINE_USERDATA_BUDGET)
+        });
+    let shared = if inline_fits {
+        None
+    } else {
+        let doc = json!({ "format_version": RUNTIME_CONFIG_VERSION, "env": disc.all_env() });
+        let mut bytes = serde_json::to_vec_pretty(&doc).map_err(|e| format!("internal error: {e}"))?;
+        bytes.push(b'\n');
+        Some(out.upload(ctx, "runtime/discovery.json", bytes))
+    };
+    // Userdata names its release stack, and which stack a service lands in depends on how
+    // large its userdata is: measure with every service in part 1, then pack.
+    let mut sizes = BTreeMap::new();
+    for s in ctx.processes() {
+        let cfg = service_config(ctx, s, &disc, shared.as_ref());
+        let script = render_userdata(ctx, "service", &s.s.name, &cfg, &ctx.release.runtime_image)?;
+        let len = if script.len() <= INLINE_USERDATA_BUDGET { serde_json::to_string(&script).map_or(script.len(), |j| j.len()) } else { 2_000 };
+        sizes.insert(s.s.name.clone(), len);
+    }
+    ctx.parts = crate::compile::layout_parts(&mut ctx.svcs, &sizes);
+    let ctx: &Ctx<'_> = ctx;
     let f = ctx.f().to_string();
     if ctx.stage.routing_groups.is_none() && ctx.groups > 1 {
         out.warnings.push(format!(
@@ -65,16 +104,15 @@ pub(crate) fn emit(ctx: &Ctx<'_>, inputs: &Inputs<'_>) -> Result<Compiled, Strin
             ctx.groups, ctx.groups
         ));
     }
-
-    let env = discovery(ctx, &mut out.warnings);
     let mut userdata: BTreeMap<String, Vec<mf::FileEntry>> = BTreeMap::new();
     let mut scripts: BTreeMap<String, String> = BTreeMap::new();
-    let mut external_parts: BTreeSet<u32> = BTreeSet::new();
+    let mut reads_runtime: BTreeSet<u32> = BTreeSet::new();
     for s in ctx.processes() {
-        let config = service_config(ctx, s, &env);
-        let (script, external) = userdata_script(ctx, "service", &s.s.name, &config, &ctx.release.runtime_image, &format!("runtime/{}.json", s.s.name), &mut out)?;
-        if external {
-            external_parts.insert(s.part);
+        let config = service_config(ctx, s, &disc, shared.as_ref());
+        let (script, external) =
+            userdata_script(ctx, "service", &s.s.name, &config, &ctx.release.runtime_image, &format!("runtime/{}.json", s.s.name), &mut out)?;
+        if external || shared.is_some() {
+            reads_runtime.insert(s.part);
         }
         let e = out.file(format!("userdata/{}.sh", s.s.name), script.clone().into_bytes());
         userdata.entry(s.s.name.clone()).or_default().push(e);
@@ -104,7 +142,7 @@ pub(crate) fn emit(ctx: &Ctx<'_>, inputs: &Inputs<'_>) -> Result<Compiled, Strin
     out.stack(ctx, names::formation_stack(&f), StackRole::Formation, &formation, Vec::new(), None)?;
     let mut release_stacks = Vec::new();
     for part in 1..=ctx.parts {
-        let t = release_template(ctx, part, &scripts, external_parts.contains(&part))?;
+        let t = release_template(ctx, part, &scripts, reads_runtime.contains(&part))?;
         let name = ctx.release_stack(part);
         out.stack(ctx, name.clone(), StackRole::Release, &t, vec![names::formation_stack(&f)], None)?;
         release_stacks.push(name);
@@ -117,7 +155,7 @@ pub(crate) fn emit(ctx: &Ctx<'_>, inputs: &Inputs<'_>) -> Result<Compiled, Strin
         out.stack(ctx, names::routing_stack(&f, g), StackRole::Routing, &t, deps, Some(g))?;
     }
 
-    let manifest = manifest(ctx, inputs, &mut out, &env, userdata)?;
+    let manifest = manifest(ctx, inputs, &mut out, &disc, userdata)?;
     let mut m = serde_json::to_vec_pretty(&manifest).map_err(|e| format!("internal error: {e}"))?;
     m.push(b'\n');
     out.files.insert("manifest.json".into(), m);
@@ -129,6 +167,15 @@ struct Discovery {
     env: BTreeMap<String, String>,
     secrets: BTreeMap<String, Value>,
     urls: BTreeMap<String, String>,
+}
+
+impl Discovery {
+    /// Service URLs and auxiliary settings: the environment shared by every service.
+    fn all_env(&self) -> BTreeMap<String, String> {
+        let mut e = self.urls.clone();
+        e.extend(self.env.clone());
+        e
+    }
 }
 
 fn discovery(ctx: &Ctx<'_>, warnings: &mut Vec<String>) -> Discovery {
@@ -193,16 +240,17 @@ fn discovery(ctx: &Ctx<'_>, warnings: &mut Vec<String>) -> Discovery {
     d
 }
 
-fn service_config(ctx: &Ctx<'_>, s: &Svc<'_>, d: &Discovery) -> Value {
+/// The runtime config of one service. With `shared`, discovery variables are not inlined:
+/// the agent reads them from the shared document first, and `env` here overrides them.
+fn service_config(ctx: &Ctx<'_>, s: &Svc<'_>, d: &Discovery, shared: Option<&mf::UploadEntry>) -> Value {
     let p = s.s.process();
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     env.insert("GILLIAM_FORMATION".into(), ctx.f().into());
     env.insert("GILLIAM_RELEASE".into(), ctx.release.number.to_string());
     env.insert("GILLIAM_SERVICE".into(), s.s.name.clone());
-    for (k, v) in d.urls.iter().filter(|(k, _)| **k != format!("{}_URL", s.env)) {
-        env.insert(k.clone(), v.clone());
+    if shared.is_none() {
+        env.extend(d.all_env());
     }
-    env.extend(d.env.clone());
     if let Some(p) = p {
         env.extend(p.env.clone());
     }
@@ -211,7 +259,9 @@ fn service_config(ctx: &Ctx<'_>, s: &Svc<'_>, d: &Discovery) -> Value {
         env.insert("PORT".into(), port.to_string());
     }
     let secrets: BTreeMap<&String, &Value> = d.secrets.iter().filter(|(k, _)| !env.contains_key(*k)).collect();
-    json!({
+    let discovery = shared.map(|u| json!({ "url": format!("s3://{}/{}", ctx.stage.outputs_bucket, u.s3_key), "sha256": u.sha256 }));
+    without_nulls(json!({
+        "discovery": discovery,
         "format_version": RUNTIME_CONFIG_VERSION,
         "role": "service",
         "formation": ctx.f(),
@@ -226,7 +276,15 @@ fn service_config(ctx: &Ctx<'_>, s: &Svc<'_>, d: &Discovery) -> Value {
         "drain_seconds": DRAIN_SECONDS,
         "env": env,
         "secrets": secrets,
-    })
+    }))
+}
+
+/// Drops top-level keys whose value is null, so that a worker's config has no `port: null`.
+fn without_nulls(mut v: Value) -> Value {
+    if let Value::Object(m) = &mut v {
+        m.retain(|_, x| !x.is_null());
+    }
+    v
 }
 
 fn etcd_config(ctx: &Ctx<'_>, a: &Svc<'_>, i: u32) -> Value {
@@ -234,7 +292,7 @@ fn etcd_config(ctx: &Ctx<'_>, a: &Svc<'_>, i: u32) -> Value {
     let domain = ctx.domain();
     let member = format!("{}-{i}", a.s.name);
     let cluster: Vec<String> = (0..size).map(|j| format!("{n}-{j}=http://{n}-{j}.{domain}:2380", n = a.s.name)).collect();
-    json!({
+    without_nulls(json!({
         "format_version": RUNTIME_CONFIG_VERSION,
         "role": "etcd",
         "formation": ctx.f(),
@@ -248,23 +306,30 @@ fn etcd_config(ctx: &Ctx<'_>, a: &Svc<'_>, i: u32) -> Value {
         "advertise_peer_url": format!("http://{member}.{domain}:2380"),
         "initial_cluster": cluster.join(","),
         "drain_seconds": DRAIN_SECONDS,
-    })
+    }))
 }
 
 /// Renders userdata for one instance role. When the script would not fit the EC2 limit with
 /// room to spare, the runtime config goes to its own file (uploaded next to the templates) and
 /// userdata carries its S3 URL and sha256 instead. Returns (script, external?).
+fn render_userdata(ctx: &Ctx<'_>, role: &str, name: &str, config: &Value, image: &str) -> Result<String, String> {
+    let text = serde_json::to_string_pretty(config).map_err(|e| format!("internal error: {e}"))?;
+    Ok(fill_template(ctx, role, name, &text, image))
+}
+
+fn fill_template(ctx: &Ctx<'_>, role: &str, name: &str, cfg: &str, image: &str) -> String {
+    USERDATA_TEMPLATE
+        .replace("{{formation}}", ctx.f())
+        .replace("{{release}}", &ctx.release.number.to_string())
+        .replace("{{role}}", role)
+        .replace("{{service}}", name)
+        .replace("{{config_version}}", &RUNTIME_CONFIG_VERSION.to_string())
+        .replace("{{image}}", image)
+        .replace("{{runtime_config}}", cfg)
+}
+
 fn userdata_script(ctx: &Ctx<'_>, role: &str, name: &str, config: &Value, image: &str, external_path: &str, out: &mut Out) -> Result<(String, bool), String> {
-    let render = |cfg: &str| {
-        USERDATA_TEMPLATE
-            .replace("{{formation}}", ctx.f())
-            .replace("{{release}}", &ctx.release.number.to_string())
-            .replace("{{role}}", role)
-            .replace("{{service}}", name)
-            .replace("{{config_version}}", &RUNTIME_CONFIG_VERSION.to_string())
-            .replace("{{image}}", image)
-            .replace("{{runtime_config}}", cfg)
-    };
+    let render = |cfg: &str| fill_template(ctx, role, name, cfg, image);
     let text = serde_json::to_string_pretty(config).map_err(|e| format!("internal error: {e}"))?;
     let script = render(&text);
     if script.len() <= INLINE_USERDATA_BUDGET {
@@ -272,11 +337,10 @@ fn userdata_script(ctx: &Ctx<'_>, role: &str, name: &str, config: &Value, image:
     }
     let mut bytes = text.into_bytes();
     bytes.push(b'\n');
-    let e = out.file(external_path.to_string(), bytes);
-    let key = format!("{}releases/{}/{}", ctx.prefix(), ctx.release.number, external_path);
+    let e = out.upload(ctx, external_path, bytes);
     let pointer = json!({
         "format_version": RUNTIME_CONFIG_VERSION,
-        "config_url": format!("s3://{}/{key}", ctx.stage.outputs_bucket),
+        "config_url": format!("s3://{}/{}", ctx.stage.outputs_bucket, e.s3_key),
         "config_sha256": e.sha256,
         "region": ctx.stage.region,
     });
@@ -310,29 +374,49 @@ fn arn(pattern: &str, literal: &str) -> Value {
 
 fn formation_template(ctx: &Ctx<'_>, aux_scripts: &BTreeMap<(String, u32), String>) -> Result<Template, String> {
     let f = ctx.f();
-    let mut t = Template::new(format!("gilliam formation {f}: security groups, private zone, auxiliary services (compiled with release {})", ctx.release.number));
+    let mut t =
+        Template::new(format!("gilliam formation {f}: security groups, private zone, auxiliary services (compiled with release {})", ctx.release.number));
     let vpc = &ctx.stage.vpc;
     let any_routed = ctx.svcs.iter().any(Svc::routed);
     let any_http = ctx.http().next().is_some();
     let tg = |k: &str, v: &str| json!([{ "Key": "gilliam:formation", "Value": f }, { "Key": k, "Value": v }]);
 
     t.add("InstanceSecurityGroup", "AWS::EC2::SecurityGroup", json!({ "GroupDescription": format!("gilliam {f}: service instances, reachable only from the formation load balancers"), "VpcId": vpc, "Tags": tg("Name", &format!("{f}-instances")) }))?;
-    t.output("InstanceSecurityGroup", get_att("InstanceSecurityGroup", "GroupId"), Some(&names::formation_export(f, "InstanceSecurityGroup")), "Security group of service instances");
+    t.output(
+        "InstanceSecurityGroup",
+        get_att("InstanceSecurityGroup", "GroupId"),
+        Some(&names::formation_export(f, "InstanceSecurityGroup")),
+        "Security group of service instances",
+    );
     if any_routed {
         let mut ingress = vec![json!({ "IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "CidrIp": "0.0.0.0/0", "Description": "HTTP from anywhere" })];
         if ctx.https() {
             ingress.push(json!({ "IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "CidrIp": "0.0.0.0/0", "Description": "HTTPS from anywhere" }));
         }
         t.add("PublicLbSecurityGroup", "AWS::EC2::SecurityGroup", json!({ "GroupDescription": format!("gilliam {f}: public load balancers, open on their listener ports"), "VpcId": vpc, "SecurityGroupIngress": ingress, "Tags": tg("Name", &format!("{f}-public-lb")) }))?;
-        t.output("PublicLbSecurityGroup", get_att("PublicLbSecurityGroup", "GroupId"), Some(&names::formation_export(f, "PublicLbSecurityGroup")), "Security group of public load balancers");
+        t.output(
+            "PublicLbSecurityGroup",
+            get_att("PublicLbSecurityGroup", "GroupId"),
+            Some(&names::formation_export(f, "PublicLbSecurityGroup")),
+            "Security group of public load balancers",
+        );
     }
     if any_http {
-        t.add("InternalLbSecurityGroup", "AWS::EC2::SecurityGroup", json!({
-            "GroupDescription": format!("gilliam {f}: internal load balancers, reachable from service instances"), "VpcId": vpc,
-            "SecurityGroupIngress": [sg_rule(80, get_att("InstanceSecurityGroup", "GroupId"), "HTTP from service instances")],
-            "Tags": tg("Name", &format!("{f}-internal-lb")),
-        }))?;
-        t.output("InternalLbSecurityGroup", get_att("InternalLbSecurityGroup", "GroupId"), Some(&names::formation_export(f, "InternalLbSecurityGroup")), "Security group of internal load balancers");
+        t.add(
+            "InternalLbSecurityGroup",
+            "AWS::EC2::SecurityGroup",
+            json!({
+                "GroupDescription": format!("gilliam {f}: internal load balancers, reachable from service instances"), "VpcId": vpc,
+                "SecurityGroupIngress": [sg_rule(80, get_att("InstanceSecurityGroup", "GroupId"), "HTTP from service instances")],
+                "Tags": tg("Name", &format!("{f}-internal-lb")),
+            }),
+        )?;
+        t.output(
+            "InternalLbSecurityGroup",
+            get_att("InternalLbSecurityGroup", "GroupId"),
+            Some(&names::formation_export(f, "InternalLbSecurityGroup")),
+            "Security group of internal load balancers",
+        );
     }
     let ports: BTreeSet<u16> = ctx.http().filter_map(|s| s.s.process().and_then(|p| p.port)).collect();
     let public_ports: BTreeSet<u16> = ctx.http().filter(|s| s.routed()).filter_map(|s| s.s.process().and_then(|p| p.port)).collect();
@@ -351,11 +435,15 @@ fn formation_template(ctx: &Ctx<'_>, aux_scripts: &BTreeMap<(String, u32), Strin
         })?;
     }
 
-    t.add("PrivateZone", "AWS::Route53::HostedZone", json!({
-        "Name": ctx.domain(),
-        "HostedZoneConfig": { "Comment": format!("gilliam {f}: names of services and auxiliaries") },
-        "VPCs": [{ "VPCId": vpc, "VPCRegion": ctx.stage.region }],
-    }))?;
+    t.add(
+        "PrivateZone",
+        "AWS::Route53::HostedZone",
+        json!({
+            "Name": ctx.domain(),
+            "HostedZoneConfig": { "Comment": format!("gilliam {f}: names of services and auxiliaries") },
+            "VPCs": [{ "VPCId": vpc, "VPCRegion": ctx.stage.region }],
+        }),
+    )?;
     t.output("PrivateZoneId", r#ref("PrivateZone"), Some(&names::formation_export(f, "PrivateZoneId")), "Private hosted zone of the formation");
 
     let auxes: Vec<&Svc<'_>> = ctx.auxiliaries().collect();
@@ -371,26 +459,36 @@ fn formation_template(ctx: &Ctx<'_>, aux_scripts: &BTreeMap<(String, u32), Strin
     let private: Vec<&str> = ctx.stage.private_subnets.iter().map(|s| s.id.as_str()).collect();
     let kinds: BTreeSet<AuxType> = auxes.iter().filter_map(|a| a.s.auxiliary()).map(|a| a.kind).collect();
     if kinds.contains(&AuxType::Postgres) {
-        t.add("DatabaseSubnetGroup", "AWS::RDS::DBSubnetGroup", json!({ "DBSubnetGroupDescription": format!("gilliam {f}: databases"), "SubnetIds": private }))?;
+        t.add(
+            "DatabaseSubnetGroup",
+            "AWS::RDS::DBSubnetGroup",
+            json!({ "DBSubnetGroupDescription": format!("gilliam {f}: databases"), "SubnetIds": private }),
+        )?;
     }
     if kinds.contains(&AuxType::Redis) {
         t.add("CacheSubnetGroup", "AWS::ElastiCache::SubnetGroup", json!({ "Description": format!("gilliam {f}: caches"), "SubnetIds": private }))?;
     }
     if kinds.contains(&AuxType::Etcd) {
-        t.add("AuxiliaryIngressEtcdPeers", "AWS::EC2::SecurityGroupIngress", json!({
-            "GroupId": get_att("AuxiliarySecurityGroup", "GroupId"), "IpProtocol": "tcp", "FromPort": 2379, "ToPort": 2380,
-            "SourceSecurityGroupId": get_att("AuxiliarySecurityGroup", "GroupId"), "Description": "etcd peers",
-        }))?;
+        t.add(
+            "AuxiliaryIngressEtcdPeers",
+            "AWS::EC2::SecurityGroupIngress",
+            json!({
+                "GroupId": get_att("AuxiliarySecurityGroup", "GroupId"), "IpProtocol": "tcp", "FromPort": 2379, "ToPort": 2380,
+                "SourceSecurityGroupId": get_att("AuxiliarySecurityGroup", "GroupId"), "Description": "etcd peers",
+            }),
+        )?;
     }
     for a in auxes {
         let aux = a.s.auxiliary().ok_or("internal error: not an auxiliary")?;
         let id = format!("Aux{}", a.id);
         let host = format!("{}.{}.", a.s.name, ctx.domain());
-        let secret_props = |user: &str| json!({
-            "Name": names::secret_name(f, &a.s.name),
-            "Description": format!("gilliam {f}: credentials of auxiliary {}", a.s.name),
-            "GenerateSecretString": { "SecretStringTemplate": json!({ "username": user }).to_string(), "GenerateStringKey": "password", "PasswordLength": 32, "ExcludeCharacters": "\"@/\\ '`:;%+#?&=[]{}<>|^~$!," },
-        });
+        let secret_props = |user: &str| {
+            json!({
+                "Name": names::secret_name(f, &a.s.name),
+                "Description": format!("gilliam {f}: credentials of auxiliary {}", a.s.name),
+                "GenerateSecretString": { "SecretStringTemplate": json!({ "username": user }).to_string(), "GenerateStringKey": "password", "PasswordLength": 32, "ExcludeCharacters": "\"@/\\ '`:;%+#?&=[]{}<>|^~$!," },
+            })
+        };
         let keep = |t: &mut Template, rid: &str, policy: &str| {
             if let Some(Value::Object(m)) = t.resources.get_mut(rid) {
                 m.insert("DeletionPolicy".into(), json!(policy));
@@ -416,7 +514,11 @@ fn formation_template(ctx: &Ctx<'_>, aux_scripts: &BTreeMap<(String, u32), Strin
                 }
                 t.add(format!("{id}Database"), "AWS::RDS::DBInstance", db)?;
                 keep(&mut t, &format!("{id}Database"), "Snapshot");
-                t.add(format!("{id}SecretAttachment"), "AWS::SecretsManager::SecretTargetAttachment", json!({ "SecretId": r#ref(&format!("{id}Secret")), "TargetId": r#ref(&format!("{id}Database")), "TargetType": "AWS::RDS::DBInstance" }))?;
+                t.add(
+                    format!("{id}SecretAttachment"),
+                    "AWS::SecretsManager::SecretTargetAttachment",
+                    json!({ "SecretId": r#ref(&format!("{id}Secret")), "TargetId": r#ref(&format!("{id}Database")), "TargetType": "AWS::RDS::DBInstance" }),
+                )?;
                 t.add(format!("{id}Record"), "AWS::Route53::RecordSet", cname(get_att(&format!("{id}Database"), "Endpoint.Address")))?;
             }
             AuxType::Redis => {
@@ -476,13 +578,17 @@ fn etcd(ctx: &Ctx<'_>, t: &mut Template, a: &Svc<'_>, aux: &crate::app::Auxiliar
             m.insert("Metadata".into(), json!({ "cfn-lint": { "config": { "ignore_checks": ["W3010"] } } }));
         }
         let script = scripts.get(&(a.s.name.clone(), i)).ok_or("internal error: etcd userdata missing")?;
-        t.add(format!("{id}Member{i}LaunchTemplate"), "AWS::EC2::LaunchTemplate", json!({ "LaunchTemplateData": {
+        t.add(
+            format!("{id}Member{i}LaunchTemplate"),
+            "AWS::EC2::LaunchTemplate",
+            json!({ "LaunchTemplateData": {
             "ImageId": ctx.stage.auxiliary_image, "InstanceType": a.instance_type,
             "IamInstanceProfile": { "Arn": get_att(&format!("{id}Profile"), "Arn") },
             "SecurityGroupIds": [get_att("AuxiliarySecurityGroup", "GroupId")],
             "MetadataOptions": meta, "BlockDeviceMappings": disk, "UserData": { "Fn::Base64": script },
             "TagSpecifications": [{ "ResourceType": "instance", "Tags": mtags }],
-        } }))?;
+        } }),
+        )?;
         t.add(format!("{id}Member{i}Group"), "AWS::AutoScaling::AutoScalingGroup", json!({
             "MinSize": "1", "MaxSize": "1", "DesiredCapacity": "1",
             "LaunchTemplate": { "LaunchTemplateId": r#ref(&format!("{id}Member{i}LaunchTemplate")), "Version": get_att(&format!("{id}Member{i}LaunchTemplate"), "LatestVersionNumber") },
@@ -503,7 +609,10 @@ fn target_group_name(ctx: &Ctx<'_>, svc: &str, public: bool) -> String {
 fn release_template(ctx: &Ctx<'_>, part: u32, scripts: &BTreeMap<String, String>, external: bool) -> Result<Template, String> {
     let f = ctx.f();
     let n = ctx.release.number;
-    let mut t = Template::new(format!("gilliam formation {f}, release {n}{}: launch templates, Auto Scaling groups, target groups", if ctx.parts > 1 { format!(" (part {part} of {})", ctx.parts) } else { String::new() }));
+    let mut t = Template::new(format!(
+        "gilliam formation {f}, release {n}{}: launch templates, Auto Scaling groups, target groups",
+        if ctx.parts > 1 { format!(" (part {part} of {})", ctx.parts) } else { String::new() }
+    ));
     let art = &ctx.release.artifact;
     let mut statements = vec![
         json!({ "Sid": "ReadOwnArtifact", "Effect": "Allow", "Action": "s3:GetObject", "Resource": arn("arn:${AWS::Partition}:s3:::{}", &format!("{}/{}", art.bucket, art.key)) }),
@@ -520,11 +629,15 @@ fn release_template(ctx: &Ctx<'_>, part: u32, scripts: &BTreeMap<String, String>
     if !secrets.is_empty() {
         statements.push(json!({ "Sid": "ReadFormationSecrets", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": secrets }));
     }
-    t.add("InstanceRole", "AWS::IAM::Role", json!({
-        "AssumeRolePolicyDocument": assume_ec2(),
-        "Policies": [{ "PolicyName": "gilliam-release", "PolicyDocument": { "Version": "2012-10-17", "Statement": statements } }],
-        "Tags": tags(&[("gilliam:formation", f), ("gilliam:release", &n.to_string())]),
-    }))?;
+    t.add(
+        "InstanceRole",
+        "AWS::IAM::Role",
+        json!({
+            "AssumeRolePolicyDocument": assume_ec2(),
+            "Policies": [{ "PolicyName": "gilliam-release", "PolicyDocument": { "Version": "2012-10-17", "Statement": statements } }],
+            "Tags": tags(&[("gilliam:formation", f), ("gilliam:release", &n.to_string())]),
+        }),
+    )?;
     t.add("InstanceProfile", "AWS::IAM::InstanceProfile", json!({ "Roles": [r#ref("InstanceRole")] }))?;
     t.output("Release", json!(n.to_string()), None, "Release number");
     let (meta, disk) = metadata_and_disk(ctx);
@@ -535,13 +648,17 @@ fn release_template(ctx: &Ctx<'_>, part: u32, scripts: &BTreeMap<String, String>
         let name = format!("{f}-r{n}-{}", s.s.name);
         let itags = tags(&[("Name", &name), ("gilliam:formation", f), ("gilliam:release", &n.to_string()), ("gilliam:service", &s.s.name)]);
         let script = scripts.get(&s.s.name).ok_or("internal error: userdata missing")?;
-        t.add(format!("{id}LaunchTemplate"), "AWS::EC2::LaunchTemplate", json!({ "LaunchTemplateData": {
+        t.add(
+            format!("{id}LaunchTemplate"),
+            "AWS::EC2::LaunchTemplate",
+            json!({ "LaunchTemplateData": {
             "ImageId": ctx.release.runtime_image, "InstanceType": s.instance_type,
             "IamInstanceProfile": { "Arn": get_att("InstanceProfile", "Arn") },
             "SecurityGroupIds": [import(&names::formation_export(f, "InstanceSecurityGroup"))],
             "MetadataOptions": meta, "BlockDeviceMappings": disk, "UserData": { "Fn::Base64": script },
             "TagSpecifications": [{ "ResourceType": "instance", "Tags": itags }, { "ResourceType": "volume", "Tags": itags }],
-        } }))?;
+        } }),
+        )?;
         let mut tgs = Vec::new();
         if let Some(port) = p.port {
             for public in [false, true] {
@@ -549,14 +666,23 @@ fn release_template(ctx: &Ctx<'_>, part: u32, scripts: &BTreeMap<String, String>
                     continue;
                 }
                 let which = if public { "PublicTargetGroup" } else { "InternalTargetGroup" };
-                t.add(format!("{id}{which}"), "AWS::ElasticLoadBalancingV2::TargetGroup", json!({
-                    "Name": target_group_name(ctx, &s.s.name, public), "Port": port, "Protocol": "HTTP", "VpcId": ctx.stage.vpc, "TargetType": "instance",
-                    "HealthCheckEnabled": true, "HealthCheckProtocol": "HTTP", "HealthCheckPath": p.health, "HealthCheckIntervalSeconds": 10,
-                    "HealthCheckTimeoutSeconds": 5, "HealthyThresholdCount": 2, "UnhealthyThresholdCount": 3, "Matcher": { "HttpCode": "200-399" },
-                    "TargetGroupAttributes": [{ "Key": "deregistration_delay.timeout_seconds", "Value": DRAIN_SECONDS.to_string() }],
-                    "Tags": tags(&[("gilliam:formation", f), ("gilliam:release", &n.to_string()), ("gilliam:service", &s.s.name)]),
-                }))?;
-                t.output(&format!("{id}{which}"), r#ref(&format!("{id}{which}")), Some(&names::target_group_export(f, n, &s.s.name, public)), &format!("{} target group of {}", if public { "Public" } else { "Internal" }, s.s.name));
+                t.add(
+                    format!("{id}{which}"),
+                    "AWS::ElasticLoadBalancingV2::TargetGroup",
+                    json!({
+                        "Name": target_group_name(ctx, &s.s.name, public), "Port": port, "Protocol": "HTTP", "VpcId": ctx.stage.vpc, "TargetType": "instance",
+                        "HealthCheckEnabled": true, "HealthCheckProtocol": "HTTP", "HealthCheckPath": p.health, "HealthCheckIntervalSeconds": 10,
+                        "HealthCheckTimeoutSeconds": 5, "HealthyThresholdCount": 2, "UnhealthyThresholdCount": 3, "Matcher": { "HttpCode": "200-399" },
+                        "TargetGroupAttributes": [{ "Key": "deregistration_delay.timeout_seconds", "Value": DRAIN_SECONDS.to_string() }],
+                        "Tags": tags(&[("gilliam:formation", f), ("gilliam:release", &n.to_string()), ("gilliam:service", &s.s.name)]),
+                    }),
+                )?;
+                t.output(
+                    &format!("{id}{which}"),
+                    r#ref(&format!("{id}{which}")),
+                    Some(&names::target_group_export(f, n, &s.s.name, public)),
+                    &format!("{} target group of {}", if public { "Public" } else { "Internal" }, s.s.name),
+                );
                 tgs.push(r#ref(&format!("{id}{which}")));
             }
         }
@@ -590,17 +716,53 @@ fn release_template(ctx: &Ctx<'_>, part: u32, scripts: &BTreeMap<String, String>
     Ok(t)
 }
 
-/// Orders routes so that the most specific one is evaluated first: a host beats no host, an
-/// exact host beats a wildcard one, a longer path beats a shorter one.
-fn route_order(r: &crate::app::Route) -> impl Ord {
+/// Orders routes so that the most specific one is evaluated first (lowest priority number):
+/// an exact host before a wildcard host before no host; then, on the same host rank, an exact
+/// path before a wildcard path before no path (all paths), and a longer literal prefix first.
+pub(crate) fn route_order(r: &crate::app::Route) -> impl Ord {
     let host_rank = match &r.host {
         Some(h) if !h.contains(['*', '?']) => 0,
         Some(_) => 1,
         None => 2,
     };
-    let path = r.path.as_deref().unwrap_or("");
-    let wild = u8::from(path.contains(['*', '?']));
-    (host_rank, wild, std::cmp::Reverse(path.len()), r.host.clone(), r.path.clone())
+    let (path_rank, literal) = match &r.path {
+        Some(p) if !p.contains(['*', '?']) => (0, p.len()),
+        Some(p) => (1, p.find(['*', '?']).unwrap_or(p.len())),
+        None => (2, 0),
+    };
+    (host_rank, path_rank, std::cmp::Reverse(literal), r.host.clone(), r.path.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_order;
+    use crate::app::Route;
+    use crate::diag::Pos;
+
+    fn route(raw: &str) -> Route {
+        let mut out = Vec::new();
+        crate::app::parse_route(raw, Pos::new(1, 1), &mut crate::diag::Sink { file: "t", out: &mut out }).expect("valid route")
+    }
+
+    #[test]
+    fn specific_routes_come_first() {
+        let mut rs: Vec<Route> =
+            ["/*", "shop.example.com", "/api/*", "shop.example.com/api/*", "shop.example.com/api/v2/*", "shop.example.com/health", "*.example.com/x/*"]
+                .map(route)
+                .to_vec();
+        rs.sort_by_key(route_order);
+        let order: Vec<&str> = rs.iter().map(|r| r.raw.as_str()).collect();
+        assert_eq!(
+            order,
+            ["shop.example.com/health", "shop.example.com/api/v2/*", "shop.example.com/api/*", "shop.example.com", "*.example.com/x/*", "/api/*", "/*"]
+        );
+    }
+
+    #[test]
+    fn catch_all_keeps_a_condition() {
+        assert_eq!(route("/*").path.as_deref(), Some("/*"));
+        assert_eq!(route("shop.example.com/*").path, None);
+    }
 }
 
 fn forward(ctx: &Ctx<'_>, svc: &str, public: bool) -> Option<Value> {
@@ -609,7 +771,8 @@ fn forward(ctx: &Ctx<'_>, svc: &str, public: bool) -> Option<Value> {
     if !shares.iter().any(|t| t.weight > 0) {
         return None;
     }
-    let groups: Vec<Value> = shares.iter().map(|t| json!({ "TargetGroupArn": import(&names::target_group_export(ctx.f(), t.release, svc, public)), "Weight": t.weight })).collect();
+    let groups: Vec<Value> =
+        shares.iter().map(|t| json!({ "TargetGroupArn": import(&names::target_group_export(ctx.f(), t.release, svc, public)), "Weight": t.weight })).collect();
     Some(json!([{ "Type": "forward", "ForwardConfig": { "TargetGroups": groups } }]))
 }
 
@@ -643,29 +806,47 @@ fn routing_template(ctx: &Ctx<'_>, g: u32, lb_names: &mut BTreeSet<String>) -> R
     };
     let routes = public_routes(ctx, g);
     if !routes.is_empty() {
-        t.add("PublicLoadBalancer", "AWS::ElasticLoadBalancingV2::LoadBalancer", json!({
-            "Name": lb_name(format!("{f}-public-{g}"))?, "Type": "application", "Scheme": "internet-facing",
-            "Subnets": ctx.stage.public_subnets.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
-            "SecurityGroups": [import(&names::formation_export(f, "PublicLbSecurityGroup"))],
-            "LoadBalancerAttributes": [{ "Key": "routing.http.drop_invalid_header_fields.enabled", "Value": "true" }],
-            "Tags": tags(&[("gilliam:formation", f)]),
-        }))?;
+        t.add(
+            "PublicLoadBalancer",
+            "AWS::ElasticLoadBalancingV2::LoadBalancer",
+            json!({
+                "Name": lb_name(format!("{f}-public-{g}"))?, "Type": "application", "Scheme": "internet-facing",
+                "Subnets": ctx.stage.public_subnets.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+                "SecurityGroups": [import(&names::formation_export(f, "PublicLbSecurityGroup"))],
+                "LoadBalancerAttributes": [{ "Key": "routing.http.drop_invalid_header_fields.enabled", "Value": "true" }],
+                "Tags": tags(&[("gilliam:formation", f)]),
+            }),
+        )?;
         let listener = if let Some(cert) = &ctx.stage.certificate {
-            t.add("PublicHttpsListener", "AWS::ElasticLoadBalancingV2::Listener", json!({
-                "LoadBalancerArn": r#ref("PublicLoadBalancer"), "Port": 443, "Protocol": "HTTPS", "SslPolicy": TLS_POLICY,
-                "Certificates": [{ "CertificateArn": cert }], "DefaultActions": not_found(),
-            }))?;
-            t.add("PublicHttpListener", "AWS::ElasticLoadBalancingV2::Listener", json!({
-                "LoadBalancerArn": r#ref("PublicLoadBalancer"), "Port": 80, "Protocol": "HTTP",
-                "DefaultActions": [{ "Type": "redirect", "RedirectConfig": { "Protocol": "HTTPS", "Port": "443", "StatusCode": "HTTP_301" } }],
-            }))?;
+            t.add(
+                "PublicHttpsListener",
+                "AWS::ElasticLoadBalancingV2::Listener",
+                json!({
+                    "LoadBalancerArn": r#ref("PublicLoadBalancer"), "Port": 443, "Protocol": "HTTPS", "SslPolicy": TLS_POLICY,
+                    "Certificates": [{ "CertificateArn": cert }], "DefaultActions": not_found(),
+                }),
+            )?;
+            t.add(
+                "PublicHttpListener",
+                "AWS::ElasticLoadBalancingV2::Listener",
+                json!({
+                    "LoadBalancerArn": r#ref("PublicLoadBalancer"), "Port": 80, "Protocol": "HTTP",
+                    "DefaultActions": [{ "Type": "redirect", "RedirectConfig": { "Protocol": "HTTPS", "Port": "443", "StatusCode": "HTTP_301" } }],
+                }),
+            )?;
             "PublicHttpsListener"
         } else {
-            t.add("PublicHttpListener", "AWS::ElasticLoadBalancingV2::Listener", json!({ "LoadBalancerArn": r#ref("PublicLoadBalancer"), "Port": 80, "Protocol": "HTTP", "DefaultActions": not_found() }))?;
+            t.add(
+                "PublicHttpListener",
+                "AWS::ElasticLoadBalancingV2::Listener",
+                json!({ "LoadBalancerArn": r#ref("PublicLoadBalancer"), "Port": 80, "Protocol": "HTTP", "DefaultActions": not_found() }),
+            )?;
             "PublicHttpListener"
         };
         for (prio, (s, j, r)) in routes.iter().enumerate() {
-            let Some(actions) = forward(ctx, &s.s.name, true) else { continue };
+            let Some(actions) = forward(ctx, &s.s.name, true) else {
+                continue;
+            };
             let mut conditions = Vec::new();
             if let Some(h) = &r.host {
                 conditions.push(json!({ "Field": "host-header", "HostHeaderConfig": { "Values": [h] } }));
@@ -673,26 +854,42 @@ fn routing_template(ctx: &Ctx<'_>, g: u32, lb_names: &mut BTreeSet<String>) -> R
             if let Some(p) = &r.path {
                 conditions.push(json!({ "Field": "path-pattern", "PathPatternConfig": { "Values": [p] } }));
             }
-            t.add(format!("{}Route{j}", s.id), "AWS::ElasticLoadBalancingV2::ListenerRule", json!({ "ListenerArn": r#ref(listener), "Priority": prio + 1, "Conditions": conditions, "Actions": actions }))?;
+            t.add(
+                format!("{}Route{j}", s.id),
+                "AWS::ElasticLoadBalancingV2::ListenerRule",
+                json!({ "ListenerArn": r#ref(listener), "Priority": prio + 1, "Conditions": conditions, "Actions": actions }),
+            )?;
         }
         t.output("PublicLoadBalancerDns", get_att("PublicLoadBalancer", "DNSName"), None, "DNS name of the public load balancer");
     }
     if !members.is_empty() {
-        t.add("InternalLoadBalancer", "AWS::ElasticLoadBalancingV2::LoadBalancer", json!({
-            "Name": lb_name(format!("{f}-internal-{g}"))?, "Type": "application", "Scheme": "internal",
-            "Subnets": ctx.stage.private_subnets.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
-            "SecurityGroups": [import(&names::formation_export(f, "InternalLbSecurityGroup"))],
-            "LoadBalancerAttributes": [{ "Key": "routing.http.drop_invalid_header_fields.enabled", "Value": "true" }],
-            "Tags": tags(&[("gilliam:formation", f)]),
-        }))?;
-        t.add("InternalListener", "AWS::ElasticLoadBalancingV2::Listener", json!({ "LoadBalancerArn": r#ref("InternalLoadBalancer"), "Port": 80, "Protocol": "HTTP", "DefaultActions": not_found() }))?;
+        t.add(
+            "InternalLoadBalancer",
+            "AWS::ElasticLoadBalancingV2::LoadBalancer",
+            json!({
+                "Name": lb_name(format!("{f}-internal-{g}"))?, "Type": "application", "Scheme": "internal",
+                "Subnets": ctx.stage.private_subnets.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+                "SecurityGroups": [import(&names::formation_export(f, "InternalLbSecurityGroup"))],
+                "LoadBalancerAttributes": [{ "Key": "routing.http.drop_invalid_header_fields.enabled", "Value": "true" }],
+                "Tags": tags(&[("gilliam:formation", f)]),
+            }),
+        )?;
+        t.add(
+            "InternalListener",
+            "AWS::ElasticLoadBalancingV2::Listener",
+            json!({ "LoadBalancerArn": r#ref("InternalLoadBalancer"), "Port": 80, "Protocol": "HTTP", "DefaultActions": not_found() }),
+        )?;
         for (i, s) in members.iter().enumerate() {
             let host = format!("{}.{}", s.s.name, ctx.domain());
             if let Some(actions) = forward(ctx, &s.s.name, false) {
-                t.add(format!("{}InternalRule", s.id), "AWS::ElasticLoadBalancingV2::ListenerRule", json!({
-                    "ListenerArn": r#ref("InternalListener"), "Priority": i + 1,
-                    "Conditions": [{ "Field": "host-header", "HostHeaderConfig": { "Values": [host] } }], "Actions": actions,
-                }))?;
+                t.add(
+                    format!("{}InternalRule", s.id),
+                    "AWS::ElasticLoadBalancingV2::ListenerRule",
+                    json!({
+                        "ListenerArn": r#ref("InternalListener"), "Priority": i + 1,
+                        "Conditions": [{ "Field": "host-header", "HostHeaderConfig": { "Values": [host] } }], "Actions": actions,
+                    }),
+                )?;
             }
             t.add(format!("{}DnsRecord", s.id), "AWS::Route53::RecordSet", json!({
                 "HostedZoneId": import(&names::formation_export(f, "PrivateZoneId")), "Name": format!("{host}."), "Type": "A",
@@ -740,7 +937,11 @@ fn manifest(ctx: &Ctx<'_>, inputs: &Inputs<'_>, out: &mut Out, d: &Discovery, mu
             routing_group: s.group,
             internal_target_group_export: http.then(|| names::target_group_export(f, n, &s.s.name, false)),
             public_target_group_export: s.routed().then(|| names::target_group_export(f, n, &s.s.name, true)),
-            url_variable: if http { Some(format!("{}_URL", s.env)) } else { aux.map(|a| format!("{}_{}", s.env, if a.kind == AuxType::Etcd { "ENDPOINTS" } else { "URL" })) },
+            url_variable: if http {
+                Some(format!("{}_URL", s.env))
+            } else {
+                aux.map(|a| format!("{}_{}", s.env, if a.kind == AuxType::Etcd { "ENDPOINTS" } else { "URL" }))
+            },
             internal_url: http.then(|| format!("http://{}.{}", s.s.name, ctx.domain())),
             userdata: userdata.remove(&s.s.name).unwrap_or_default(),
         });
@@ -748,7 +949,14 @@ fn manifest(ctx: &Ctx<'_>, inputs: &Inputs<'_>, out: &mut Out, d: &Discovery, mu
     let mut routes = Vec::new();
     for g in 1..=ctx.groups {
         for (prio, (s, _, r)) in public_routes(ctx, g).into_iter().enumerate() {
-            routes.push(mf::RouteEntry { service: s.s.name.clone(), route: r.raw.clone(), host: r.host.clone(), path: r.path.clone(), routing_group: g, priority: prio as u32 + 1 });
+            routes.push(mf::RouteEntry {
+                service: s.s.name.clone(),
+                route: r.raw.clone(),
+                host: r.host.clone(),
+                path: r.path.clone(),
+                routing_group: g,
+                priority: prio as u32 + 1,
+            });
         }
     }
     let mut traffic: Vec<mf::TrafficEntry> = ctx.traffic.iter().map(|t| mf::TrafficEntry { release: t.release, weight: t.weight }).collect();
@@ -782,6 +990,7 @@ fn manifest(ctx: &Ctx<'_>, inputs: &Inputs<'_>, out: &mut Out, d: &Discovery, mu
         routes,
         internal_urls: d.urls.clone(),
         traffic,
+        uploads: std::mem::take(&mut out.uploads),
         inputs: mf::InputFiles { app, release, stage },
         warnings: std::mem::take(&mut out.warnings),
     })

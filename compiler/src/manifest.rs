@@ -24,6 +24,9 @@ pub struct Manifest {
     pub internal_urls: BTreeMap<String, String>,
     /// Weights the formation's routing templates were compiled with.
     pub traffic: Vec<TrafficEntry>,
+    /// Files the materializer uploads to the outputs bucket before creating the release's
+    /// stacks (shared discovery document, runtime configs too large for userdata).
+    pub uploads: Vec<UploadEntry>,
     /// The inputs, copied into the output directory so that the materializer can re-render
     /// routing templates for other traffic weights with the same compiler.
     pub inputs: InputFiles,
@@ -145,6 +148,16 @@ pub struct ServiceEntry {
 #[serde(deny_unknown_fields)]
 pub struct FileEntry {
     pub path: String,
+    pub sha256: String,
+    pub bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UploadEntry {
+    /// Path relative to the output directory.
+    pub path: String,
+    pub s3_key: String,
     pub sha256: String,
     pub bytes: usize,
 }

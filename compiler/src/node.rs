@@ -48,7 +48,9 @@ impl Node {
             Value::Bool(b) => format!("boolean {b}"),
             Value::Int(i) => format!("integer {i}"),
             Value::Float(x) => format!("number {x}"),
-            Value::Str(s) if s.chars().count() > 40 => format!("a string ({} characters)", s.chars().count()),
+            Value::Str(s) if s.chars().count() > 40 => {
+                format!("a string ({} characters)", s.chars().count())
+            }
             Value::Str(s) => format!("string {s:?}"),
             Value::Seq(_) => "a list".into(),
             Value::Map(_) => "a mapping".into(),
@@ -181,7 +183,11 @@ impl MarkedEventReceiver for YamlBuilder {
         match ev {
             Event::Scalar(text, style, anchor, tag) => {
                 if let Some(t) = tag {
-                    self.fail(pos, format!("YAML tags are not supported (found `{}{}`)", t.handle, t.suffix), "remove the tag; values are plain strings, numbers, booleans, lists and mappings");
+                    self.fail(
+                        pos,
+                        format!("YAML tags are not supported (found `{}{}`)", t.handle, t.suffix),
+                        "remove the tag; values are plain strings, numbers, booleans, lists and mappings",
+                    );
                     return;
                 }
                 self.nodes += 1;
@@ -211,7 +217,10 @@ impl MarkedEventReceiver for YamlBuilder {
             }
             Event::MappingEnd => {
                 if let Some(Frame::Map(p, entries, _, anchor)) = self.stack.pop() {
-                    self.push_node(Node { pos: p, value: Value::Map(entries) }, anchor);
+                    // A block mapping's start event is marked after its first key; its first
+                    // key is where a reader looks for it.
+                    let pos = entries.first().map_or(p, |(k, _)| k.pos.min(p));
+                    self.push_node(Node { pos, value: Value::Map(entries) }, anchor);
                 }
             }
             Event::Alias(id) => match self.anchors.get(&id) {

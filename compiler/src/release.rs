@@ -36,7 +36,18 @@ pub(crate) fn is_rfc3339(s: &str) -> bool {
     }
     let d = |i: usize, n: usize| b.get(i..i + n).is_some_and(|x| x.iter().all(u8::is_ascii_digit));
     let num = |i: usize, n: usize| s[i..i + n].parse::<u32>().unwrap_or(99);
-    if !(d(0, 4) && b[4] == b'-' && d(5, 2) && b[7] == b'-' && d(8, 2) && matches!(b[10], b'T' | b't') && d(11, 2) && b[13] == b':' && d(14, 2) && b[16] == b':' && d(17, 2)) {
+    if !(d(0, 4)
+        && b[4] == b'-'
+        && d(5, 2)
+        && b[7] == b'-'
+        && d(8, 2)
+        && matches!(b[10], b'T' | b't')
+        && d(11, 2)
+        && b[13] == b':'
+        && d(14, 2)
+        && b[16] == b':'
+        && d(17, 2))
+    {
         return false;
     }
     if !((1..=12).contains(&num(5, 2)) && (1..=31).contains(&num(8, 2)) && num(11, 2) < 24 && num(14, 2) < 60 && num(17, 2) < 61) {
@@ -62,7 +73,11 @@ pub(crate) fn is_rfc3339(s: &str) -> bool {
 pub(crate) fn parse_s3_url(url: &str) -> Option<(String, String)> {
     let rest = url.strip_prefix("s3://")?;
     let (bucket, key) = rest.split_once('/')?;
-    let key_ok = !key.is_empty() && key.len() <= 1024 && !key.starts_with('/') && key.chars().all(|c| !c.is_control()) && !key.split('/').any(|seg| seg == ".." || seg == ".");
+    let key_ok = !key.is_empty()
+        && key.len() <= 1024
+        && !key.starts_with('/')
+        && key.chars().all(|c| !c.is_control())
+        && !key.split('/').any(|seg| seg == ".." || seg == ".");
     (crate::stage::is_bucket_name(bucket) && key_ok).then(|| (bucket.to_string(), key.to_string()))
 }
 
@@ -76,7 +91,11 @@ pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<Release> {
         Some(n) => match &n.value {
             Value::Int(i) if (1..=MAX_RELEASE).contains(i) => Some(*i as u32),
             _ => {
-                sink.error_hint(n.pos, format!("release number must be a positive integer, found {}", n.describe()), format!("write a whole number from 1 to {MAX_RELEASE}, unquoted, e.g. \"number\": 12"));
+                sink.error_hint(
+                    n.pos,
+                    format!("release number must be a positive integer, found {}", n.describe()),
+                    format!("write a whole number from 1 to {MAX_RELEASE}, unquoted, e.g. \"number\": 12"),
+                );
                 None
             }
         },
@@ -94,7 +113,13 @@ pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<Release> {
     };
     let runtime_image = match f.get("runtime_image") {
         Some(n) => decode::string(n, sink, "`runtime_image`").filter(|s| {
-            decode::check(sink, n.pos, crate::stage::is_aws_id(s, "ami-"), format!("bad runtime image id `{s}`"), "give the AMI id of the runtime image, e.g. `ami-0123456789abcdef0`")
+            decode::check(
+                sink,
+                n.pos,
+                crate::stage::is_aws_id(s, "ami-"),
+                format!("bad runtime image id `{s}`"),
+                "give the AMI id of the runtime image, e.g. `ami-0123456789abcdef0`",
+            )
         }),
         None => {
             missing("runtime_image", sink);
@@ -103,7 +128,13 @@ pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<Release> {
     };
     let revision = match f.get("revision") {
         Some(n) => decode::string(n, sink, "`revision`").filter(|s| {
-            decode::check(sink, n.pos, s.len() <= 128 && s.bytes().all(|c| c.is_ascii_graphic()), "bad source revision", "a revision is a commit id or tag: at most 128 printable characters, no spaces")
+            decode::check(
+                sink,
+                n.pos,
+                s.len() <= 128 && s.bytes().all(|c| c.is_ascii_graphic()),
+                "bad source revision",
+                "a revision is a commit id or tag: at most 128 printable characters, no spaces",
+            )
         }),
         None => {
             missing("revision", sink);
@@ -111,7 +142,8 @@ pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<Release> {
         }
     };
     let created = match f.get("created") {
-        Some(n) => decode::string(n, sink, "`created`").filter(|s| decode::check(sink, n.pos, is_rfc3339(s), format!("bad creation time `{s}`"), "write an RFC 3339 time such as `2026-11-22T10:00:00Z`")),
+        Some(n) => decode::string(n, sink, "`created`")
+            .filter(|s| decode::check(sink, n.pos, is_rfc3339(s), format!("bad creation time `{s}`"), "write an RFC 3339 time such as `2026-11-22T10:00:00Z`")),
         None => {
             missing("created", sink);
             None
@@ -129,7 +161,11 @@ fn artifact(n: &Node, sink: &mut Sink<'_>) -> Option<Artifact> {
         Some(u) => decode::string(u, sink, "`artifact.url`").and_then(|s| match parse_s3_url(&s) {
             Some(bk) => Some((s, bk)),
             None => {
-                sink.error_hint(u.pos, format!("malformed artifact URL `{s}`"), "write s3://BUCKET/KEY with a valid bucket name and a key without `.`/`..` segments");
+                sink.error_hint(
+                    u.pos,
+                    format!("malformed artifact URL `{s}`"),
+                    "write s3://BUCKET/KEY with a valid bucket name and a key without `.`/`..` segments",
+                );
                 None
             }
         }),
@@ -140,7 +176,13 @@ fn artifact(n: &Node, sink: &mut Sink<'_>) -> Option<Artifact> {
     };
     let sha256 = match f.get("sha256") {
         Some(h) => decode::string(h, sink, "`artifact.sha256`").filter(|s| {
-            decode::check(sink, h.pos, s.len() == 64 && s.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)), format!("malformed sha256 `{s}`"), "give 64 lowercase hexadecimal digits (`sha256sum FILE`)")
+            decode::check(
+                sink,
+                h.pos,
+                s.len() == 64 && s.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)),
+                format!("malformed sha256 `{s}`"),
+                "give 64 lowercase hexadecimal digits (`sha256sum FILE`)",
+            )
         }),
         None => {
             sink.error_hint(n.pos, "the artifact has no `sha256`", "add \"sha256\": the artifact's 64-digit hex digest");

@@ -47,8 +47,19 @@ pub struct Stage {
 }
 
 const KEYS: &[&str] = &[
-    "formation", "region", "vpc", "public_subnets", "private_subnets", "domain", "certificate", "defaults",
-    "outputs_bucket", "keep_releases", "auxiliary_image", "routing_groups", "quotas",
+    "formation",
+    "region",
+    "vpc",
+    "public_subnets",
+    "private_subnets",
+    "domain",
+    "certificate",
+    "defaults",
+    "outputs_bucket",
+    "keep_releases",
+    "auxiliary_image",
+    "routing_groups",
+    "quotas",
 ];
 const DEFAULT_KEYS: &[&str] = &["instance_type", "root_volume_gb", "scale"];
 const QUOTA_KEYS: &[&str] = &["load_balancers", "rules_per_load_balancer"];
@@ -59,12 +70,19 @@ pub const MAX_KEEP_RELEASES: u32 = 3;
 
 pub(crate) fn is_formation_name(s: &str) -> bool {
     let b = s.as_bytes();
-    !b.is_empty() && b.len() <= 24 && b[0].is_ascii_lowercase() && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-') && b[b.len() - 1] != b'-' && !s.contains("--")
+    !b.is_empty()
+        && b.len() <= 24
+        && b[0].is_ascii_lowercase()
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[b.len() - 1] != b'-'
+        && !s.contains("--")
 }
 
 pub(crate) fn is_region(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
-    parts.len() >= 3 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())) && parts[parts.len() - 1].bytes().all(|c| c.is_ascii_digit())
+    parts.len() >= 3
+        && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
+        && parts[parts.len() - 1].bytes().all(|c| c.is_ascii_digit())
 }
 
 pub(crate) fn is_aws_id(s: &str, prefix: &str) -> bool {
@@ -81,12 +99,28 @@ pub(crate) fn is_bucket_name(s: &str) -> bool {
 }
 
 fn is_domain(s: &str) -> bool {
-    s.len() <= 253 && s.contains('.') && s.split('.').all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-') && !l.starts_with('-') && !l.ends_with('-'))
+    s.len() <= 253
+        && s.contains('.')
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
 }
 
 fn is_certificate_arn(s: &str) -> bool {
     let p: Vec<&str> = s.splitn(6, ':').collect();
-    p.len() == 6 && p[0] == "arn" && p[1].starts_with("aws") && p[2] == "acm" && is_region(p[3]) && p[4].len() == 12 && p[4].bytes().all(|c| c.is_ascii_digit()) && p[5].starts_with("certificate/") && p[5].len() > 12
+    p.len() == 6
+        && p[0] == "arn"
+        && p[1].starts_with("aws")
+        && p[2] == "acm"
+        && is_region(p[3])
+        && p[4].len() == 12
+        && p[4].bytes().all(|c| c.is_ascii_digit())
+        && p[5].starts_with("certificate/")
+        && p[5].len() > 12
 }
 
 pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<Stage> {
@@ -99,7 +133,13 @@ pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<Stage> {
     let formation_node = f.get("formation");
     let formation = match formation_node {
         Some(n) => decode::string(n, sink, "`formation`").filter(|s| {
-            decode::check(sink, n.pos, is_formation_name(s), format!("bad formation name `{s}`"), "start with a lowercase letter; lowercase letters, digits and single `-`; at most 24 characters")
+            decode::check(
+                sink,
+                n.pos,
+                is_formation_name(s),
+                format!("bad formation name `{s}`"),
+                "start with a lowercase letter; lowercase letters, digits and single `-`; at most 24 characters",
+            )
         }),
         None => {
             missing("formation", "NAME", sink);
@@ -107,14 +147,16 @@ pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<Stage> {
         }
     };
     let region = match f.get("region") {
-        Some(n) => decode::string(n, sink, "`region`").filter(|s| decode::check(sink, n.pos, is_region(s), format!("bad region `{s}`"), "write an AWS region such as `eu-west-1`")),
+        Some(n) => decode::string(n, sink, "`region`")
+            .filter(|s| decode::check(sink, n.pos, is_region(s), format!("bad region `{s}`"), "write an AWS region such as `eu-west-1`")),
         None => {
             missing("region", "eu-west-1", sink);
             None
         }
     };
     let vpc = match f.get("vpc") {
-        Some(n) => decode::string(n, sink, "`vpc`").filter(|s| decode::check(sink, n.pos, is_aws_id(s, "vpc-"), format!("bad VPC id `{s}`"), "write a VPC id such as `vpc-0123456789abcdef0`")),
+        Some(n) => decode::string(n, sink, "`vpc`")
+            .filter(|s| decode::check(sink, n.pos, is_aws_id(s, "vpc-"), format!("bad VPC id `{s}`"), "write a VPC id such as `vpc-0123456789abcdef0`")),
         None => {
             missing("vpc", "vpc-0123456789abcdef0", sink);
             None
@@ -130,16 +172,29 @@ pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<Stage> {
             Vec::new()
         }
     };
-    let domain = f.get("domain").and_then(|n| decode::string(n, sink, "`domain`").filter(|s| decode::check(sink, n.pos, is_domain(s), format!("bad domain `{s}`"), "write a lowercase DNS name such as `shop.example.com`")));
+    let domain = f.get("domain").and_then(|n| {
+        decode::string(n, sink, "`domain`")
+            .filter(|s| decode::check(sink, n.pos, is_domain(s), format!("bad domain `{s}`"), "write a lowercase DNS name such as `shop.example.com`"))
+    });
     let certificate = f.get("certificate").and_then(|n| {
-        decode::string(n, sink, "`certificate`").filter(|s| decode::check(sink, n.pos, is_certificate_arn(s), format!("bad certificate `{s}`"), "give an ACM certificate ARN: arn:aws:acm:REGION:ACCOUNT:certificate/ID"))
+        decode::string(n, sink, "`certificate`").filter(|s| {
+            decode::check(
+                sink,
+                n.pos,
+                is_certificate_arn(s),
+                format!("bad certificate `{s}`"),
+                "give an ACM certificate ARN: arn:aws:acm:REGION:ACCOUNT:certificate/ID",
+            )
+        })
     });
     let defaults = match f.get("defaults") {
         Some(n) => defaults(n, sink),
         None => Defaults { instance_type: "t3.small".into(), root_volume_gb: 20, scale: PartialScale::default() },
     };
     let outputs_bucket = match f.get("outputs_bucket") {
-        Some(n) => decode::string(n, sink, "`outputs_bucket`").filter(|s| decode::check(sink, n.pos, is_bucket_name(s), format!("bad bucket name `{s}`"), "an S3 bucket name: 3-63 lowercase letters, digits, `-` and `.`")),
+        Some(n) => decode::string(n, sink, "`outputs_bucket`").filter(|s| {
+            decode::check(sink, n.pos, is_bucket_name(s), format!("bad bucket name `{s}`"), "an S3 bucket name: 3-63 lowercase letters, digits, `-` and `.`")
+        }),
         None => {
             missing("outputs_bucket", "BUCKET", sink);
             None
@@ -147,7 +202,8 @@ pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<Stage> {
     };
     let keep_releases = f.get("keep_releases").and_then(|n| decode::int_in(n, sink, "`keep_releases`", 0, MAX_KEEP_RELEASES as i64)).map_or(2, |v| v as u32);
     let auxiliary_image = f.get("auxiliary_image").and_then(|n| {
-        decode::string(n, sink, "`auxiliary_image`").filter(|s| decode::check(sink, n.pos, is_aws_id(s, "ami-"), format!("bad image id `{s}`"), "give an AMI id such as `ami-0123456789abcdef0`"))
+        decode::string(n, sink, "`auxiliary_image`")
+            .filter(|s| decode::check(sink, n.pos, is_aws_id(s, "ami-"), format!("bad image id `{s}`"), "give an AMI id such as `ami-0123456789abcdef0`"))
     });
     let routing_groups = f.get("routing_groups").and_then(|n| decode::int_in(n, sink, "`routing_groups`", 1, 200)).map(|v| v as u32);
     let quotas = match f.get("quotas") {
@@ -177,7 +233,9 @@ pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<Stage> {
 }
 
 fn subnets(n: &Node, sink: &mut Sink<'_>, what: &str) -> Vec<Subnet> {
-    let Some(list) = decode::seq(n, sink, what) else { return Vec::new() };
+    let Some(list) = decode::seq(n, sink, what) else {
+        return Vec::new();
+    };
     let mut out: Vec<Subnet> = Vec::new();
     for item in list {
         let (id_node, zone) = match &item.value {
@@ -211,7 +269,9 @@ fn subnets(n: &Node, sink: &mut Sink<'_>, what: &str) -> Vec<Subnet> {
 
 fn defaults(n: &Node, sink: &mut Sink<'_>) -> Defaults {
     let mut d = Defaults { instance_type: "t3.small".into(), root_volume_gb: 20, scale: PartialScale::default() };
-    let Some(entries) = decode::map(n, sink, "`defaults`") else { return d };
+    let Some(entries) = decode::map(n, sink, "`defaults`") else {
+        return d;
+    };
     let mut f = Fields::new(entries);
     if let Some(n) = f.get("instance_type") {
         if let Some(s) = decode::string(n, sink, "`instance_type`") {
@@ -232,7 +292,9 @@ fn defaults(n: &Node, sink: &mut Sink<'_>) -> Defaults {
 
 fn quotas(n: &Node, sink: &mut Sink<'_>) -> Quotas {
     let mut q = Quotas { load_balancers: 50, rules_per_load_balancer: 100 };
-    let Some(entries) = decode::map(n, sink, "`quotas`") else { return q };
+    let Some(entries) = decode::map(n, sink, "`quotas`") else {
+        return q;
+    };
     let mut f = Fields::new(entries);
     if let Some(v) = f.get("load_balancers").and_then(|n| decode::int_in(n, sink, "`quotas.load_balancers`", 1, 10_000)) {
         q.load_balancers = v as u32;
