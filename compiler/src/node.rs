@@ -73,7 +73,11 @@ pub(crate) fn parse_yaml(src: &str, sink: &mut Sink<'_>) -> Option<Node> {
     let mut parser = Parser::new_from_str(src);
     if let Err(e) = parser.load(&mut b, true) {
         let m = e.marker();
-        sink.error_hint(marker_pos(m), format!("YAML syntax: {}", e.info()), "fix the YAML syntax at this position");
+        if e.info().contains("recursion limit") {
+            sink.error_hint(marker_pos(m), format!("nesting deeper than {MAX_DEPTH} levels"), "flatten the document");
+        } else {
+            sink.error_hint(marker_pos(m), format!("YAML syntax: {}", e.info()), "fix the YAML syntax at this position");
+        }
         return None;
     }
     if let Some((pos, msg, hint)) = b.fatal {

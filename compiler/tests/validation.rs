@@ -1,0 +1,241 @@
+//! One test per class of input error: each asserts the file, line, column and message that the
+//! user sees, and that all problems are reported in one run.
+
+use gilliam_compiler::{compile, Error, Inputs, Source};
+
+const APP: &str = "api:\n  script: bin/api\n  ports: [80]\n  routes: [/api/*]\nworker:\n  script: bin/worker\n";
+const RELEASE: &str = r#"{
+  "number": 3,
+  "artifact": {"url": "s3://bucket-a/app.tgz", "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"},
+  "runtime_image": "ami-0123456789abcdef0",
+  "revision": "abc123",
+  "created": "2026-11-22T10:00:00Z"
+}"#;
+const STAGE: &str = "formation: shop\nregion: eu-west-1\nvpc: vpc-0123456789abcdef0\npublic_subnets: [subnet-00000001, subnet-00000002]\nprivate_subnets: [subnet-00000011, subnet-00000012]\noutputs_bucket: bucket-a\n";
+
+/// Compiles and returns the diagnostics as `file:line:col: message` lines (hints separate).
+fn errors(app: &str, release: &str, stage: &str) -> Vec<(String, String)> {
+    let inputs = Inputs {
+        app: Source { name: "gilliam.yml", text: app },
+        release: Source { name: "release.json", text: release },
+        stage: Source { name: "stage.yml", text: stage },
+    };
+    match compile(&inputs) {
+        Ok(_) => Vec::new(),
+        Err(Error::Invalid(d)) => {
+            d.iter().map(|d| (format!("{}:{}:{}: {}", d.file, d.pos.line, d.pos.col, d.message), d.hint.clone().unwrap_or_default())).collect()
+        }
+        Err(Error::Internal(m)) => panic!("internal error: {m}"),
+    }
+}
+
+#[track_caller]
+fn expect(found: &[(String, String)], line: &str, hint: &str) {
+    assert!(
+        found.iter().any(|(l, h)| l.starts_with(line) && h.contains(hint)),
+        "expected `{line}` (hint containing `{hint}`) in:\n{}",
+        found.iter().map(|(l, h)| format!("{l}\n  hint: {h}")).collect::<Vec<_>>().join("\n")
+    );
+}
+
+#[test]
+fn the_base_inputs_are_valid() {
+    assert_eq!(errors(APP, RELEASE, STAGE), Vec::<(String, String)>::new());
+}
+
+#[test]
+fn yaml_syntax() {
+    let e = errors("api:\n  script: [bin/api\n  ports: [80]\n", RELEASE, STAGE);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].0.starts_with("gilliam.yml:3:"), "{e:?}");
+    assert!(e[0].0.contains("YAML syntax"), "{e:?}");
+}
+
+#[test]
+fn json_syntax() {
+    let e = errors(APP, "{\n  \"number\": 3,\n}\n", STAGE);
+    expect(&e, "release.json:3:1: JSON syntax: expected a quoted key, found `}`", "fix the JSON syntax");
+}
+
+#[test]
+fn duplicate_keys() {
+    let e = errors("api:\n  script: a\n  script: b\n", RELEASE, STAGE);
+    expect(&e, "gilliam.yml:3:3: duplicate key `script` (first defined at line 2, column 3)", "remove one");
+    let e = errors(APP, "{\"number\": 3, \"number\": 4}", STAGE);
+    expect(&e, "release.json:1:15: duplicate key `number`", "remove one");
+}
+
+#[test]
+fn unknown_keys_suggest_the_closest() {
+    let e = errors("api:\n  script: a\n  helth: /up\n  ports: [80]\n", RELEASE, STAGE);
+    expect(&e, "gilliam.yml:3:3: unknown key `helth` in service `api`", "did you mean `health`?");
+    let e = errors(APP, RELEASE, &format!("{STAGE}keep_release: 3\n"));
+    expect(&e, "stage.yml:7:1: unknown key `keep_release` in the stage file", "did you mean `keep_releases`?");
+    let e = errors("db:\n  type: postgres\n  script: bin/db\n", RELEASE, STAGE);
+    expect(&e, "gilliam.yml:3:3: `script` does not apply to auxiliary service `db` (type postgres)", "remove the key");
+}
+
+#[test]
+fn wrong_types() {
+    let e = errors("api:\n  script: a\n  ports: 80\n", RELEASE, STAGE);
+    expect(&e, "gilliam.yml:3:10: `ports` must be a list, found integer 80", "");
+    let e = errors("api:\n  script: a\n  internal: yes\n", RELEASE, STAGE);
+    expect(&e, "gilliam.yml:3:13: `internal` must be true or false, found string \"yes\"", "YAML 1.2");
+    let e = errors("- api\n", RELEASE, STAGE);
+    expect(&e, "gilliam.yml:1:1: gilliam.yml must be a mapping of service names to services, found a list", "");
+}
+
+#[test]
+fn bad_service_names() {
+    let e = errors("Api:\n  script: a\napi-:\n  script: c\n", RELEASE, STAGE);
+    expect(&e, "gilliam.yml:1:1: bad service name `Api`", "lowercase");
+    expect(&e, "gilliam.yml:3:1: bad service name `api-`", "does not end");
+}
+
+#[test]
+fn ports_out_of_range() {
+    let e = errors("api:\n  script: a\n  ports: [0]\nweb:\n  script: b\n  ports: [65536]\n", RELEASE, STAGE);
+    expect(&e, "gilliam.yml:3:11: a port must be between 1 and 65535, found 0", "");
+    expect(&e, "gilliam.yml:6:11: a port must be between 1 and 65535, found 65536", "");
+}
+
+#[test]
+fn scale_order() {
+    let e = errors("api:\n  script: a\n  scale: {min: 3, desired: 2, max: 5}\n", RELEASE, STAGE);
+    expect(&e, "gilliam.yml:3:10: service `api`: scale must satisfy min <= desired <= max, found min 3, desired 2, max 5", "defaults.scale");
+}
+
+#[test]
+fn colliding_routes() {
+    let app =
+        "api:\n  script: a\n  ports: [80]\n  routes: [shop.example.com/api/*]\nweb:\n  script: b\n  ports: [80]\n  routes:\n    - Shop.example.com/api/*\n";
+    let e = errors(app, RELEASE, STAGE);
+    expect(&e, "gilliam.yml:9:7: route `Shop.example.com/api/*` collides with the route of service `api` at line 4, column 12", "change one");
+}
+
+#[test]
+fn names_that_collide_as_logical_ids() {
+    let e = errors("api-v2:\n  script: a\napi_v2:\n  script: b\n", RELEASE, STAGE);
+    expect(&e, "gilliam.yml:3:1: services `api-v2` (line 1) and `api_v2` both become the CloudFormation logical ID `ApiV2`", "rename");
+}
+
+#[test]
+fn release_numbers() {
+    for (number, found) in [
+        ("0", "integer 0"),
+        ("-4", "integer -4"),
+        ("\"12\"", "string \"12\""),
+        ("1.5", "number 1.5"),
+        ("null", "nothing (null)"),
+        ("1000000", "integer 1000000"),
+    ] {
+        let e = errors(APP, &RELEASE.replace("\"number\": 3", &format!("\"number\": {number}")), STAGE);
+        expect(&e, &format!("release.json:2:13: release number must be a positive integer, found {found}"), "whole number");
+    }
+}
+
+#[test]
+fn artifact_url_and_sha256() {
+    let bad = RELEASE.replace("s3://bucket-a/app.tgz", "https://bucket-a/app.tgz").replace("9f86d0", "XYZ");
+    let e = errors(APP, &bad, STAGE);
+    expect(&e, "release.json:3:23: malformed artifact URL `https://bucket-a/app.tgz`", "s3://BUCKET/KEY");
+    expect(&e, "release.json:3:61: malformed sha256", "64 lowercase hexadecimal");
+}
+
+#[test]
+fn unknown_auxiliary_type_lists_the_supported_ones() {
+    let e = errors("db:\n  type: mysql\ncache:\n  type: rediss\n", RELEASE, STAGE);
+    expect(&e, "gilliam.yml:2:9: unknown auxiliary service type `mysql`", "supported types: postgres, redis, etcd");
+    expect(&e, "gilliam.yml:4:9: unknown auxiliary service type `rediss`", "did you mean `redis`?");
+}
+
+#[test]
+fn stage_problems() {
+    let stage = STAGE.replace("eu-west-1", "Europe").replace("vpc-0123456789abcdef0", "vpc-xyz").replace("bucket-a", "Bucket_A");
+    let e = errors(APP, RELEASE, &stage);
+    expect(&e, "stage.yml:2:9: bad region `Europe`", "eu-west-1");
+    expect(&e, "stage.yml:3:6: bad VPC id `vpc-xyz`", "");
+    expect(&e, "stage.yml:6:17: bad bucket name `Bucket_A`", "");
+    let e = errors(APP, RELEASE, &format!("{STAGE}keep_releases: 4\n"));
+    expect(&e, "stage.yml:7:16: `keep_releases` must be between 0 and 3, found 4", "");
+    let e = errors(APP, RELEASE, &STAGE.replace("public_subnets: [subnet-00000001, subnet-00000002]", "public_subnets: [subnet-00000001]"));
+    expect(&e, "stage.yml:4:17: services with routes need a public load balancer, which needs at least 2 `public_subnets`", "two or more");
+}
+
+#[test]
+fn etcd_needs_an_image_and_zones() {
+    let e = errors("coord:\n  type: etcd\n  size: 2\n", RELEASE, STAGE);
+    expect(&e, "gilliam.yml:3:9: etcd `size` must be odd, found 2", "quorum");
+    expect(&e, "stage.yml:1:1: auxiliary `coord` (etcd) runs on instances, and the stage file has no `auxiliary_image`", "auxiliary_image");
+    expect(&e, "stage.yml:5:18: auxiliary `coord` (etcd) keeps its data on volumes that live in one zone", "zone");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let app = "api:\n  scirpt: a\n  ports: [99999]\nBad:\n  script: b\n";
+    let e = errors(app, &RELEASE.replace("\"number\": 3", "\"number\": 0"), &STAGE.replace("eu-west-1", "mars"));
+    for want in [
+        "gilliam.yml:2:3: unknown key `scirpt`",
+        "gilliam.yml:3:11: a port must be",
+        "gilliam.yml:4:1: bad service name",
+        "release.json:2:13: release number",
+        "stage.yml:2:9: bad region",
+    ] {
+        expect(&e, want, "");
+    }
+}
+
+#[test]
+fn too_large_for_one_routing_group_is_refused_naming_the_limit() {
+    let mut app = String::new();
+    for i in 0..30 {
+        app.push_str(&format!("s{i}:\n  script: x\n  ports: [80]\n"));
+    }
+    let e = errors(&app, RELEASE, &format!("{STAGE}routing_groups: 1\n"));
+    expect(
+        &e,
+        "stage.yml:1:1: with `routing_groups: 1`, routing group 1's internal load balancer would hold 120 target groups (30 HTTP services x 4 live releases), over ELBv2's limit of 100 per load balancer",
+        "routing_groups: ",
+    );
+    // Left to itself, the compiler splits the same formation instead.
+    assert!(errors(&app, RELEASE, STAGE).is_empty());
+}
+
+#[test]
+fn load_balancer_quota_is_enforced() {
+    let mut app = String::new();
+    for i in 0..60 {
+        app.push_str(&format!("s{i}:\n  script: x\n  ports: [80]\n  routes: [/s{i}/*]\n"));
+    }
+    let e = errors(&app, RELEASE, &format!("{STAGE}quotas: {{load_balancers: 4}}\n"));
+    expect(&e, "stage.yml:1:1: the formation does not fit", "raise the quota");
+}
+
+#[test]
+fn hostile_yaml_is_bounded() {
+    let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 0..12 {
+        let p = if i == 0 { "a".to_string() } else { format!("b{}", i - 1) };
+        bomb.push_str(&format!("b{i}: &b{i} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"));
+    }
+    let e = errors(&bomb, RELEASE, STAGE);
+    assert!(e.iter().any(|(l, _)| l.contains("aliases expand the document")), "{e:?}");
+    let e = errors(&"[".repeat(5000), RELEASE, STAGE);
+    assert!(e.iter().any(|(l, _)| l.contains("nesting deeper")), "{e:?}");
+    let e = errors(&"x".repeat(5 * 1024 * 1024), RELEASE, STAGE);
+    expect(&e, "gilliam.yml:1:1: file is 5242880 bytes, larger than the 4194304 bytes accepted", "");
+}
+
+#[test]
+fn diagnostic_format_is_file_line_column_message_then_hint() {
+    let inputs = Inputs {
+        app: Source { name: "app/gilliam.yml", text: "api:\n  scirpt: a\n" },
+        release: Source { name: "r.json", text: RELEASE },
+        stage: Source { name: "s.yml", text: STAGE },
+    };
+    let Err(Error::Invalid(d)) = compile(&inputs) else { panic!("must fail") };
+    let text = d.to_string();
+    assert!(text.starts_with("app/gilliam.yml:1:1: service `api` has neither `script` nor `type`\n  hint: "), "{text}");
+    assert!(text.contains("app/gilliam.yml:2:3: unknown key `scirpt` in service `api`\n  hint: did you mean `script`?"), "{text}");
+    assert!(text.ends_with("2 problems found"), "{text}");
+}
