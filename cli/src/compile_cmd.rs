@@ -1,7 +1,7 @@
 //! `gilliam-compile`: read the three inputs, compile, write the output directory.
 
 use clap::Parser;
-use gilliam_compiler::{compile, Compiled, Error, Inputs, Source};
+use gilliam_compiler::{compile_with, Compiled, Error, Inputs, Options, Source};
 use std::fmt;
 use std::fs;
 use std::io::Write;
@@ -82,7 +82,8 @@ pub fn run(args: &Args) -> Result<(), CliError> {
     let (app, rel, stage) = (read(&app_p)?, read(&rel_p)?, read(&stage_p)?);
     let (an, rn, sn) = (app_p.display().to_string(), rel_p.display().to_string(), stage_p.display().to_string());
     let inputs = Inputs { app: Source { name: &an, text: &app }, release: Source { name: &rn, text: &rel }, stage: Source { name: &sn, text: &stage } };
-    let compiled = match compile(&inputs) {
+    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let compiled = match compile_with(&inputs, &Options { traffic: None, workers }) {
         Ok(c) => c,
         Err(Error::Invalid(d)) => return Err(CliError::Invalid(d.to_string())),
         Err(Error::Internal(m)) => return Err(CliError::Internal(m)),

@@ -1,7 +1,7 @@
 //! A minimal CloudFormation template builder: intrinsic-function helpers, a resource map that
 //! refuses duplicate logical IDs, and the checks of CloudFormation's per-template limits.
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
 pub const MAX_RESOURCES: usize = 500;
@@ -14,20 +14,33 @@ pub const MAX_TEMPLATE_BYTES: usize = 1_000_000;
 /// Largest raw (before base64) EC2 user data.
 pub const MAX_USERDATA_BYTES: usize = 16 * 1024;
 
+/// Builds a JSON object by moving each value in (`Value::from`). Unlike `serde_json::json!`,
+/// which serializes every embedded expression into a fresh copy, nothing is copied: this is
+/// the hot path of large formations.
+#[macro_export]
+macro_rules! obj {
+    ($($k:literal : $v:expr),* $(,)?) => {{
+        #[allow(unused_mut)]
+        let mut m = serde_json::Map::new();
+        $( m.insert($k.to_string(), serde_json::Value::from($v)); )*
+        serde_json::Value::Object(m)
+    }};
+}
+
 pub fn r#ref(id: &str) -> Value {
-    json!({ "Ref": id })
+    obj! { "Ref": id }
 }
 pub fn get_att(id: &str, attr: &str) -> Value {
-    json!({ "Fn::GetAtt": [id, attr] })
+    obj! { "Fn::GetAtt": vec![id, attr] }
 }
 pub fn import(name: &str) -> Value {
-    json!({ "Fn::ImportValue": name })
+    obj! { "Fn::ImportValue": name }
 }
 pub fn sub(s: &str) -> Value {
-    json!({ "Fn::Sub": s })
+    obj! { "Fn::Sub": s }
 }
 pub fn tags(pairs: &[(&str, &str)]) -> Value {
-    Value::Array(pairs.iter().map(|(k, v)| json!({ "Key": k, "Value": v })).collect())
+    Value::Array(pairs.iter().map(|(k, v)| obj! { "Key": *k, "Value": *v }).collect())
 }
 
 #[derive(Debug, Default)]
@@ -60,27 +73,29 @@ impl Template {
     }
 
     pub fn output(&mut self, id: &str, value: Value, export: Option<&str>, description: &str) {
-        let mut o = json!({ "Description": description, "Value": value });
+        let mut o = obj! { "Description": description, "Value": value };
         if let Some(e) = export {
-            o["Export"] = json!({ "Name": e });
+            o["Export"] = obj! { "Name": e };
         }
         self.outputs.insert(id.to_string(), o);
     }
 
-    pub fn to_value(&self) -> Value {
-        let mut t = Map::new();
-        t.insert("AWSTemplateFormatVersion".into(), json!("2010-09-09"));
-        t.insert("Description".into(), json!(self.description));
-        t.insert("Resources".into(), json!(self.resources));
-        if !self.outputs.is_empty() {
-            t.insert("Outputs".into(), json!(self.outputs));
-        }
-        Value::Object(t)
-    }
-
-    /// Serialized template text: sorted keys, two-space indentation, trailing newline.
+    /// Serialized template text: sorted keys, two-space indentation, trailing newline. Written
+    /// straight from the resource map (no intermediate copy of the template).
     pub fn render(&self) -> Vec<u8> {
-        let mut out = serde_json::to_vec_pretty(&self.to_value()).unwrap_or_default();
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Doc<'a> {
+            #[serde(rename = "AWSTemplateFormatVersion")]
+            version: &'static str,
+            description: &'a str,
+            #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+            outputs: &'a BTreeMap<String, Value>,
+            resources: &'a BTreeMap<String, Value>,
+        }
+        let doc = Doc { version: "2010-09-09", description: &self.description, outputs: &self.outputs, resources: &self.resources };
+        let mut out = Vec::with_capacity(64 * 1024);
+        let _ = serde_json::to_writer_pretty(&mut out, &doc);
         out.push(b'\n');
         out
     }

@@ -100,6 +100,7 @@ pub(crate) struct Ctx<'a> {
     pub parts: u32,
     pub live: u32,
     pub traffic: Vec<TrafficShare>,
+    pub workers: usize,
 }
 
 impl Ctx<'_> {
@@ -129,14 +130,29 @@ impl Ctx<'_> {
     }
 }
 
+/// How to compile, beyond the inputs.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Traffic shares to render routing templates with; `None`: the compiled release takes all.
+    pub traffic: Option<Vec<TrafficShare>>,
+    /// Threads that may build and render stacks at once (0 or 1: the calling thread only).
+    /// The output is the same bytes whatever the count.
+    pub workers: usize,
+}
+
 /// Compiles with the default traffic: the release being compiled takes all of it.
 pub fn compile(inputs: &Inputs<'_>) -> Result<Compiled, Error> {
-    compile_with_traffic(inputs, None)
+    compile_with(inputs, &Options::default())
 }
 
 /// Compiles with the given traffic shares; `None` means the compiled release takes it all.
 /// The materializer uses this to re-render routing templates with observed weights.
 pub fn compile_with_traffic(inputs: &Inputs<'_>, traffic: Option<&[TrafficShare]>) -> Result<Compiled, Error> {
+    compile_with(inputs, &Options { traffic: traffic.map(<[TrafficShare]>::to_vec), workers: 1 })
+}
+
+pub fn compile_with(inputs: &Inputs<'_>, options: &Options) -> Result<Compiled, Error> {
+    let traffic = options.traffic.as_deref();
     let mut out: Vec<Diagnostic> = Vec::new();
     let app = {
         let mut sink = Sink { file: inputs.app.name, out: &mut out };
@@ -158,6 +174,7 @@ pub fn compile_with_traffic(inputs: &Inputs<'_>, traffic: Option<&[TrafficShare]
         return Err(invalid(out));
     }
     let mut ctx = ctx.ok_or_else(|| Error::Internal("internal error: layout failed without a diagnostic".into()))?;
+    ctx.workers = options.workers.max(1);
     emit::emit(&mut ctx, inputs).map_err(Error::Internal)
 }
 
@@ -249,7 +266,8 @@ fn check<'a>(
         }
 
         // Routes: the same host and path may lead to one service only.
-        let mut seen: BTreeMap<(Option<String>, Option<String>), (&str, Pos)> = BTreeMap::new();
+        type HostPath = (Option<String>, Option<String>);
+        let mut seen: BTreeMap<HostPath, (&str, Pos)> = BTreeMap::new();
         for s in &app.services {
             for r in s.process().map(|p| p.routes.as_slice()).unwrap_or_default() {
                 let key = (r.host.clone(), r.path.clone());
@@ -332,7 +350,7 @@ fn check<'a>(
     if !out.is_empty() {
         return None;
     }
-    Some(Ctx { stage, release, svcs, groups, parts: 1, live, traffic: shares })
+    Some(Ctx { stage, release, svcs, groups, parts: 1, live, traffic: shares, workers: 1 })
 }
 
 fn check_traffic(shares: &[TrafficShare], groups: u32, live: u32, sink: &mut Sink<'_>) {

@@ -6,6 +6,7 @@ use crate::cfn::{self, get_att, import, r#ref, tags, Template};
 use crate::compile::{template_limits, Compiled, Ctx, Inputs, Svc};
 use crate::manifest::{self as mf, Manifest, StackRole};
 use crate::names::{self, sha256_hex, shorten, ELB_NAME_MAX};
+use crate::obj;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,6 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 pub const RUNTIME_CONFIG_VERSION: u32 = 1;
 /// Userdata above this size moves its runtime config to S3 (the hard limit is 16 KiB).
 pub const INLINE_USERDATA_BUDGET: usize = 12 * 1024;
+/// Stands for the release stack's name in a runtime config until services are packed.
+const STACK_PLACEHOLDER: &str = "@@gilliam-release-stack@@";
 /// Discovery variables above this size go to one shared document instead of every userdata.
 pub const INLINE_DISCOVERY_BUDGET: usize = 4 * 1024;
 /// How long an Auto Scaling group waits for its instances' success signals.
@@ -38,63 +41,107 @@ impl Out {
 
     /// A file the materializer uploads next to the templates before creating the release.
     fn upload(&mut self, ctx: &Ctx<'_>, path: &str, bytes: Vec<u8>) -> mf::UploadEntry {
-        let e = self.file(path.to_string(), bytes);
-        let u = mf::UploadEntry { s3_key: format!("{}releases/{}/{path}", ctx.prefix(), ctx.release.number), path: e.path, sha256: e.sha256, bytes: e.bytes };
+        let sha = sha256_hex(&bytes);
+        self.upload_hashed(ctx, path, bytes, sha)
+    }
+
+    fn upload_hashed(&mut self, ctx: &Ctx<'_>, path: &str, bytes: Vec<u8>, sha256: String) -> mf::UploadEntry {
+        let u = mf::UploadEntry { s3_key: upload_key(ctx, path), path: path.to_string(), sha256, bytes: bytes.len() };
+        self.files.insert(path.to_string(), bytes);
         self.uploads.push(u.clone());
         u
     }
 
-    fn stack(&mut self, ctx: &Ctx<'_>, name: String, role: StackRole, t: &Template, depends_on: Vec<String>, group: Option<u32>) -> Result<(), String> {
-        let bytes = t.render();
-        template_limits(t, &name, bytes.len())?;
-        let path = format!("templates/{name}.json");
-        let e = self.file(path.clone(), bytes);
-        let iam = t.resources.values().any(|r| r["Type"].as_str().is_some_and(|ty| ty.starts_with("AWS::IAM::")));
+    /// Records a rendered userdata script (and its runtime config, when moved out).
+    fn userdata(&mut self, ctx: &Ctx<'_>, name: &str, u: Userdata) -> mf::FileEntry {
+        if let Some((path, bytes, sha)) = u.external {
+            self.upload_hashed(ctx, &path, bytes, sha);
+        }
+        let path = format!("userdata/{name}.sh");
+        let e = mf::FileEntry { path: path.clone(), sha256: u.sha256, bytes: u.script.len() };
+        self.files.insert(path, u.script.into_bytes());
+        e
+    }
+
+    fn push_stack(&mut self, ctx: &Ctx<'_>, r: RenderedStack) {
+        let path = format!("templates/{}.json", r.name);
         self.stacks.push(mf::StackEntry {
             s3_key: format!("{}releases/{}/{path}", ctx.prefix(), ctx.release.number),
-            name,
-            role,
-            template: path,
-            sha256: e.sha256,
-            bytes: e.bytes,
-            resources: t.resources.len(),
-            upload_required: e.bytes > cfn::MAX_INLINE_BYTES,
-            depends_on,
-            capabilities: if iam { vec!["CAPABILITY_IAM".into()] } else { Vec::new() },
-            routing_group: group,
+            name: r.name,
+            role: r.role,
+            template: path.clone(),
+            sha256: r.sha256,
+            bytes: r.bytes.len(),
+            resources: r.resources,
+            upload_required: r.bytes.len() > cfn::MAX_INLINE_BYTES,
+            depends_on: r.depends_on,
+            capabilities: if r.iam { vec!["CAPABILITY_IAM".into()] } else { Vec::new() },
+            routing_group: r.group,
         });
-        Ok(())
+        self.files.insert(path, r.bytes);
     }
+}
+
+/// A stack's template, rendered, checked against CloudFormation's limits and hashed.
+struct RenderedStack {
+    name: String,
+    role: StackRole,
+    bytes: Vec<u8>,
+    sha256: String,
+    resources: usize,
+    iam: bool,
+    depends_on: Vec<String>,
+    group: Option<u32>,
+}
+
+fn render_stack(name: String, role: StackRole, t: &Template, depends_on: Vec<String>, group: Option<u32>) -> Result<RenderedStack, String> {
+    let bytes = t.render();
+    template_limits(t, &name, bytes.len())?;
+    let iam = t.resources.values().any(|r| r["Type"].as_str().is_some_and(|ty| ty.starts_with("AWS::IAM::")));
+    Ok(RenderedStack { sha256: sha256_hex(&bytes), name, role, bytes, resources: t.resources.len(), iam, depends_on, group })
+}
+
+fn lb_name(ctx: &Ctx<'_>, scheme: &str, g: u32) -> String {
+    shorten(&format!("{}-{scheme}-{g}", ctx.f()), ELB_NAME_MAX)
 }
 
 pub(crate) fn emit(ctx: &mut Ctx<'_>, inputs: &Inputs<'_>) -> Result<Compiled, String> {
     let mut out = Out { files: BTreeMap::new(), stacks: Vec::new(), warnings: Vec::new(), uploads: Vec::new() };
     let disc = discovery(ctx, &mut out.warnings);
+    // Each service's runtime config is serialized once, with a placeholder for its release
+    // stack: which stack a service lands in depends on how large its userdata is.
+    let configs = |shared: Option<&mf::UploadEntry>| -> Result<BTreeMap<String, String>, String> {
+        let svcs: Vec<&Svc<'_>> = ctx.processes().collect();
+        crate::par::map(svcs, ctx.workers, |s| {
+            Ok((s.s.name.clone(), serde_json::to_string_pretty(&service_config(ctx, s, &disc, shared)).map_err(|e| format!("internal error: {e}"))?))
+        })
+        .into_iter()
+        .collect()
+    };
     // Discovery is inlined in every service's userdata while that fits; past that it would grow
     // with the square of the service count, so it moves to one shared document per release.
     let discovery_bytes = serde_json::to_string(&disc.all_env()).map_or(0, |t| t.len());
-    let inline_fits = discovery_bytes <= INLINE_DISCOVERY_BUDGET
-        && ctx.processes().all(|s| {
-            let cfg = service_config(ctx, s, &disc, None);
-            render_userdata(ctx, "service", &s.s.name, &cfg, &ctx.release.runtime_image).is_ok_and(|u| u.len() <= INLINE_USERDATA_BUDGET)
-        });
-    let shared = if inline_fits {
-        None
-    } else {
-        let doc = json!({ "format_version": RUNTIME_CONFIG_VERSION, "env": disc.all_env() });
-        let mut bytes = serde_json::to_vec_pretty(&doc).map_err(|e| format!("internal error: {e}"))?;
-        bytes.push(b'\n');
-        Some(out.upload(ctx, "runtime/discovery.json", bytes))
+    let overhead = fill_template(ctx, "service", "", "", &ctx.release.runtime_image).len();
+    let inline = if discovery_bytes <= INLINE_DISCOVERY_BUDGET { Some(configs(None)?) } else { None };
+    let (texts, shared) = match inline {
+        Some(t) if t.iter().all(|(n, c)| overhead + n.len() + c.len() <= INLINE_USERDATA_BUDGET) => (t, None),
+        _ => {
+            let doc = json!({ "format_version": RUNTIME_CONFIG_VERSION, "env": disc.all_env() });
+            let mut bytes = serde_json::to_vec_pretty(&doc).map_err(|e| format!("internal error: {e}"))?;
+            bytes.push(b'\n');
+            let u = out.upload(ctx, "runtime/discovery.json", bytes);
+            (configs(Some(&u))?, Some(u))
+        }
     };
-    // Userdata names its release stack, and which stack a service lands in depends on how
-    // large its userdata is: measure with every service in part 1, then pack.
-    let mut sizes = BTreeMap::new();
-    for s in ctx.processes() {
-        let cfg = service_config(ctx, s, &disc, shared.as_ref());
-        let script = render_userdata(ctx, "service", &s.s.name, &cfg, &ctx.release.runtime_image)?;
-        let len = if script.len() <= INLINE_USERDATA_BUDGET { serde_json::to_string(&script).map_or(script.len(), |j| j.len()) } else { 2_000 };
-        sizes.insert(s.s.name.clone(), len);
-    }
+    let sizes: BTreeMap<String, usize> = texts
+        .iter()
+        .map(|(n, c)| {
+            let len = overhead + n.len() + c.len();
+            // As a JSON string in the template: quotes, backslashes and newlines are escaped.
+            let escapes = c.bytes().filter(|b| matches!(b, b'"' | b'\\' | b'\n')).count() + 40;
+            (n.clone(), if len <= INLINE_USERDATA_BUDGET { len + escapes } else { 2_000 })
+        })
+        .collect();
     ctx.parts = crate::compile::layout_parts(&mut ctx.svcs, &sizes);
     let ctx: &Ctx<'_> = ctx;
     let f = ctx.f().to_string();
@@ -104,17 +151,22 @@ pub(crate) fn emit(ctx: &mut Ctx<'_>, inputs: &Inputs<'_>) -> Result<Compiled, S
             ctx.groups, ctx.groups
         ));
     }
+
     let mut userdata: BTreeMap<String, Vec<mf::FileEntry>> = BTreeMap::new();
     let mut scripts: BTreeMap<String, String> = BTreeMap::new();
     let mut reads_runtime: BTreeSet<u32> = BTreeSet::new();
-    for s in ctx.processes() {
-        let config = service_config(ctx, s, &disc, shared.as_ref());
-        let (script, external) =
-            userdata_script(ctx, "service", &s.s.name, &config, &ctx.release.runtime_image, &format!("runtime/{}.json", s.s.name), &mut out)?;
-        if external || shared.is_some() {
+    let svcs: Vec<&Svc<'_>> = ctx.processes().collect();
+    let rendered = crate::par::map(svcs, ctx.workers, |s| -> Result<(&Svc<'_>, Userdata), String> {
+        let text = texts.get(&s.s.name).ok_or("internal error: runtime config missing")?.replace(STACK_PLACEHOLDER, &ctx.release_stack(s.part));
+        Ok((s, userdata_script(ctx, "service", &s.s.name, &text, &ctx.release.runtime_image, &format!("runtime/{}.json", s.s.name))?))
+    });
+    for r in rendered {
+        let (s, u) = r?;
+        if u.external.is_some() || shared.is_some() {
             reads_runtime.insert(s.part);
         }
-        let e = out.file(format!("userdata/{}.sh", s.s.name), script.clone().into_bytes());
+        let script = u.script.clone();
+        let e = out.userdata(ctx, &s.s.name, u);
         userdata.entry(s.s.name.clone()).or_default().push(e);
         scripts.insert(s.s.name.clone(), script);
     }
@@ -126,33 +178,44 @@ pub(crate) fn emit(ctx: &mut Ctx<'_>, inputs: &Inputs<'_>) -> Result<Compiled, S
         }
         let image = ctx.stage.auxiliary_image.clone().unwrap_or_default();
         for i in 0..aux.size {
-            let config = etcd_config(ctx, a, i);
+            let config = serde_json::to_string_pretty(&etcd_config(ctx, a, i)).map_err(|e| format!("internal error: {e}"))?;
             let name = format!("{}-{i}", a.s.name);
-            let (script, external) = userdata_script(ctx, "auxiliary", &name, &config, &image, &format!("runtime/{name}.json"), &mut out)?;
-            if external {
+            let u = userdata_script(ctx, "auxiliary", &name, &config, &image, &format!("runtime/{name}.json"))?;
+            if u.external.is_some() {
                 return Err(format!("internal error: etcd member {name}'s runtime config does not fit in userdata"));
             }
-            let e = out.file(format!("userdata/{name}.sh"), script.clone().into_bytes());
+            let script = u.script.clone();
+            let e = out.userdata(ctx, &name, u);
             userdata.entry(a.s.name.clone()).or_default().push(e);
             aux_scripts.insert((a.s.name.clone(), i), script);
         }
     }
 
     let formation = formation_template(ctx, &aux_scripts)?;
-    out.stack(ctx, names::formation_stack(&f), StackRole::Formation, &formation, Vec::new(), None)?;
-    let mut release_stacks = Vec::new();
-    for part in 1..=ctx.parts {
-        let t = release_template(ctx, part, &scripts, reads_runtime.contains(&part))?;
-        let name = ctx.release_stack(part);
-        out.stack(ctx, name.clone(), StackRole::Release, &t, vec![names::formation_stack(&f)], None)?;
-        release_stacks.push(name);
-    }
+    out.push_stack(ctx, render_stack(names::formation_stack(&f), StackRole::Formation, &formation, Vec::new(), None)?);
+    let release_stacks: Vec<String> = (1..=ctx.parts).map(|p| ctx.release_stack(p)).collect();
     let mut lb_names = BTreeSet::new();
     for g in 1..=ctx.groups {
-        let t = routing_template(ctx, g, &mut lb_names)?;
-        let mut deps = vec![names::formation_stack(&f)];
-        deps.extend(release_stacks.iter().cloned());
-        out.stack(ctx, names::routing_stack(&f, g), StackRole::Routing, &t, deps, Some(g))?;
+        for n in [lb_name(ctx, "public", g), lb_name(ctx, "internal", g)] {
+            if !lb_names.insert(n.clone()) {
+                return Err(format!("internal error: load balancer name {n} used twice"));
+            }
+        }
+    }
+    // Release parts and routing groups are independent: build, render and hash them on the
+    // workers allowed, in a fixed order.
+    let jobs: Vec<(StackRole, u32)> = (1..=ctx.parts).map(|p| (StackRole::Release, p)).chain((1..=ctx.groups).map(|g| (StackRole::Routing, g))).collect();
+    let rendered = crate::par::map(jobs, ctx.workers, |(role, k)| match role {
+        StackRole::Release => release_template(ctx, k, &scripts, reads_runtime.contains(&k))
+            .and_then(|t| render_stack(ctx.release_stack(k), role, &t, vec![names::formation_stack(&f)], None)),
+        _ => routing_template(ctx, k).and_then(|t| {
+            let mut deps = vec![names::formation_stack(&f)];
+            deps.extend(release_stacks.iter().cloned());
+            render_stack(names::routing_stack(&f, k), role, &t, deps, Some(k))
+        }),
+    });
+    for r in rendered {
+        out.push_stack(ctx, r?);
     }
 
     let manifest = manifest(ctx, inputs, &mut out, &disc, userdata)?;
@@ -259,24 +322,26 @@ fn service_config(ctx: &Ctx<'_>, s: &Svc<'_>, d: &Discovery, shared: Option<&mf:
         env.insert("PORT".into(), port.to_string());
     }
     let secrets: BTreeMap<&String, &Value> = d.secrets.iter().filter(|(k, _)| !env.contains_key(*k)).collect();
-    let discovery = shared.map(|u| json!({ "url": format!("s3://{}/{}", ctx.stage.outputs_bucket, u.s3_key), "sha256": u.sha256 }));
-    without_nulls(json!({
+    let discovery = shared.map(|u| obj! { "url": format!("s3://{}/{}", ctx.stage.outputs_bucket, u.s3_key), "sha256": u.sha256.as_str() });
+    let env: serde_json::Map<String, Value> = env.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+    let secrets: serde_json::Map<String, Value> = secrets.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    without_nulls(obj! {
         "discovery": discovery,
         "format_version": RUNTIME_CONFIG_VERSION,
         "role": "service",
         "formation": ctx.f(),
         "release": ctx.release.number,
-        "service": s.s.name,
-        "region": ctx.stage.region,
-        "signal": { "stack": ctx.release_stack(s.part), "resource": format!("{}AutoScalingGroup", s.id), "timeout_seconds": SIGNAL_TIMEOUT_SECONDS },
-        "artifact": { "url": ctx.release.artifact.url, "sha256": ctx.release.artifact.sha256 },
+        "service": s.s.name.as_str(),
+        "region": ctx.stage.region.as_str(),
+        "signal": obj! { "stack": STACK_PLACEHOLDER, "resource": format!("{}AutoScalingGroup", s.id), "timeout_seconds": SIGNAL_TIMEOUT_SECONDS },
+        "artifact": obj! { "url": ctx.release.artifact.url.as_str(), "sha256": ctx.release.artifact.sha256.as_str() },
         "script": p.map(|p| p.script.clone()),
         "port": p.and_then(|p| p.port),
         "health_path": p.filter(|p| p.port.is_some()).map(|p| p.health.clone()),
         "drain_seconds": DRAIN_SECONDS,
         "env": env,
         "secrets": secrets,
-    }))
+    })
 }
 
 /// Drops top-level keys whose value is null, so that a worker's config has no `port: null`.
@@ -312,11 +377,6 @@ fn etcd_config(ctx: &Ctx<'_>, a: &Svc<'_>, i: u32) -> Value {
 /// Renders userdata for one instance role. When the script would not fit the EC2 limit with
 /// room to spare, the runtime config goes to its own file (uploaded next to the templates) and
 /// userdata carries its S3 URL and sha256 instead. Returns (script, external?).
-fn render_userdata(ctx: &Ctx<'_>, role: &str, name: &str, config: &Value, image: &str) -> Result<String, String> {
-    let text = serde_json::to_string_pretty(config).map_err(|e| format!("internal error: {e}"))?;
-    Ok(fill_template(ctx, role, name, &text, image))
-}
-
 fn fill_template(ctx: &Ctx<'_>, role: &str, name: &str, cfg: &str, image: &str) -> String {
     USERDATA_TEMPLATE
         .replace("{{formation}}", ctx.f())
@@ -328,27 +388,40 @@ fn fill_template(ctx: &Ctx<'_>, role: &str, name: &str, cfg: &str, image: &str) 
         .replace("{{runtime_config}}", cfg)
 }
 
-fn userdata_script(ctx: &Ctx<'_>, role: &str, name: &str, config: &Value, image: &str, external_path: &str, out: &mut Out) -> Result<(String, bool), String> {
+/// One instance role's userdata, rendered and hashed. When the script would not fit EC2's
+/// limit with room to spare, the runtime config goes to its own file (uploaded next to the
+/// templates) and userdata carries its S3 URL and sha256 instead.
+struct Userdata {
+    script: String,
+    sha256: String,
+    /// The runtime config moved out of userdata: (path, bytes, sha256).
+    external: Option<(String, Vec<u8>, String)>,
+}
+
+fn userdata_script(ctx: &Ctx<'_>, role: &str, name: &str, text: &str, image: &str, external_path: &str) -> Result<Userdata, String> {
     let render = |cfg: &str| fill_template(ctx, role, name, cfg, image);
-    let text = serde_json::to_string_pretty(config).map_err(|e| format!("internal error: {e}"))?;
-    let script = render(&text);
+    let script = render(text);
     if script.len() <= INLINE_USERDATA_BUDGET {
-        return Ok((script, false));
+        return Ok(Userdata { sha256: sha256_hex(script.as_bytes()), script, external: None });
     }
-    let mut bytes = text.into_bytes();
+    let mut bytes = text.as_bytes().to_vec();
     bytes.push(b'\n');
-    let e = out.upload(ctx, external_path, bytes);
-    let pointer = json!({
+    let sha = sha256_hex(&bytes);
+    let pointer = obj! {
         "format_version": RUNTIME_CONFIG_VERSION,
-        "config_url": format!("s3://{}/{}", ctx.stage.outputs_bucket, e.s3_key),
-        "config_sha256": e.sha256,
-        "region": ctx.stage.region,
-    });
+        "config_url": format!("s3://{}/{}", ctx.stage.outputs_bucket, upload_key(ctx, external_path)),
+        "config_sha256": sha.as_str(),
+        "region": ctx.stage.region.as_str(),
+    };
     let script = render(&serde_json::to_string_pretty(&pointer).map_err(|e| format!("internal error: {e}"))?);
     if script.len() > cfn::MAX_USERDATA_BYTES {
         return Err(format!("internal error: userdata for {name} is {} bytes, over EC2's {} bytes", script.len(), cfn::MAX_USERDATA_BYTES));
     }
-    Ok((script, true))
+    Ok(Userdata { sha256: sha256_hex(script.as_bytes()), script, external: Some((external_path.to_string(), bytes, sha)) })
+}
+
+fn upload_key(ctx: &Ctx<'_>, path: &str) -> String {
+    format!("{}releases/{}/{path}", ctx.prefix(), ctx.release.number)
 }
 
 fn sg_rule(port: u16, source: Value, description: &str) -> Value {
@@ -357,8 +430,11 @@ fn sg_rule(port: u16, source: Value, description: &str) -> Value {
 
 fn metadata_and_disk(ctx: &Ctx<'_>) -> (Value, Value) {
     (
-        json!({ "HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 1 }),
-        json!([{ "DeviceName": "/dev/xvda", "Ebs": { "VolumeSize": ctx.stage.defaults.root_volume_gb, "VolumeType": "gp3", "Encrypted": true, "DeleteOnTermination": true } }]),
+        obj! { "HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 1 },
+        Value::Array(vec![obj! {
+            "DeviceName": "/dev/xvda",
+            "Ebs": obj! { "VolumeSize": ctx.stage.defaults.root_volume_gb, "VolumeType": "gp3", "Encrypted": true, "DeleteOnTermination": true },
+        }]),
     )
 }
 
@@ -640,24 +716,25 @@ fn release_template(ctx: &Ctx<'_>, part: u32, scripts: &BTreeMap<String, String>
     )?;
     t.add("InstanceProfile", "AWS::IAM::InstanceProfile", json!({ "Roles": [r#ref("InstanceRole")] }))?;
     t.output("Release", json!(n.to_string()), None, "Release number");
-    let (meta, disk) = metadata_and_disk(ctx);
     let private: Vec<&str> = ctx.stage.private_subnets.iter().map(|s| s.id.as_str()).collect();
     for s in ctx.processes().filter(|s| s.part == part) {
         let p = s.s.process().ok_or("internal error: not a process")?;
         let id = &s.id;
         let name = format!("{f}-r{n}-{}", s.s.name);
-        let itags = tags(&[("Name", &name), ("gilliam:formation", f), ("gilliam:release", &n.to_string()), ("gilliam:service", &s.s.name)]);
+        let rel = n.to_string();
+        let itags = || tags(&[("Name", &name), ("gilliam:formation", f), ("gilliam:release", &rel), ("gilliam:service", &s.s.name)]);
         let script = scripts.get(&s.s.name).ok_or("internal error: userdata missing")?;
+        let (meta, disk) = metadata_and_disk(ctx);
         t.add(
             format!("{id}LaunchTemplate"),
             "AWS::EC2::LaunchTemplate",
-            json!({ "LaunchTemplateData": {
-            "ImageId": ctx.release.runtime_image, "InstanceType": s.instance_type,
-            "IamInstanceProfile": { "Arn": get_att("InstanceProfile", "Arn") },
-            "SecurityGroupIds": [import(&names::formation_export(f, "InstanceSecurityGroup"))],
-            "MetadataOptions": meta, "BlockDeviceMappings": disk, "UserData": { "Fn::Base64": script },
-            "TagSpecifications": [{ "ResourceType": "instance", "Tags": itags }, { "ResourceType": "volume", "Tags": itags }],
-        } }),
+            obj! { "LaunchTemplateData": obj! {
+                "ImageId": ctx.release.runtime_image.as_str(), "InstanceType": s.instance_type.as_str(),
+                "IamInstanceProfile": obj! { "Arn": get_att("InstanceProfile", "Arn") },
+                "SecurityGroupIds": vec![import(&names::formation_export(f, "InstanceSecurityGroup"))],
+                "MetadataOptions": meta, "BlockDeviceMappings": disk, "UserData": obj! { "Fn::Base64": script.as_str() },
+                "TagSpecifications": vec![obj! { "ResourceType": "instance", "Tags": itags() }, obj! { "ResourceType": "volume", "Tags": itags() }],
+            } },
         )?;
         let mut tgs = Vec::new();
         if let Some(port) = p.port {
@@ -669,13 +746,13 @@ fn release_template(ctx: &Ctx<'_>, part: u32, scripts: &BTreeMap<String, String>
                 t.add(
                     format!("{id}{which}"),
                     "AWS::ElasticLoadBalancingV2::TargetGroup",
-                    json!({
-                        "Name": target_group_name(ctx, &s.s.name, public), "Port": port, "Protocol": "HTTP", "VpcId": ctx.stage.vpc, "TargetType": "instance",
-                        "HealthCheckEnabled": true, "HealthCheckProtocol": "HTTP", "HealthCheckPath": p.health, "HealthCheckIntervalSeconds": 10,
-                        "HealthCheckTimeoutSeconds": 5, "HealthyThresholdCount": 2, "UnhealthyThresholdCount": 3, "Matcher": { "HttpCode": "200-399" },
-                        "TargetGroupAttributes": [{ "Key": "deregistration_delay.timeout_seconds", "Value": DRAIN_SECONDS.to_string() }],
-                        "Tags": tags(&[("gilliam:formation", f), ("gilliam:release", &n.to_string()), ("gilliam:service", &s.s.name)]),
-                    }),
+                    obj! {
+                        "Name": target_group_name(ctx, &s.s.name, public), "Port": port, "Protocol": "HTTP", "VpcId": ctx.stage.vpc.as_str(), "TargetType": "instance",
+                        "HealthCheckEnabled": true, "HealthCheckProtocol": "HTTP", "HealthCheckPath": p.health.as_str(), "HealthCheckIntervalSeconds": 10,
+                        "HealthCheckTimeoutSeconds": 5, "HealthyThresholdCount": 2, "UnhealthyThresholdCount": 3, "Matcher": obj! { "HttpCode": "200-399" },
+                        "TargetGroupAttributes": vec![obj! { "Key": "deregistration_delay.timeout_seconds", "Value": DRAIN_SECONDS.to_string() }],
+                        "Tags": tags(&[("gilliam:formation", f), ("gilliam:release", &rel), ("gilliam:service", &s.s.name)]),
+                    },
                 )?;
                 t.output(
                     &format!("{id}{which}"),
@@ -686,31 +763,34 @@ fn release_template(ctx: &Ctx<'_>, part: u32, scripts: &BTreeMap<String, String>
                 tgs.push(r#ref(&format!("{id}{which}")));
             }
         }
-        let mut asg = json!({
+        let prop = |k: &str, v: &str| obj! { "Key": k, "Value": v, "PropagateAtLaunch": true };
+        let mut asg = obj! {
             "MinSize": s.scale.min.to_string(), "MaxSize": s.scale.max.to_string(), "DesiredCapacity": s.scale.desired.to_string(),
-            "LaunchTemplate": { "LaunchTemplateId": r#ref(&format!("{id}LaunchTemplate")), "Version": get_att(&format!("{id}LaunchTemplate"), "LatestVersionNumber") },
-            "VPCZoneIdentifier": private, "HealthCheckType": if tgs.is_empty() { "EC2" } else { "ELB" }, "HealthCheckGracePeriod": 300,
-            "Tags": [
-                { "Key": "Name", "Value": name, "PropagateAtLaunch": true },
-                { "Key": "gilliam:formation", "Value": f, "PropagateAtLaunch": true },
-                { "Key": "gilliam:release", "Value": n.to_string(), "PropagateAtLaunch": true },
-                { "Key": "gilliam:service", "Value": s.s.name, "PropagateAtLaunch": true },
-            ],
-        });
+            "LaunchTemplate": obj! { "LaunchTemplateId": r#ref(&format!("{id}LaunchTemplate")), "Version": get_att(&format!("{id}LaunchTemplate"), "LatestVersionNumber") },
+            "VPCZoneIdentifier": private.clone(), "HealthCheckType": if tgs.is_empty() { "EC2" } else { "ELB" }, "HealthCheckGracePeriod": 300,
+            "Tags": vec![prop("Name", &name), prop("gilliam:formation", f), prop("gilliam:release", &rel), prop("gilliam:service", &s.s.name)],
+        };
         if !tgs.is_empty() {
-            asg["TargetGroupARNs"] = json!(tgs);
+            asg["TargetGroupARNs"] = Value::Array(tgs);
         }
         let asg_id = format!("{id}AutoScalingGroup");
         let r = t.add(asg_id.clone(), "AWS::AutoScaling::AutoScalingGroup", asg)?;
         if s.scale.desired > 0 {
-            r.insert("CreationPolicy".into(), json!({ "ResourceSignal": { "Count": s.scale.desired, "Timeout": format!("PT{}M", SIGNAL_TIMEOUT_SECONDS / 60) }, "AutoScalingCreationPolicy": { "MinSuccessfulInstancesPercent": 100 } }));
+            r.insert(
+                "CreationPolicy".into(),
+                obj! { "ResourceSignal": obj! { "Count": s.scale.desired, "Timeout": format!("PT{}M", SIGNAL_TIMEOUT_SECONDS / 60) }, "AutoScalingCreationPolicy": obj! { "MinSuccessfulInstancesPercent": 100 } },
+            );
         }
         t.output(&asg_id, r#ref(&asg_id), None, &format!("Auto Scaling group of {}", s.s.name));
         if s.scale.max > s.scale.min {
-            t.add(format!("{id}CpuScalingPolicy"), "AWS::AutoScaling::ScalingPolicy", json!({
-                "AutoScalingGroupName": r#ref(&asg_id), "PolicyType": "TargetTrackingScaling",
-                "TargetTrackingConfiguration": { "PredefinedMetricSpecification": { "PredefinedMetricType": "ASGAverageCPUUtilization" }, "TargetValue": s.scale.cpu },
-            }))?;
+            t.add(
+                format!("{id}CpuScalingPolicy"),
+                "AWS::AutoScaling::ScalingPolicy",
+                obj! {
+                    "AutoScalingGroupName": r#ref(&asg_id), "PolicyType": "TargetTrackingScaling",
+                    "TargetTrackingConfiguration": obj! { "PredefinedMetricSpecification": obj! { "PredefinedMetricType": "ASGAverageCPUUtilization" }, "TargetValue": s.scale.cpu },
+                },
+            )?;
         }
     }
     Ok(t)
@@ -733,38 +813,6 @@ pub(crate) fn route_order(r: &crate::app::Route) -> impl Ord {
     (host_rank, path_rank, std::cmp::Reverse(literal), r.host.clone(), r.path.clone())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::route_order;
-    use crate::app::Route;
-    use crate::diag::Pos;
-
-    fn route(raw: &str) -> Route {
-        let mut out = Vec::new();
-        crate::app::parse_route(raw, Pos::new(1, 1), &mut crate::diag::Sink { file: "t", out: &mut out }).expect("valid route")
-    }
-
-    #[test]
-    fn specific_routes_come_first() {
-        let mut rs: Vec<Route> =
-            ["/*", "shop.example.com", "/api/*", "shop.example.com/api/*", "shop.example.com/api/v2/*", "shop.example.com/health", "*.example.com/x/*"]
-                .map(route)
-                .to_vec();
-        rs.sort_by_key(route_order);
-        let order: Vec<&str> = rs.iter().map(|r| r.raw.as_str()).collect();
-        assert_eq!(
-            order,
-            ["shop.example.com/health", "shop.example.com/api/v2/*", "shop.example.com/api/*", "shop.example.com", "*.example.com/x/*", "/api/*", "/*"]
-        );
-    }
-
-    #[test]
-    fn catch_all_keeps_a_condition() {
-        assert_eq!(route("/*").path.as_deref(), Some("/*"));
-        assert_eq!(route("shop.example.com/*").path, None);
-    }
-}
-
 fn forward(ctx: &Ctx<'_>, svc: &str, public: bool) -> Option<Value> {
     let mut shares: Vec<_> = ctx.traffic.iter().filter(|t| if public { t.public.contains(svc) } else { t.internal.contains(svc) }).collect();
     shares.sort_by_key(|t| t.release);
@@ -784,33 +832,26 @@ pub(crate) fn public_routes<'c>(ctx: &'c Ctx<'_>, g: u32) -> Vec<(&'c Svc<'c>, u
     let mut routes = Vec::new();
     for s in ctx.http().filter(|s| s.group == Some(g)) {
         let mut rs: Vec<&crate::app::Route> = s.s.process().map(|p| p.routes.iter().collect()).unwrap_or_default();
-        rs.sort_by_key(|r| route_order(r));
+        rs.sort_by_cached_key(|r| route_order(r));
         for (j, r) in rs.into_iter().enumerate() {
             routes.push((s, j + 1, r));
         }
     }
-    routes.sort_by_key(|(s, _, r)| (route_order(r), s.s.name.clone()));
+    routes.sort_by_cached_key(|(s, _, r)| (route_order(r), s.s.name.clone()));
     routes
 }
 
-fn routing_template(ctx: &Ctx<'_>, g: u32, lb_names: &mut BTreeSet<String>) -> Result<Template, String> {
+fn routing_template(ctx: &Ctx<'_>, g: u32) -> Result<Template, String> {
     let f = ctx.f();
     let mut t = Template::new(format!("gilliam formation {f}, routing group {g} of {}: load balancers, listeners, routes, service names", ctx.groups));
     let members: Vec<&Svc<'_>> = ctx.http().filter(|s| s.group == Some(g)).collect();
-    let mut lb_name = |n: String| -> Result<String, String> {
-        let n = shorten(&n, ELB_NAME_MAX);
-        if !lb_names.insert(n.clone()) {
-            return Err(format!("internal error: load balancer name {n} used twice"));
-        }
-        Ok(n)
-    };
     let routes = public_routes(ctx, g);
     if !routes.is_empty() {
         t.add(
             "PublicLoadBalancer",
             "AWS::ElasticLoadBalancingV2::LoadBalancer",
             json!({
-                "Name": lb_name(format!("{f}-public-{g}"))?, "Type": "application", "Scheme": "internet-facing",
+                "Name": lb_name(ctx, "public", g), "Type": "application", "Scheme": "internet-facing",
                 "Subnets": ctx.stage.public_subnets.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
                 "SecurityGroups": [import(&names::formation_export(f, "PublicLbSecurityGroup"))],
                 "LoadBalancerAttributes": [{ "Key": "routing.http.drop_invalid_header_fields.enabled", "Value": "true" }],
@@ -849,15 +890,15 @@ fn routing_template(ctx: &Ctx<'_>, g: u32, lb_names: &mut BTreeSet<String>) -> R
             };
             let mut conditions = Vec::new();
             if let Some(h) = &r.host {
-                conditions.push(json!({ "Field": "host-header", "HostHeaderConfig": { "Values": [h] } }));
+                conditions.push(obj! { "Field": "host-header", "HostHeaderConfig": obj! { "Values": vec![h.as_str()] } });
             }
             if let Some(p) = &r.path {
-                conditions.push(json!({ "Field": "path-pattern", "PathPatternConfig": { "Values": [p] } }));
+                conditions.push(obj! { "Field": "path-pattern", "PathPatternConfig": obj! { "Values": vec![p.as_str()] } });
             }
             t.add(
                 format!("{}Route{j}", s.id),
                 "AWS::ElasticLoadBalancingV2::ListenerRule",
-                json!({ "ListenerArn": r#ref(listener), "Priority": prio + 1, "Conditions": conditions, "Actions": actions }),
+                obj! { "ListenerArn": r#ref(listener), "Priority": prio + 1, "Conditions": conditions, "Actions": actions },
             )?;
         }
         t.output("PublicLoadBalancerDns", get_att("PublicLoadBalancer", "DNSName"), None, "DNS name of the public load balancer");
@@ -867,7 +908,7 @@ fn routing_template(ctx: &Ctx<'_>, g: u32, lb_names: &mut BTreeSet<String>) -> R
             "InternalLoadBalancer",
             "AWS::ElasticLoadBalancingV2::LoadBalancer",
             json!({
-                "Name": lb_name(format!("{f}-internal-{g}"))?, "Type": "application", "Scheme": "internal",
+                "Name": lb_name(ctx, "internal", g), "Type": "application", "Scheme": "internal",
                 "Subnets": ctx.stage.private_subnets.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
                 "SecurityGroups": [import(&names::formation_export(f, "InternalLbSecurityGroup"))],
                 "LoadBalancerAttributes": [{ "Key": "routing.http.drop_invalid_header_fields.enabled", "Value": "true" }],
@@ -885,16 +926,20 @@ fn routing_template(ctx: &Ctx<'_>, g: u32, lb_names: &mut BTreeSet<String>) -> R
                 t.add(
                     format!("{}InternalRule", s.id),
                     "AWS::ElasticLoadBalancingV2::ListenerRule",
-                    json!({
+                    obj! {
                         "ListenerArn": r#ref("InternalListener"), "Priority": i + 1,
-                        "Conditions": [{ "Field": "host-header", "HostHeaderConfig": { "Values": [host] } }], "Actions": actions,
-                    }),
+                        "Conditions": vec![obj! { "Field": "host-header", "HostHeaderConfig": obj! { "Values": vec![host.as_str()] } }], "Actions": actions,
+                    },
                 )?;
             }
-            t.add(format!("{}DnsRecord", s.id), "AWS::Route53::RecordSet", json!({
-                "HostedZoneId": import(&names::formation_export(f, "PrivateZoneId")), "Name": format!("{host}."), "Type": "A",
-                "AliasTarget": { "DNSName": get_att("InternalLoadBalancer", "DNSName"), "HostedZoneId": get_att("InternalLoadBalancer", "CanonicalHostedZoneID"), "EvaluateTargetHealth": false },
-            }))?;
+            t.add(
+                format!("{}DnsRecord", s.id),
+                "AWS::Route53::RecordSet",
+                obj! {
+                    "HostedZoneId": import(&names::formation_export(f, "PrivateZoneId")), "Name": format!("{host}."), "Type": "A",
+                    "AliasTarget": obj! { "DNSName": get_att("InternalLoadBalancer", "DNSName"), "HostedZoneId": get_att("InternalLoadBalancer", "CanonicalHostedZoneID"), "EvaluateTargetHealth": false },
+                },
+            )?;
         }
         t.output("InternalLoadBalancerDns", get_att("InternalLoadBalancer", "DNSName"), None, "DNS name of the internal load balancer");
     }
@@ -994,4 +1039,36 @@ fn manifest(ctx: &Ctx<'_>, inputs: &Inputs<'_>, out: &mut Out, d: &Discovery, mu
         inputs: mf::InputFiles { app, release, stage },
         warnings: std::mem::take(&mut out.warnings),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_order;
+    use crate::app::Route;
+    use crate::diag::Pos;
+
+    fn route(raw: &str) -> Route {
+        let mut out = Vec::new();
+        crate::app::parse_route(raw, Pos::new(1, 1), &mut crate::diag::Sink { file: "t", out: &mut out }).expect("valid route")
+    }
+
+    #[test]
+    fn specific_routes_come_first() {
+        let mut rs: Vec<Route> =
+            ["/*", "shop.example.com", "/api/*", "shop.example.com/api/*", "shop.example.com/api/v2/*", "shop.example.com/health", "*.example.com/x/*"]
+                .map(route)
+                .to_vec();
+        rs.sort_by_key(route_order);
+        let order: Vec<&str> = rs.iter().map(|r| r.raw.as_str()).collect();
+        assert_eq!(
+            order,
+            ["shop.example.com/health", "shop.example.com/api/v2/*", "shop.example.com/api/*", "shop.example.com", "*.example.com/x/*", "/api/*", "/*"]
+        );
+    }
+
+    #[test]
+    fn catch_all_keeps_a_condition() {
+        assert_eq!(route("/*").path.as_deref(), Some("/*"));
+        assert_eq!(route("shop.example.com/*").path, None);
+    }
 }

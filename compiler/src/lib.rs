@@ -13,8 +13,12 @@ mod emit;
 pub mod manifest;
 pub mod names;
 pub mod node;
+mod par;
 pub mod release;
 pub mod stage;
 
-pub use compile::{compile, compile_with_traffic, Compiled, Error, Inputs, Source, TrafficShare, MAX_WEIGHT, TARGET_GROUPS_PER_FORWARD, TARGET_GROUPS_PER_LB};
+pub use compile::{
+    compile, compile_with, compile_with_traffic, Compiled, Error, Inputs, Options, Source, TrafficShare, MAX_WEIGHT, TARGET_GROUPS_PER_FORWARD,
+    TARGET_GROUPS_PER_LB,
+};
 pub use emit::{INLINE_USERDATA_BUDGET, RUNTIME_CONFIG_VERSION};

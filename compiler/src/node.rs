@@ -536,7 +536,7 @@ mod tests {
     fn yaml_positions_are_one_based() {
         let (n, d) = yaml("a:\n  b: 1\n  c: [x, 'y']\n");
         assert!(d.is_empty(), "{d:?}");
-        let Value::Map(top) = n.unwrap().value else { panic!() };
+        let Value::Map(top) = n.expect("parses").value else { panic!("not a map") };
         assert_eq!(top[0].0.pos, Pos::new(1, 1));
         let Value::Map(inner) = &top[0].1.value else { panic!() };
         assert_eq!(inner[0].0.pos, Pos::new(2, 3));
@@ -594,7 +594,7 @@ mod tests {
     fn json_round_trip_and_positions() {
         let (n, d) = json("{\n  \"number\": 12,\n  \"s\": \"a\\u00e9\\n\",\n  \"x\": [1.5, true, null]\n}");
         assert!(d.is_empty());
-        let Value::Map(m) = n.unwrap().value else { panic!() };
+        let Value::Map(m) = n.expect("parses").value else { panic!("not a map") };
         assert_eq!(m[0].0.pos, Pos::new(2, 3));
         assert_eq!(m[0].1.value, Value::Int(12));
         assert_eq!(m[1].1.value, Value::Str("a\u{e9}\n".into()));

@@ -8,6 +8,11 @@ use clap::Parser;
 use gilliam_cli::compile_cmd::{run, Args};
 use std::process::ExitCode;
 
+// Compiling a large formation builds and drops millions of small JSON nodes; mimalloc does
+// that markedly faster than the system allocator (see `cargo bench -p gilliam-compiler`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
         Ok(a) => a,
