@@ -62,3 +62,18 @@ fn every_case_is_deterministic() {
         assert_eq!(a.files, b.files, "case {case}: two compiles differ");
     }
 }
+
+#[test]
+fn output_does_not_depend_on_the_worker_count() {
+    let [a, r, s] = load("split");
+    let inputs = gilliam_compiler::Inputs {
+        app: gilliam_compiler::Source { name: "gilliam.yml", text: &a },
+        release: gilliam_compiler::Source { name: "release.json", text: &r },
+        stage: gilliam_compiler::Source { name: "stage.yml", text: &s },
+    };
+    let with = |workers| gilliam_compiler::compile_with(&inputs, &gilliam_compiler::Options { traffic: None, workers }).expect("compiles").files;
+    let one = with(1);
+    for w in [2, 3, 16] {
+        assert!(with(w) == one, "{w} workers gave different output than 1");
+    }
+}

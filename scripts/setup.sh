@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what building and testing gilliam needs on a fresh machine, and nothing twice:
+# a virtual environment (.venv) with the pinned Python tools, and the Rust dependencies.
+# Needs the network (PyPI, crates.io); everything after it runs offline.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CFN_LINT_VERSION=1.58.0
+
+if ! command -v cargo >/dev/null; then
+  echo "setup: cargo is missing: install Rust (https://rustup.rs) first" >&2
+  exit 1
+fi
+
+if [ "$(.venv/bin/cfn-lint --version 2>/dev/null)" != "cfn-lint $CFN_LINT_VERSION" ]; then
+  if ! python3 -m venv .venv 2>/dev/null; then
+    # Debian's python3 without ensurepip: the venv module comes as a package.
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+      python3 -m venv .venv
+    else
+      echo "setup: python3 -m venv failed: install python3-venv" >&2
+      exit 1
+    fi
+  fi
+  .venv/bin/pip install -q --disable-pip-version-check "cfn-lint==$CFN_LINT_VERSION"
+fi
+echo "setup: $(.venv/bin/cfn-lint --version) in .venv"
+
+cargo fetch --locked -q
+cargo build --locked -q --workspace --all-targets
+echo "setup: workspace built"
