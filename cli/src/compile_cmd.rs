@@ -60,14 +60,14 @@ impl fmt::Display for CliError {
 }
 
 fn read(path: &Path) -> Result<String, CliError> {
-    let bytes = fs::read(path).map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?;
-    if bytes.len() > gilliam_compiler::node::MAX_INPUT_BYTES {
-        return Err(CliError::Usage(format!(
-            "{}: {} bytes, larger than the {} accepted",
-            path.display(),
-            bytes.len(),
-            gilliam_compiler::node::MAX_INPUT_BYTES
-        )));
+    let max = gilliam_compiler::node::MAX_INPUT_BYTES as u64;
+    let cannot = |e: std::io::Error| CliError::Usage(format!("cannot read {}: {e}", path.display()));
+    let file = fs::File::open(path).map_err(cannot)?;
+    // Read at most one byte past the limit: a huge or endless input is refused, not loaded.
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, max + 1), &mut bytes).map_err(cannot)?;
+    if bytes.len() as u64 > max {
+        return Err(CliError::Usage(format!("{}: larger than the {max} bytes accepted", path.display())));
     }
     String::from_utf8(bytes).map_err(|e| CliError::Usage(format!("{}: not UTF-8 text (byte {})", path.display(), e.utf8_error().valid_up_to())))
 }

@@ -109,6 +109,10 @@ fn usage_errors_exit_2() {
     let o = run(&dir, &dir.join("out"));
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not UTF-8"));
+    // An endless input is refused at the limit rather than read to the end.
+    let o = bin().args(["--app", "/dev/zero", "--release", "/dev/null", "--stage", "/dev/null", "--out"]).arg(dir.join("out")).output().expect("run");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("larger than the 4194304 bytes accepted"), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 #[test]

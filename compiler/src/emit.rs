@@ -841,23 +841,35 @@ pub(crate) fn public_routes<'c>(ctx: &'c Ctx<'_>, g: u32) -> Vec<(&'c Svc<'c>, u
     routes
 }
 
+/// The public (internet-facing, in the public subnets) or internal load balancer of group `g`.
+fn load_balancer(ctx: &Ctx<'_>, t: &mut Template, g: u32, public: bool) -> Result<(), String> {
+    let f = ctx.f();
+    let (id, scheme, subnets, sg) = if public {
+        ("PublicLoadBalancer", "internet-facing", &ctx.stage.public_subnets, "PublicLbSecurityGroup")
+    } else {
+        ("InternalLoadBalancer", "internal", &ctx.stage.private_subnets, "InternalLbSecurityGroup")
+    };
+    t.add(
+        id,
+        "AWS::ElasticLoadBalancingV2::LoadBalancer",
+        obj! {
+            "Name": lb_name(ctx, if public { "public" } else { "internal" }, g), "Type": "application", "Scheme": scheme,
+            "Subnets": subnets.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+            "SecurityGroups": vec![import(&names::formation_export(f, sg))],
+            "LoadBalancerAttributes": vec![obj! { "Key": "routing.http.drop_invalid_header_fields.enabled", "Value": "true" }],
+            "Tags": tags(&[("gilliam:formation", f)]),
+        },
+    )?;
+    Ok(())
+}
+
 fn routing_template(ctx: &Ctx<'_>, g: u32) -> Result<Template, String> {
     let f = ctx.f();
     let mut t = Template::new(format!("gilliam formation {f}, routing group {g} of {}: load balancers, listeners, routes, service names", ctx.groups));
     let members: Vec<&Svc<'_>> = ctx.http().filter(|s| s.group == Some(g)).collect();
     let routes = public_routes(ctx, g);
     if !routes.is_empty() {
-        t.add(
-            "PublicLoadBalancer",
-            "AWS::ElasticLoadBalancingV2::LoadBalancer",
-            json!({
-                "Name": lb_name(ctx, "public", g), "Type": "application", "Scheme": "internet-facing",
-                "Subnets": ctx.stage.public_subnets.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
-                "SecurityGroups": [import(&names::formation_export(f, "PublicLbSecurityGroup"))],
-                "LoadBalancerAttributes": [{ "Key": "routing.http.drop_invalid_header_fields.enabled", "Value": "true" }],
-                "Tags": tags(&[("gilliam:formation", f)]),
-            }),
-        )?;
+        load_balancer(ctx, &mut t, g, true)?;
         let listener = if let Some(cert) = &ctx.stage.certificate {
             t.add(
                 "PublicHttpsListener",
@@ -904,17 +916,7 @@ fn routing_template(ctx: &Ctx<'_>, g: u32) -> Result<Template, String> {
         t.output("PublicLoadBalancerDns", get_att("PublicLoadBalancer", "DNSName"), None, "DNS name of the public load balancer");
     }
     if !members.is_empty() {
-        t.add(
-            "InternalLoadBalancer",
-            "AWS::ElasticLoadBalancingV2::LoadBalancer",
-            json!({
-                "Name": lb_name(ctx, "internal", g), "Type": "application", "Scheme": "internal",
-                "Subnets": ctx.stage.private_subnets.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
-                "SecurityGroups": [import(&names::formation_export(f, "InternalLbSecurityGroup"))],
-                "LoadBalancerAttributes": [{ "Key": "routing.http.drop_invalid_header_fields.enabled", "Value": "true" }],
-                "Tags": tags(&[("gilliam:formation", f)]),
-            }),
-        )?;
+        load_balancer(ctx, &mut t, g, false)?;
         t.add(
             "InternalListener",
             "AWS::ElasticLoadBalancingV2::Listener",
