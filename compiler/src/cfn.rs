@@ -80,8 +80,10 @@ impl Template {
         self.outputs.insert(id.to_string(), o);
     }
 
-    /// Serialized template text: sorted keys, two-space indentation, trailing newline. Written
-    /// straight from the resource map (no intermediate copy of the template).
+    /// Serialized template text: compact JSON with sorted keys and a trailing newline. Templates
+    /// are CloudFormation's input, not reading matter (`jq .` shows them): compact keeps them a
+    /// third smaller, so more go inline under 51,200 bytes. Written straight from the resource
+    /// map, with no intermediate copy of the template.
     pub fn render(&self) -> Vec<u8> {
         #[derive(serde::Serialize)]
         #[serde(rename_all = "PascalCase")]
@@ -95,7 +97,7 @@ impl Template {
         }
         let doc = Doc { version: "2010-09-09", description: &self.description, outputs: &self.outputs, resources: &self.resources };
         let mut out = Vec::with_capacity(64 * 1024);
-        let _ = serde_json::to_writer_pretty(&mut out, &doc);
+        let _ = serde_json::to_writer(&mut out, &doc);
         out.push(b'\n');
         out
     }
