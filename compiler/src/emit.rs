@@ -450,8 +450,7 @@ fn arn(pattern: &str, literal: &str) -> Value {
 
 fn formation_template(ctx: &Ctx<'_>, aux_scripts: &BTreeMap<(String, u32), String>) -> Result<Template, String> {
     let f = ctx.f();
-    let mut t =
-        Template::new(format!("gilliam formation {f}: security groups, private zone, auxiliary services (compiled with release {})", ctx.release.number));
+    let mut t = Template::new(format!("gilliam formation {f}: security groups, private zone, auxiliary services"));
     let vpc = &ctx.stage.vpc;
     let any_routed = ctx.svcs.iter().any(Svc::routed);
     let any_http = ctx.http().next().is_some();

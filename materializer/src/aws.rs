@@ -1,0 +1,141 @@
+//! The AWS seam: the few calls gilliam makes, as one narrow trait over plain types. The real
+//! SDK is behind it (`sdk.rs`); tests put fakes and fault injectors in front of it.
+
+use std::future::Future;
+
+/// What went wrong in one AWS call, classified for retry and reporting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AwsError {
+    /// Throttling: retry later, with backoff.
+    Throttled(String),
+    /// A 5xx, a timeout or a broken connection: retry with backoff.
+    Transient(String),
+    /// A conditional write lost: someone else wrote first.
+    PreconditionFailed,
+    /// CloudFormation's "No updates are to be performed": nothing to do.
+    NoUpdates,
+    /// AWS refused the request as given (not retried).
+    Invalid(String),
+    /// Anything else (not retried).
+    Other(String),
+}
+
+impl AwsError {
+    pub fn retryable(&self) -> bool {
+        matches!(self, AwsError::Throttled(_) | AwsError::Transient(_))
+    }
+}
+
+impl std::fmt::Display for AwsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AwsError::Throttled(m) => write!(f, "throttled: {m}"),
+            AwsError::Transient(m) => write!(f, "transient failure: {m}"),
+            AwsError::PreconditionFailed => write!(f, "conditional write lost to a concurrent writer"),
+            AwsError::NoUpdates => write!(f, "no updates are to be performed"),
+            AwsError::Invalid(m) | AwsError::Other(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl std::error::Error for AwsError {}
+
+pub type AwsResult<T> = Result<T, AwsError>;
+
+/// How a put must relate to what is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutCondition {
+    Always,
+    /// Only if no object exists at the key (`If-None-Match: *`).
+    Absent,
+    /// Only if the stored object still has this ETag (`If-Match`).
+    Matches(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Object {
+    pub body: Vec<u8>,
+    pub etag: String,
+}
+
+/// A stack as CloudFormation describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stack {
+    pub name: String,
+    pub id: String,
+    pub status: String,
+    pub reason: Option<String>,
+    pub outputs: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateSource {
+    Body(String),
+    Url(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackRequest {
+    pub name: String,
+    pub template: TemplateSource,
+    pub capabilities: Vec<String>,
+    pub tags: Vec<(String, String)>,
+}
+
+/// One resource event of a stack, newest first when listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackEvent {
+    pub id: String,
+    pub logical_id: String,
+    pub resource_type: String,
+    pub status: String,
+    pub reason: Option<String>,
+}
+
+/// A listener rule and where it forwards, as ELBv2 reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub arn: String,
+    /// Target group ARN and weight, for a weighted forward; empty otherwise.
+    pub forward: Vec<(String, u32)>,
+}
+
+/// The size of an object and the sha256 gilliam recorded in its metadata when it wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectHead {
+    pub size: u64,
+    pub sha256: Option<String>,
+}
+
+pub trait Aws: Send + Sync {
+    fn bucket_exists(&self, bucket: &str) -> impl Future<Output = AwsResult<bool>> + Send;
+    /// Creates the bucket versioned, encrypted, with all public access blocked.
+    fn create_secure_bucket(&self, bucket: &str, region: &str) -> impl Future<Output = AwsResult<()>> + Send;
+    fn get_object(&self, bucket: &str, key: &str) -> impl Future<Output = AwsResult<Option<Object>>> + Send;
+    /// Size and recorded sha256 of an object, or `None` when there is none.
+    fn head_object(&self, bucket: &str, key: &str) -> impl Future<Output = AwsResult<Option<ObjectHead>>> + Send;
+    /// Stores an object, recording the body's sha256 in its metadata; returns its new ETag.
+    /// `PreconditionFailed` when `cond` does not hold.
+    fn put_object(&self, bucket: &str, key: &str, body: Vec<u8>, cond: PutCondition) -> impl Future<Output = AwsResult<String>> + Send;
+
+    fn describe_stack(&self, name: &str) -> impl Future<Output = AwsResult<Option<Stack>>> + Send;
+    fn create_stack(&self, req: &StackRequest) -> impl Future<Output = AwsResult<String>> + Send;
+    /// `Err(AwsError::NoUpdates)` when the template is unchanged.
+    fn update_stack(&self, req: &StackRequest) -> impl Future<Output = AwsResult<()>> + Send;
+    fn delete_stack(&self, name: &str) -> impl Future<Output = AwsResult<()>> + Send;
+    fn continue_update_rollback(&self, name: &str) -> impl Future<Output = AwsResult<()>> + Send;
+    /// The stack's events, newest first (at most one page).
+    fn stack_events(&self, name: &str) -> impl Future<Output = AwsResult<Vec<StackEvent>>> + Send;
+    /// The template body CloudFormation holds for the stack.
+    fn get_template(&self, name: &str) -> impl Future<Output = AwsResult<String>> + Send;
+    /// The stack's resources: (logical ID, physical ID, type).
+    fn stack_resources(&self, name: &str) -> impl Future<Output = AwsResult<Vec<(String, String, String)>>> + Send;
+    /// Every export in the region: (name, value).
+    fn list_exports(&self) -> impl Future<Output = AwsResult<Vec<(String, String)>>> + Send;
+
+    fn describe_rules(&self, arns: &[String]) -> impl Future<Output = AwsResult<Vec<Rule>>> + Send;
+    /// Sets a rule's weighted forward: the whole list of target groups with their weights.
+    fn set_rule_weights(&self, arn: &str, forward: &[(String, u32)]) -> impl Future<Output = AwsResult<()>> + Send;
+    /// The health state of each registered target ("healthy", "unhealthy", "initial", ...).
+    fn target_health(&self, target_group_arn: &str) -> impl Future<Output = AwsResult<Vec<String>>> + Send;
+}

@@ -1,0 +1,70 @@
+//! The compiled output directory, read back and verified: the manifest must parse and be of a
+//! known format version, and every file it lists must be there with the size and sha256 it
+//! records. A corrupt or foreign directory is an error, never a wrong deploy.
+
+use gilliam_compiler::manifest::{Manifest, FORMAT_VERSION};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug)]
+pub struct Bundle {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    /// Every file the manifest lists, by relative path.
+    pub files: BTreeMap<String, Vec<u8>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleError(pub String);
+
+impl std::fmt::Display for BundleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BundleError {}
+
+impl Bundle {
+    pub fn load(dir: &Path) -> Result<Bundle, BundleError> {
+        let mpath = dir.join("manifest.json");
+        let text = std::fs::read(&mpath).map_err(|e| BundleError(format!("{}: {e} (is this a gilliam-compile output directory?)", mpath.display())))?;
+        let version = serde_json::from_slice::<serde_json::Value>(&text).ok().and_then(|v| v.get("format_version").and_then(serde_json::Value::as_u64));
+        if version != Some(u64::from(FORMAT_VERSION)) {
+            return Err(BundleError(format!(
+                "{}: manifest format_version {version:?}, this materializer reads {FORMAT_VERSION}: compile with the same gilliam version",
+                mpath.display()
+            )));
+        }
+        let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| BundleError(format!("{}: not a gilliam manifest: {e}", mpath.display())))?;
+        let mut files = BTreeMap::new();
+        let mut want: Vec<(String, String, usize)> = manifest.stacks.iter().map(|s| (s.template.clone(), s.sha256.clone(), s.bytes)).collect();
+        want.extend(manifest.uploads.iter().map(|u| (u.path.clone(), u.sha256.clone(), u.bytes)));
+        let i = &manifest.inputs;
+        want.extend([&i.app, &i.release, &i.stage].into_iter().map(|f| (f.path.clone(), f.sha256.clone(), f.bytes)));
+        for (rel, sha, bytes) in want {
+            if rel.contains("..") || rel.starts_with('/') {
+                return Err(BundleError(format!("{}: manifest names a file outside the directory: {rel}", mpath.display())));
+            }
+            let p = dir.join(&rel);
+            let data = std::fs::read(&p).map_err(|e| BundleError(format!("{}: {e}", p.display())))?;
+            if data.len() != bytes || crate::sha256_hex(&data) != sha {
+                return Err(BundleError(format!("{}: does not match the manifest (size or sha256 differs): recompile", p.display())));
+            }
+            files.insert(rel, data);
+        }
+        Ok(Bundle { dir: dir.to_path_buf(), manifest, files })
+    }
+
+    /// The compiler's inputs, as copied into the bundle: (app, release, stage) texts.
+    pub fn inputs(&self) -> Result<[String; 3], BundleError> {
+        let i = &self.manifest.inputs;
+        let text =
+            |rel: &str| -> Result<String, BundleError> { String::from_utf8(self.file(rel)?.to_vec()).map_err(|_| BundleError(format!("{rel} is not UTF-8"))) };
+        Ok([text(&i.app.path)?, text(&i.release.path)?, text(&i.stage.path)?])
+    }
+
+    pub fn file(&self, rel: &str) -> Result<&[u8], BundleError> {
+        self.files.get(rel).map(Vec::as_slice).ok_or_else(|| BundleError(format!("{rel} is missing from the bundle")))
+    }
+}

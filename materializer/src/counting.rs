@@ -1,0 +1,107 @@
+//! A wrapper at the AWS seam that counts calls by operation, so that tests and benchmarks can
+//! assert how many (mutating) calls a command made.
+
+use crate::aws::{Aws, AwsResult, Object, ObjectHead, PutCondition, Rule, Stack, StackEvent, StackRequest};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// Operations that change something in AWS.
+pub const MUTATING: &[&str] =
+    &["create_secure_bucket", "put_object", "create_stack", "update_stack", "delete_stack", "continue_update_rollback", "set_rule_weights"];
+
+#[derive(Debug, Default)]
+pub struct Counting<A> {
+    pub inner: A,
+    calls: Mutex<BTreeMap<&'static str, usize>>,
+}
+
+impl<A> Counting<A> {
+    pub fn new(inner: A) -> Self {
+        Counting { inner, calls: Mutex::new(BTreeMap::new()) }
+    }
+    fn count(&self, op: &'static str) {
+        *self.calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(op).or_default() += 1;
+    }
+    /// Calls so far, by operation.
+    pub fn calls(&self) -> BTreeMap<&'static str, usize> {
+        self.calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+    /// Mutating calls so far, by operation.
+    pub fn mutations(&self) -> BTreeMap<&'static str, usize> {
+        self.calls().into_iter().filter(|(op, _)| MUTATING.contains(op)).collect()
+    }
+    pub fn reset(&self) {
+        self.calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+    }
+}
+
+impl<A: Aws> Aws for Counting<A> {
+    async fn bucket_exists(&self, bucket: &str) -> AwsResult<bool> {
+        self.count("bucket_exists");
+        self.inner.bucket_exists(bucket).await
+    }
+    async fn create_secure_bucket(&self, bucket: &str, region: &str) -> AwsResult<()> {
+        self.count("create_secure_bucket");
+        self.inner.create_secure_bucket(bucket, region).await
+    }
+    async fn get_object(&self, bucket: &str, key: &str) -> AwsResult<Option<Object>> {
+        self.count("get_object");
+        self.inner.get_object(bucket, key).await
+    }
+    async fn head_object(&self, bucket: &str, key: &str) -> AwsResult<Option<ObjectHead>> {
+        self.count("head_object");
+        self.inner.head_object(bucket, key).await
+    }
+    async fn put_object(&self, bucket: &str, key: &str, body: Vec<u8>, cond: PutCondition) -> AwsResult<String> {
+        self.count("put_object");
+        self.inner.put_object(bucket, key, body, cond).await
+    }
+    async fn describe_stack(&self, name: &str) -> AwsResult<Option<Stack>> {
+        self.count("describe_stack");
+        self.inner.describe_stack(name).await
+    }
+    async fn create_stack(&self, req: &StackRequest) -> AwsResult<String> {
+        self.count("create_stack");
+        self.inner.create_stack(req).await
+    }
+    async fn update_stack(&self, req: &StackRequest) -> AwsResult<()> {
+        self.count("update_stack");
+        self.inner.update_stack(req).await
+    }
+    async fn delete_stack(&self, name: &str) -> AwsResult<()> {
+        self.count("delete_stack");
+        self.inner.delete_stack(name).await
+    }
+    async fn continue_update_rollback(&self, name: &str) -> AwsResult<()> {
+        self.count("continue_update_rollback");
+        self.inner.continue_update_rollback(name).await
+    }
+    async fn stack_events(&self, name: &str) -> AwsResult<Vec<StackEvent>> {
+        self.count("stack_events");
+        self.inner.stack_events(name).await
+    }
+    async fn get_template(&self, name: &str) -> AwsResult<String> {
+        self.count("get_template");
+        self.inner.get_template(name).await
+    }
+    async fn stack_resources(&self, name: &str) -> AwsResult<Vec<(String, String, String)>> {
+        self.count("stack_resources");
+        self.inner.stack_resources(name).await
+    }
+    async fn list_exports(&self) -> AwsResult<Vec<(String, String)>> {
+        self.count("list_exports");
+        self.inner.list_exports().await
+    }
+    async fn describe_rules(&self, arns: &[String]) -> AwsResult<Vec<Rule>> {
+        self.count("describe_rules");
+        self.inner.describe_rules(arns).await
+    }
+    async fn set_rule_weights(&self, arn: &str, forward: &[(String, u32)]) -> AwsResult<()> {
+        self.count("set_rule_weights");
+        self.inner.set_rule_weights(arn, forward).await
+    }
+    async fn target_health(&self, target_group_arn: &str) -> AwsResult<Vec<String>> {
+        self.count("target_health");
+        self.inner.target_health(target_group_arn).await
+    }
+}

@@ -1,0 +1,14 @@
+//! gilliam-materializer: converges AWS to a compiled formation (the output directory of
+//! gilliam-compile) through CloudFormation, ELBv2 and S3, behind a narrow AWS seam.
+
+pub mod aws;
+pub mod bundle;
+pub mod converge;
+pub mod counting;
+pub mod observe;
+pub mod sdk;
+
+/// Lowercase hex sha256 of `bytes`, as the manifest records them.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    gilliam_compiler::names::sha256_hex(bytes)
+}

@@ -1,0 +1,400 @@
+//! The real AWS behind the seam: aws-config for credentials and region (the standard chain),
+//! an optional endpoint URL for a local emulator, and the SDK clients. Errors are classified
+//! into [`AwsError`] here, once.
+
+use crate::aws::{Aws, AwsError, AwsResult, Object, ObjectHead, PutCondition, Rule, Stack, StackEvent, StackRequest, TemplateSource};
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_cloudformation as cfn;
+use aws_sdk_elasticloadbalancingv2 as elb;
+use aws_sdk_s3 as s3;
+use aws_smithy_http_client::tls;
+
+/// Where to find AWS: the standard chain, optionally overridden.
+#[derive(Debug, Clone, Default)]
+pub struct Endpoint {
+    /// `--endpoint-url` / `AWS_ENDPOINT_URL`: every client talks to this URL (a local emulator).
+    pub url: Option<String>,
+    /// Region override; otherwise the standard chain decides.
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SdkAws {
+    s3: s3::Client,
+    cfn: cfn::Client,
+    elb: elb::Client,
+}
+
+impl SdkAws {
+    pub async fn connect(endpoint: &Endpoint) -> Self {
+        let http = aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring)).build_https();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
+        if let Some(r) = &endpoint.region {
+            loader = loader.region(Region::new(r.clone()));
+        }
+        if let Some(u) = &endpoint.url {
+            loader = loader.endpoint_url(u.clone());
+        }
+        let conf = loader.load().await;
+        // Path-style addressing: bucket names in the path work with every endpoint, emulators too.
+        let s3conf = s3::config::Builder::from(&conf).force_path_style(true).build();
+        SdkAws { s3: s3::Client::from_conf(s3conf), cfn: cfn::Client::new(&conf), elb: elb::Client::new(&conf) }
+    }
+}
+
+/// Classifies an SDK error by its code, HTTP status and kind.
+fn classify<E>(e: aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::http::Response>) -> AwsError
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    use aws_smithy_runtime_api::client::result::SdkError;
+    match &e {
+        SdkError::ServiceError(se) => {
+            let code = se.err().code().unwrap_or("").to_string();
+            let message = se.err().message().unwrap_or("").to_string();
+            let status = se.raw().status().as_u16();
+            classify_service(&code, &message, status)
+        }
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => AwsError::Transient(format!("{e}: {}", source_chain(&e))),
+        _ => AwsError::Other(format!("{e}: {}", source_chain(&e))),
+    }
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = Vec::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push(s.to_string());
+        cur = s.source();
+    }
+    out.join(": ")
+}
+
+/// The classification itself, on plain values so that it can be tested without the SDK.
+pub(crate) fn classify_service(code: &str, message: &str, status: u16) -> AwsError {
+    let text = if message.is_empty() { code.to_string() } else { format!("{code}: {message}") };
+    let lower = message.to_ascii_lowercase();
+    if matches!(code, "Throttling" | "ThrottlingException" | "TooManyRequestsException" | "RequestLimitExceeded" | "SlowDown" | "RequestThrottled")
+        || status == 429
+    {
+        AwsError::Throttled(text)
+    } else if code == "PreconditionFailed" || code == "ConditionalRequestConflict" || status == 412 {
+        AwsError::PreconditionFailed
+    } else if lower.contains("no updates are to be performed") || lower.contains("no updates to be performed") {
+        // The wording has varied over the years; both forms mean "unchanged".
+        AwsError::NoUpdates
+    } else if status >= 500 || matches!(code, "InternalFailure" | "ServiceUnavailable" | "InternalError" | "RequestTimeout") {
+        AwsError::Transient(text)
+    } else if status == 400 || code.ends_with("ValidationError") || code == "ValidationError" {
+        AwsError::Invalid(text)
+    } else {
+        AwsError::Other(text)
+    }
+}
+
+fn not_found(e: &AwsError) -> bool {
+    match e {
+        AwsError::Invalid(m) | AwsError::Other(m) => {
+            m.contains("NotFound") || m.contains("NoSuchKey") || m.contains("NoSuchBucket") || m.contains("does not exist") || m.starts_with("404")
+        }
+        _ => false,
+    }
+}
+
+fn request(req: &StackRequest) -> (Option<String>, Option<String>, Vec<cfn::types::Capability>, Vec<cfn::types::Tag>) {
+    let (body, url) = match &req.template {
+        TemplateSource::Body(b) => (Some(b.clone()), None),
+        TemplateSource::Url(u) => (None, Some(u.clone())),
+    };
+    let caps = req.capabilities.iter().map(|c| cfn::types::Capability::from(c.as_str())).collect();
+    let tags = req.tags.iter().map(|(k, v)| cfn::types::Tag::builder().key(k).value(v).build()).collect();
+    (body, url, caps, tags)
+}
+
+impl Aws for SdkAws {
+    async fn bucket_exists(&self, bucket: &str) -> AwsResult<bool> {
+        match self.s3.head_bucket().bucket(bucket).send().await {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let status = e.raw_response().map(|r| r.status().as_u16());
+                if status == Some(404) {
+                    return Ok(false);
+                }
+                Err(classify(e))
+            }
+        }
+    }
+
+    async fn create_secure_bucket(&self, bucket: &str, region: &str) -> AwsResult<()> {
+        let mut req = self.s3.create_bucket().bucket(bucket);
+        if region != "us-east-1" {
+            req = req.create_bucket_configuration(
+                s3::types::CreateBucketConfiguration::builder().location_constraint(s3::types::BucketLocationConstraint::from(region)).build(),
+            );
+        }
+        match req.send().await.map_err(classify) {
+            Ok(_) => {}
+            Err(AwsError::Invalid(m) | AwsError::Other(m)) if m.contains("BucketAlreadyOwnedByYou") => {}
+            Err(e) => return Err(e),
+        }
+        self.s3
+            .put_bucket_versioning()
+            .bucket(bucket)
+            .versioning_configuration(s3::types::VersioningConfiguration::builder().status(s3::types::BucketVersioningStatus::Enabled).build())
+            .send()
+            .await
+            .map_err(classify)?;
+        let rule = s3::types::ServerSideEncryptionRule::builder()
+            .apply_server_side_encryption_by_default(
+                s3::types::ServerSideEncryptionByDefault::builder()
+                    .sse_algorithm(s3::types::ServerSideEncryption::Aes256)
+                    .build()
+                    .map_err(|e| AwsError::Other(e.to_string()))?,
+            )
+            .build();
+        self.s3
+            .put_bucket_encryption()
+            .bucket(bucket)
+            .server_side_encryption_configuration(
+                s3::types::ServerSideEncryptionConfiguration::builder().rules(rule).build().map_err(|e| AwsError::Other(e.to_string()))?,
+            )
+            .send()
+            .await
+            .map_err(classify)?;
+        self.s3
+            .put_public_access_block()
+            .bucket(bucket)
+            .public_access_block_configuration(
+                s3::types::PublicAccessBlockConfiguration::builder()
+                    .block_public_acls(true)
+                    .ignore_public_acls(true)
+                    .block_public_policy(true)
+                    .restrict_public_buckets(true)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn get_object(&self, bucket: &str, key: &str) -> AwsResult<Option<Object>> {
+        match self.s3.get_object().bucket(bucket).key(key).send().await {
+            Ok(o) => {
+                let etag = o.e_tag().unwrap_or_default().to_string();
+                let body = o.body.collect().await.map_err(|e| AwsError::Transient(e.to_string()))?.into_bytes().to_vec();
+                Ok(Some(Object { body, etag }))
+            }
+            Err(e) => {
+                let e = classify(e);
+                if not_found(&e) {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    async fn head_object(&self, bucket: &str, key: &str) -> AwsResult<Option<ObjectHead>> {
+        match self.s3.head_object().bucket(bucket).key(key).send().await {
+            Ok(o) => Ok(Some(ObjectHead { size: o.content_length().unwrap_or(0).max(0) as u64, sha256: o.metadata().and_then(|m| m.get("sha256")).cloned() })),
+            Err(e) => {
+                if e.raw_response().map(|r| r.status().as_u16()) == Some(404) {
+                    return Ok(None);
+                }
+                Err(classify(e))
+            }
+        }
+    }
+
+    async fn put_object(&self, bucket: &str, key: &str, body: Vec<u8>, cond: PutCondition) -> AwsResult<String> {
+        let sha = crate::sha256_hex(&body);
+        let mut req = self.s3.put_object().bucket(bucket).key(key).metadata("sha256", sha).body(s3::primitives::ByteStream::from(body));
+        req = match cond {
+            PutCondition::Always => req,
+            PutCondition::Absent => req.if_none_match("*"),
+            PutCondition::Matches(etag) => req.if_match(etag),
+        };
+        let out = req.send().await.map_err(classify)?;
+        Ok(out.e_tag().unwrap_or_default().to_string())
+    }
+
+    async fn describe_stack(&self, name: &str) -> AwsResult<Option<Stack>> {
+        match self.cfn.describe_stacks().stack_name(name).send().await {
+            Ok(out) => Ok(out.stacks().first().map(|s| Stack {
+                name: s.stack_name().unwrap_or_default().to_string(),
+                id: s.stack_id().unwrap_or_default().to_string(),
+                status: s.stack_status().map(|x| x.as_str().to_string()).unwrap_or_default(),
+                reason: s.stack_status_reason().map(str::to_string),
+                outputs: s
+                    .outputs()
+                    .iter()
+                    .map(|o| (o.output_key().unwrap_or_default().to_string(), o.output_value().unwrap_or_default().to_string()))
+                    .collect(),
+            })),
+            Err(e) => {
+                let e = classify(e);
+                if not_found(&e) {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    async fn create_stack(&self, req: &StackRequest) -> AwsResult<String> {
+        let (body, url, caps, tags) = request(req);
+        let out = self
+            .cfn
+            .create_stack()
+            .stack_name(&req.name)
+            .set_template_body(body)
+            .set_template_url(url)
+            .set_capabilities(Some(caps))
+            .set_tags(Some(tags))
+            .on_failure(cfn::types::OnFailure::Rollback)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(out.stack_id().unwrap_or_default().to_string())
+    }
+
+    async fn update_stack(&self, req: &StackRequest) -> AwsResult<()> {
+        let (body, url, caps, tags) = request(req);
+        self.cfn
+            .update_stack()
+            .stack_name(&req.name)
+            .set_template_body(body)
+            .set_template_url(url)
+            .set_capabilities(Some(caps))
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn delete_stack(&self, name: &str) -> AwsResult<()> {
+        self.cfn.delete_stack().stack_name(name).send().await.map_err(classify)?;
+        Ok(())
+    }
+
+    async fn continue_update_rollback(&self, name: &str) -> AwsResult<()> {
+        self.cfn.continue_update_rollback().stack_name(name).send().await.map_err(classify)?;
+        Ok(())
+    }
+
+    async fn stack_events(&self, name: &str) -> AwsResult<Vec<StackEvent>> {
+        let out = self.cfn.describe_stack_events().stack_name(name).send().await.map_err(classify)?;
+        Ok(out
+            .stack_events()
+            .iter()
+            .map(|e| StackEvent {
+                id: e.event_id().unwrap_or_default().to_string(),
+                logical_id: e.logical_resource_id().unwrap_or_default().to_string(),
+                resource_type: e.resource_type().unwrap_or_default().to_string(),
+                status: e.resource_status().map(|s| s.as_str().to_string()).unwrap_or_default(),
+                reason: e.resource_status_reason().map(str::to_string),
+            })
+            .collect())
+    }
+
+    async fn get_template(&self, name: &str) -> AwsResult<String> {
+        let out = self.cfn.get_template().stack_name(name).send().await.map_err(classify)?;
+        Ok(out.template_body().unwrap_or_default().to_string())
+    }
+
+    async fn stack_resources(&self, name: &str) -> AwsResult<Vec<(String, String, String)>> {
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self.cfn.list_stack_resources().stack_name(name).set_next_token(token).send().await.map_err(classify)?;
+            for r in page.stack_resource_summaries() {
+                out.push((
+                    r.logical_resource_id().unwrap_or_default().to_string(),
+                    r.physical_resource_id().unwrap_or_default().to_string(),
+                    r.resource_type().unwrap_or_default().to_string(),
+                ));
+            }
+            token = page.next_token().map(str::to_string);
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn list_exports(&self) -> AwsResult<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self.cfn.list_exports().set_next_token(token).send().await.map_err(classify)?;
+            for e in page.exports() {
+                out.push((e.name().unwrap_or_default().to_string(), e.value().unwrap_or_default().to_string()));
+            }
+            token = page.next_token().map(str::to_string);
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn describe_rules(&self, arns: &[String]) -> AwsResult<Vec<Rule>> {
+        let mut out = Vec::new();
+        // DescribeRules takes a bounded number of ARNs per call.
+        for chunk in arns.chunks(20) {
+            let page = self.elb.describe_rules().set_rule_arns(Some(chunk.to_vec())).send().await.map_err(classify)?;
+            for r in page.rules() {
+                let forward = r
+                    .actions()
+                    .iter()
+                    .filter_map(|a| a.forward_config())
+                    .flat_map(|f| {
+                        f.target_groups().iter().map(|t| (t.target_group_arn().unwrap_or_default().to_string(), t.weight().unwrap_or(1).max(0) as u32))
+                    })
+                    .collect();
+                out.push(Rule { arn: r.rule_arn().unwrap_or_default().to_string(), forward });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn set_rule_weights(&self, arn: &str, forward: &[(String, u32)]) -> AwsResult<()> {
+        let groups: Vec<elb::types::TargetGroupTuple> =
+            forward.iter().map(|(tg, w)| elb::types::TargetGroupTuple::builder().target_group_arn(tg).weight(*w as i32).build()).collect();
+        let action = elb::types::Action::builder()
+            .r#type(elb::types::ActionTypeEnum::Forward)
+            .forward_config(elb::types::ForwardActionConfig::builder().set_target_groups(Some(groups)).build())
+            .build();
+        self.elb.modify_rule().rule_arn(arn).actions(action).send().await.map_err(classify)?;
+        Ok(())
+    }
+
+    async fn target_health(&self, target_group_arn: &str) -> AwsResult<Vec<String>> {
+        let out = self.elb.describe_target_health().target_group_arn(target_group_arn).send().await.map_err(classify)?;
+        Ok(out
+            .target_health_descriptions()
+            .iter()
+            .map(|d| d.target_health().and_then(|h| h.state()).map(|s| s.as_str().to_string()).unwrap_or_default())
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification() {
+        assert_eq!(classify_service("Throttling", "Rate exceeded", 400), AwsError::Throttled("Throttling: Rate exceeded".into()));
+        assert_eq!(classify_service("ValidationError", "No updates are to be performed.", 400), AwsError::NoUpdates);
+        assert_eq!(classify_service("ValidationError", "No Updates are to be performed", 400), AwsError::NoUpdates);
+        assert_eq!(classify_service("PreconditionFailed", "", 412), AwsError::PreconditionFailed);
+        assert!(matches!(classify_service("InternalFailure", "", 500), AwsError::Transient(_)));
+        assert!(matches!(classify_service("", "", 503), AwsError::Transient(_)));
+        assert!(matches!(classify_service("ValidationError", "Stack with id x does not exist", 400), AwsError::Invalid(_)));
+        assert!(AwsError::Throttled(String::new()).retryable());
+        assert!(!AwsError::NoUpdates.retryable());
+    }
+}

@@ -1,0 +1,42 @@
+//! The AWS seam against moto: buckets, conditional writes, stacks.
+
+mod moto;
+
+use gilliam_materializer::aws::{Aws, AwsError, PutCondition, StackRequest, TemplateSource};
+use gilliam_materializer::sdk::{Endpoint, SdkAws};
+
+#[tokio::test]
+async fn s3_and_cloudformation_through_the_seam() {
+    let moto = moto::Moto::start();
+    let aws = SdkAws::connect(&Endpoint { url: Some(moto.url.clone()), region: Some("eu-west-1".into()) }).await;
+
+    assert!(!aws.bucket_exists("gilliam-seam").await.expect("head bucket"));
+    aws.create_secure_bucket("gilliam-seam", "eu-west-1").await.expect("create bucket");
+    assert!(aws.bucket_exists("gilliam-seam").await.expect("head bucket"));
+    aws.create_secure_bucket("gilliam-seam", "eu-west-1").await.expect("creating twice is fine");
+
+    assert_eq!(aws.get_object("gilliam-seam", "state.json").await.expect("get"), None);
+    let etag = aws.put_object("gilliam-seam", "state.json", b"v1".to_vec(), PutCondition::Absent).await.expect("first write");
+    assert_eq!(aws.put_object("gilliam-seam", "state.json", b"v2".to_vec(), PutCondition::Absent).await, Err(AwsError::PreconditionFailed));
+    let etag2 = aws.put_object("gilliam-seam", "state.json", b"v2".to_vec(), PutCondition::Matches(etag.clone())).await.expect("write on the seen version");
+    assert_eq!(aws.put_object("gilliam-seam", "state.json", b"v3".to_vec(), PutCondition::Matches(etag)).await, Err(AwsError::PreconditionFailed));
+    let o = aws.get_object("gilliam-seam", "state.json").await.expect("get").expect("exists");
+    assert_eq!((o.body.as_slice(), o.etag.as_str()), (b"v2".as_slice(), etag2.as_str()));
+    let head = aws.head_object("gilliam-seam", "state.json").await.expect("head").expect("exists");
+    assert_eq!((head.size, head.sha256.as_deref()), (2, Some(gilliam_materializer::sha256_hex(b"v2").as_str())));
+    assert_eq!(aws.head_object("gilliam-seam", "nope").await.expect("head"), None);
+
+    assert_eq!(aws.describe_stack("seam").await.expect("describe"), None);
+    let body = r#"{"Resources":{"Sg":{"Type":"AWS::EC2::SecurityGroup","Properties":{"GroupDescription":"seam"}}},"Outputs":{"Id":{"Value":{"Ref":"Sg"}}}}"#;
+    let req = StackRequest {
+        name: "seam".into(),
+        template: TemplateSource::Body(body.into()),
+        capabilities: vec![],
+        tags: vec![("gilliam:formation".into(), "seam".into())],
+    };
+    aws.create_stack(&req).await.expect("create stack");
+    let s = aws.describe_stack("seam").await.expect("describe").expect("exists");
+    assert_eq!(s.status, "CREATE_COMPLETE");
+    assert_eq!(s.outputs.len(), 1);
+    assert!(aws.get_template("seam").await.expect("template").contains("AWS::EC2::SecurityGroup"));
+}

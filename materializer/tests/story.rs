@@ -1,0 +1,137 @@
+//! The deploy story against moto on 127.0.0.1: release 1, release 2 with a health-gated shift,
+//! and a second converge that changes nothing. Assertions read moto's resources (stacks, rule
+//! weights), not the tool's own report.
+
+mod moto;
+
+use gilliam_materializer::aws::{Aws, PutCondition, StackRequest, TemplateSource};
+use gilliam_materializer::bundle::Bundle;
+use gilliam_materializer::converge::{Converger, Options};
+use gilliam_materializer::counting::Counting;
+use gilliam_materializer::sdk::{Endpoint, SdkAws};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const REGION: &str = "eu-west-1";
+const BUCKET: &str = "gilliam-story";
+
+/// A VPC with two public and two private subnets, made through CloudFormation (the seam has no
+/// EC2 calls of its own); returns the stage file for it.
+async fn network<A: Aws>(aws: &A) -> String {
+    let mut res = serde_json::json!({ "Vpc": { "Type": "AWS::EC2::VPC", "Properties": { "CidrBlock": "10.0.0.0/16" } } });
+    let mut outputs = serde_json::Map::new();
+    for (i, name) in ["Public1", "Public2", "Private1", "Private2"].iter().enumerate() {
+        res[*name] = serde_json::json!({ "Type": "AWS::EC2::Subnet", "Properties": { "VpcId": { "Ref": "Vpc" }, "CidrBlock": format!("10.0.{i}.0/24"), "AvailabilityZone": format!("{REGION}{}", ["a", "b"][i % 2]) } });
+        outputs.insert(name.to_string(), serde_json::json!({ "Value": { "Ref": name } }));
+    }
+    outputs.insert("Vpc".into(), serde_json::json!({ "Value": { "Ref": "Vpc" } }));
+    let body = serde_json::json!({ "Resources": res, "Outputs": outputs }).to_string();
+    aws.create_stack(&StackRequest { name: "network".into(), template: TemplateSource::Body(body), capabilities: vec![], tags: vec![] })
+        .await
+        .expect("network stack");
+    let out: BTreeMap<String, String> = aws.describe_stack("network").await.expect("describe").expect("exists").outputs.into_iter().collect();
+    format!(
+        "formation: shop\nregion: {REGION}\nvpc: {}\npublic_subnets: [{}, {}]\nprivate_subnets:\n  - {{id: {}, zone: {REGION}a}}\n  - {{id: {}, zone: {REGION}b}}\noutputs_bucket: {BUCKET}\nkeep_releases: 2\n",
+        out["Vpc"], out["Public1"], out["Public2"], out["Private1"], out["Private2"]
+    )
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Compiles the quickstart formation as `number` with the given artifact into a fresh directory.
+fn compile(stage: &str, number: u32, artifact_key: &str, sha: &str) -> Bundle {
+    let app = std::fs::read_to_string(root().join("examples/quickstart/gilliam.yml")).expect("quickstart");
+    let release = format!(
+        r#"{{"number": {number}, "artifact": {{"url": "s3://{BUCKET}/{artifact_key}", "sha256": "{sha}"}}, "runtime_image": "ami-0a1b2c3d4e5f60718", "revision": "rev{number}", "created": "2026-11-22T10:00:00Z"}}"#
+    );
+    let inputs = gilliam_compiler::Inputs {
+        app: gilliam_compiler::Source { name: "gilliam.yml", text: &app },
+        release: gilliam_compiler::Source { name: "release.json", text: &release },
+        stage: gilliam_compiler::Source { name: "stage.yml", text: stage },
+    };
+    let c = gilliam_compiler::compile(&inputs).unwrap_or_else(|e| panic!("{e}"));
+    let dir = root().join(format!("target/test-scratch/story/r{number}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    for (rel, bytes) in &c.files {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, bytes).expect("write");
+    }
+    Bundle::load(&dir).expect("bundle loads")
+}
+
+/// Weight per release number, as the routing stack's rules in moto hold them.
+async fn weights<A: Aws>(aws: &A) -> BTreeMap<u32, u32> {
+    let exports: BTreeMap<String, String> = aws.list_exports().await.expect("exports").into_iter().map(|(n, v)| (v, n)).collect();
+    let rules: Vec<String> = aws
+        .stack_resources("shop-routing-1")
+        .await
+        .expect("resources")
+        .into_iter()
+        .filter(|r| r.2 == "AWS::ElasticLoadBalancingV2::ListenerRule")
+        .map(|r| r.1)
+        .collect();
+    let mut out = BTreeMap::new();
+    for r in aws.describe_rules(&rules).await.expect("rules") {
+        for (tg, w) in r.forward {
+            let name = &exports[&tg];
+            let n: u32 = name.trim_start_matches("shop-r").split('-').next().expect("number").parse().expect("number");
+            let e = out.entry(n).or_insert(w);
+            assert_eq!(*e, w, "rules disagree on release {n}'s weight");
+        }
+    }
+    out
+}
+
+fn opts() -> Options {
+    Options { traffic_auto: true, poll: Duration::from_millis(100), stack_timeout: Duration::from_secs(60), health_timeout: Duration::from_secs(20) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_two_releases_shift_and_converge_again() {
+    let moto = moto::Moto::start();
+    let aws = Counting::new(SdkAws::connect(&Endpoint { url: Some(moto.url.clone()), region: Some(REGION.into()) }).await);
+    let stage = network(&aws).await;
+    let say = |line: &str| eprintln!("{line}");
+
+    // The artifact must be there, with the sha256 the release states.
+    let artifact = b"a tarball".to_vec();
+    let sha = gilliam_materializer::sha256_hex(&artifact);
+    let r1 = compile(&stage, 1, "artifacts/a.tgz", &sha);
+    let err = Converger::new(&aws, &r1, opts(), &say).run().await.expect_err("no artifact yet");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    aws.inner.put_object(BUCKET, "artifacts/a.tgz", b"another tarball".to_vec(), PutCondition::Always).await.expect("upload");
+    let err = Converger::new(&aws, &r1, opts(), &say).run().await.expect_err("wrong artifact");
+    assert!(err.to_string().contains("refusing to create release 1"), "{err}");
+    assert_eq!(aws.inner.describe_stack("shop-r1").await.expect("describe"), None, "no release stack for a bad artifact");
+    aws.inner.put_object(BUCKET, "artifacts/a.tgz", artifact, PutCondition::Always).await.expect("upload");
+
+    let report = Converger::new(&aws, &r1, opts(), &say).run().await.unwrap_or_else(|e| panic!("{e}"));
+    for stack in ["shop", "shop-r1", "shop-routing-1"] {
+        assert_eq!(aws.inner.describe_stack(stack).await.expect("describe").map(|s| s.status), Some("CREATE_COMPLETE".into()), "{stack}");
+    }
+    assert_eq!(weights(&aws).await, BTreeMap::from([(1, 100)]));
+    assert_eq!(report.traffic, vec![(1, 100)]);
+    let published = aws.inner.get_object(BUCKET, "gilliam/shop/releases/1/manifest.json").await.expect("get").expect("published manifest");
+    assert_eq!(published.body, std::fs::read(r1.dir.join("manifest.json")).expect("manifest"));
+
+    // Release 2: created beside release 1, then traffic moves once it is healthy.
+    let r2 = compile(&stage, 2, "artifacts/a.tgz", &sha);
+    Converger::new(&aws, &r2, opts(), &say).run().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(aws.inner.describe_stack("shop-r1").await.expect("describe").map(|s| s.status), Some("CREATE_COMPLETE".into()), "release 1 stays for rollback");
+    assert_eq!(weights(&aws).await, BTreeMap::from([(1, 0), (2, 100)]));
+
+    // The same inputs again: nothing to do, and no mutating call made.
+    aws.reset();
+    let report = Converger::new(&aws, &r2, opts(), &say).run().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.changes, Vec::<String>::new());
+    assert_eq!(aws.mutations(), BTreeMap::new(), "calls: {:?}", aws.calls());
+
+    // A release is immutable: the same number with other content is refused.
+    let changed = compile(&format!("{stage}defaults: {{instance_type: t3.large}}\n"), 2, "artifacts/a.tgz", &sha);
+    let err = Converger::new(&aws, &changed, opts(), &say).run().await.expect_err("immutable");
+    assert!(err.to_string().contains("a release is immutable"), "{err}");
+}
