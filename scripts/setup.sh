@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # Installs what building and testing gilliam needs on a fresh machine, and nothing twice:
-# a virtual environment (.venv) with the pinned Python tools, and the Rust dependencies.
+# a virtual environment (.venv) with the pinned Python tools (cfn-lint; moto, the local AWS
+# the materializer's tests start on 127.0.0.1), and the Rust dependencies.
 # Needs the network (PyPI, crates.io); everything after it runs offline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CFN_LINT_VERSION=1.58.0
+MOTO_VERSION=5.2.5
 
 if ! command -v cargo >/dev/null; then
   echo "setup: cargo is missing: install Rust (https://rustup.rs) first" >&2
   exit 1
 fi
 
-if [ "$(.venv/bin/cfn-lint --version 2>/dev/null)" != "cfn-lint $CFN_LINT_VERSION" ]; then
+have() { .venv/bin/pip show "$1" 2>/dev/null | grep -qx "Version: $2"; }
+if ! have cfn-lint "$CFN_LINT_VERSION" || ! have moto "$MOTO_VERSION"; then
   if ! python3 -m venv .venv 2>/dev/null; then
     # Debian's python3 without ensurepip: the venv module comes as a package.
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -23,9 +26,9 @@ if [ "$(.venv/bin/cfn-lint --version 2>/dev/null)" != "cfn-lint $CFN_LINT_VERSIO
       exit 1
     fi
   fi
-  .venv/bin/pip install -q --disable-pip-version-check "cfn-lint==$CFN_LINT_VERSION"
+  .venv/bin/pip install -q --disable-pip-version-check "cfn-lint==$CFN_LINT_VERSION" "moto[server]==$MOTO_VERSION"
 fi
-echo "setup: $(.venv/bin/cfn-lint --version) in .venv"
+echo "setup: $(.venv/bin/cfn-lint --version), moto $MOTO_VERSION in .venv"
 
 cargo fetch --locked -q
 cargo build --locked -q --workspace --all-targets

@@ -4,8 +4,8 @@
 # needs no network (CI runs it in a namespace with only loopback).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x .venv/bin/cfn-lint ] || scripts/setup.sh
-export CFN_LINT="$PWD/.venv/bin/cfn-lint"
+[ -x .venv/bin/cfn-lint ] && [ -x .venv/bin/moto_server ] || scripts/setup.sh
+export CFN_LINT="$PWD/.venv/bin/cfn-lint" MOTO_SERVER="$PWD/.venv/bin/moto_server"
 # Snapshots are compared, never rewritten, here: review changes with INSTA_UPDATE=always locally.
 export INSTA_UPDATE=no
 # Tests never reach AWS: no credentials to find, no instance metadata to ask.

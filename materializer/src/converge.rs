@@ -6,6 +6,7 @@
 
 use crate::aws::{Aws, AwsError, AwsResult, PutCondition, StackRequest, TemplateSource};
 use crate::bundle::{Bundle, BundleError};
+use crate::plan::{Action, Observed, Plan, Share, PLAN_VERSION};
 use gilliam_compiler::manifest::{Manifest, StackEntry, StackRole};
 use gilliam_compiler::TrafficShare;
 use std::collections::{BTreeMap, BTreeSet};
@@ -49,6 +50,13 @@ pub enum Error {
     /// A release stack exists with other content: releases are immutable.
     Immutable(String),
     Compile(String),
+    /// A stack is in the middle of an operation started elsewhere.
+    Busy {
+        stack: String,
+        status: String,
+    },
+    /// A saved plan no longer matches AWS, or was made from another bundle.
+    Stale(String),
 }
 
 impl std::fmt::Display for Error {
@@ -61,6 +69,8 @@ impl std::fmt::Display for Error {
             Error::Immutable(stack) => {
                 write!(f, "stack {stack} exists with a different template: a release is immutable, compile a new release number instead")
             }
+            Error::Busy { stack, status } => write!(f, "stack {stack} is {status}: another operation is running on it; wait for it to finish, then plan again"),
+            Error::Stale(why) => write!(f, "the plan is stale: {why}; plan again"),
         }
     }
 }
@@ -144,68 +154,255 @@ impl<'a, A: Aws> Converger<'a, A> {
         &self.bundle.manifest
     }
 
+    fn manifest_bytes(&self) -> Result<Vec<u8>, Error> {
+        std::fs::read(self.bundle.dir.join("manifest.json")).map_err(|e| Error::Bundle(BundleError(format!("manifest.json: {e}"))))
+    }
+
+    /// Plans, then applies at once.
     pub async fn run(&self) -> Result<Report, Error> {
-        let mut report = Report::default();
+        let plan = self.plan().await?;
+        self.apply_unchecked(&plan).await
+    }
+
+    /// Applies a saved plan after checking that AWS still looks as it did when it was made.
+    pub async fn apply(&self, plan: &Plan) -> Result<Report, Error> {
+        let ours = crate::sha256_hex(&self.manifest_bytes()?);
+        if plan.manifest_sha256 != ours || plan.formation != self.m().formation.name || plan.release != self.m().release.number {
+            return Err(Error::Stale(format!("it was made from another compile (formation {}, release {})", plan.formation, plan.release)));
+        }
+        let fresh = self.plan().await?;
+        if fresh.observed_sha256 != plan.observed_sha256 {
+            return Err(Error::Stale(plan.observed.first_difference(&fresh.observed).unwrap_or_else(|| "the observed state changed".into())));
+        }
+        self.apply_unchecked(plan).await
+    }
+
+    /// Observes AWS and decides what to do. Reads only: no mutating call.
+    pub async fn plan(&self) -> Result<Plan, Error> {
         let m = self.m();
         let bucket = m.formation.outputs_bucket.clone();
-        if !retry("look for the bucket", || self.aws.bucket_exists(&bucket)).await? {
-            retry("create the bucket", || self.aws.create_secure_bucket(&bucket, &m.formation.region)).await?;
-            report.changes.push(format!("+ bucket {bucket} (versioned, encrypted, public access blocked)"));
+        let mut observed = Observed { bucket_exists: retry("look for the bucket", || self.aws.bucket_exists(&bucket)).await?, ..Observed::default() };
+        let mut actions = Vec::new();
+        if !observed.bucket_exists {
+            actions.push(Action::CreateBucket { bucket: bucket.clone() });
         }
         self.check_artifact().await?;
-        self.upload(&mut report).await?;
 
-        let formation: Vec<&StackEntry> = m.stacks.iter().filter(|s| s.role == StackRole::Formation).collect();
-        for s in formation {
-            self.converge_stack(s, self.request(s)?, false, &mut report).await?;
+        let mut files: Vec<(&str, &str, &str)> = m.stacks.iter().map(|s| (s.template.as_str(), s.s3_key.as_str(), s.sha256.as_str())).collect();
+        files.extend(m.uploads.iter().map(|u| (u.path.as_str(), u.s3_key.as_str(), u.sha256.as_str())));
+        for (path, key, sha) in files {
+            let seen = self.object_sha(&bucket, key, observed.bucket_exists).await?;
+            if seen.as_deref() != Some(sha) {
+                actions.push(Action::Upload { path: path.into(), key: key.into(), sha256: sha.into() });
+            }
+            observed.objects.insert(key.to_string(), seen);
         }
-        let releases: Vec<&StackEntry> = m.stacks.iter().filter(|s| s.role == StackRole::Release).collect();
-        let mut futs = Vec::new();
-        for s in &releases {
-            futs.push(async move {
-                let mut r = Report::default();
-                self.converge_stack(s, self.request(s)?, true, &mut r).await.map(|()| r)
-            });
-        }
-        for r in futures_util::future::join_all(futs).await {
-            report.changes.extend(r?.changes);
+
+        for s in m.stacks.iter().filter(|s| s.role != StackRole::Routing) {
+            let want = canonical_sha(self.bundle.file(&s.template)?);
+            let seen = self.stack_snapshot(&s.name).await?;
+            match &seen {
+                None => actions.push(Action::CreateStack { stack: s.name.clone(), template_sha256: want }),
+                Some((status, _)) if status.ends_with("_IN_PROGRESS") => return Err(Error::Busy { stack: s.name.clone(), status: status.clone() }),
+                Some((status, _)) if status == "ROLLBACK_COMPLETE" || status == "ROLLBACK_FAILED" => {
+                    actions.push(Action::ReplaceFailedStack { stack: s.name.clone(), status: status.clone() });
+                }
+                Some((status, have)) => {
+                    let differs = *have != want;
+                    if differs && s.role == StackRole::Release {
+                        return Err(Error::Immutable(s.name.clone()));
+                    }
+                    if status == "UPDATE_ROLLBACK_FAILED" {
+                        actions.push(Action::ContinueRollback { stack: s.name.clone() });
+                    }
+                    if differs {
+                        actions.push(Action::UpdateStack { stack: s.name.clone(), template_sha256: want });
+                    }
+                }
+            }
+            observed.stacks.insert(s.name.clone(), seen);
         }
 
         // Traffic: what ELBv2 holds now, plus this release (at weight 0 until it is healthy).
-        let observed = crate::observe::traffic(self.aws, m).await?;
+        let traffic = crate::observe::traffic(self.aws, m).await?;
+        observed.weights = traffic.releases.iter().map(|(n, l)| (*n, l.weight)).collect();
         let number = m.release.number;
-        let mut shares = observed.shares(m);
-        let serving = shares.iter().any(|s| s.weight > 0 && s.release != number);
+        let mut shares = traffic.shares(m);
         if !shares.iter().any(|s| s.release == number) {
-            shares.push(observed.share_for_new(m, 0));
+            shares.push(traffic.share_for_new(m, 0));
         }
+        let serving = shares.iter().any(|s| s.weight > 0 && s.release != number);
         if !serving {
             // Nothing serves yet: the new release takes the traffic from the start.
             for s in &mut shares {
-                s.weight = u32::from(s.release == number) * 100;
+                s.weight = if s.release == number { 100 } else { 0 };
             }
         }
-        self.converge_routing(&shares, &mut report).await?;
-        let current_new = shares.iter().find(|s| s.release == number).map_or(0, |s| s.weight);
-        if self.opts.traffic_auto && serving && current_new == 0 {
-            self.wait_healthy().await?;
-            for s in &mut shares {
-                s.weight = u32::from(s.release == number) * 100;
+        let rendered = self.render_routing(&shares)?;
+        for (stack, body) in &rendered {
+            let seen = self.stack_snapshot(stack).await?;
+            let want = canonical_sha(body);
+            match &seen {
+                Some((status, _)) if status.ends_with("_IN_PROGRESS") => return Err(Error::Busy { stack: stack.clone(), status: status.clone() }),
+                Some((_, have)) if *have == want => {}
+                _ => actions.push(Action::Routing { stack: stack.clone(), create: seen.is_none(), shares: to_plan(&shares), template_sha256: want }),
             }
-            self.converge_routing(&shares, &mut report).await?;
-            report.changes.push(format!("~ traffic: all to release {number}"));
+            observed.stacks.insert(stack.clone(), seen);
         }
-        report.traffic = shares.iter().map(|s| (s.release, s.weight)).collect();
-        report.traffic.sort();
+        let new_weight = shares.iter().find(|s| s.release == number).map_or(0, |s| s.weight);
+        if self.opts.traffic_auto && serving && new_weight == 0 {
+            let mut shifted = shares.clone();
+            for s in &mut shifted {
+                s.weight = if s.release == number { 100 } else { 0 };
+            }
+            actions.push(Action::ShiftWhenHealthy { release: number, shares: to_plan(&shifted) });
+        }
 
-        // Published outputs: the manifest of this release, and the formation's latest.
+        let manifest = self.manifest_bytes()?;
+        let sha = crate::sha256_hex(&manifest);
         for key in [format!("{}releases/{number}/manifest.json", m.formation.s3_prefix), format!("{}manifest.json", m.formation.s3_prefix)] {
-            let body = std::fs::read(self.bundle.dir.join("manifest.json")).map_err(|e| Error::Bundle(BundleError(format!("manifest.json: {e}"))))?;
-            if self.put_if_changed(&bucket, &key, body).await? {
-                report.changes.push(format!("~ published s3://{bucket}/{key}"));
+            let seen = self.object_sha(&bucket, &key, observed.bucket_exists).await?;
+            if seen.as_deref() != Some(sha.as_str()) {
+                actions.push(Action::Publish { key: key.clone(), sha256: sha.clone() });
             }
+            observed.objects.insert(key, seen);
         }
+        Ok(Plan {
+            plan_version: PLAN_VERSION,
+            formation: m.formation.name.clone(),
+            release: number,
+            manifest_sha256: sha,
+            observed_sha256: observed.sha256(),
+            observed,
+            actions,
+        })
+    }
+
+    async fn object_sha(&self, bucket: &str, key: &str, bucket_exists: bool) -> Result<Option<String>, Error> {
+        if !bucket_exists {
+            return Ok(None);
+        }
+        Ok(retry("look for an object", || self.aws.head_object(bucket, key)).await?.and_then(|h| h.sha256))
+    }
+
+    async fn stack_snapshot(&self, name: &str) -> Result<Option<(String, String)>, Error> {
+        let Some(st) = retry("describe stack", || self.aws.describe_stack(name)).await? else { return Ok(None) };
+        let template = if st.status.ends_with("_IN_PROGRESS") || st.status == "ROLLBACK_COMPLETE" {
+            String::new()
+        } else {
+            canonical_sha(retry("read the deployed template", || self.aws.get_template(name)).await?.as_bytes())
+        };
+        Ok(Some((st.status, template)))
+    }
+
+    /// Performs the plan's actions, in order; release stacks are created concurrently.
+    pub async fn apply_unchecked(&self, plan: &Plan) -> Result<Report, Error> {
+        let mut report = Report::default();
+        let m = self.m();
+        let bucket = &m.formation.outputs_bucket;
+        let mut i = 0;
+        while i < plan.actions.len() {
+            // A run of creations of release stacks: independent, so all at once.
+            let run: Vec<&StackEntry> = plan.actions[i..]
+                .iter()
+                .map_while(|a| match a {
+                    Action::CreateStack { stack, .. } => m.stacks.iter().find(|s| &s.name == stack && s.role == StackRole::Release),
+                    _ => None,
+                })
+                .collect();
+            if run.len() > 1 {
+                let futs = run.iter().map(|s| async move {
+                    let mut r = Report::default();
+                    self.create(&self.request(s)?, &mut r).await.map(|()| r)
+                });
+                for r in futures_util::future::join_all(futs).await {
+                    report.changes.extend(r?.changes);
+                }
+                i += run.len();
+                continue;
+            }
+            match &plan.actions[i] {
+                Action::CreateBucket { bucket } => {
+                    retry("create the bucket", || self.aws.create_secure_bucket(bucket, &m.formation.region)).await?;
+                    report.changes.push(format!("+ bucket {bucket}"));
+                }
+                Action::Upload { path, key, .. } => {
+                    let body = self.bundle.file(path)?.to_vec();
+                    retry("upload", || self.aws.put_object(bucket, key, body.clone(), PutCondition::Always)).await?;
+                    report.changes.push(format!("+ s3://{bucket}/{key}"));
+                }
+                Action::ReplaceFailedStack { stack, status } => {
+                    (self.say)(&format!("stack {stack}: {status} from an earlier failed create; deleting it"));
+                    retry("delete stack", || self.aws.delete_stack(stack)).await?;
+                    self.wait(stack, false).await?;
+                    self.create(&self.request(self.entry(stack)?)?, &mut report).await?;
+                }
+                Action::ContinueRollback { stack } => {
+                    (self.say)(&format!("stack {stack}: continuing its failed rollback"));
+                    retry("continue update rollback", || self.aws.continue_update_rollback(stack)).await?;
+                    self.wait(stack, false).await?;
+                }
+                Action::CreateStack { stack, .. } => self.create(&self.request(self.entry(stack)?)?, &mut report).await?,
+                Action::UpdateStack { stack, .. } => self.update(&self.request(self.entry(stack)?)?, &mut report).await?,
+                Action::Routing { stack, shares, template_sha256, .. } => self.routing(stack, shares, template_sha256, &mut report).await?,
+                Action::ShiftWhenHealthy { release, shares } => {
+                    self.wait_healthy().await?;
+                    let rendered = self.render_routing(&from_plan(shares, m))?;
+                    for (stack, body) in &rendered {
+                        self.routing(stack, shares, &canonical_sha(body), &mut report).await?;
+                    }
+                    report.changes.push(format!("~ traffic: all to release {release}"));
+                }
+                Action::Publish { key, .. } => {
+                    let body = self.manifest_bytes()?;
+                    retry("publish", || self.aws.put_object(bucket, key, body.clone(), PutCondition::Always)).await?;
+                    report.changes.push(format!("~ published s3://{bucket}/{key}"));
+                }
+            }
+            i += 1;
+        }
+        let last_shares = plan.actions.iter().rev().find_map(|a| match a {
+            Action::Routing { shares, .. } | Action::ShiftWhenHealthy { shares, .. } => Some(shares.clone()),
+            _ => None,
+        });
+        report.traffic = match last_shares {
+            Some(s) => s.iter().map(|s| (s.release, s.weight)).collect(),
+            None => plan.observed.weights.iter().map(|(n, w)| (*n, w.unwrap_or(0))).collect(),
+        };
+        report.traffic.sort();
         Ok(report)
+    }
+
+    fn entry(&self, stack: &str) -> Result<&StackEntry, Error> {
+        self.m()
+            .stacks
+            .iter()
+            .find(|s| s.name == stack)
+            .ok_or_else(|| Error::Bundle(BundleError(format!("the plan names stack {stack}, which this compile does not have"))))
+    }
+
+    async fn routing(&self, stack: &str, shares: &[Share], template_sha256: &str, report: &mut Report) -> Result<(), Error> {
+        let rendered = self.render_routing(&from_plan(shares, self.m()))?;
+        let body = rendered.get(stack).ok_or_else(|| Error::Compile(format!("routing stack {stack} is not in this compile")))?;
+        if canonical_sha(body) != template_sha256 {
+            return Err(Error::Compile(format!("routing stack {stack} rendered differently than when planned: plan again")));
+        }
+        let entry = self.entry(stack)?.clone();
+        if body.len() > gilliam_compiler::cfn::MAX_INLINE_BYTES {
+            let key = format!("{}.traffic-{}", entry.s3_key, crate::sha256_hex(body));
+            retry("upload", || self.aws.put_object(&self.m().formation.outputs_bucket, &key, body.clone(), PutCondition::Always)).await?;
+        }
+        let text = String::from_utf8(body.clone()).map_err(|_| Error::Compile("routing template is not UTF-8".into()))?;
+        let mut req = self.request_for(&entry, text);
+        if let TemplateSource::Url(_) = req.template {
+            req.template = TemplateSource::Url(template_url(self.m(), &format!("{}.traffic-{}", entry.s3_key, crate::sha256_hex(body))));
+        }
+        if retry("describe stack", || self.aws.describe_stack(stack)).await?.is_some() {
+            (self.say)(&format!("stack {stack}: updating routes and weights"));
+            self.update(&req, report).await
+        } else {
+            self.create(&req, report).await
+        }
     }
 
     async fn check_artifact(&self) -> Result<(), Error> {
@@ -233,31 +430,6 @@ impl<'a, A: Aws> Converger<'a, A> {
         Ok(())
     }
 
-    /// Writes an object unless it is already there with the same sha256. Returns whether it wrote.
-    async fn put_if_changed(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<bool, Error> {
-        let sha = crate::sha256_hex(&body);
-        let head = retry("look for an upload", || self.aws.head_object(bucket, key)).await?;
-        if head.and_then(|h| h.sha256).as_deref() == Some(sha.as_str()) {
-            return Ok(false);
-        }
-        retry("upload", || self.aws.put_object(bucket, key, body.clone(), PutCondition::Always)).await?;
-        Ok(true)
-    }
-
-    async fn upload(&self, report: &mut Report) -> Result<(), Error> {
-        let m = self.m();
-        let bucket = &m.formation.outputs_bucket;
-        let mut items: Vec<(&str, &str)> = m.stacks.iter().map(|s| (s.template.as_str(), s.s3_key.as_str())).collect();
-        items.extend(m.uploads.iter().map(|u| (u.path.as_str(), u.s3_key.as_str())));
-        for (path, key) in items {
-            let body = self.bundle.file(path)?.to_vec();
-            if self.put_if_changed(bucket, key, body).await? {
-                report.changes.push(format!("+ s3://{bucket}/{key}"));
-            }
-        }
-        Ok(())
-    }
-
     fn request(&self, s: &StackEntry) -> Result<StackRequest, Error> {
         let body =
             String::from_utf8(self.bundle.file(&s.template)?.to_vec()).map_err(|_| Error::Bundle(BundleError(format!("{} is not UTF-8", s.template))))?;
@@ -275,37 +447,6 @@ impl<'a, A: Aws> Converger<'a, A> {
         StackRequest { name: s.name.clone(), template, capabilities: s.capabilities.clone(), tags }
     }
 
-    /// Creates the stack, or updates it when its template differs. An immutable stack (a
-    /// release's) that differs is refused instead.
-    async fn converge_stack(&self, s: &StackEntry, req: StackRequest, immutable: bool, report: &mut Report) -> Result<(), Error> {
-        let name = &s.name;
-        let mut current = retry("describe stack", || self.aws.describe_stack(name)).await?;
-        if let Some(st) = &current {
-            if st.status.ends_with("_IN_PROGRESS") {
-                (self.say)(&format!("stack {name}: {} (waiting for it to settle)", st.status));
-                let status = self.wait(name, false).await?;
-                current = retry("describe stack", || self.aws.describe_stack(name)).await?.filter(|_| status != "DELETE_COMPLETE");
-            }
-        }
-        match current.map(|s| s.status) {
-            Some(status) if status == "ROLLBACK_COMPLETE" || status == "ROLLBACK_FAILED" => {
-                // A create that failed: the stack holds nothing; delete it and create anew.
-                (self.say)(&format!("stack {name}: {status} from an earlier failed create; deleting it"));
-                retry("delete stack", || self.aws.delete_stack(name)).await?;
-                self.wait(name, false).await?;
-                self.create(&req, report).await
-            }
-            Some(status) if status == "UPDATE_ROLLBACK_FAILED" => {
-                (self.say)(&format!("stack {name}: UPDATE_ROLLBACK_FAILED; continuing the rollback"));
-                retry("continue update rollback", || self.aws.continue_update_rollback(name)).await?;
-                self.wait(name, true).await?;
-                self.update(s, &req, immutable, report).await
-            }
-            Some(_) => self.update(s, &req, immutable, report).await,
-            None => self.create(&req, report).await,
-        }
-    }
-
     async fn create(&self, req: &StackRequest, report: &mut Report) -> Result<(), Error> {
         (self.say)(&format!("stack {}: creating", req.name));
         retry("create stack", || self.aws.create_stack(req)).await?;
@@ -314,23 +455,15 @@ impl<'a, A: Aws> Converger<'a, A> {
         Ok(())
     }
 
-    async fn update(&self, s: &StackEntry, req: &StackRequest, immutable: bool, report: &mut Report) -> Result<(), Error> {
-        let deployed = retry("read the deployed template", || self.aws.get_template(&s.name)).await?;
-        let wanted = self.bundle.file(&s.template)?;
-        if same_json(deployed.as_bytes(), wanted) {
-            return Ok(());
-        }
-        if immutable {
-            return Err(Error::Immutable(s.name.clone()));
-        }
-        (self.say)(&format!("stack {}: updating", s.name));
+    async fn update(&self, req: &StackRequest, report: &mut Report) -> Result<(), Error> {
+        (self.say)(&format!("stack {}: updating", req.name));
         match retry("update stack", || self.aws.update_stack(req)).await {
             Ok(()) => {}
             Err(Error::Aws { err: AwsError::NoUpdates, .. }) => return Ok(()),
             Err(e) => return Err(e),
         }
-        let status = self.wait(&s.name, true).await?;
-        report.changes.push(format!("~ stack {} ({status})", s.name));
+        let status = self.wait(&req.name, true).await?;
+        report.changes.push(format!("~ stack {} ({status})", req.name));
         Ok(())
     }
 
@@ -377,8 +510,8 @@ impl<'a, A: Aws> Converger<'a, A> {
         }
     }
 
-    /// Renders the routing stacks for `shares` with the compiler and converges them.
-    async fn converge_routing(&self, shares: &[TrafficShare], report: &mut Report) -> Result<(), Error> {
+    /// Renders the routing stacks for these shares with the compiler: stack name to template.
+    fn render_routing(&self, shares: &[TrafficShare]) -> Result<BTreeMap<String, Vec<u8>>, Error> {
         let [app, rel, stage] = self.bundle.inputs()?;
         let inputs = gilliam_compiler::Inputs {
             app: gilliam_compiler::Source { name: "gilliam.yml", text: &app },
@@ -387,37 +520,13 @@ impl<'a, A: Aws> Converger<'a, A> {
         };
         let compiled = gilliam_compiler::compile_with(&inputs, &gilliam_compiler::Options { traffic: Some(shares.to_vec()), workers: 2 })
             .map_err(|e| Error::Compile(format!("re-rendering routing for the observed traffic: {e}")))?;
-        for s in compiled.manifest.stacks.iter().filter(|s| s.role == StackRole::Routing) {
-            let body = compiled.files.get(&s.template).cloned().unwrap_or_default();
-            if body.len() > gilliam_compiler::cfn::MAX_INLINE_BYTES {
-                let key = format!("{}.traffic-{}", s.s3_key, crate::sha256_hex(&body));
-                self.put_if_changed(&self.m().formation.outputs_bucket, &key, body.clone()).await?;
-            }
-            let body = String::from_utf8(body).map_err(|_| Error::Compile("routing template is not UTF-8".into()))?;
-            let req = self.request_for(s, body.clone());
-            let exists = retry("describe stack", || self.aws.describe_stack(&s.name)).await?.is_some();
-            if exists {
-                let deployed = retry("read the deployed template", || self.aws.get_template(&s.name)).await?;
-                if same_json(deployed.as_bytes(), body.as_bytes()) {
-                    continue;
-                }
-            }
-            let entry = StackEntry { template: String::new(), ..s.clone() };
-            if exists {
-                (self.say)(&format!("stack {}: updating routes and weights", s.name));
-                match retry("update stack", || self.aws.update_stack(&req)).await {
-                    Ok(()) => {
-                        let status = self.wait(&entry.name, true).await?;
-                        report.changes.push(format!("~ stack {} ({status})", s.name));
-                    }
-                    Err(Error::Aws { err: AwsError::NoUpdates, .. }) => {}
-                    Err(e) => return Err(e),
-                }
-            } else {
-                self.create(&req, report).await?;
-            }
-        }
-        Ok(())
+        Ok(compiled
+            .manifest
+            .stacks
+            .iter()
+            .filter(|s| s.role == StackRole::Routing)
+            .map(|s| (s.name.clone(), compiled.files.get(&s.template).cloned().unwrap_or_default()))
+            .collect())
     }
 
     /// Waits until every HTTP service of the new release has its desired count of healthy
@@ -456,10 +565,28 @@ impl<'a, A: Aws> Converger<'a, A> {
     }
 }
 
-/// Two template texts mean the same (CloudFormation may hand back other whitespace).
-fn same_json(a: &[u8], b: &[u8]) -> bool {
-    match (serde_json::from_slice::<serde_json::Value>(a), serde_json::from_slice::<serde_json::Value>(b)) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => a == b,
+/// sha256 of a template's canonical form (parsed and re-serialized with sorted keys), so that
+/// CloudFormation's whitespace never reads as a change.
+fn canonical_sha(bytes: &[u8]) -> String {
+    match serde_json::from_slice::<serde_json::Value>(bytes) {
+        Ok(v) => crate::sha256_hex(&serde_json::to_vec(&v).unwrap_or_default()),
+        Err(_) => crate::sha256_hex(bytes),
     }
+}
+
+fn to_plan(shares: &[TrafficShare]) -> Vec<Share> {
+    shares.iter().map(|s| Share { release: s.release, weight: s.weight, internal: s.internal.clone(), public: s.public.clone() }).collect()
+}
+
+fn from_plan(shares: &[Share], m: &Manifest) -> Vec<TrafficShare> {
+    shares
+        .iter()
+        .map(|s| TrafficShare {
+            release: s.release,
+            weight: s.weight,
+            routing_groups: m.formation.routing_groups,
+            internal: s.internal.clone(),
+            public: s.public.clone(),
+        })
+        .collect()
 }

@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod converge;
 pub mod counting;
 pub mod observe;
+pub mod plan;
 pub mod sdk;
 
 /// Lowercase hex sha256 of `bytes`, as the manifest records them.

@@ -15,6 +15,9 @@ use std::time::Duration;
 
 const REGION: &str = "eu-west-1";
 const BUCKET: &str = "gilliam-story";
+/// Artifacts live in a bucket of their own here, so that the converge's bootstrap of BUCKET is
+/// exercised too.
+const ARTIFACTS: &str = "gilliam-story-artifacts";
 
 /// A VPC with two public and two private subnets, made through CloudFormation (the seam has no
 /// EC2 calls of its own); returns the stage file for it.
@@ -45,7 +48,7 @@ fn root() -> PathBuf {
 fn compile(stage: &str, number: u32, artifact_key: &str, sha: &str) -> Bundle {
     let app = std::fs::read_to_string(root().join("examples/quickstart/gilliam.yml")).expect("quickstart");
     let release = format!(
-        r#"{{"number": {number}, "artifact": {{"url": "s3://{BUCKET}/{artifact_key}", "sha256": "{sha}"}}, "runtime_image": "ami-0a1b2c3d4e5f60718", "revision": "rev{number}", "created": "2026-11-22T10:00:00Z"}}"#
+        r#"{{"number": {number}, "artifact": {{"url": "s3://{ARTIFACTS}/{artifact_key}", "sha256": "{sha}"}}, "runtime_image": "ami-0a1b2c3d4e5f60718", "revision": "rev{number}", "created": "2026-11-22T10:00:00Z"}}"#
     );
     let inputs = gilliam_compiler::Inputs {
         app: gilliam_compiler::Source { name: "gilliam.yml", text: &app },
@@ -103,11 +106,12 @@ async fn deploy_two_releases_shift_and_converge_again() {
     let r1 = compile(&stage, 1, "artifacts/a.tgz", &sha);
     let err = Converger::new(&aws, &r1, opts(), &say).run().await.expect_err("no artifact yet");
     assert!(err.to_string().contains("does not exist"), "{err}");
-    aws.inner.put_object(BUCKET, "artifacts/a.tgz", b"another tarball".to_vec(), PutCondition::Always).await.expect("upload");
+    aws.inner.create_secure_bucket(ARTIFACTS, REGION).await.expect("artifact bucket");
+    aws.inner.put_object(ARTIFACTS, "artifacts/a.tgz", b"another tarball".to_vec(), PutCondition::Always).await.expect("upload");
     let err = Converger::new(&aws, &r1, opts(), &say).run().await.expect_err("wrong artifact");
     assert!(err.to_string().contains("refusing to create release 1"), "{err}");
     assert_eq!(aws.inner.describe_stack("shop-r1").await.expect("describe"), None, "no release stack for a bad artifact");
-    aws.inner.put_object(BUCKET, "artifacts/a.tgz", artifact, PutCondition::Always).await.expect("upload");
+    aws.inner.put_object(ARTIFACTS, "artifacts/a.tgz", artifact, PutCondition::Always).await.expect("upload");
 
     let report = Converger::new(&aws, &r1, opts(), &say).run().await.unwrap_or_else(|e| panic!("{e}"));
     for stack in ["shop", "shop-r1", "shop-routing-1"] {
@@ -129,6 +133,41 @@ async fn deploy_two_releases_shift_and_converge_again() {
     let report = Converger::new(&aws, &r2, opts(), &say).run().await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report.changes, Vec::<String>::new());
     assert_eq!(aws.mutations(), BTreeMap::new(), "calls: {:?}", aws.calls());
+
+    // Planning only reads; an up-to-date formation plans nothing.
+    aws.reset();
+    let plan = Converger::new(&aws, &r2, opts(), &say).plan().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(plan.is_empty(), "{}", plan.render());
+    assert!(plan.render().contains("no changes"));
+    assert_eq!(aws.mutations(), BTreeMap::new());
+
+    // A saved plan for release 3, made stale by a traffic change behind its back, is refused.
+    let r3 = compile(&stage, 3, "artifacts/a.tgz", &sha);
+    let saved = Converger::new(&aws, &r3, opts(), &say).plan().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(saved.render().contains("+ stack shop-r3"), "{}", saved.render());
+    let plan = gilliam_materializer::plan::Plan::from_json(&saved.to_json()).expect("round trip");
+    assert_eq!(plan, saved);
+    let rules: Vec<String> = aws
+        .inner
+        .stack_resources("shop-routing-1")
+        .await
+        .expect("resources")
+        .into_iter()
+        .filter(|r| r.2 == "AWS::ElasticLoadBalancingV2::ListenerRule")
+        .map(|r| r.1)
+        .collect();
+    let rule = aws.inner.describe_rules(&rules[..1]).await.expect("rules").remove(0);
+    let flipped: Vec<(String, u32)> = rule.forward.iter().map(|(tg, w)| (tg.clone(), 100 - *w)).collect();
+    aws.inner.set_rule_weights(&rule.arn, &flipped).await.expect("flip one rule");
+    aws.reset();
+    let err = Converger::new(&aws, &r3, opts(), &say).apply(&plan).await.expect_err("stale");
+    assert!(err.to_string().contains("traffic weights changed"), "{err}");
+    assert_eq!(aws.mutations(), BTreeMap::new(), "a refused plan changes nothing");
+    assert_eq!(aws.inner.describe_stack("shop-r3").await.expect("describe"), None);
+    aws.inner.set_rule_weights(&rule.arn, &rule.forward).await.expect("flip back");
+    let plan = Converger::new(&aws, &r3, opts(), &say).plan().await.unwrap_or_else(|e| panic!("{e}"));
+    Converger::new(&aws, &r3, opts(), &say).apply(&plan).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(weights(&aws).await, BTreeMap::from([(1, 0), (2, 0), (3, 100)]));
 
     // A release is immutable: the same number with other content is refused.
     let changed = compile(&format!("{stage}defaults: {{instance_type: t3.large}}\n"), 2, "artifacts/a.tgz", &sha);

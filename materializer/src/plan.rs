@@ -1,0 +1,174 @@
+//! The plan: what a converge will do, as data that can be printed for people, saved as
+//! versioned JSON and applied later. It records a snapshot of everything it observed and the
+//! snapshot's sha256; applying a saved plan re-observes and refuses when anything differs.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+/// Bumped when an older gilliam would misread a plan.
+pub const PLAN_VERSION: u32 = 1;
+
+/// One live release's traffic share, as planned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Share {
+    pub release: u32,
+    pub weight: u32,
+    pub internal: BTreeSet<String>,
+    pub public: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Create the outputs bucket: versioned, encrypted, public access blocked.
+    CreateBucket {
+        bucket: String,
+    },
+    /// Upload a bundle file (template, runtime document) to the bucket.
+    Upload {
+        path: String,
+        key: String,
+        sha256: String,
+    },
+    /// Delete a stack left by a failed create (ROLLBACK_COMPLETE), then create it.
+    ReplaceFailedStack {
+        stack: String,
+        status: String,
+    },
+    /// Finish a rollback that failed (UPDATE_ROLLBACK_FAILED) before updating.
+    ContinueRollback {
+        stack: String,
+    },
+    CreateStack {
+        stack: String,
+        template_sha256: String,
+    },
+    UpdateStack {
+        stack: String,
+        template_sha256: String,
+    },
+    /// Create or update a routing stack rendered for these weights.
+    Routing {
+        stack: String,
+        create: bool,
+        shares: Vec<Share>,
+        template_sha256: String,
+    },
+    /// Once the release's target groups are healthy, render routing with these weights.
+    ShiftWhenHealthy {
+        release: u32,
+        shares: Vec<Share>,
+    },
+    /// Publish the bundle's manifest at this key.
+    Publish {
+        key: String,
+        sha256: String,
+    },
+}
+
+/// What planning observed: the plan is valid while all of it still holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observed {
+    pub bucket_exists: bool,
+    /// Object key to the sha256 gilliam recorded on it (`None`: absent or not gilliam's).
+    pub objects: BTreeMap<String, Option<String>>,
+    /// Stack name to (status, sha256 of its canonical template); absent stacks are `None`.
+    pub stacks: BTreeMap<String, Option<(String, String)>>,
+    /// Release to the weight ELBv2's rules give it (`None`: no rule names it).
+    pub weights: BTreeMap<u32, Option<u32>>,
+}
+
+impl Observed {
+    pub fn sha256(&self) -> String {
+        crate::sha256_hex(&serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    /// The first difference between what a plan saw and what is there now, for the refusal.
+    pub fn first_difference(&self, now: &Observed) -> Option<String> {
+        if self.bucket_exists != now.bucket_exists {
+            return Some(format!("the bucket {}", if now.bucket_exists { "now exists" } else { "is gone" }));
+        }
+        for (k, v) in &self.objects {
+            if now.objects.get(k) != Some(v) {
+                return Some(format!("object {k} changed"));
+            }
+        }
+        for (k, v) in &self.stacks {
+            match (v, now.stacks.get(k).cloned().flatten()) {
+                (a, b) if a.as_ref() == b.as_ref() => {}
+                (_, Some((status, _))) => return Some(format!("stack {k} changed (now {status})")),
+                (_, None) => return Some(format!("stack {k} is gone")),
+            }
+        }
+        if self.weights != now.weights {
+            return Some(format!("traffic weights changed (planned on {:?}, now {:?})", self.weights, now.weights));
+        }
+        (self != now).then(|| "the observed state changed".to_string())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    pub plan_version: u32,
+    pub formation: String,
+    pub release: u32,
+    /// The bundle this plan was made from; applying it with another bundle is refused.
+    pub manifest_sha256: String,
+    pub observed: Observed,
+    pub observed_sha256: String,
+    pub actions: Vec<Action>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+
+    /// Reads a saved plan, refusing other versions and anything malformed.
+    pub fn from_json(bytes: &[u8]) -> Result<Plan, String> {
+        let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| format!("not a gilliam plan (JSON: {e})"))?;
+        match v.get("plan_version").and_then(serde_json::Value::as_u64) {
+            Some(n) if n == u64::from(PLAN_VERSION) => {}
+            other => return Err(format!("plan_version {other:?}; this gilliam applies version {PLAN_VERSION}: plan again")),
+        }
+        let p: Plan = serde_json::from_value(v).map_err(|e| format!("not a gilliam plan: {e}"))?;
+        if p.observed.sha256() != p.observed_sha256 {
+            return Err("the plan's observed state does not match its digest: the file was edited; plan again".into());
+        }
+        Ok(p)
+    }
+
+    /// The plan for people: `+` create, `~` change, `-` delete.
+    pub fn render(&self) -> String {
+        let mut out = format!("plan for formation {}, release {}:\n", self.formation, self.release);
+        if self.actions.is_empty() {
+            out.push_str("  no changes: AWS already holds this release\n");
+            return out;
+        }
+        let weights = |shares: &[Share]| shares.iter().map(|s| format!("{}={}", s.release, s.weight)).collect::<Vec<_>>().join(" ");
+        for a in &self.actions {
+            let _ = match a {
+                Action::CreateBucket { bucket } => writeln!(out, "  + bucket {bucket} (versioned, encrypted, public access blocked)"),
+                Action::Upload { key, .. } => writeln!(out, "  + upload {key}"),
+                Action::ReplaceFailedStack { stack, status } => writeln!(out, "  - stack {stack} ({status} from a failed create), then + create it"),
+                Action::ContinueRollback { stack } => writeln!(out, "  ~ stack {stack}: continue its failed rollback"),
+                Action::CreateStack { stack, .. } => writeln!(out, "  + stack {stack}"),
+                Action::UpdateStack { stack, .. } => writeln!(out, "  ~ stack {stack}"),
+                Action::Routing { stack, create, shares, .. } => {
+                    writeln!(out, "  {} stack {stack}: weights {}", if *create { "+" } else { "~" }, weights(shares))
+                }
+                Action::ShiftWhenHealthy { release, shares } => writeln!(out, "  ~ traffic: to release {release} once healthy ({})", weights(shares)),
+                Action::Publish { key, .. } => writeln!(out, "  ~ publish {key}"),
+            };
+        }
+        out
+    }
+}
