@@ -2,3 +2,4 @@
 //! errors to documented exit codes. The compiler library itself does no I/O.
 
 pub mod compile_cmd;
+pub mod materialize_cmd;

@@ -107,6 +107,16 @@ pub struct ObjectHead {
     pub sha256: Option<String>,
 }
 
+/// An Auto Scaling group's capacity and how many of its instances are in service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub name: String,
+    pub min: u32,
+    pub desired: u32,
+    pub max: u32,
+    pub in_service: u32,
+}
+
 pub trait Aws: Send + Sync {
     fn bucket_exists(&self, bucket: &str) -> impl Future<Output = AwsResult<bool>> + Send;
     /// Creates the bucket versioned, encrypted, with all public access blocked.
@@ -138,4 +148,7 @@ pub trait Aws: Send + Sync {
     fn set_rule_weights(&self, arn: &str, forward: &[(String, u32)]) -> impl Future<Output = AwsResult<()>> + Send;
     /// The health state of each registered target ("healthy", "unhealthy", "initial", ...).
     fn target_health(&self, target_group_arn: &str) -> impl Future<Output = AwsResult<Vec<String>>> + Send;
+
+    fn describe_groups(&self, names: &[String]) -> impl Future<Output = AwsResult<Vec<Group>>> + Send;
+    fn set_capacity(&self, name: &str, min: u32, desired: u32, max: u32) -> impl Future<Output = AwsResult<()>> + Send;
 }

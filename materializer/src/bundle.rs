@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 pub struct Bundle {
     pub dir: PathBuf,
     pub manifest: Manifest,
-    /// Every file the manifest lists, by relative path.
+    /// Every file the manifest lists, and `manifest.json` itself, by relative path.
     pub files: BTreeMap<String, Vec<u8>>,
 }
 
@@ -29,14 +29,20 @@ impl Bundle {
     pub fn load(dir: &Path) -> Result<Bundle, BundleError> {
         let mpath = dir.join("manifest.json");
         let text = std::fs::read(&mpath).map_err(|e| BundleError(format!("{}: {e} (is this a gilliam-compile output directory?)", mpath.display())))?;
+        Self::verify(dir, &mpath.display().to_string(), text, |rel| std::fs::read(dir.join(rel)).map_err(|e| format!("{}: {e}", dir.join(rel).display())))
+    }
+
+    /// Checks a manifest and the files it lists, read through `read` (disk or S3).
+    pub fn verify(dir: &Path, origin: &str, text: Vec<u8>, mut read: impl FnMut(&str) -> Result<Vec<u8>, String>) -> Result<Bundle, BundleError> {
+        let mpath = origin;
         let version = serde_json::from_slice::<serde_json::Value>(&text).ok().and_then(|v| v.get("format_version").and_then(serde_json::Value::as_u64));
         if version != Some(u64::from(FORMAT_VERSION)) {
             return Err(BundleError(format!(
                 "{}: manifest format_version {version:?}, this materializer reads {FORMAT_VERSION}: compile with the same gilliam version",
-                mpath.display()
+                mpath
             )));
         }
-        let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| BundleError(format!("{}: not a gilliam manifest: {e}", mpath.display())))?;
+        let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| BundleError(format!("{}: not a gilliam manifest: {e}", mpath)))?;
         let mut files = BTreeMap::new();
         let mut want: Vec<(String, String, usize)> = manifest.stacks.iter().map(|s| (s.template.clone(), s.sha256.clone(), s.bytes)).collect();
         want.extend(manifest.uploads.iter().map(|u| (u.path.clone(), u.sha256.clone(), u.bytes)));
@@ -44,15 +50,15 @@ impl Bundle {
         want.extend([&i.app, &i.release, &i.stage].into_iter().map(|f| (f.path.clone(), f.sha256.clone(), f.bytes)));
         for (rel, sha, bytes) in want {
             if rel.contains("..") || rel.starts_with('/') {
-                return Err(BundleError(format!("{}: manifest names a file outside the directory: {rel}", mpath.display())));
+                return Err(BundleError(format!("{mpath}: manifest names a file outside the directory: {rel}")));
             }
-            let p = dir.join(&rel);
-            let data = std::fs::read(&p).map_err(|e| BundleError(format!("{}: {e}", p.display())))?;
+            let data = read(&rel).map_err(BundleError)?;
             if data.len() != bytes || crate::sha256_hex(&data) != sha {
-                return Err(BundleError(format!("{}: does not match the manifest (size or sha256 differs): recompile", p.display())));
+                return Err(BundleError(format!("{rel}: does not match the manifest (size or sha256 differs): recompile")));
             }
             files.insert(rel, data);
         }
+        files.insert("manifest.json".into(), text);
         Ok(Bundle { dir: dir.to_path_buf(), manifest, files })
     }
 
@@ -67,4 +73,31 @@ impl Bundle {
     pub fn file(&self, rel: &str) -> Result<&[u8], BundleError> {
         self.files.get(rel).map(Vec::as_slice).ok_or_else(|| BundleError(format!("{rel} is missing from the bundle")))
     }
+}
+
+/// Reads the bundle of a release back from the outputs bucket, verified like one on disk.
+pub async fn from_s3<A: crate::aws::Aws>(aws: &A, bucket: &str, prefix: &str, release: u32) -> Result<Bundle, BundleError> {
+    let base = format!("{prefix}releases/{release}/");
+    let get = |key: String| async move {
+        match aws.get_object(bucket, &key).await {
+            Ok(Some(o)) => Ok(o.body),
+            Ok(None) => Err(format!("s3://{bucket}/{key} is missing")),
+            Err(e) => Err(format!("s3://{bucket}/{key}: {e}")),
+        }
+    };
+    let text = get(format!("{base}manifest.json")).await.map_err(BundleError)?;
+    let manifest: Manifest =
+        serde_json::from_slice(&text).map_err(|e| BundleError(format!("s3://{bucket}/{base}manifest.json: not a gilliam manifest: {e}")))?;
+    // Fetch every listed file first, then verify them together.
+    let mut fetched: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut wanted: Vec<(String, String)> = manifest.stacks.iter().map(|s| (s.template.clone(), s.s3_key.clone())).collect();
+    wanted.extend(manifest.uploads.iter().map(|u| (u.path.clone(), u.s3_key.clone())));
+    let i = &manifest.inputs;
+    wanted.extend([&i.app, &i.release, &i.stage].into_iter().map(|f| (f.path.clone(), format!("{base}{}", f.path))));
+    for (rel, key) in wanted {
+        fetched.insert(rel, get(key).await.map_err(BundleError)?);
+    }
+    Bundle::verify(Path::new(""), &format!("s3://{bucket}/{base}manifest.json"), text, |rel| {
+        fetched.remove(rel).ok_or_else(|| format!("{rel} was not fetched"))
+    })
 }

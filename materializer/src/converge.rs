@@ -155,7 +155,7 @@ impl<'a, A: Aws> Converger<'a, A> {
     }
 
     fn manifest_bytes(&self) -> Result<Vec<u8>, Error> {
-        std::fs::read(self.bundle.dir.join("manifest.json")).map_err(|e| Error::Bundle(BundleError(format!("manifest.json: {e}"))))
+        Ok(self.bundle.file("manifest.json")?.to_vec())
     }
 
     /// Plans, then applies at once.
@@ -190,6 +190,12 @@ impl<'a, A: Aws> Converger<'a, A> {
 
         let mut files: Vec<(&str, &str, &str)> = m.stacks.iter().map(|s| (s.template.as_str(), s.s3_key.as_str(), s.sha256.as_str())).collect();
         files.extend(m.uploads.iter().map(|u| (u.path.as_str(), u.s3_key.as_str(), u.sha256.as_str())));
+        // The inputs too: operators' commands re-render routing from the latest release's.
+        let input_keys: Vec<(String, &gilliam_compiler::manifest::FileEntry)> = [&m.inputs.app, &m.inputs.release, &m.inputs.stage]
+            .into_iter()
+            .map(|f| (format!("{}releases/{}/{}", m.formation.s3_prefix, m.release.number, f.path), f))
+            .collect();
+        files.extend(input_keys.iter().map(|(k, f)| (f.path.as_str(), k.as_str(), f.sha256.as_str())));
         for (path, key, sha) in files {
             let seen = self.object_sha(&bucket, key, observed.bucket_exists).await?;
             if seen.as_deref() != Some(sha) {

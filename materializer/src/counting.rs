@@ -1,13 +1,13 @@
 //! A wrapper at the AWS seam that counts calls by operation, so that tests and benchmarks can
 //! assert how many (mutating) calls a command made.
 
-use crate::aws::{Aws, AwsResult, Object, ObjectHead, PutCondition, Rule, Stack, StackEvent, StackRequest};
+use crate::aws::{Aws, AwsResult, Group, Object, ObjectHead, PutCondition, Rule, Stack, StackEvent, StackRequest};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 /// Operations that change something in AWS.
 pub const MUTATING: &[&str] =
-    &["create_secure_bucket", "put_object", "create_stack", "update_stack", "delete_stack", "continue_update_rollback", "set_rule_weights"];
+    &["create_secure_bucket", "put_object", "create_stack", "update_stack", "delete_stack", "continue_update_rollback", "set_rule_weights", "set_capacity"];
 
 #[derive(Debug, Default)]
 pub struct Counting<A> {
@@ -103,5 +103,13 @@ impl<A: Aws> Aws for Counting<A> {
     async fn target_health(&self, target_group_arn: &str) -> AwsResult<Vec<String>> {
         self.count("target_health");
         self.inner.target_health(target_group_arn).await
+    }
+    async fn describe_groups(&self, names: &[String]) -> AwsResult<Vec<Group>> {
+        self.count("describe_groups");
+        self.inner.describe_groups(names).await
+    }
+    async fn set_capacity(&self, name: &str, min: u32, desired: u32, max: u32) -> AwsResult<()> {
+        self.count("set_capacity");
+        self.inner.set_capacity(name, min, desired, max).await
     }
 }

@@ -8,6 +8,7 @@ pub mod counting;
 pub mod observe;
 pub mod plan;
 pub mod sdk;
+pub mod state;
 
 /// Lowercase hex sha256 of `bytes`, as the manifest records them.
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -2,8 +2,9 @@
 //! an optional endpoint URL for a local emulator, and the SDK clients. Errors are classified
 //! into [`AwsError`] here, once.
 
-use crate::aws::{Aws, AwsError, AwsResult, Object, ObjectHead, PutCondition, Rule, Stack, StackEvent, StackRequest, TemplateSource};
+use crate::aws::{Aws, AwsError, AwsResult, Group, Object, ObjectHead, PutCondition, Rule, Stack, StackEvent, StackRequest, TemplateSource};
 use aws_config::{BehaviorVersion, Region};
+use aws_sdk_autoscaling as asg;
 use aws_sdk_cloudformation as cfn;
 use aws_sdk_elasticloadbalancingv2 as elb;
 use aws_sdk_s3 as s3;
@@ -23,6 +24,7 @@ pub struct SdkAws {
     s3: s3::Client,
     cfn: cfn::Client,
     elb: elb::Client,
+    asg: asg::Client,
 }
 
 impl SdkAws {
@@ -38,7 +40,7 @@ impl SdkAws {
         let conf = loader.load().await;
         // Path-style addressing: bucket names in the path work with every endpoint, emulators too.
         let s3conf = s3::config::Builder::from(&conf).force_path_style(true).build();
-        SdkAws { s3: s3::Client::from_conf(s3conf), cfn: cfn::Client::new(&conf), elb: elb::Client::new(&conf) }
+        SdkAws { s3: s3::Client::from_conf(s3conf), cfn: cfn::Client::new(&conf), elb: elb::Client::new(&conf), asg: asg::Client::new(&conf) }
     }
 }
 
@@ -378,6 +380,38 @@ impl Aws for SdkAws {
             .iter()
             .map(|d| d.target_health().and_then(|h| h.state()).map(|s| s.as_str().to_string()).unwrap_or_default())
             .collect())
+    }
+
+    async fn describe_groups(&self, names: &[String]) -> AwsResult<Vec<Group>> {
+        let mut out = Vec::new();
+        for chunk in names.chunks(50) {
+            let page = self.asg.describe_auto_scaling_groups().set_auto_scaling_group_names(Some(chunk.to_vec())).send().await.map_err(classify)?;
+            for g in page.auto_scaling_groups() {
+                let count = |v: Option<i32>| v.unwrap_or(0).max(0) as u32;
+                let in_service = g.instances().iter().filter(|i| i.lifecycle_state().map(|s| s.as_str()) == Some("InService")).count() as u32;
+                out.push(Group {
+                    name: g.auto_scaling_group_name().unwrap_or_default().to_string(),
+                    min: count(g.min_size()),
+                    desired: count(g.desired_capacity()),
+                    max: count(g.max_size()),
+                    in_service,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn set_capacity(&self, name: &str, min: u32, desired: u32, max: u32) -> AwsResult<()> {
+        self.asg
+            .update_auto_scaling_group()
+            .auto_scaling_group_name(name)
+            .min_size(min as i32)
+            .desired_capacity(desired as i32)
+            .max_size(max as i32)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
     }
 }
 

@@ -1,6 +1,6 @@
 //! The AWS seam against moto: buckets, conditional writes, stacks.
 
-mod moto;
+use gilliam_tests::moto;
 
 use gilliam_materializer::aws::{Aws, AwsError, PutCondition, StackRequest, TemplateSource};
 use gilliam_materializer::sdk::{Endpoint, SdkAws};

@@ -2,7 +2,7 @@
 //! and a second converge that changes nothing. Assertions read moto's resources (stacks, rule
 //! weights), not the tool's own report.
 
-mod moto;
+use gilliam_tests::moto;
 
 use gilliam_materializer::aws::{Aws, PutCondition, StackRequest, TemplateSource};
 use gilliam_materializer::bundle::Bundle;

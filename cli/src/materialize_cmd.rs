@@ -1,0 +1,134 @@
+//! `gilliam-materialize`: plan a converge of AWS to a compiled directory, then apply it; or
+//! save the plan (`--plan-only --out`), or apply a saved one (`--plan`).
+
+use clap::{Parser, ValueEnum};
+use gilliam_materializer::bundle::Bundle;
+use gilliam_materializer::converge::{Converger, Error, Options};
+use gilliam_materializer::plan::Plan;
+use gilliam_materializer::sdk::{Endpoint, SdkAws};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TrafficMode {
+    /// Move all traffic to the new release once its targets are healthy.
+    Auto,
+    /// Leave weights to the operator (`gilliam traffic`).
+    Manual,
+}
+
+/// Converge AWS to a directory written by gilliam-compile: plan, then apply.
+#[derive(Debug, Parser)]
+#[command(
+    name = "gilliam-materialize",
+    version,
+    about,
+    after_help = "Exit codes: 0 success (or nothing to do), 1 invalid input (directory, plan file), 2 usage error, 3 internal error, 4 refused or failed in AWS (artifact, stale plan, immutable release, failed stack, timeout)."
+)]
+pub struct Args {
+    /// The output directory of gilliam-compile.
+    #[arg(long, value_name = "DIR")]
+    pub from: PathBuf,
+    /// Only plan: print it (and save it with --out); change nothing.
+    #[arg(long)]
+    pub plan_only: bool,
+    /// With --plan-only: where to save the plan (versioned JSON).
+    #[arg(long, value_name = "FILE", requires = "plan_only")]
+    pub out: Option<PathBuf>,
+    /// Apply this saved plan; refused if AWS changed since it was made.
+    #[arg(long, value_name = "FILE", conflicts_with = "plan_only")]
+    pub plan: Option<PathBuf>,
+    /// What to do with traffic once the new release is healthy.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub traffic: TrafficMode,
+    /// Send every AWS call to this endpoint (a local emulator). Also AWS_ENDPOINT_URL.
+    #[arg(long, value_name = "URL", env = "AWS_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+    /// Region override; by default the formation's region from the manifest.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Seconds between polls of stack status and target health.
+    #[arg(long, default_value = "5", value_name = "SECONDS")]
+    pub poll: f64,
+    /// Print progress (stack events, health waits) as it happens.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+#[derive(Debug)]
+pub enum CliError {
+    Input(String),
+    Refused(String),
+    Internal(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Input(_) => 1,
+            CliError::Internal(_) => 3,
+            CliError::Refused(_) => 4,
+        }
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CliError::Input(m) | CliError::Refused(m) => write!(f, "gilliam-materialize: {m}"),
+            CliError::Internal(m) => write!(f, "gilliam-materialize: {m}\nthis is a bug in gilliam: please report it"),
+        }
+    }
+}
+
+fn classify(e: Error) -> CliError {
+    match e {
+        Error::Bundle(b) => CliError::Input(b.0),
+        Error::Compile(m) => CliError::Internal(m),
+        other => CliError::Refused(other.to_string()),
+    }
+}
+
+pub async fn run(args: &Args) -> Result<(), CliError> {
+    let bundle = Bundle::load(&args.from).map_err(|e| CliError::Input(e.0))?;
+    let saved = match &args.plan {
+        Some(p) => Some(
+            Plan::from_json(&std::fs::read(p).map_err(|e| CliError::Input(format!("{}: {e}", p.display())))?)
+                .map_err(|e| CliError::Input(format!("{}: {e}", p.display())))?,
+        ),
+        None => None,
+    };
+    let region = args.region.clone().unwrap_or_else(|| bundle.manifest.formation.region.clone());
+    let aws = SdkAws::connect(&Endpoint { url: args.endpoint_url.clone(), region: Some(region) }).await;
+    let verbose = args.verbose;
+    let say = move |line: &str| {
+        if verbose {
+            eprintln!("{line}");
+        }
+    };
+    let opts = Options { traffic_auto: args.traffic == TrafficMode::Auto, poll: Duration::from_secs_f64(args.poll.max(0.05)), ..Options::default() };
+    let c = Converger::new(&aws, &bundle, opts, &say);
+    let plan = match saved {
+        Some(p) => p,
+        None => c.plan().await.map_err(classify)?,
+    };
+    print!("{}", plan.render());
+    if args.plan_only {
+        if let Some(out) = &args.out {
+            std::fs::write(out, plan.to_json()).map_err(|e| CliError::Input(format!("cannot write {}: {e}", out.display())))?;
+            println!("plan saved to {}; apply it with --plan {}", out.display(), out.display());
+        }
+        return Ok(());
+    }
+    if plan.is_empty() {
+        println!("nothing to do: no AWS call that changes anything was made");
+        return Ok(());
+    }
+    let report = if args.plan.is_some() { c.apply(&plan).await } else { c.apply_unchecked(&plan).await }.map_err(classify)?;
+    for line in &report.changes {
+        println!("{line}");
+    }
+    let weights: Vec<String> = report.traffic.iter().map(|(n, w)| format!("{n}={w}")).collect();
+    println!("release {} of formation {} converged; traffic {}", bundle.manifest.release.number, bundle.manifest.formation.name, weights.join(" "));
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! The formation's published state (`{prefix}state.json` in the outputs bucket): its releases
+//! and the history of what was done to it. Every change is a read-modify-write guarded by the
+//! object's ETag (`If-Match`; `If-None-Match` for the first), retried on conflict, so that two
+//! writers never lose each other's update.
+
+use crate::aws::{Aws, AwsError, PutCondition};
+use crate::converge::{retry, Error};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const STATE_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    pub format_version: u32,
+    pub formation: String,
+    pub releases: BTreeMap<u32, ReleaseRecord>,
+    pub history: Vec<Event>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseRecord {
+    pub revision: String,
+    pub created: String,
+    pub artifact_sha256: String,
+    pub stacks: Vec<String>,
+    /// Service name to its Auto Scaling group's logical ID and stack, for scaling.
+    pub groups: BTreeMap<String, (String, String)>,
+    /// "live" or "retired".
+    pub status: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+}
+
+pub fn key(prefix: &str) -> String {
+    format!("{prefix}state.json")
+}
+
+/// Reads the state; a missing one is empty, a corrupt or foreign one is an error.
+pub async fn read<A: Aws>(aws: &A, bucket: &str, prefix: &str, formation: &str) -> Result<(State, Option<String>), Error> {
+    let k = key(prefix);
+    match retry("read the published state", || aws.get_object(bucket, &k)).await? {
+        None => Ok((State { format_version: STATE_VERSION, formation: formation.to_string(), ..State::default() }, None)),
+        Some(o) => {
+            let s: State = serde_json::from_slice(&o.body).map_err(|e| {
+                Error::Artifact(format!("s3://{bucket}/{k} is not a gilliam state file ({e}); it was not written by gilliam or is corrupt: fix or remove it"))
+            })?;
+            if s.format_version != STATE_VERSION || s.formation != formation {
+                return Err(Error::Artifact(format!(
+                    "s3://{bucket}/{k} is state format {} of formation {:?}, expected format {STATE_VERSION} of {formation:?}",
+                    s.format_version, s.formation
+                )));
+            }
+            Ok((s, Some(o.etag)))
+        }
+    }
+}
+
+/// Applies `change` to the published state and writes it back conditionally, retrying on a
+/// concurrent write, so that no update is lost.
+pub async fn update<A: Aws>(aws: &A, bucket: &str, prefix: &str, formation: &str, mut change: impl FnMut(&mut State)) -> Result<State, Error> {
+    let k = key(prefix);
+    for _ in 0..20 {
+        let (mut state, etag) = read(aws, bucket, prefix, formation).await?;
+        change(&mut state);
+        let mut body = serde_json::to_vec_pretty(&state).map_err(|e| Error::Compile(e.to_string()))?;
+        body.push(b'\n');
+        let cond = etag.map_or(PutCondition::Absent, PutCondition::Matches);
+        match aws.put_object(bucket, &k, body, cond).await {
+            Ok(_) => return Ok(state),
+            Err(AwsError::PreconditionFailed) => continue,
+            Err(e) if e.retryable() => continue,
+            Err(err) => return Err(Error::Aws { what: "write the published state".into(), err }),
+        }
+    }
+    Err(Error::Timeout(format!("s3://{bucket}/{k}: gave up after 20 conflicting concurrent writes")))
+}
+
+/// Who is acting: `GILLIAM_ACTOR`, else the user name, else "unknown".
+pub fn actor() -> String {
+    std::env::var("GILLIAM_ACTOR").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "unknown".into())
+}
+
+/// The current UTC time as RFC 3339, from the system clock.
+pub fn now() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+pub fn event(action: impl Into<String>) -> Event {
+    Event { at: now(), actor: actor(), action: action.into() }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn clock_formats_rfc3339() {
+        let t = super::now();
+        assert_eq!(t.len(), 20, "{t}");
+        assert!(t.starts_with("20") && t.ends_with('Z') && &t[10..11] == "T", "{t}");
+    }
+}
