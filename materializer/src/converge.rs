@@ -92,6 +92,19 @@ pub struct Report {
     pub traffic: Vec<(u32, u32)>,
 }
 
+impl Report {
+    /// The weights the plan leaves, for the history: `1=0 2=100`.
+    fn traffic_line(&self, plan: &Plan) -> String {
+        let last = plan.actions.iter().rev().find_map(|a| match a {
+            Action::Routing { shares, .. } | Action::ShiftWhenHealthy { shares, .. } => Some(shares.iter().map(|s| (s.release, s.weight)).collect::<Vec<_>>()),
+            _ => None,
+        });
+        let w = last.unwrap_or_else(|| plan.observed.weights.iter().map(|(n, w)| (*n, w.unwrap_or(0))).collect());
+        let parts: Vec<String> = w.iter().map(|(n, w)| format!("{n}={w}")).collect();
+        format!("traffic {}", parts.join(" "))
+    }
+}
+
 /// Retries throttling and transient failures with exponential backoff.
 pub(crate) async fn retry<T, F, Fut>(what: &str, mut call: F) -> Result<T, Error>
 where
@@ -255,13 +268,42 @@ impl<'a, A: Aws> Converger<'a, A> {
             }
             observed.stacks.insert(stack.clone(), seen);
         }
+        // Retention: this release and the newest `keep_releases` others stay; an older one goes
+        // once no traffic reaches it. Its target groups leave the rules before its stacks go.
+        let (state, _) = crate::state::read(self.aws, &bucket, &m.formation.s3_prefix, &m.formation.name).await?;
+        let state_key = crate::state::key(&m.formation.s3_prefix);
+        observed.objects.insert(state_key.clone(), self.object_sha(&bucket, &state_key, observed.bucket_exists).await?);
         let new_weight = shares.iter().find(|s| s.release == number).map_or(0, |s| s.weight);
-        if self.opts.traffic_auto && serving && new_weight == 0 {
-            let mut shifted = shares.clone();
+        let shifting = self.opts.traffic_auto && serving && new_weight == 0;
+        let mut live: BTreeSet<u32> = shares.iter().map(|s| s.release).collect();
+        live.extend(state.releases.iter().filter(|(_, r)| r.status == "live").map(|(n, _)| *n));
+        let mut older: Vec<u32> = live.iter().copied().filter(|n| *n != number).collect();
+        older.sort_unstable_by(|a, b| b.cmp(a));
+        let after_weight = |n: u32| if shifting { 0 } else { shares.iter().find(|s| s.release == n).map_or(0, |s| s.weight) };
+        let retire: Vec<u32> = older.iter().skip(m.formation.keep_releases as usize).copied().filter(|n| after_weight(*n) == 0).collect();
+        let without = |v: &[TrafficShare]| -> Vec<TrafficShare> { v.iter().filter(|s| !retire.contains(&s.release)).cloned().collect() };
+        if shifting {
+            let mut shifted = without(&shares);
             for s in &mut shifted {
                 s.weight = if s.release == number { 100 } else { 0 };
             }
             actions.push(Action::ShiftWhenHealthy { release: number, shares: to_plan(&shifted) });
+        } else if !retire.is_empty() {
+            let kept = without(&shares);
+            for (stack, body) in self.render_routing(&kept)? {
+                actions.push(Action::Routing { stack, create: false, shares: to_plan(&kept), template_sha256: canonical_sha(&body) });
+            }
+        }
+        for n in &retire {
+            let stacks = match state.releases.get(n) {
+                Some(r) => r.stacks.clone(),
+                None => vec![gilliam_compiler::names::release_stack(&m.formation.name, *n, 1, 1)],
+            };
+            actions.push(Action::Retire { release: *n, stacks });
+        }
+        let recorded = state.releases.get(&number).is_some_and(|r| r.status == "live");
+        if !actions.is_empty() || !recorded {
+            actions.push(Action::Record { release: number, retired: retire.clone() });
         }
 
         let manifest = self.manifest_bytes()?;
@@ -364,6 +406,27 @@ impl<'a, A: Aws> Converger<'a, A> {
                     retry("publish", || self.aws.put_object(bucket, key, body.clone(), PutCondition::Always)).await?;
                     report.changes.push(format!("~ published s3://{bucket}/{key}"));
                 }
+                Action::Retire { release, stacks } => {
+                    self.retire(stacks).await?;
+                    report.changes.push(format!("- release {release} (scaled to zero, stacks deleted)"));
+                }
+                Action::Record { release, retired } => {
+                    let record = self.record();
+                    let traffic = report.traffic_line(plan);
+                    crate::state::update(self.aws, bucket, &m.formation.s3_prefix, &m.formation.name, |st| {
+                        st.releases.insert(*release, record.clone());
+                        let mut what = format!("deploy release {release} ({traffic})");
+                        for n in retired {
+                            if let Some(r) = st.releases.get_mut(n) {
+                                r.status = "retired".into();
+                            }
+                            what.push_str(&format!("; retire release {n}"));
+                        }
+                        st.history.push(crate::state::event(what));
+                    })
+                    .await?;
+                    report.changes.push(format!("~ recorded release {release} in s3://{bucket}/{}", crate::state::key(&m.formation.s3_prefix)));
+                }
             }
             i += 1;
         }
@@ -377,6 +440,43 @@ impl<'a, A: Aws> Converger<'a, A> {
         };
         report.traffic.sort();
         Ok(report)
+    }
+
+    /// Retention of one release: every Auto Scaling group to zero (instances drain from their
+    /// target groups), then its stacks deleted.
+    pub(crate) async fn retire(&self, stacks: &[String]) -> Result<(), Error> {
+        for stack in stacks {
+            if retry("describe stack", || self.aws.describe_stack(stack)).await?.is_none() {
+                continue;
+            }
+            let groups: Vec<String> = retry("list stack resources", || self.aws.stack_resources(stack))
+                .await?
+                .into_iter()
+                .filter(|(_, _, ty)| ty == "AWS::AutoScaling::AutoScalingGroup")
+                .map(|(_, id, _)| id)
+                .collect();
+            for g in &groups {
+                (self.say)(&format!("stack {stack}: scaling {g} to zero"));
+                retry("scale to zero", || self.aws.set_capacity(g, 0, 0, 0)).await?;
+            }
+            (self.say)(&format!("stack {stack}: deleting"));
+            retry("delete stack", || self.aws.delete_stack(stack)).await?;
+            self.wait(stack, false).await?;
+        }
+        Ok(())
+    }
+
+    /// This release as the published state records it.
+    fn record(&self) -> crate::state::ReleaseRecord {
+        let m = self.m();
+        crate::state::ReleaseRecord {
+            revision: m.release.revision.clone(),
+            created: m.release.created.clone(),
+            artifact_sha256: m.release.artifact_sha256.clone(),
+            stacks: m.stacks.iter().filter(|s| s.role == StackRole::Release).map(|s| s.name.clone()).collect(),
+            groups: m.services.iter().filter_map(|s| s.auto_scaling_group.clone().map(|g| (s.name.clone(), (g, s.stack.clone())))).collect(),
+            status: "live".into(),
+        }
     }
 
     fn entry(&self, stack: &str) -> Result<&StackEntry, Error> {

@@ -65,6 +65,16 @@ pub enum Action {
         key: String,
         sha256: String,
     },
+    /// Retention: scale an old release carrying no traffic to zero, then delete its stacks.
+    Retire {
+        release: u32,
+        stacks: Vec<String>,
+    },
+    /// Record the release (and what was retired) in the published state and its history.
+    Record {
+        release: u32,
+        retired: Vec<u32>,
+    },
 }
 
 /// What planning observed: the plan is valid while all of it still holds.
@@ -167,6 +177,8 @@ impl Plan {
                 }
                 Action::ShiftWhenHealthy { release, shares } => writeln!(out, "  ~ traffic: to release {release} once healthy ({})", weights(shares)),
                 Action::Publish { key, .. } => writeln!(out, "  ~ publish {key}"),
+                Action::Retire { release, stacks } => writeln!(out, "  - release {release}: scale to zero, then delete {}", stacks.join(", ")),
+                Action::Record { release, .. } => writeln!(out, "  ~ record release {release} in the published state and history"),
             };
         }
         out

@@ -169,8 +169,22 @@ async fn deploy_two_releases_shift_and_converge_again() {
     Converger::new(&aws, &r3, opts(), &say).apply(&plan).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(weights(&aws).await, BTreeMap::from([(1, 0), (2, 0), (3, 100)]));
 
+    // Release 4: retention keeps the newest two before it (3 and 2) and retires release 1,
+    // which carries no traffic: out of the rules, scaled to zero, its stack deleted.
+    let r4 = compile(&stage, 4, "artifacts/a.tgz", &sha);
+    let plan = Converger::new(&aws, &r4, opts(), &say).plan().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(plan.render().contains("- release 1: scale to zero, then delete shop-r1"), "{}", plan.render());
+    Converger::new(&aws, &r4, opts(), &say).apply(&plan).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(aws.inner.describe_stack("shop-r1").await.expect("describe"), None);
+    assert_eq!(weights(&aws).await, BTreeMap::from([(2, 0), (3, 0), (4, 100)]));
+    let (state, _) = gilliam_materializer::state::read(&aws.inner, BUCKET, "gilliam/shop/", "shop").await.expect("state");
+    let status: Vec<(u32, &str)> = state.releases.iter().map(|(n, r)| (*n, r.status.as_str())).collect();
+    assert_eq!(status, vec![(1, "retired"), (2, "live"), (3, "live"), (4, "live")]);
+    let last = &state.history.last().expect("history").action;
+    assert!(last.starts_with("deploy release 4 (traffic 2=0 3=0 4=100); retire release 1"), "{last}");
+
     // A release is immutable: the same number with other content is refused.
-    let changed = compile(&format!("{stage}defaults: {{instance_type: t3.large}}\n"), 2, "artifacts/a.tgz", &sha);
+    let changed = compile(&format!("{stage}defaults: {{instance_type: t3.large}}\n"), 3, "artifacts/a.tgz", &sha);
     let err = Converger::new(&aws, &changed, opts(), &say).run().await.expect_err("immutable");
     assert!(err.to_string().contains("a release is immutable"), "{err}");
 }
