@@ -71,8 +71,7 @@ pub async fn update<A: Aws>(aws: &A, bucket: &str, prefix: &str, formation: &str
     for _ in 0..20 {
         let (mut state, etag) = read(aws, bucket, prefix, formation).await?;
         change(&mut state);
-        let mut body = serde_json::to_vec_pretty(&state).map_err(|e| Error::Compile(e.to_string()))?;
-        body.push(b'\n');
+        let body = [serde_json::to_vec_pretty(&state).map_err(|e| Error::Compile(e.to_string()))?, b"\n".to_vec()].concat();
         let cond = etag.map_or(PutCondition::Absent, PutCondition::Matches);
         match aws.put_object(bucket, &k, body, cond).await {
             Ok(_) => return Ok(state),
