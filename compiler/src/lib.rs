@@ -22,3 +22,16 @@ pub use compile::{
     TARGET_GROUPS_PER_LB,
 };
 pub use emit::{INLINE_USERDATA_BUDGET, RUNTIME_CONFIG_VERSION};
+
+/// Reads a stage file on its own (the operator CLI needs only where the formation lives).
+pub fn parse_stage(source: Source<'_>) -> Result<stage::Stage, diag::Diagnostics> {
+    let mut out = Vec::new();
+    let parsed = {
+        let mut sink = diag::Sink { file: source.name, out: &mut out };
+        node::parse_yaml(source.text, &mut sink).and_then(|n| stage::decode(&n, &mut sink))
+    };
+    match parsed {
+        Some(s) if out.is_empty() => Ok(s),
+        _ => Err(diag::Diagnostics(out)),
+    }
+}

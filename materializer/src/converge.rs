@@ -274,7 +274,16 @@ impl<'a, A: Aws> Converger<'a, A> {
         let state_key = crate::state::key(&m.formation.s3_prefix);
         observed.objects.insert(state_key.clone(), self.object_sha(&bucket, &state_key, observed.bucket_exists).await?);
         let new_weight = shares.iter().find(|s| s.release == number).map_or(0, |s| s.weight);
-        let shifting = self.opts.traffic_auto && serving && new_weight == 0;
+        // Only a release this converge brings up gets traffic automatically. Once recorded, its
+        // weight is the operator's: converging it again never undoes a flip or a rollback.
+        let creating = actions.iter().any(|a| match a {
+            Action::CreateStack { stack, .. } | Action::ReplaceFailedStack { stack, .. } => {
+                m.stacks.iter().any(|s| &s.name == stack && s.role == StackRole::Release)
+            }
+            _ => false,
+        });
+        let recorded = state.releases.get(&number).is_some_and(|r| r.status == "live");
+        let shifting = self.opts.traffic_auto && serving && new_weight == 0 && (creating || !recorded);
         let mut live: BTreeSet<u32> = shares.iter().map(|s| s.release).collect();
         live.extend(state.releases.iter().filter(|(_, r)| r.status == "live").map(|(n, _)| *n));
         let mut older: Vec<u32> = live.iter().copied().filter(|n| *n != number).collect();
@@ -301,7 +310,6 @@ impl<'a, A: Aws> Converger<'a, A> {
             };
             actions.push(Action::Retire { release: *n, stacks });
         }
-        let recorded = state.releases.get(&number).is_some_and(|r| r.status == "live");
         if !actions.is_empty() || !recorded {
             actions.push(Action::Record { release: number, retired: retire.clone() });
         }
@@ -464,6 +472,21 @@ impl<'a, A: Aws> Converger<'a, A> {
             self.wait(stack, false).await?;
         }
         Ok(())
+    }
+
+    /// Removes one release: routing re-rendered with the observed weights but without it, then
+    /// its Auto Scaling groups to zero and its stacks deleted.
+    pub async fn retire_release(&self, release: u32, stacks: &[String]) -> Result<Report, Error> {
+        let m = self.m();
+        let traffic = crate::observe::traffic(self.aws, m).await?;
+        let shares: Vec<TrafficShare> = traffic.shares(m).into_iter().filter(|s| s.release != release).collect();
+        let mut report = Report::default();
+        for (stack, body) in self.render_routing(&shares)? {
+            self.routing(&stack, &to_plan(&shares), &canonical_sha(&body), &mut report).await?;
+        }
+        self.retire(stacks).await?;
+        report.changes.push(format!("- release {release}"));
+        Ok(report)
     }
 
     /// This release as the published state records it.

@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod converge;
 pub mod counting;
 pub mod observe;
+pub mod ops;
 pub mod plan;
 pub mod sdk;
 pub mod state;

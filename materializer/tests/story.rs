@@ -89,6 +89,10 @@ async fn weights<A: Aws>(aws: &A) -> BTreeMap<u32, u32> {
     out
 }
 
+fn formation() -> gilliam_materializer::ops::Formation {
+    gilliam_materializer::ops::Formation { name: "shop".into(), region: REGION.into(), bucket: BUCKET.into(), prefix: "gilliam/shop/".into() }
+}
+
 fn opts() -> Options {
     Options { traffic_auto: true, poll: Duration::from_millis(100), stack_timeout: Duration::from_secs(60), health_timeout: Duration::from_secs(20) }
 }
@@ -182,6 +186,60 @@ async fn deploy_two_releases_shift_and_converge_again() {
     assert_eq!(status, vec![(1, "retired"), (2, "live"), (3, "live"), (4, "live")]);
     let last = &state.history.last().expect("history").action;
     assert!(last.starts_with("deploy release 4 (traffic 2=0 3=0 4=100); retire release 1"), "{last}");
+
+    // Operators: split, flip and roll back change weights only, one ELBv2 write per rule.
+    let ops = gilliam_materializer::ops::Ops::new(&aws, formation(), &say);
+    aws.reset();
+    let change = ops.traffic(&BTreeMap::from([(3, 90), (4, 10)])).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(weights(&aws).await, BTreeMap::from([(2, 0), (3, 90), (4, 10)]));
+    let rules = aws
+        .inner
+        .stack_resources("shop-routing-1")
+        .await
+        .expect("resources")
+        .into_iter()
+        .filter(|r| r.2 == "AWS::ElasticLoadBalancingV2::ListenerRule")
+        .count();
+    assert_eq!((change.writes, aws.mutations().get("set_rule_weights").copied()), (rules, Some(rules)), "one write per affected rule");
+    assert_eq!(aws.mutations().keys().copied().collect::<Vec<_>>(), vec!["put_object", "set_rule_weights"], "weights and the history, nothing else");
+    ops.traffic(&BTreeMap::from([(4, 100)])).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(weights(&aws).await, BTreeMap::from([(2, 0), (3, 0), (4, 100)]));
+    let (to, _) = ops.rollback().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(to, 3);
+    assert_eq!(weights(&aws).await, BTreeMap::from([(2, 0), (3, 100), (4, 0)]));
+    assert!(ops.traffic(&BTreeMap::from([(1, 100)])).await.is_err(), "release 1 is retired");
+    assert!(ops.traffic(&BTreeMap::from([(4, 1000)])).await.is_err(), "over the maximum weight");
+
+    // A later converge of release 4 never undoes the rollback.
+    Converger::new(&aws, &r4, opts(), &say).run().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(weights(&aws).await, BTreeMap::from([(2, 0), (3, 100), (4, 0)]));
+
+    // Scale within the service's range; retire refuses a release that carries traffic.
+    ops.scale(4, &BTreeMap::from([("api".to_string(), 3)])).await.unwrap_or_else(|e| panic!("{e}"));
+    let row = ops.releases().await.expect("releases").into_iter().find(|r| r.release == 4).expect("release 4");
+    assert_eq!(row.services.iter().find(|s| s.service == "api").map(|s| s.desired), Some(3));
+    let err = ops.scale(4, &BTreeMap::from([("api".to_string(), 7)])).await.expect_err("api max is 6");
+    assert!(err.to_string().contains("min 2 and max 6"), "{err}");
+    let err = ops.retire(3).await.expect_err("serving");
+    assert!(err.to_string().contains("carries traffic"), "{err}");
+    ops.retire(2).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(aws.inner.describe_stack("shop-r2").await.expect("describe"), None);
+    assert_eq!(weights(&aws).await, BTreeMap::from([(3, 100), (4, 0)]));
+    let rows: Vec<(u32, u32)> = ops.releases().await.expect("releases").iter().map(|r| (r.release, r.weight)).collect();
+    assert_eq!(rows, vec![(3, 100), (4, 0)]);
+    let history: Vec<String> = ops.history().await.expect("history").into_iter().map(|e| e.action).collect();
+    assert_eq!(
+        &history[history.len() - 6..],
+        [
+            "traffic 2=0 3=90 4=10",
+            "traffic 2=0 3=0 4=100",
+            "traffic 2=0 3=100 4=0",
+            "deploy release 4 (traffic 2=0 3=100 4=0)",
+            "scale -r4 api=3",
+            "retire release 2"
+        ],
+        "{history:?}"
+    );
 
     // A release is immutable: the same number with other content is refused.
     let changed = compile(&format!("{stage}defaults: {{instance_type: t3.large}}\n"), 3, "artifacts/a.tgz", &sha);

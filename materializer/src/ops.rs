@@ -1,0 +1,391 @@
+//! Operator commands on a live formation: traffic, rollback, scale, retire, and the read
+//! commands (releases, status, history, outputs). Everything is read from AWS and the
+//! published state on each call; traffic changes are ELBv2 writes only, one per affected rule.
+
+use crate::aws::Aws;
+use crate::bundle::Bundle;
+use crate::converge::{retry, Converger, Error, Options};
+use crate::state::{self, Event, State};
+use gilliam_compiler::manifest::{Manifest, StackRole};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Where a formation lives, from its stage file.
+#[derive(Debug, Clone)]
+pub struct Formation {
+    pub name: String,
+    pub region: String,
+    pub bucket: String,
+    pub prefix: String,
+}
+
+impl Formation {
+    pub fn from_stage(stage: &gilliam_compiler::stage::Stage) -> Self {
+        Formation {
+            name: stage.formation.clone(),
+            region: stage.region.clone(),
+            bucket: stage.outputs_bucket.clone(),
+            prefix: format!("gilliam/{}/", stage.formation),
+        }
+    }
+}
+
+/// One routing rule as observed: its ARN and, per target group, weight and owning release.
+#[derive(Debug, Clone)]
+struct RuleView {
+    arn: String,
+    forward: Vec<(String, u32, Option<u32>)>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ServiceHealth {
+    pub service: String,
+    pub in_service: u32,
+    pub desired: u32,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ReleaseRow {
+    pub release: u32,
+    pub revision: String,
+    pub created: String,
+    pub stack_status: String,
+    pub weight: u32,
+    pub services: Vec<ServiceHealth>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RouteRow {
+    pub route: String,
+    pub service: String,
+    /// Release to weight, for this route's rule.
+    pub weights: BTreeMap<u32, u32>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Status {
+    pub formation: String,
+    pub latest_release: u32,
+    pub public_url: Option<String>,
+    pub traffic: BTreeMap<u32, u32>,
+    pub routes: Vec<RouteRow>,
+    pub internal_urls: BTreeMap<String, String>,
+    pub releases: Vec<ReleaseRow>,
+}
+
+/// What a traffic change did.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TrafficChange {
+    pub before: BTreeMap<u32, u32>,
+    pub after: BTreeMap<u32, u32>,
+    /// ELBv2 writes made: one per rule whose weights changed.
+    pub writes: usize,
+}
+
+pub struct Ops<'a, A: Aws> {
+    aws: &'a A,
+    f: Formation,
+    say: &'a (dyn Fn(&str) + Sync),
+}
+
+impl<A: Aws> std::fmt::Debug for Ops<'_, A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ops").field("formation", &self.f).finish()
+    }
+}
+
+fn nothing_deployed(f: &Formation) -> Error {
+    Error::Artifact(format!("formation {} has no published release in s3://{}/{}: deploy one first", f.name, f.bucket, f.prefix))
+}
+
+impl<'a, A: Aws> Ops<'a, A> {
+    pub fn new(aws: &'a A, f: Formation, say: &'a (dyn Fn(&str) + Sync)) -> Self {
+        Ops { aws, f, say }
+    }
+
+    /// The latest published manifest (the formation's outputs).
+    pub async fn outputs(&self) -> Result<(Manifest, Vec<u8>), Error> {
+        let key = format!("{}manifest.json", self.f.prefix);
+        let o = retry("read the published manifest", || self.aws.get_object(&self.f.bucket, &key)).await?.ok_or_else(|| nothing_deployed(&self.f))?;
+        let m: Manifest =
+            serde_json::from_slice(&o.body).map_err(|e| Error::Artifact(format!("s3://{}/{key} is not a gilliam manifest: {e}", self.f.bucket)))?;
+        if m.formation.name != self.f.name {
+            return Err(Error::Artifact(format!("s3://{}/{key} belongs to formation {:?}, not {:?}", self.f.bucket, m.formation.name, self.f.name)));
+        }
+        Ok((m, o.body))
+    }
+
+    pub async fn state(&self) -> Result<State, Error> {
+        Ok(state::read(self.aws, &self.f.bucket, &self.f.prefix, &self.f.name).await?.0)
+    }
+
+    pub async fn history(&self) -> Result<Vec<Event>, Error> {
+        Ok(self.state().await?.history)
+    }
+
+    /// Rules of the routing stacks, with each target group's release.
+    async fn rules(&self, m: &Manifest) -> Result<Vec<RuleView>, Error> {
+        let mut by_arn: BTreeMap<String, u32> = BTreeMap::new();
+        for (name, value) in retry("list exports", || self.aws.list_exports()).await? {
+            if let Some((n, _, _)) = crate::observe::parse_export(&self.f.name, &name) {
+                by_arn.insert(value, n);
+            }
+        }
+        let mut out = Vec::new();
+        for s in m.stacks.iter().filter(|s| s.role == StackRole::Routing) {
+            if retry("describe stack", || self.aws.describe_stack(&s.name)).await?.is_none() {
+                continue;
+            }
+            let arns: Vec<String> = retry("list stack resources", || self.aws.stack_resources(&s.name))
+                .await?
+                .into_iter()
+                .filter(|(_, _, ty)| ty == "AWS::ElasticLoadBalancingV2::ListenerRule")
+                .map(|(_, arn, _)| arn)
+                .collect();
+            if arns.is_empty() {
+                continue;
+            }
+            for r in retry("describe rules", || self.aws.describe_rules(&arns)).await? {
+                let forward = r.forward.into_iter().map(|(tg, w)| {
+                    let n = by_arn.get(&tg).copied();
+                    (tg, w, n)
+                });
+                out.push(RuleView { arn: r.arn, forward: forward.collect() });
+            }
+        }
+        Ok(out)
+    }
+
+    fn weights(rules: &[RuleView]) -> BTreeMap<u32, u32> {
+        let mut w = BTreeMap::new();
+        for r in rules {
+            for (_, weight, n) in &r.forward {
+                if let Some(n) = n {
+                    let e = w.entry(*n).or_insert(0);
+                    *e = (*e).max(*weight);
+                }
+            }
+        }
+        w
+    }
+
+    /// Sets the weights of releases: `{12: 100}` flips, `{11: 90, 12: 10}` splits. Only ELBv2
+    /// writes, one per rule whose weights change; everything is checked before the first write.
+    pub async fn traffic(&self, target: &BTreeMap<u32, u32>) -> Result<TrafficChange, Error> {
+        let refuse = |m: String| Err(Error::Artifact(m));
+        if target.is_empty() || target.values().all(|w| *w == 0) {
+            return refuse("traffic needs at least one release with a weight above 0".into());
+        }
+        if let Some((n, w)) = target.iter().find(|(_, w)| **w > gilliam_compiler::MAX_WEIGHT) {
+            return refuse(format!("weight {w} for release {n} is over the load balancer's maximum of {}", gilliam_compiler::MAX_WEIGHT));
+        }
+        let (m, _) = self.outputs().await?;
+        let rules = self.rules(&m).await?;
+        let attached: BTreeSet<u32> = rules.iter().flat_map(|r| r.forward.iter().filter_map(|(_, _, n)| *n)).collect();
+        if let Some(n) = target.keys().find(|n| !attached.contains(n)) {
+            let live: Vec<String> = attached.iter().map(u32::to_string).collect();
+            return refuse(format!(
+                "release {n} is not routed (routed releases: {}); deploy it first",
+                if live.is_empty() { "none".into() } else { live.join(", ") }
+            ));
+        }
+        let mut changes = Vec::new();
+        for r in &rules {
+            let new: Vec<(String, u32)> = r.forward.iter().map(|(tg, _, n)| (tg.clone(), n.and_then(|n| target.get(&n).copied()).unwrap_or(0))).collect();
+            if new.iter().all(|(_, w)| *w == 0) {
+                return refuse(format!(
+                    "rule {} would send its traffic nowhere: none of releases {:?} has its service",
+                    r.arn,
+                    target.keys().collect::<Vec<_>>()
+                ));
+            }
+            if new.iter().zip(&r.forward).any(|((_, a), (_, b, _))| a != b) {
+                changes.push((r.arn.clone(), new));
+            }
+        }
+        let before = Self::weights(&rules);
+        for (arn, forward) in &changes {
+            retry("set rule weights", || self.aws.set_rule_weights(arn, forward)).await?;
+        }
+        let after: BTreeMap<u32, u32> = before.keys().map(|n| (*n, target.get(n).copied().unwrap_or(0))).collect();
+        let line: Vec<String> = after.iter().map(|(n, w)| format!("{n}={w}")).collect();
+        state::update(self.aws, &self.f.bucket, &self.f.prefix, &self.f.name, |st| st.history.push(state::event(format!("traffic {}", line.join(" ")))))
+            .await?;
+        Ok(TrafficChange { before, after, writes: changes.len() })
+    }
+
+    /// All traffic back to the newest routed release older than the one serving most of it.
+    pub async fn rollback(&self) -> Result<(u32, TrafficChange), Error> {
+        let (m, _) = self.outputs().await?;
+        let weights = Self::weights(&self.rules(&m).await?);
+        let Some((&serving, _)) = weights.iter().filter(|(_, w)| **w > 0).max_by_key(|(n, w)| (**w, **n)) else {
+            return Err(Error::Artifact("no release carries traffic: nothing to roll back from".into()));
+        };
+        let Some(&previous) = weights.keys().filter(|n| **n < serving).max() else {
+            return Err(Error::Artifact(format!("release {serving} serves and no earlier release is still running: nothing to roll back to")));
+        };
+        let change = self.traffic(&BTreeMap::from([(previous, 100)])).await?;
+        Ok((previous, change))
+    }
+
+    /// Physical Auto Scaling group names of a release's services.
+    async fn groups(&self, record: &state::ReleaseRecord) -> Result<BTreeMap<String, String>, Error> {
+        let mut by_stack: BTreeMap<&str, BTreeMap<String, String>> = BTreeMap::new();
+        for (_, stack) in record.groups.values() {
+            if by_stack.contains_key(stack.as_str()) {
+                continue;
+            }
+            let res = match retry("list stack resources", || self.aws.stack_resources(stack)).await {
+                Ok(r) => r,
+                Err(_) => continue,
+            };
+            by_stack.insert(stack, res.into_iter().map(|(l, p, _)| (l, p)).collect());
+        }
+        Ok(record
+            .groups
+            .iter()
+            .filter_map(|(svc, (logical, stack))| by_stack.get(stack.as_str()).and_then(|m| m.get(logical)).map(|p| (svc.clone(), p.clone())))
+            .collect())
+    }
+
+    pub async fn releases(&self) -> Result<Vec<ReleaseRow>, Error> {
+        let st = self.state().await?;
+        let m = match self.outputs().await {
+            Ok((m, _)) => Some(m),
+            Err(_) => None,
+        };
+        let weights = match &m {
+            Some(m) => Self::weights(&self.rules(m).await?),
+            None => BTreeMap::new(),
+        };
+        let mut rows = Vec::new();
+        for (n, r) in st.releases.iter().filter(|(_, r)| r.status == "live") {
+            let stack_status = match r.stacks.first() {
+                Some(s) => retry("describe stack", || self.aws.describe_stack(s)).await?.map_or("MISSING".into(), |s| s.status),
+                None => "NONE".into(),
+            };
+            let groups = self.groups(r).await?;
+            let names: Vec<String> = groups.values().cloned().collect();
+            let found: BTreeMap<String, crate::aws::Group> = if names.is_empty() {
+                BTreeMap::new()
+            } else {
+                retry("describe groups", || self.aws.describe_groups(&names)).await?.into_iter().map(|g| (g.name.clone(), g)).collect()
+            };
+            let services = groups
+                .iter()
+                .map(|(svc, g)| {
+                    let g = found.get(g);
+                    ServiceHealth { service: svc.clone(), in_service: g.map_or(0, |g| g.in_service), desired: g.map_or(0, |g| g.desired) }
+                })
+                .collect();
+            rows.push(ReleaseRow {
+                release: *n,
+                revision: r.revision.clone(),
+                created: r.created.clone(),
+                stack_status,
+                weight: weights.get(n).copied().unwrap_or(0),
+                services,
+            });
+        }
+        Ok(rows)
+    }
+
+    pub async fn status(&self) -> Result<Status, Error> {
+        let (m, _) = self.outputs().await?;
+        let rules = self.rules(&m).await?;
+        let weights = Self::weights(&rules);
+        // Rules of each routing stack, by logical ID, for the route table.
+        let mut by_logical: BTreeMap<String, BTreeMap<u32, u32>> = BTreeMap::new();
+        let rule_weights: BTreeMap<&str, BTreeMap<u32, u32>> =
+            rules.iter().map(|r| (r.arn.as_str(), r.forward.iter().filter_map(|(_, w, n)| n.map(|n| (n, *w))).collect())).collect();
+        for s in m.stacks.iter().filter(|s| s.role == StackRole::Routing) {
+            if let Ok(res) = retry("list stack resources", || self.aws.stack_resources(&s.name)).await {
+                for (logical, arn, _) in res {
+                    if let Some(w) = rule_weights.get(arn.as_str()) {
+                        by_logical.insert(logical, w.clone());
+                    }
+                }
+            }
+        }
+        let mut routes = Vec::new();
+        for svc in &m.services {
+            let id = gilliam_compiler::names::logical(&svc.name);
+            let mut rs: Vec<&gilliam_compiler::manifest::RouteEntry> = m.routes.iter().filter(|r| r.service == svc.name).collect();
+            rs.sort_by_key(|r| r.priority);
+            for (j, r) in rs.iter().enumerate() {
+                let w = by_logical.get(&format!("{id}Route{}", j + 1)).cloned().unwrap_or_default();
+                routes.push(RouteRow { route: r.route.clone(), service: svc.name.clone(), weights: w });
+            }
+        }
+        Ok(Status {
+            formation: m.formation.name.clone(),
+            latest_release: m.release.number,
+            public_url: m.formation.public_url.clone(),
+            traffic: weights,
+            routes,
+            internal_urls: m.internal_urls.clone(),
+            releases: self.releases().await?,
+        })
+    }
+
+    /// Sets the desired count of services of one release, within each group's min and max.
+    pub async fn scale(&self, release: u32, changes: &BTreeMap<String, u32>) -> Result<(), Error> {
+        let st = self.state().await?;
+        let r = st.releases.get(&release).filter(|r| r.status == "live").ok_or_else(|| Error::Artifact(format!("release {release} is not live")))?;
+        let groups = self.groups(r).await?;
+        let mut plan = Vec::new();
+        for (svc, n) in changes {
+            let g = groups.get(svc).ok_or_else(|| {
+                Error::Artifact(format!("release {release} has no service {svc:?} (services: {})", groups.keys().cloned().collect::<Vec<_>>().join(", ")))
+            })?;
+            let found = retry("describe groups", || self.aws.describe_groups(std::slice::from_ref(g))).await?;
+            let g = found.into_iter().next().ok_or_else(|| Error::Artifact(format!("the Auto Scaling group of {svc} in release {release} is gone")))?;
+            let published = crate::bundle::from_s3(self.aws, &self.f.bucket, &self.f.prefix, release)
+                .await
+                .ok()
+                .and_then(|b| b.manifest.services.iter().find(|s| &s.name == svc).and_then(|s| s.scale.clone()));
+            let (min, max) = published.map_or((g.min, g.max), |s| (s.min, s.max));
+            if *n < min || *n > max {
+                return Err(Error::Artifact(format!(
+                    "{svc}={n} is outside the service's scale, min {min} and max {max}; change `scale` in gilliam.yml for a wider range"
+                )));
+            }
+            plan.push((g.name, g.min.min(*n), *n, g.max.max(*n)));
+        }
+        for (name, min, desired, max) in &plan {
+            retry("set capacity", || self.aws.set_capacity(name, *min, *desired, *max)).await?;
+        }
+        let what: Vec<String> = changes.iter().map(|(s, n)| format!("{s}={n}")).collect();
+        state::update(self.aws, &self.f.bucket, &self.f.prefix, &self.f.name, |st| {
+            st.history.push(state::event(format!("scale -r{release} {}", what.join(" "))))
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Removes a release that carries no traffic: routing without it, its groups to zero, its
+    /// stacks deleted. The latest release is kept: deploy another before retiring it.
+    pub async fn retire(&self, release: u32) -> Result<(), Error> {
+        let (m, _) = self.outputs().await?;
+        if release == m.release.number {
+            return Err(Error::Artifact(format!("release {release} is the latest deployed; deploy another release before retiring it")));
+        }
+        let st = self.state().await?;
+        let record = st.releases.get(&release).filter(|r| r.status == "live").ok_or_else(|| Error::Artifact(format!("release {release} is not live")))?.clone();
+        let weights = Self::weights(&self.rules(&m).await?);
+        if weights.get(&release).copied().unwrap_or(0) > 0 {
+            return Err(Error::Artifact(format!("release {release} carries traffic ({}%): move traffic away first (gilliam traffic)", weights[&release])));
+        }
+        let bundle: Bundle = crate::bundle::from_s3(self.aws, &self.f.bucket, &self.f.prefix, m.release.number).await.map_err(Error::Bundle)?;
+        let c = Converger::new(self.aws, &bundle, Options::default(), self.say);
+        c.retire_release(release, &record.stacks).await?;
+        state::update(self.aws, &self.f.bucket, &self.f.prefix, &self.f.name, |st| {
+            if let Some(r) = st.releases.get_mut(&release) {
+                r.status = "retired".into();
+            }
+            st.history.push(state::event(format!("retire release {release}")));
+        })
+        .await?;
+        Ok(())
+    }
+}
