@@ -59,7 +59,7 @@ impl fmt::Display for CliError {
     }
 }
 
-fn read(path: &Path) -> Result<String, CliError> {
+pub fn read(path: &Path) -> Result<String, CliError> {
     let max = gilliam_compiler::node::MAX_INPUT_BYTES as u64;
     let cannot = |e: std::io::Error| CliError::Usage(format!("cannot read {}: {e}", path.display()));
     let file = fs::File::open(path).map_err(cannot)?;
@@ -97,7 +97,7 @@ pub fn run(args: &Args) -> Result<(), CliError> {
 
 /// Writes every file. Subdirectories that gilliam owns are cleared first so that no file from
 /// an earlier compile survives to be mistaken for this one's; the manifest goes last.
-fn write_out(out: &Path, c: &Compiled) -> Result<(), CliError> {
+pub fn write_out(out: &Path, c: &Compiled) -> Result<(), CliError> {
     let io = |p: &Path, e: std::io::Error| CliError::Usage(format!("cannot write {}: {e}", p.display()));
     fs::create_dir_all(out).map_err(|e| io(out, e))?;
     let manifest = out.join("manifest.json");

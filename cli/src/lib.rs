@@ -2,4 +2,5 @@
 //! errors to documented exit codes. The compiler library itself does no I/O.
 
 pub mod compile_cmd;
+pub mod gilliam_cmd;
 pub mod materialize_cmd;

@@ -83,9 +83,9 @@ pub async fn update<A: Aws>(aws: &A, bucket: &str, prefix: &str, formation: &str
     Err(Error::Timeout(format!("s3://{bucket}/{k}: gave up after 20 conflicting concurrent writes")))
 }
 
-/// Who is acting: `GILLIAM_ACTOR`, else the user name, else "unknown".
+/// Who is acting: `GILLIAM_ACTOR`, else the user name (`USER`, `LOGNAME`), else "unknown".
 pub fn actor() -> String {
-    std::env::var("GILLIAM_ACTOR").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "unknown".into())
+    std::env::var("GILLIAM_ACTOR").or_else(|_| std::env::var("USER")).or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into())
 }
 
 /// The current UTC time as RFC 3339, from the system clock.

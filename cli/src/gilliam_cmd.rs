@@ -1,0 +1,300 @@
+//! `gilliam`: the operator's CLI. Every verb reads the formation from AWS and the published
+//! state; nothing depends on a local state file.
+
+use crate::compile_cmd;
+use clap::{Parser, Subcommand, ValueEnum};
+use gilliam_materializer::bundle::Bundle;
+use gilliam_materializer::converge::{Converger, Error, Options};
+use gilliam_materializer::ops::{Formation, Ops};
+use gilliam_materializer::sdk::{Endpoint, SdkAws};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gilliam",
+    version,
+    about = "Deploy releases, move traffic between them, roll back, scale and retire: the operator's CLI.",
+    after_help = "Exit codes: 0 success, 1 invalid input, 2 usage error, 3 internal error, 4 refused or failed in AWS."
+)]
+pub struct Args {
+    /// The stage file: which formation, where.
+    #[arg(long, value_name = "FILE", global = true, default_value = "stage.yml")]
+    pub stage: PathBuf,
+    /// Send every AWS call to this endpoint (a local emulator). Also AWS_ENDPOINT_URL.
+    #[arg(long, value_name = "URL", env = "AWS_ENDPOINT_URL", global = true)]
+    pub endpoint_url: Option<String>,
+    /// Output of read verbs.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    pub output: Output,
+    /// Print progress (stack events, health waits) as it happens.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub verb: Verb,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Verb {
+    /// Compile and materialize a release in one go.
+    Deploy {
+        #[arg(long, default_value = "gilliam.yml")]
+        app: PathBuf,
+        #[arg(long, default_value = "release.json")]
+        release: PathBuf,
+        /// Where the compiled files go.
+        #[arg(long, default_value = ".gilliam/out")]
+        out: PathBuf,
+        /// `manual` leaves traffic where it is.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "manual"])]
+        traffic: String,
+        /// Seconds between polls of stack status and target health.
+        #[arg(long, default_value = "5")]
+        poll: f64,
+    },
+    /// What a deploy of this release would do (changes nothing).
+    Plan {
+        #[arg(long, default_value = "gilliam.yml")]
+        app: PathBuf,
+        #[arg(long, default_value = "release.json")]
+        release: PathBuf,
+        #[arg(long, default_value = ".gilliam/out")]
+        out: PathBuf,
+    },
+    /// The live releases: revision, creation, stack status, traffic, instances per service.
+    Releases,
+    /// The formation at a glance: routes, where traffic goes, health.
+    Status,
+    /// Set traffic: `traffic 12` sends all to release 12, `traffic 11=90 12=10` splits.
+    Traffic {
+        #[arg(required = true, value_name = "RELEASE[=WEIGHT]")]
+        weights: Vec<String>,
+    },
+    /// All traffic back to the previous release that is still running.
+    Rollback,
+    /// Scale services of one release: `scale -r12 api=10 worker=2`.
+    Scale {
+        #[arg(short = 'r', long = "release", value_name = "RELEASE")]
+        release: u32,
+        #[arg(required = true, value_name = "SERVICE=COUNT")]
+        counts: Vec<String>,
+    },
+    /// Remove a release that carries no traffic.
+    Retire { release: u32 },
+    /// Who did what and when.
+    History,
+    /// The published outputs (the latest manifest).
+    Outputs,
+}
+
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "gilliam: {}", self.message)
+    }
+}
+
+fn usage(m: impl Into<String>) -> Failure {
+    Failure { code: 2, message: m.into() }
+}
+
+fn aws_failure(e: Error) -> Failure {
+    match e {
+        Error::Bundle(b) => Failure { code: 1, message: b.0 },
+        Error::Compile(m) => Failure { code: 3, message: format!("{m}\nthis is a bug in gilliam: please report it") },
+        other => Failure { code: 4, message: other.to_string() },
+    }
+}
+
+/// `12` is all traffic to 12; `11=90 12=10` a split.
+pub fn parse_weights(args: &[String]) -> Result<BTreeMap<u32, u32>, Failure> {
+    let mut out = BTreeMap::new();
+    for a in args {
+        let (n, w) = match a.split_once('=') {
+            Some((n, w)) => (n, w.parse::<u32>().map_err(|_| usage(format!("bad weight in {a:?}: write RELEASE=WEIGHT with a whole number")))?),
+            None if args.len() == 1 => (a.as_str(), 100),
+            None => return Err(usage(format!("{a:?}: with several releases give each a weight, e.g. 11=90 12=10"))),
+        };
+        let n: u32 = n.parse().map_err(|_| usage(format!("bad release number in {a:?}")))?;
+        if out.insert(n, w).is_some() {
+            return Err(usage(format!("release {n} named twice")));
+        }
+    }
+    Ok(out)
+}
+
+fn parse_counts(args: &[String]) -> Result<BTreeMap<String, u32>, Failure> {
+    let mut out = BTreeMap::new();
+    for a in args {
+        let (s, n) = a.split_once('=').ok_or_else(|| usage(format!("{a:?}: write SERVICE=COUNT, e.g. api=10")))?;
+        let n: u32 = n.parse().map_err(|_| usage(format!("bad count in {a:?}")))?;
+        out.insert(s.to_string(), n);
+    }
+    Ok(out)
+}
+
+fn print_json(v: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn compile_into(stage_path: &Path, app: &Path, release: &Path, out: &Path) -> Result<(), Failure> {
+    let args = compile_cmd::Args {
+        app: Some(app.into()),
+        release: Some(release.into()),
+        stage: Some(stage_path.into()),
+        out: Some(out.into()),
+        quiet: true,
+        print_schema: false,
+    };
+    compile_cmd::run(&args).map_err(|e| Failure { code: e.exit_code(), message: e.to_string().trim_start_matches("gilliam-compile: ").to_string() })
+}
+
+pub async fn run(args: &Args) -> Result<(), Failure> {
+    let text = compile_cmd::read(&args.stage).map_err(|e| usage(e.to_string().trim_start_matches("gilliam-compile: ").to_string()))?;
+    let name = args.stage.display().to_string();
+    let stage =
+        gilliam_compiler::parse_stage(gilliam_compiler::Source { name: &name, text: &text }).map_err(|d| Failure { code: 1, message: d.to_string() })?;
+    let formation = Formation::from_stage(&stage);
+    let aws = SdkAws::connect(&Endpoint { url: args.endpoint_url.clone(), region: Some(formation.region.clone()) }).await;
+    let verbose = args.verbose;
+    let say = move |line: &str| {
+        if verbose {
+            eprintln!("{line}");
+        }
+    };
+    let ops = Ops::new(&aws, formation.clone(), &say);
+    let json = args.output == Output::Json;
+    match &args.verb {
+        Verb::Deploy { app, release, out, traffic, poll } => {
+            compile_into(&args.stage, app, release, out)?;
+            let bundle = Bundle::load(out).map_err(|e| Failure { code: 1, message: e.0 })?;
+            let opts = Options { traffic_auto: traffic == "auto", poll: Duration::from_secs_f64(poll.max(0.05)), ..Options::default() };
+            let c = Converger::new(&aws, &bundle, opts, &say);
+            let plan = c.plan().await.map_err(aws_failure)?;
+            print!("{}", plan.render());
+            let report = c.apply_unchecked(&plan).await.map_err(aws_failure)?;
+            let w: Vec<String> = report.traffic.iter().map(|(n, w)| format!("{n}={w}")).collect();
+            println!("deployed release {} of {}; traffic {}", bundle.manifest.release.number, formation.name, w.join(" "));
+        }
+        Verb::Plan { app, release, out } => {
+            compile_into(&args.stage, app, release, out)?;
+            let bundle = Bundle::load(out).map_err(|e| Failure { code: 1, message: e.0 })?;
+            let plan = Converger::new(&aws, &bundle, Options::default(), &say).plan().await.map_err(aws_failure)?;
+            if json {
+                print_json(&plan);
+            } else {
+                print!("{}", plan.render());
+            }
+        }
+        Verb::Releases => {
+            let rows = ops.releases().await.map_err(aws_failure)?;
+            if json {
+                print_json(&rows);
+            } else {
+                println!("{:>7}  {:<12} {:<20} {:<16} {:>6}  services (in service/desired)", "release", "revision", "created", "stack", "weight");
+                for r in rows {
+                    let svcs: Vec<String> = r.services.iter().map(|s| format!("{} {}/{}", s.service, s.in_service, s.desired)).collect();
+                    println!(
+                        "{:>7}  {:<12} {:<20} {:<16} {:>6}  {}",
+                        r.release,
+                        r.revision.chars().take(12).collect::<String>(),
+                        r.created,
+                        r.stack_status,
+                        r.weight,
+                        svcs.join(", ")
+                    );
+                }
+            }
+        }
+        Verb::Status => {
+            let s = ops.status().await.map_err(aws_failure)?;
+            if json {
+                print_json(&s);
+            } else {
+                println!(
+                    "formation {} (latest release {}){}",
+                    s.formation,
+                    s.latest_release,
+                    s.public_url.as_ref().map(|u| format!(" at {u}")).unwrap_or_default()
+                );
+                let t: Vec<String> = s.traffic.iter().map(|(n, w)| format!("{n}={w}")).collect();
+                println!("traffic: {}", t.join(" "));
+                for r in &s.routes {
+                    let w: Vec<String> = r.weights.iter().map(|(n, w)| format!("{n}={w}")).collect();
+                    println!("  route {:<40} -> {:<16} {}", r.route, r.service, w.join(" "));
+                }
+                for (k, v) in &s.internal_urls {
+                    println!("  {k}={v}");
+                }
+                for r in &s.releases {
+                    let svcs: Vec<String> = r.services.iter().map(|x| format!("{} {}/{}", x.service, x.in_service, x.desired)).collect();
+                    println!("  release {} ({}, weight {}): {}", r.release, r.stack_status, r.weight, svcs.join(", "));
+                }
+            }
+        }
+        Verb::Traffic { weights } => {
+            let target = parse_weights(weights)?;
+            let c = ops.traffic(&target).await.map_err(aws_failure)?;
+            let a: Vec<String> = c.after.iter().map(|(n, w)| format!("{n}={w}")).collect();
+            println!("traffic {} ({} rule{} changed)", a.join(" "), c.writes, if c.writes == 1 { "" } else { "s" });
+        }
+        Verb::Rollback => {
+            let (to, c) = ops.rollback().await.map_err(aws_failure)?;
+            println!("rolled back to release {to} ({} rule{} changed)", c.writes, if c.writes == 1 { "" } else { "s" });
+        }
+        Verb::Scale { release, counts } => {
+            let counts = parse_counts(counts)?;
+            ops.scale(*release, &counts).await.map_err(aws_failure)?;
+            let c: Vec<String> = counts.iter().map(|(s, n)| format!("{s}={n}")).collect();
+            println!("release {release}: {}", c.join(" "));
+        }
+        Verb::Retire { release } => {
+            ops.retire(*release).await.map_err(aws_failure)?;
+            println!("retired release {release}");
+        }
+        Verb::History => {
+            let h = ops.history().await.map_err(aws_failure)?;
+            if json {
+                print_json(&h);
+            } else {
+                for e in h {
+                    println!("{}  {:<12} {}", e.at, e.actor, e.action);
+                }
+            }
+        }
+        Verb::Outputs => {
+            let (_, bytes) = ops.outputs().await.map_err(aws_failure)?;
+            print!("{}", String::from_utf8_lossy(&bytes));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_parse() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(parse_weights(&s(&["12"])).expect("ok"), BTreeMap::from([(12, 100)]));
+        assert_eq!(parse_weights(&s(&["11=90", "12=10"])).expect("ok"), BTreeMap::from([(11, 90), (12, 10)]));
+        assert!(parse_weights(&s(&["11", "12"])).is_err());
+        assert!(parse_weights(&s(&["x=1"])).is_err());
+        assert!(parse_weights(&s(&["1=1", "1=2"])).is_err());
+        assert_eq!(parse_counts(&s(&["api=10", "worker=2"])).expect("ok").len(), 2);
+        assert!(parse_counts(&s(&["api"])).is_err());
+    }
+}
