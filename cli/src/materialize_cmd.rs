@@ -120,7 +120,8 @@ pub async fn run(args: &Args) -> Result<(), CliError> {
         }
         return Ok(());
     }
-    if plan.is_empty() {
+    // A saved plan is always checked against AWS first, even an empty one.
+    if plan.is_empty() && args.plan.is_none() {
         println!("nothing to do: no AWS call that changes anything was made");
         return Ok(());
     }

@@ -264,6 +264,10 @@ impl<'a, A: Aws> Converger<'a, A> {
             match &seen {
                 Some((status, _)) if status.ends_with("_IN_PROGRESS") => return Err(Error::Busy { stack: stack.clone(), status: status.clone() }),
                 Some((_, have)) if *have == want => {}
+                // The deployed template differs only in weights: ELBv2 already holds the observed
+                // weights this render was made from (a flip wrote them), so there is nothing to
+                // change; a later structural update carries them into the template.
+                Some((_, _)) if routing_shape(&self.deployed_template(stack).await?) == routing_shape(body) => {}
                 _ => actions.push(Action::Routing { stack: stack.clone(), create: seen.is_none(), shares: to_plan(&shares), template_sha256: want }),
             }
             observed.stacks.insert(stack.clone(), seen);
@@ -332,6 +336,10 @@ impl<'a, A: Aws> Converger<'a, A> {
             observed,
             actions,
         })
+    }
+
+    async fn deployed_template(&self, stack: &str) -> Result<Vec<u8>, Error> {
+        Ok(retry("read the deployed template", || self.aws.get_template(stack)).await?.into_bytes())
     }
 
     async fn object_sha(&self, bucket: &str, key: &str, bucket_exists: bool) -> Result<Option<String>, Error> {
@@ -701,6 +709,25 @@ fn canonical_sha(bytes: &[u8]) -> String {
         Ok(v) => crate::sha256_hex(&serde_json::to_vec(&v).unwrap_or_default()),
         Err(_) => crate::sha256_hex(bytes),
     }
+}
+
+/// A routing template with every forward weight removed: what it routes where, not how much.
+fn routing_shape(bytes: &[u8]) -> Option<serde_json::Value> {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if m.contains_key("TargetGroupArn") {
+                    m.remove("Weight");
+                }
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    strip(&mut v);
+    Some(v)
 }
 
 fn to_plan(shares: &[TrafficShare]) -> Vec<Share> {

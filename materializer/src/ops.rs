@@ -214,11 +214,12 @@ impl<'a, A: Aws> Ops<'a, A> {
         Ok(TrafficChange { before, after, writes: changes.len() })
     }
 
-    /// All traffic back to the newest routed release older than the one serving most of it.
+    /// All traffic back to the newest routed release older than the newest one with traffic.
     pub async fn rollback(&self) -> Result<(u32, TrafficChange), Error> {
         let (m, _) = self.outputs().await?;
         let weights = Self::weights(&self.rules(&m).await?);
-        let Some((&serving, _)) = weights.iter().filter(|(_, w)| **w > 0).max_by_key(|(n, w)| (**w, **n)) else {
+        // The newest release with any traffic: during a 90/10 canary, rollback aborts the canary.
+        let Some((&serving, _)) = weights.iter().filter(|(_, w)| **w > 0).max_by_key(|(n, _)| **n) else {
             return Err(Error::Artifact("no release carries traffic: nothing to roll back from".into()));
         };
         let Some(&previous) = weights.keys().filter(|n| **n < serving).max() else {

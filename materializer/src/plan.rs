@@ -96,13 +96,9 @@ impl Observed {
 
     /// The first difference between what a plan saw and what is there now, for the refusal.
     pub fn first_difference(&self, now: &Observed) -> Option<String> {
-        if self.bucket_exists != now.bucket_exists {
-            return Some(format!("the bucket {}", if now.bucket_exists { "now exists" } else { "is gone" }));
-        }
-        for (k, v) in &self.objects {
-            if now.objects.get(k) != Some(v) {
-                return Some(format!("object {k} changed"));
-            }
+        // Most telling first: traffic, then stacks, then the bucket and objects.
+        if self.weights != now.weights {
+            return Some(format!("traffic weights changed (planned on {:?}, now {:?})", self.weights, now.weights));
         }
         for (k, v) in &self.stacks {
             match (v, now.stacks.get(k).cloned().flatten()) {
@@ -111,8 +107,13 @@ impl Observed {
                 (_, None) => return Some(format!("stack {k} is gone")),
             }
         }
-        if self.weights != now.weights {
-            return Some(format!("traffic weights changed (planned on {:?}, now {:?})", self.weights, now.weights));
+        if self.bucket_exists != now.bucket_exists {
+            return Some(format!("the bucket {}", if now.bucket_exists { "now exists" } else { "is gone" }));
+        }
+        for (k, v) in &self.objects {
+            if now.objects.get(k) != Some(v) {
+                return Some(format!("object {k} changed"));
+            }
         }
         (self != now).then(|| "the observed state changed".to_string())
     }
