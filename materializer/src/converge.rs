@@ -11,7 +11,8 @@ use gilliam_compiler::manifest::{Manifest, StackEntry, StackRole};
 use gilliam_compiler::TrafficShare;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -627,8 +628,10 @@ impl<'a, A: Aws> Converger<'a, A> {
             }
             seen.extend(events.iter().map(|e| e.id.clone()));
             if !st.status.ends_with("_IN_PROGRESS") {
-                let failed = FAILED.contains(&st.status.as_str()) || st.status == "DELETE_FAILED";
-                if failed && (fail_on_rollback || !st.status.starts_with("ROLLBACK")) {
+                // Waiting on our own create or update, a rollback is a failure; waiting for a
+                // rollback or a delete to settle, only a *_FAILED state is.
+                let failed = if fail_on_rollback { FAILED.contains(&st.status.as_str()) } else { st.status.ends_with("_FAILED") };
+                if failed {
                     let cause = events
                         .iter()
                         .rev()

@@ -1,0 +1,202 @@
+//! An in-memory AWS behind the seam, for what moto cannot show: CloudFormation's asynchronous
+//! state machine (scripted status sequences, failures with resource events), "No updates",
+//! throttling and server errors. Only what the converge touches is modelled.
+
+use gilliam_materializer::aws::{Aws, AwsError, AwsResult, Group, Object, ObjectHead, PutCondition, Rule, Stack, StackEvent, StackRequest, TemplateSource};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+
+#[derive(Debug, Default)]
+pub struct FakeStack {
+    pub status: String,
+    pub template: String,
+    /// Statuses the next describe calls report, then the last one stays.
+    pub script: VecDeque<String>,
+    pub events: Vec<StackEvent>,
+}
+
+#[derive(Debug, Default)]
+pub struct World {
+    pub objects: BTreeMap<(String, String), (Vec<u8>, String)>,
+    pub buckets: Vec<String>,
+    pub stacks: BTreeMap<String, FakeStack>,
+    /// What a create or update of a stack goes through (default: straight to *_COMPLETE).
+    pub on_create: BTreeMap<String, Vec<(String, Option<StackEvent>)>>,
+    pub on_update: BTreeMap<String, Vec<(String, Option<StackEvent>)>>,
+    /// Errors the next calls of an operation return, in order.
+    pub faults: BTreeMap<&'static str, VecDeque<AwsError>>,
+    pub calls: Vec<&'static str>,
+    etags: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Fake {
+    pub world: Mutex<World>,
+}
+
+pub fn event(logical: &str, ty: &str, status: &str, reason: &str) -> StackEvent {
+    StackEvent {
+        id: format!("{logical}-{status}-{reason}"),
+        logical_id: logical.into(),
+        resource_type: ty.into(),
+        status: status.into(),
+        reason: Some(reason.into()),
+    }
+}
+
+impl Fake {
+    pub fn with<T>(&self, f: impl FnOnce(&mut World) -> T) -> T {
+        f(&mut self.world.lock().expect("world"))
+    }
+    fn enter(&self, op: &'static str) -> AwsResult<()> {
+        self.with(|w| {
+            w.calls.push(op);
+            match w.faults.get_mut(op).and_then(VecDeque::pop_front) {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
+        })
+    }
+    fn run_script(w: &mut World, name: &str, steps: Vec<(String, Option<StackEvent>)>, done: &str) {
+        let st = w.stacks.get_mut(name).expect("stack");
+        if steps.is_empty() {
+            st.status = done.into();
+            return;
+        }
+        for (status, ev) in steps {
+            st.script.push_back(status);
+            if let Some(e) = ev {
+                st.events.insert(0, e);
+            }
+        }
+    }
+}
+
+impl Aws for Fake {
+    async fn bucket_exists(&self, bucket: &str) -> AwsResult<bool> {
+        self.enter("bucket_exists")?;
+        Ok(self.with(|w| w.buckets.iter().any(|b| b == bucket)))
+    }
+    async fn create_secure_bucket(&self, bucket: &str, _region: &str) -> AwsResult<()> {
+        self.enter("create_secure_bucket")?;
+        self.with(|w| w.buckets.push(bucket.into()));
+        Ok(())
+    }
+    async fn get_object(&self, bucket: &str, key: &str) -> AwsResult<Option<Object>> {
+        self.enter("get_object")?;
+        Ok(self.with(|w| w.objects.get(&(bucket.into(), key.into())).map(|(b, e)| Object { body: b.clone(), etag: e.clone() })))
+    }
+    async fn head_object(&self, bucket: &str, key: &str) -> AwsResult<Option<ObjectHead>> {
+        self.enter("head_object")?;
+        Ok(self.with(|w| {
+            w.objects.get(&(bucket.into(), key.into())).map(|(b, _)| ObjectHead { size: b.len() as u64, sha256: Some(gilliam_materializer::sha256_hex(b)) })
+        }))
+    }
+    async fn put_object(&self, bucket: &str, key: &str, body: Vec<u8>, cond: PutCondition) -> AwsResult<String> {
+        self.enter("put_object")?;
+        self.with(|w| {
+            let k = (bucket.to_string(), key.to_string());
+            let ok = match (&cond, w.objects.get(&k)) {
+                (PutCondition::Always, _) | (PutCondition::Absent, None) => true,
+                (PutCondition::Matches(e), Some((_, have))) => e == have,
+                _ => false,
+            };
+            if !ok {
+                return Err(AwsError::PreconditionFailed);
+            }
+            w.etags += 1;
+            let etag = format!("\"e{}\"", w.etags);
+            w.objects.insert(k, (body, etag.clone()));
+            Ok(etag)
+        })
+    }
+    async fn describe_stack(&self, name: &str) -> AwsResult<Option<Stack>> {
+        self.enter("describe_stack")?;
+        Ok(self.with(|w| {
+            w.stacks.get_mut(name).map(|st| {
+                if let Some(next) = st.script.pop_front() {
+                    st.status = next;
+                }
+                Stack { name: name.into(), id: format!("id/{name}"), status: st.status.clone(), reason: None, outputs: vec![] }
+            })
+        }))
+    }
+    async fn create_stack(&self, req: &StackRequest) -> AwsResult<String> {
+        self.enter("create_stack")?;
+        self.with(|w| {
+            let TemplateSource::Body(t) = &req.template else { return Err(AwsError::Invalid("fake takes bodies only".into())) };
+            if w.stacks.contains_key(&req.name) {
+                return Err(AwsError::Invalid(format!("AlreadyExistsException: Stack [{}] already exists", req.name)));
+            }
+            w.stacks.insert(req.name.clone(), FakeStack { status: "CREATE_IN_PROGRESS".into(), template: t.clone(), ..FakeStack::default() });
+            let steps = w.on_create.remove(&req.name).unwrap_or_default();
+            Fake::run_script(w, &req.name, steps, "CREATE_COMPLETE");
+            Ok(format!("id/{}", req.name))
+        })
+    }
+    async fn update_stack(&self, req: &StackRequest) -> AwsResult<()> {
+        self.enter("update_stack")?;
+        self.with(|w| {
+            let TemplateSource::Body(t) = &req.template else { return Err(AwsError::Invalid("fake takes bodies only".into())) };
+            let st = w.stacks.get_mut(&req.name).ok_or_else(|| AwsError::Invalid("does not exist".into()))?;
+            if st.template == *t {
+                return Err(AwsError::NoUpdates);
+            }
+            st.template = t.clone();
+            st.status = "UPDATE_IN_PROGRESS".into();
+            let steps = w.on_update.remove(&req.name).unwrap_or_default();
+            Fake::run_script(w, &req.name, steps, "UPDATE_COMPLETE");
+            Ok(())
+        })
+    }
+    async fn delete_stack(&self, name: &str) -> AwsResult<()> {
+        self.enter("delete_stack")?;
+        self.with(|w| w.stacks.remove(name));
+        Ok(())
+    }
+    async fn continue_update_rollback(&self, name: &str) -> AwsResult<()> {
+        self.enter("continue_update_rollback")?;
+        self.with(|w| {
+            if let Some(st) = w.stacks.get_mut(name) {
+                st.status = "UPDATE_ROLLBACK_COMPLETE".into();
+            }
+        });
+        Ok(())
+    }
+    async fn stack_events(&self, name: &str) -> AwsResult<Vec<StackEvent>> {
+        self.enter("stack_events")?;
+        Ok(self.with(|w| w.stacks.get(name).map(|s| s.events.clone()).unwrap_or_default()))
+    }
+    async fn get_template(&self, name: &str) -> AwsResult<String> {
+        self.enter("get_template")?;
+        self.with(|w| w.stacks.get(name).map(|s| s.template.clone()).ok_or_else(|| AwsError::Invalid("does not exist".into())))
+    }
+    async fn stack_resources(&self, _name: &str) -> AwsResult<Vec<(String, String, String)>> {
+        self.enter("stack_resources")?;
+        Ok(vec![])
+    }
+    async fn list_exports(&self) -> AwsResult<Vec<(String, String)>> {
+        self.enter("list_exports")?;
+        Ok(vec![])
+    }
+    async fn describe_rules(&self, _arns: &[String]) -> AwsResult<Vec<Rule>> {
+        self.enter("describe_rules")?;
+        Ok(vec![])
+    }
+    async fn set_rule_weights(&self, _arn: &str, _forward: &[(String, u32)]) -> AwsResult<()> {
+        self.enter("set_rule_weights")?;
+        Ok(())
+    }
+    async fn target_health(&self, _arn: &str) -> AwsResult<Vec<String>> {
+        self.enter("target_health")?;
+        Ok(vec![])
+    }
+    async fn describe_groups(&self, _names: &[String]) -> AwsResult<Vec<Group>> {
+        self.enter("describe_groups")?;
+        Ok(vec![])
+    }
+    async fn set_capacity(&self, _name: &str, _min: u32, _desired: u32, _max: u32) -> AwsResult<()> {
+        self.enter("set_capacity")?;
+        Ok(())
+    }
+}
