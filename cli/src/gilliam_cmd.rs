@@ -34,9 +34,12 @@ pub struct Args {
     /// Output of read verbs.
     #[arg(long, value_enum, default_value = "text", global = true)]
     pub output: Output,
-    /// Print progress (stack events, health waits) as it happens.
+    /// Also stream each resource event of the stacks being changed.
     #[arg(short, long, global = true)]
     pub verbose: bool,
+    /// Print no progress, only results.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
     #[command(subcommand)]
     pub verb: Verb,
 }
@@ -168,12 +171,8 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
         gilliam_compiler::parse_stage(gilliam_compiler::Source { name: &name, text: &text }).map_err(|d| Failure { code: 1, message: d.to_string() })?;
     let formation = Formation::from_stage(&stage);
     let aws = SdkAws::connect(&Endpoint { url: args.endpoint_url.clone(), region: Some(formation.region.clone()) }).await;
-    let verbose = args.verbose;
-    let say = move |line: &str| {
-        if verbose {
-            eprintln!("{line}");
-        }
-    };
+    let progress = crate::progress::Progress::new(args.verbose, args.quiet);
+    let say = |line: &str| progress.say(line);
     let ops = Ops::new(&aws, formation.clone(), &say);
     let json = args.output == Output::Json;
     match &args.verb {

@@ -4,3 +4,4 @@
 pub mod compile_cmd;
 pub mod gilliam_cmd;
 pub mod materialize_cmd;
+pub mod progress;

@@ -50,9 +50,12 @@ pub struct Args {
     /// Seconds between polls of stack status and target health.
     #[arg(long, default_value = "5", value_name = "SECONDS")]
     pub poll: f64,
-    /// Print progress (stack events, health waits) as it happens.
+    /// Also stream each resource event of the stacks being changed.
     #[arg(short, long)]
     pub verbose: bool,
+    /// Print no progress, only the plan and the result.
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
 }
 
 #[derive(Debug)]
@@ -100,12 +103,8 @@ pub async fn run(args: &Args) -> Result<(), CliError> {
     };
     let region = args.region.clone().unwrap_or_else(|| bundle.manifest.formation.region.clone());
     let aws = SdkAws::connect(&Endpoint { url: args.endpoint_url.clone(), region: Some(region) }).await;
-    let verbose = args.verbose;
-    let say = move |line: &str| {
-        if verbose {
-            eprintln!("{line}");
-        }
-    };
+    let progress = crate::progress::Progress::new(args.verbose, args.quiet);
+    let say = |line: &str| progress.say(line);
     let opts = Options { traffic_auto: args.traffic == TrafficMode::Auto, poll: Duration::from_secs_f64(args.poll.max(0.05)), ..Options::default() };
     let c = Converger::new(&aws, &bundle, opts, &say);
     let plan = match saved {

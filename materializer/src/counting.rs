@@ -13,11 +13,13 @@ pub const MUTATING: &[&str] =
 pub struct Counting<A> {
     pub inner: A,
     calls: Mutex<BTreeMap<&'static str, usize>>,
+    /// Time spent inside calls (summed; concurrent calls each count).
+    busy: Mutex<std::time::Duration>,
 }
 
 impl<A> Counting<A> {
     pub fn new(inner: A) -> Self {
-        Counting { inner, calls: Mutex::new(BTreeMap::new()) }
+        Counting { inner, calls: Mutex::new(BTreeMap::new()), busy: Mutex::new(std::time::Duration::ZERO) }
     }
     fn count(&self, op: &'static str) {
         *self.calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(op).or_default() += 1;
@@ -32,84 +34,95 @@ impl<A> Counting<A> {
     }
     pub fn reset(&self) {
         self.calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+        *self.busy.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = std::time::Duration::ZERO;
+    }
+    /// Time spent waiting on AWS (the emulator's own time, in benchmarks).
+    pub fn busy(&self) -> std::time::Duration {
+        *self.busy.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+    async fn timed<T>(&self, f: impl std::future::Future<Output = T>) -> T {
+        let t = std::time::Instant::now();
+        let r = f.await;
+        *self.busy.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += t.elapsed();
+        r
     }
 }
 
 impl<A: Aws> Aws for Counting<A> {
     async fn bucket_exists(&self, bucket: &str) -> AwsResult<bool> {
         self.count("bucket_exists");
-        self.inner.bucket_exists(bucket).await
+        self.timed(self.inner.bucket_exists(bucket)).await
     }
     async fn create_secure_bucket(&self, bucket: &str, region: &str) -> AwsResult<()> {
         self.count("create_secure_bucket");
-        self.inner.create_secure_bucket(bucket, region).await
+        self.timed(self.inner.create_secure_bucket(bucket, region)).await
     }
     async fn get_object(&self, bucket: &str, key: &str) -> AwsResult<Option<Object>> {
         self.count("get_object");
-        self.inner.get_object(bucket, key).await
+        self.timed(self.inner.get_object(bucket, key)).await
     }
     async fn head_object(&self, bucket: &str, key: &str) -> AwsResult<Option<ObjectHead>> {
         self.count("head_object");
-        self.inner.head_object(bucket, key).await
+        self.timed(self.inner.head_object(bucket, key)).await
     }
     async fn put_object(&self, bucket: &str, key: &str, body: Vec<u8>, cond: PutCondition) -> AwsResult<String> {
         self.count("put_object");
-        self.inner.put_object(bucket, key, body, cond).await
+        self.timed(self.inner.put_object(bucket, key, body, cond)).await
     }
     async fn describe_stack(&self, name: &str) -> AwsResult<Option<Stack>> {
         self.count("describe_stack");
-        self.inner.describe_stack(name).await
+        self.timed(self.inner.describe_stack(name)).await
     }
     async fn create_stack(&self, req: &StackRequest) -> AwsResult<String> {
         self.count("create_stack");
-        self.inner.create_stack(req).await
+        self.timed(self.inner.create_stack(req)).await
     }
     async fn update_stack(&self, req: &StackRequest) -> AwsResult<()> {
         self.count("update_stack");
-        self.inner.update_stack(req).await
+        self.timed(self.inner.update_stack(req)).await
     }
     async fn delete_stack(&self, name: &str) -> AwsResult<()> {
         self.count("delete_stack");
-        self.inner.delete_stack(name).await
+        self.timed(self.inner.delete_stack(name)).await
     }
     async fn continue_update_rollback(&self, name: &str) -> AwsResult<()> {
         self.count("continue_update_rollback");
-        self.inner.continue_update_rollback(name).await
+        self.timed(self.inner.continue_update_rollback(name)).await
     }
     async fn stack_events(&self, name: &str) -> AwsResult<Vec<StackEvent>> {
         self.count("stack_events");
-        self.inner.stack_events(name).await
+        self.timed(self.inner.stack_events(name)).await
     }
     async fn get_template(&self, name: &str) -> AwsResult<String> {
         self.count("get_template");
-        self.inner.get_template(name).await
+        self.timed(self.inner.get_template(name)).await
     }
     async fn stack_resources(&self, name: &str) -> AwsResult<Vec<(String, String, String)>> {
         self.count("stack_resources");
-        self.inner.stack_resources(name).await
+        self.timed(self.inner.stack_resources(name)).await
     }
     async fn list_exports(&self) -> AwsResult<Vec<(String, String)>> {
         self.count("list_exports");
-        self.inner.list_exports().await
+        self.timed(self.inner.list_exports()).await
     }
     async fn describe_rules(&self, arns: &[String]) -> AwsResult<Vec<Rule>> {
         self.count("describe_rules");
-        self.inner.describe_rules(arns).await
+        self.timed(self.inner.describe_rules(arns)).await
     }
     async fn set_rule_weights(&self, arn: &str, forward: &[(String, u32)]) -> AwsResult<()> {
         self.count("set_rule_weights");
-        self.inner.set_rule_weights(arn, forward).await
+        self.timed(self.inner.set_rule_weights(arn, forward)).await
     }
     async fn target_health(&self, target_group_arn: &str) -> AwsResult<Vec<String>> {
         self.count("target_health");
-        self.inner.target_health(target_group_arn).await
+        self.timed(self.inner.target_health(target_group_arn)).await
     }
     async fn describe_groups(&self, names: &[String]) -> AwsResult<Vec<Group>> {
         self.count("describe_groups");
-        self.inner.describe_groups(names).await
+        self.timed(self.inner.describe_groups(names)).await
     }
     async fn set_capacity(&self, name: &str, min: u32, desired: u32, max: u32) -> AwsResult<()> {
         self.count("set_capacity");
-        self.inner.set_capacity(name, min, desired, max).await
+        self.timed(self.inner.set_capacity(name, min, desired, max)).await
     }
 }

@@ -204,9 +204,14 @@ impl<'a, A: Aws> Ops<'a, A> {
             }
         }
         let before = Self::weights(&rules);
-        for (arn, forward) in &changes {
-            retry("set rule weights", || self.aws.set_rule_weights(arn, forward)).await?;
-        }
+        // The writes are independent: a few at a time, so that a large formation flips fast.
+        use futures_util::stream::{self, StreamExt};
+        let results: Vec<Result<(), Error>> = stream::iter(changes.iter())
+            .map(|(arn, forward)| retry("set rule weights", move || self.aws.set_rule_weights(arn, forward)))
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<Vec<()>, Error>>()?;
         let after: BTreeMap<u32, u32> = before.keys().map(|n| (*n, target.get(n).copied().unwrap_or(0))).collect();
         let line: Vec<String> = after.iter().map(|(n, w)| format!("{n}={w}")).collect();
         state::update(self.aws, &self.f.bucket, &self.f.prefix, &self.f.name, |st| st.history.push(state::event(format!("traffic {}", line.join(" ")))))
