@@ -96,13 +96,17 @@ pub struct Report {
 impl Report {
     /// The weights the plan leaves, for the history: `1=0 2=100`.
     fn traffic_line(&self, plan: &Plan) -> String {
+        let parts: Vec<String> = self.final_weights(plan).iter().map(|(n, w)| format!("{n}={w}")).collect();
+        format!("traffic {}", parts.join(" "))
+    }
+
+    /// The weights a plan leaves: its last routing change, or what it observed.
+    fn final_weights(&self, plan: &Plan) -> Vec<(u32, u32)> {
         let last = plan.actions.iter().rev().find_map(|a| match a {
             Action::Routing { shares, .. } | Action::ShiftWhenHealthy { shares, .. } => Some(shares.iter().map(|s| (s.release, s.weight)).collect::<Vec<_>>()),
             _ => None,
         });
-        let w = last.unwrap_or_else(|| plan.observed.weights.iter().map(|(n, w)| (*n, w.unwrap_or(0))).collect());
-        let parts: Vec<String> = w.iter().map(|(n, w)| format!("{n}={w}")).collect();
-        format!("traffic {}", parts.join(" "))
+        last.unwrap_or_else(|| plan.observed.weights.iter().map(|(n, w)| (*n, w.unwrap_or(0))).collect())
     }
 }
 
@@ -172,10 +176,11 @@ impl<'a, A: Aws> Converger<'a, A> {
         Ok(self.bundle.file("manifest.json")?.to_vec())
     }
 
-    /// Plans, then applies at once.
+    /// Plans, then applies at once. (Both futures are large; they live on the heap so that
+    /// callers' stacks stay small.)
     pub async fn run(&self) -> Result<Report, Error> {
-        let plan = self.plan().await?;
-        self.apply_unchecked(&plan).await
+        let plan = Box::pin(self.plan()).await?;
+        Box::pin(self.apply_unchecked(&plan)).await
     }
 
     /// Applies a saved plan after checking that AWS still looks as it did when it was made.
@@ -184,11 +189,11 @@ impl<'a, A: Aws> Converger<'a, A> {
         if plan.manifest_sha256 != ours || plan.formation != self.m().formation.name || plan.release != self.m().release.number {
             return Err(Error::Stale(format!("it was made from another compile (formation {}, release {})", plan.formation, plan.release)));
         }
-        let fresh = self.plan().await?;
+        let fresh = Box::pin(self.plan()).await?;
         if fresh.observed_sha256 != plan.observed_sha256 {
             return Err(Error::Stale(plan.observed.first_difference(&fresh.observed).unwrap_or_else(|| "the observed state changed".into())));
         }
-        self.apply_unchecked(plan).await
+        Box::pin(self.apply_unchecked(plan)).await
     }
 
     /// Observes AWS and decides what to do. Reads only: no mutating call.
@@ -430,8 +435,10 @@ impl<'a, A: Aws> Converger<'a, A> {
                 Action::Record { release, retired } => {
                     let record = self.record();
                     let traffic = report.traffic_line(plan);
+                    let weights = report.final_weights(plan);
                     crate::state::update(self.aws, bucket, &m.formation.s3_prefix, &m.formation.name, |st| {
                         st.releases.insert(*release, record.clone());
+                        st.traffic = weights.iter().copied().filter(|(n, _)| !retired.contains(n)).collect();
                         let mut what = format!("deploy release {release} ({traffic})");
                         for n in retired {
                             if let Some(r) = st.releases.get_mut(n) {
@@ -507,6 +514,7 @@ impl<'a, A: Aws> Converger<'a, A> {
             artifact_sha256: m.release.artifact_sha256.clone(),
             stacks: m.stacks.iter().filter(|s| s.role == StackRole::Release).map(|s| s.name.clone()).collect(),
             groups: m.services.iter().filter_map(|s| s.auto_scaling_group.clone().map(|g| (s.name.clone(), (g, s.stack.clone())))).collect(),
+            scale: m.services.iter().filter_map(|s| s.scale.as_ref().map(|x| (s.name.clone(), x.desired))).collect(),
             status: "live".into(),
         }
     }

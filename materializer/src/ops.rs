@@ -214,8 +214,11 @@ impl<'a, A: Aws> Ops<'a, A> {
         results.into_iter().collect::<Result<Vec<()>, Error>>()?;
         let after: BTreeMap<u32, u32> = before.keys().map(|n| (*n, target.get(n).copied().unwrap_or(0))).collect();
         let line: Vec<String> = after.iter().map(|(n, w)| format!("{n}={w}")).collect();
-        state::update(self.aws, &self.f.bucket, &self.f.prefix, &self.f.name, |st| st.history.push(state::event(format!("traffic {}", line.join(" ")))))
-            .await?;
+        state::update(self.aws, &self.f.bucket, &self.f.prefix, &self.f.name, |st| {
+            st.traffic = after.clone();
+            st.history.push(state::event(format!("traffic {}", line.join(" "))));
+        })
+        .await?;
         Ok(TrafficChange { before, after, writes: changes.len() })
     }
 
@@ -363,7 +366,10 @@ impl<'a, A: Aws> Ops<'a, A> {
         }
         let what: Vec<String> = changes.iter().map(|(s, n)| format!("{s}={n}")).collect();
         state::update(self.aws, &self.f.bucket, &self.f.prefix, &self.f.name, |st| {
-            st.history.push(state::event(format!("scale -r{release} {}", what.join(" "))))
+            if let Some(r) = st.releases.get_mut(&release) {
+                r.scale.extend(changes.iter().map(|(s, n)| (s.clone(), *n)));
+            }
+            st.history.push(state::event(format!("scale -r{release} {}", what.join(" "))));
         })
         .await?;
         Ok(())
@@ -384,11 +390,12 @@ impl<'a, A: Aws> Ops<'a, A> {
         }
         let bundle: Bundle = crate::bundle::from_s3(self.aws, &self.f.bucket, &self.f.prefix, m.release.number).await.map_err(Error::Bundle)?;
         let c = Converger::new(self.aws, &bundle, Options::default(), self.say);
-        c.retire_release(release, &record.stacks).await?;
+        Box::pin(c.retire_release(release, &record.stacks)).await?;
         state::update(self.aws, &self.f.bucket, &self.f.prefix, &self.f.name, |st| {
             if let Some(r) = st.releases.get_mut(&release) {
                 r.status = "retired".into();
             }
+            st.traffic.remove(&release);
             st.history.push(state::event(format!("retire release {release}")));
         })
         .await?;

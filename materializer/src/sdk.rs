@@ -9,6 +9,8 @@ use aws_sdk_cloudformation as cfn;
 use aws_sdk_elasticloadbalancingv2 as elb;
 use aws_sdk_s3 as s3;
 use aws_smithy_http_client::tls;
+// The SDK's request futures are large; boxing each one here keeps every caller's future small.
+use futures_util::FutureExt;
 
 /// Where to find AWS: the standard chain, optionally overridden.
 #[derive(Debug, Clone, Default)]
@@ -115,7 +117,7 @@ fn request(req: &StackRequest) -> (Option<String>, Option<String>, Vec<cfn::type
 
 impl Aws for SdkAws {
     async fn bucket_exists(&self, bucket: &str) -> AwsResult<bool> {
-        match self.s3.head_bucket().bucket(bucket).send().await {
+        match self.s3.head_bucket().bucket(bucket).send().boxed().await {
             Ok(_) => Ok(true),
             Err(e) => {
                 let status = e.raw_response().map(|r| r.status().as_u16());
@@ -134,7 +136,7 @@ impl Aws for SdkAws {
                 s3::types::CreateBucketConfiguration::builder().location_constraint(s3::types::BucketLocationConstraint::from(region)).build(),
             );
         }
-        match req.send().await.map_err(classify) {
+        match req.send().boxed().await.map_err(classify) {
             Ok(_) => {}
             Err(AwsError::Invalid(m) | AwsError::Other(m)) if m.contains("BucketAlreadyOwnedByYou") => {}
             Err(e) => return Err(e),
@@ -144,6 +146,7 @@ impl Aws for SdkAws {
             .bucket(bucket)
             .versioning_configuration(s3::types::VersioningConfiguration::builder().status(s3::types::BucketVersioningStatus::Enabled).build())
             .send()
+            .boxed()
             .await
             .map_err(classify)?;
         let rule = s3::types::ServerSideEncryptionRule::builder()
@@ -161,6 +164,7 @@ impl Aws for SdkAws {
                 s3::types::ServerSideEncryptionConfiguration::builder().rules(rule).build().map_err(|e| AwsError::Other(e.to_string()))?,
             )
             .send()
+            .boxed()
             .await
             .map_err(classify)?;
         self.s3
@@ -175,13 +179,14 @@ impl Aws for SdkAws {
                     .build(),
             )
             .send()
+            .boxed()
             .await
             .map_err(classify)?;
         Ok(())
     }
 
     async fn get_object(&self, bucket: &str, key: &str) -> AwsResult<Option<Object>> {
-        match self.s3.get_object().bucket(bucket).key(key).send().await {
+        match self.s3.get_object().bucket(bucket).key(key).send().boxed().await {
             Ok(o) => {
                 let etag = o.e_tag().unwrap_or_default().to_string();
                 let body = o.body.collect().await.map_err(|e| AwsError::Transient(e.to_string()))?.into_bytes().to_vec();
@@ -199,7 +204,7 @@ impl Aws for SdkAws {
     }
 
     async fn head_object(&self, bucket: &str, key: &str) -> AwsResult<Option<ObjectHead>> {
-        match self.s3.head_object().bucket(bucket).key(key).send().await {
+        match self.s3.head_object().bucket(bucket).key(key).send().boxed().await {
             Ok(o) => Ok(Some(ObjectHead { size: o.content_length().unwrap_or(0).max(0) as u64, sha256: o.metadata().and_then(|m| m.get("sha256")).cloned() })),
             Err(e) => {
                 if e.raw_response().map(|r| r.status().as_u16()) == Some(404) {
@@ -218,12 +223,12 @@ impl Aws for SdkAws {
             PutCondition::Absent => req.if_none_match("*"),
             PutCondition::Matches(etag) => req.if_match(etag),
         };
-        let out = req.send().await.map_err(classify)?;
+        let out = req.send().boxed().await.map_err(classify)?;
         Ok(out.e_tag().unwrap_or_default().to_string())
     }
 
     async fn describe_stack(&self, name: &str) -> AwsResult<Option<Stack>> {
-        match self.cfn.describe_stacks().stack_name(name).send().await {
+        match self.cfn.describe_stacks().stack_name(name).send().boxed().await {
             Ok(out) => Ok(out.stacks().first().map(|s| Stack {
                 name: s.stack_name().unwrap_or_default().to_string(),
                 id: s.stack_id().unwrap_or_default().to_string(),
@@ -258,6 +263,7 @@ impl Aws for SdkAws {
             .set_tags(Some(tags))
             .on_failure(cfn::types::OnFailure::Rollback)
             .send()
+            .boxed()
             .await
             .map_err(classify)?;
         Ok(out.stack_id().unwrap_or_default().to_string())
@@ -273,23 +279,24 @@ impl Aws for SdkAws {
             .set_capabilities(Some(caps))
             .set_tags(Some(tags))
             .send()
+            .boxed()
             .await
             .map_err(classify)?;
         Ok(())
     }
 
     async fn delete_stack(&self, name: &str) -> AwsResult<()> {
-        self.cfn.delete_stack().stack_name(name).send().await.map_err(classify)?;
+        self.cfn.delete_stack().stack_name(name).send().boxed().await.map_err(classify)?;
         Ok(())
     }
 
     async fn continue_update_rollback(&self, name: &str) -> AwsResult<()> {
-        self.cfn.continue_update_rollback().stack_name(name).send().await.map_err(classify)?;
+        self.cfn.continue_update_rollback().stack_name(name).send().boxed().await.map_err(classify)?;
         Ok(())
     }
 
     async fn stack_events(&self, name: &str) -> AwsResult<Vec<StackEvent>> {
-        let out = self.cfn.describe_stack_events().stack_name(name).send().await.map_err(classify)?;
+        let out = self.cfn.describe_stack_events().stack_name(name).send().boxed().await.map_err(classify)?;
         Ok(out
             .stack_events()
             .iter()
@@ -304,7 +311,7 @@ impl Aws for SdkAws {
     }
 
     async fn get_template(&self, name: &str) -> AwsResult<String> {
-        let out = self.cfn.get_template().stack_name(name).send().await.map_err(classify)?;
+        let out = self.cfn.get_template().stack_name(name).send().boxed().await.map_err(classify)?;
         Ok(out.template_body().unwrap_or_default().to_string())
     }
 
@@ -312,7 +319,7 @@ impl Aws for SdkAws {
         let mut out = Vec::new();
         let mut token = None;
         loop {
-            let page = self.cfn.list_stack_resources().stack_name(name).set_next_token(token).send().await.map_err(classify)?;
+            let page = self.cfn.list_stack_resources().stack_name(name).set_next_token(token).send().boxed().await.map_err(classify)?;
             for r in page.stack_resource_summaries() {
                 out.push((
                     r.logical_resource_id().unwrap_or_default().to_string(),
@@ -331,7 +338,7 @@ impl Aws for SdkAws {
         let mut out = Vec::new();
         let mut token = None;
         loop {
-            let page = self.cfn.list_exports().set_next_token(token).send().await.map_err(classify)?;
+            let page = self.cfn.list_exports().set_next_token(token).send().boxed().await.map_err(classify)?;
             for e in page.exports() {
                 out.push((e.name().unwrap_or_default().to_string(), e.value().unwrap_or_default().to_string()));
             }
@@ -346,7 +353,7 @@ impl Aws for SdkAws {
         let mut out = Vec::new();
         // DescribeRules takes a bounded number of ARNs per call.
         for chunk in arns.chunks(20) {
-            let page = self.elb.describe_rules().set_rule_arns(Some(chunk.to_vec())).send().await.map_err(classify)?;
+            let page = self.elb.describe_rules().set_rule_arns(Some(chunk.to_vec())).send().boxed().await.map_err(classify)?;
             for r in page.rules() {
                 let forward = r
                     .actions()
@@ -369,12 +376,12 @@ impl Aws for SdkAws {
             .r#type(elb::types::ActionTypeEnum::Forward)
             .forward_config(elb::types::ForwardActionConfig::builder().set_target_groups(Some(groups)).build())
             .build();
-        self.elb.modify_rule().rule_arn(arn).actions(action).send().await.map_err(classify)?;
+        self.elb.modify_rule().rule_arn(arn).actions(action).send().boxed().await.map_err(classify)?;
         Ok(())
     }
 
     async fn target_health(&self, target_group_arn: &str) -> AwsResult<Vec<String>> {
-        let out = self.elb.describe_target_health().target_group_arn(target_group_arn).send().await.map_err(classify)?;
+        let out = self.elb.describe_target_health().target_group_arn(target_group_arn).send().boxed().await.map_err(classify)?;
         Ok(out
             .target_health_descriptions()
             .iter()
@@ -385,7 +392,7 @@ impl Aws for SdkAws {
     async fn describe_groups(&self, names: &[String]) -> AwsResult<Vec<Group>> {
         let mut out = Vec::new();
         for chunk in names.chunks(50) {
-            let page = self.asg.describe_auto_scaling_groups().set_auto_scaling_group_names(Some(chunk.to_vec())).send().await.map_err(classify)?;
+            let page = self.asg.describe_auto_scaling_groups().set_auto_scaling_group_names(Some(chunk.to_vec())).send().boxed().await.map_err(classify)?;
             for g in page.auto_scaling_groups() {
                 let count = |v: Option<i32>| v.unwrap_or(0).max(0) as u32;
                 let in_service = g.instances().iter().filter(|i| i.lifecycle_state().map(|s| s.as_str()) == Some("InService")).count() as u32;
@@ -409,6 +416,7 @@ impl Aws for SdkAws {
             .desired_capacity(desired as i32)
             .max_size(max as i32)
             .send()
+            .boxed()
             .await
             .map_err(classify)?;
         Ok(())

@@ -16,6 +16,8 @@ pub struct State {
     pub format_version: u32,
     pub formation: String,
     pub releases: BTreeMap<u32, ReleaseRecord>,
+    /// Release to weight, as last set by gilliam.
+    pub traffic: BTreeMap<u32, u32>,
     pub history: Vec<Event>,
 }
 
@@ -28,6 +30,8 @@ pub struct ReleaseRecord {
     pub stacks: Vec<String>,
     /// Service name to its Auto Scaling group's logical ID and stack, for scaling.
     pub groups: BTreeMap<String, (String, String)>,
+    /// Service name to its desired instance count (scale factor), as last set by gilliam.
+    pub scale: BTreeMap<String, u32>,
     /// "live" or "retired".
     pub status: String,
 }

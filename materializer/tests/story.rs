@@ -229,6 +229,9 @@ async fn deploy_two_releases_shift_and_converge_again() {
     assert_eq!(weights(&aws).await, BTreeMap::from([(3, 100), (4, 0)]));
     let rows: Vec<(u32, u32)> = ops.releases().await.expect("releases").iter().map(|r| (r.release, r.weight)).collect();
     assert_eq!(rows, vec![(3, 100), (4, 0)]);
+    let st = ops.state().await.expect("state");
+    assert_eq!(st.traffic, BTreeMap::from([(3, 100), (4, 0)]), "the published state holds the weights");
+    assert_eq!(st.releases[&4].scale.get("api"), Some(&3), "and the scale factors");
     let history: Vec<String> = ops.history().await.expect("history").into_iter().map(|e| e.action).collect();
     assert_eq!(
         &history[history.len() - 6..],
