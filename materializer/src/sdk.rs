@@ -29,9 +29,14 @@ pub struct SdkAws {
     asg: asg::Client,
 }
 
+/// The HTTP client every gilliam AWS client uses: rustls with ring.
+pub fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring)).build_https()
+}
+
 impl SdkAws {
     pub async fn connect(endpoint: &Endpoint) -> Self {
-        let http = aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring)).build_https();
+        let http = http_client();
         let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
         if let Some(r) = &endpoint.region {
             loader = loader.region(Region::new(r.clone()));
