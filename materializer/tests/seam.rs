@@ -66,3 +66,28 @@ async fn s3_and_cloudformation_through_the_seam() {
     assert_eq!(s.outputs.len(), 1);
     assert!(aws.get_template("seam").await.expect("template").contains("AWS::EC2::SecurityGroup"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_state_writers_lose_nothing() {
+    let moto = moto::Moto::start();
+    let aws = std::sync::Arc::new(SdkAws::connect(&Endpoint { url: Some(moto.url.clone()), region: Some("eu-west-1".into()) }).await);
+    aws.create_secure_bucket("gilliam-state", "eu-west-1").await.expect("bucket");
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let aws = aws.clone();
+        tasks.push(tokio::spawn(async move {
+            gilliam_materializer::state::update(aws.as_ref(), "gilliam-state", "gilliam/f/", "f", |st| {
+                st.history.push(gilliam_materializer::state::event(format!("writer {i}")))
+            })
+            .await
+            .expect("update")
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let (st, _) = gilliam_materializer::state::read(aws.as_ref(), "gilliam-state", "gilliam/f/", "f").await.expect("read");
+    let mut seen: Vec<String> = st.history.into_iter().map(|e| e.action).collect();
+    seen.sort();
+    assert_eq!(seen, (0..8).map(|i| format!("writer {i}")).collect::<Vec<_>>(), "every concurrent update survives");
+}

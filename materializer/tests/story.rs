@@ -246,6 +246,12 @@ async fn deploy_two_releases_shift_and_converge_again() {
         "{history:?}"
     );
 
+    // With manual traffic, a new release comes up beside the others and gets nothing.
+    let r5 = compile(&stage, 5, "artifacts/a.tgz", &sha);
+    let manual = Options { traffic_auto: false, ..opts() };
+    Converger::new(&aws, &r5, manual, &say).run().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(weights(&aws).await, BTreeMap::from([(3, 100), (4, 0), (5, 0)]));
+
     // A release is immutable: the same number with other content is refused.
     let changed = compile(&format!("{stage}defaults: {{instance_type: t3.large}}\n"), 3, "artifacts/a.tgz", &sha);
     let err = Converger::new(&aws, &changed, opts(), &say).run().await.expect_err("immutable");
