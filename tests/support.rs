@@ -122,3 +122,30 @@ pub mod moto {
         }
     }
 }
+
+/// Compiles the three texts and writes the output into `dir` (cleared first), as
+/// gilliam-compile would.
+pub fn compile_into(app: &str, release: &str, stage: &str, dir: &Path) -> Compiled {
+    let c = compile_texts(app, release, stage).unwrap_or_else(|e| panic!("{e}"));
+    let _ = std::fs::remove_dir_all(dir);
+    for (rel, bytes) in &c.files {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, bytes).expect("write");
+    }
+    c
+}
+
+/// A CloudFormation template for a VPC with four subnets over two zones, with outputs `Vpc`
+/// and `A`..`D` (A and B for public subnets, C and D for private ones): how tests make a
+/// network in moto through the seam, which has no EC2 calls of its own.
+pub fn network_template(region: &str) -> String {
+    let mut res = serde_json::json!({ "Vpc": { "Type": "AWS::EC2::VPC", "Properties": { "CidrBlock": "10.0.0.0/16" } } });
+    let mut outputs = serde_json::Map::new();
+    for (i, name) in ["A", "B", "C", "D"].iter().enumerate() {
+        res[*name] = serde_json::json!({ "Type": "AWS::EC2::Subnet", "Properties": { "VpcId": { "Ref": "Vpc" }, "CidrBlock": format!("10.0.{i}.0/24"), "AvailabilityZone": format!("{region}{}", ["a", "b"][i % 2]) } });
+        outputs.insert(name.to_string(), serde_json::json!({ "Value": { "Ref": name } }));
+    }
+    outputs.insert("Vpc".into(), serde_json::json!({ "Value": { "Ref": "Vpc" } }));
+    serde_json::json!({ "Resources": res, "Outputs": outputs }).to_string()
+}

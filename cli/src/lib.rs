@@ -2,6 +2,7 @@
 //! errors to documented exit codes. The compiler library itself does no I/O.
 
 pub mod compile_cmd;
+pub mod entry;
 pub mod gilliam_cmd;
 pub mod materialize_cmd;
 pub mod progress;

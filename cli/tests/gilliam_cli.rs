@@ -37,14 +37,7 @@ fn text(o: &Output) -> String {
 /// A network made through CloudFormation in moto, an artifact, and the stage and release files.
 async fn prepare(moto: &Moto, dir: &Path) {
     let aws = SdkAws::connect(&Endpoint { url: Some(moto.url.clone()), region: Some(REGION.into()) }).await;
-    let mut res = serde_json::json!({ "Vpc": { "Type": "AWS::EC2::VPC", "Properties": { "CidrBlock": "10.0.0.0/16" } } });
-    let mut outputs = serde_json::Map::new();
-    for (i, name) in ["A", "B", "C", "D"].iter().enumerate() {
-        res[*name] = serde_json::json!({ "Type": "AWS::EC2::Subnet", "Properties": { "VpcId": { "Ref": "Vpc" }, "CidrBlock": format!("10.0.{i}.0/24"), "AvailabilityZone": format!("{REGION}{}", ["a", "b"][i % 2]) } });
-        outputs.insert(name.to_string(), serde_json::json!({ "Value": { "Ref": name } }));
-    }
-    outputs.insert("Vpc".into(), serde_json::json!({ "Value": { "Ref": "Vpc" } }));
-    let body = serde_json::json!({ "Resources": res, "Outputs": outputs }).to_string();
+    let body = gilliam_tests::network_template(REGION);
     aws.create_stack(&StackRequest { name: "net".into(), template: TemplateSource::Body(body), capabilities: vec![], tags: vec![] }).await.expect("network");
     let o: BTreeMap<String, String> = aws.describe_stack("net").await.expect("describe").expect("net").outputs.into_iter().collect();
     let stage = std::fs::read_to_string(root().join("examples/quickstart/stage.yml"))

@@ -33,14 +33,7 @@ fn app() -> String {
 }
 
 async fn stage<A: Aws>(aws: &A) -> String {
-    let mut res = serde_json::json!({ "Vpc": { "Type": "AWS::EC2::VPC", "Properties": { "CidrBlock": "10.0.0.0/16" } } });
-    let mut outputs = serde_json::Map::new();
-    for (i, name) in ["A", "B", "C", "D"].iter().enumerate() {
-        res[*name] = serde_json::json!({ "Type": "AWS::EC2::Subnet", "Properties": { "VpcId": { "Ref": "Vpc" }, "CidrBlock": format!("10.0.{i}.0/24"), "AvailabilityZone": format!("{REGION}{}", ["a", "b"][i % 2]) } });
-        outputs.insert(name.to_string(), serde_json::json!({ "Value": { "Ref": name } }));
-    }
-    outputs.insert("Vpc".into(), serde_json::json!({ "Value": { "Ref": "Vpc" } }));
-    let body = serde_json::json!({ "Resources": res, "Outputs": outputs }).to_string();
+    let body = gilliam_tests::network_template(REGION);
     aws.create_stack(&StackRequest { name: "net".into(), template: TemplateSource::Body(body), capabilities: vec![], tags: vec![] }).await.expect("network");
     let o: BTreeMap<String, String> = aws.describe_stack("net").await.expect("describe").expect("net").outputs.into_iter().collect();
     format!("formation: bench\nregion: {REGION}\nvpc: {}\npublic_subnets: [{}, {}]\nprivate_subnets: [{}, {}]\noutputs_bucket: bench-out\nkeep_releases: 2\nrouting_groups: 2\n", o["Vpc"], o["A"], o["B"], o["C"], o["D"])
@@ -56,14 +49,8 @@ fn bundle(stage: &str, n: u32, sha: &str) -> Bundle {
         release: gilliam_compiler::Source { name: "release.json", text: &release },
         stage: gilliam_compiler::Source { name: "stage.yml", text: stage },
     };
-    let c = gilliam_compiler::compile(&inputs).unwrap_or_else(|e| panic!("{e}"));
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../target/bench-scratch/r{n}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    for (rel, bytes) in &c.files {
-        let p = dir.join(rel);
-        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-        std::fs::write(p, bytes).expect("write");
-    }
+    gilliam_tests::compile_into(inputs.app.text, inputs.release.text, inputs.stage.text, &dir);
     Bundle::load(&dir).expect("bundle")
 }
 

@@ -131,29 +131,21 @@ impl<'a, A: Aws> Ops<'a, A> {
                 by_arn.insert(value, n);
             }
         }
-        let mut out = Vec::new();
-        for s in m.stacks.iter().filter(|s| s.role == StackRole::Routing) {
-            if retry("describe stack", || self.aws.describe_stack(&s.name)).await?.is_none() {
-                continue;
-            }
-            let arns: Vec<String> = retry("list stack resources", || self.aws.stack_resources(&s.name))
-                .await?
-                .into_iter()
-                .filter(|(_, _, ty)| ty == "AWS::ElasticLoadBalancingV2::ListenerRule")
-                .map(|(_, arn, _)| arn)
-                .collect();
-            if arns.is_empty() {
-                continue;
-            }
-            for r in retry("describe rules", || self.aws.describe_rules(&arns)).await? {
-                let forward = r.forward.into_iter().map(|(tg, w)| {
-                    let n = by_arn.get(&tg).copied();
-                    (tg, w, n)
-                });
-                out.push(RuleView { arn: r.arn, forward: forward.collect() });
-            }
-        }
-        Ok(out)
+        let rules = crate::observe::routing_rules(self.aws, m).await?;
+        Ok(rules
+            .into_iter()
+            .map(|r| RuleView {
+                arn: r.arn,
+                forward: r
+                    .forward
+                    .into_iter()
+                    .map(|(tg, w)| {
+                        let n = by_arn.get(&tg).copied();
+                        (tg, w, n)
+                    })
+                    .collect(),
+            })
+            .collect())
     }
 
     fn weights(rules: &[RuleView]) -> BTreeMap<u32, u32> {

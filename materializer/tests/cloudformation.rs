@@ -26,14 +26,8 @@ fn bundle(name: &str) -> Bundle {
         release: gilliam_compiler::Source { name: "release.json", text: &release },
         stage: gilliam_compiler::Source { name: "stage.yml", text: STAGE },
     };
-    let c = gilliam_compiler::compile(&inputs).expect("compiles");
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-scratch/cfn").join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    for (rel, bytes) in &c.files {
-        let p = dir.join(rel);
-        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-        std::fs::write(p, bytes).expect("write");
-    }
+    gilliam_tests::compile_into(inputs.app.text, inputs.release.text, inputs.stage.text, &dir);
     Bundle::load(&dir).expect("bundle")
 }
 

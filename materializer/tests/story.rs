@@ -22,21 +22,14 @@ const ARTIFACTS: &str = "gilliam-story-artifacts";
 /// A VPC with two public and two private subnets, made through CloudFormation (the seam has no
 /// EC2 calls of its own); returns the stage file for it.
 async fn network<A: Aws>(aws: &A) -> String {
-    let mut res = serde_json::json!({ "Vpc": { "Type": "AWS::EC2::VPC", "Properties": { "CidrBlock": "10.0.0.0/16" } } });
-    let mut outputs = serde_json::Map::new();
-    for (i, name) in ["Public1", "Public2", "Private1", "Private2"].iter().enumerate() {
-        res[*name] = serde_json::json!({ "Type": "AWS::EC2::Subnet", "Properties": { "VpcId": { "Ref": "Vpc" }, "CidrBlock": format!("10.0.{i}.0/24"), "AvailabilityZone": format!("{REGION}{}", ["a", "b"][i % 2]) } });
-        outputs.insert(name.to_string(), serde_json::json!({ "Value": { "Ref": name } }));
-    }
-    outputs.insert("Vpc".into(), serde_json::json!({ "Value": { "Ref": "Vpc" } }));
-    let body = serde_json::json!({ "Resources": res, "Outputs": outputs }).to_string();
+    let body = gilliam_tests::network_template(REGION);
     aws.create_stack(&StackRequest { name: "network".into(), template: TemplateSource::Body(body), capabilities: vec![], tags: vec![] })
         .await
         .expect("network stack");
     let out: BTreeMap<String, String> = aws.describe_stack("network").await.expect("describe").expect("exists").outputs.into_iter().collect();
     format!(
         "formation: shop\nregion: {REGION}\nvpc: {}\npublic_subnets: [{}, {}]\nprivate_subnets:\n  - {{id: {}, zone: {REGION}a}}\n  - {{id: {}, zone: {REGION}b}}\noutputs_bucket: {BUCKET}\nkeep_releases: 2\n",
-        out["Vpc"], out["Public1"], out["Public2"], out["Private1"], out["Private2"]
+        out["Vpc"], out["A"], out["B"], out["C"], out["D"]
     )
 }
 
@@ -55,14 +48,8 @@ fn compile(stage: &str, number: u32, artifact_key: &str, sha: &str) -> Bundle {
         release: gilliam_compiler::Source { name: "release.json", text: &release },
         stage: gilliam_compiler::Source { name: "stage.yml", text: stage },
     };
-    let c = gilliam_compiler::compile(&inputs).unwrap_or_else(|e| panic!("{e}"));
     let dir = root().join(format!("target/test-scratch/story/r{number}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    for (rel, bytes) in &c.files {
-        let p = dir.join(rel);
-        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-        std::fs::write(p, bytes).expect("write");
-    }
+    gilliam_tests::compile_into(inputs.app.text, inputs.release.text, inputs.stage.text, &dir);
     Bundle::load(&dir).expect("bundle loads")
 }
 

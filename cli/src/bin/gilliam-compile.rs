@@ -4,8 +4,7 @@
 //! Exit codes: 0 success, 1 invalid input (every problem printed as file:line:column),
 //! 2 usage error (bad flags, unreadable or unwritable files), 3 internal error.
 
-use clap::Parser;
-use gilliam_cli::compile_cmd::{run, Args};
+use gilliam_cli::compile_cmd::{run, Args, CliError};
 use std::process::ExitCode;
 
 // Compiling a large formation builds and drops millions of small JSON nodes; mimalloc does
@@ -14,19 +13,5 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
-        Ok(a) => a,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return ExitCode::from(code);
-        }
-    };
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::from(e.exit_code())
-        }
-    }
+    gilliam_cli::entry::main::<Args, CliError>(run, CliError::exit_code)
 }
