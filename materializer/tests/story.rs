@@ -244,3 +244,31 @@ async fn deploy_two_releases_shift_and_converge_again() {
     let err = Converger::new(&aws, &changed, opts(), &say).run().await.expect_err("immutable");
     assert!(err.to_string().contains("a release is immutable"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_templates_go_through_template_url() {
+    let moto = moto::Moto::start();
+    let aws = SdkAws::connect(&Endpoint { url: Some(moto.url.clone()), region: Some(REGION.into()) }).await;
+    let stage = network(&aws).await;
+    aws.create_secure_bucket(ARTIFACTS, REGION).await.expect("bucket");
+    aws.put_object(ARTIFACTS, "a.tgz", b"x".to_vec(), PutCondition::Always).await.expect("artifact");
+    let sha = gilliam_materializer::sha256_hex(b"x");
+    let mut app = String::new();
+    for i in 0..40 {
+        app.push_str(&format!("svc-{i:02}:\n  script: bin/svc\n  ports: [8080]\n  routes: [\"svc-{i:02}.example.com\"]\n"));
+    }
+    let release = format!(
+        r#"{{"number": 1, "artifact": {{"url": "s3://{ARTIFACTS}/a.tgz", "sha256": "{sha}"}}, "runtime_image": "ami-0a1b2c3d4e5f60718", "revision": "r", "created": "2026-11-22T10:00:00Z"}}"#
+    );
+    let dir = root().join("target/test-scratch/story/large");
+    let c = gilliam_tests::compile_into(&app, &release, &stage, &dir);
+    let large: Vec<String> = c.manifest.stacks.iter().filter(|s| s.upload_required).map(|s| s.name.clone()).collect();
+    assert!(!large.is_empty(), "40 routed services make a release template over 51,200 bytes");
+    let b = Bundle::load(&dir).expect("bundle");
+    Converger::new(&aws, &b, opts(), &|_| {}).run().await.unwrap_or_else(|e| panic!("{e}"));
+    for name in &large {
+        assert_eq!(aws.describe_stack(name).await.expect("describe").map(|s| s.status), Some("CREATE_COMPLETE".into()), "{name}");
+        let key = &c.manifest.stacks.iter().find(|s| &s.name == name).expect("entry").s3_key;
+        assert!(aws.head_object(BUCKET, key).await.expect("head").is_some(), "{name}'s template was uploaded to {key}");
+    }
+}
