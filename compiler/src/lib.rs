@@ -15,6 +15,7 @@ pub mod names;
 pub mod node;
 mod par;
 pub mod release;
+pub mod runtime;
 pub mod stage;
 
 pub use compile::{

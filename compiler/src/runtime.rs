@@ -1,0 +1,144 @@
+//! The runtime config: what userdata hands the on-instance agent (format 1). The compiler
+//! writes it; the agent reads it with these types. A contract test parses every config the
+//! compiler emits with them, so that the two never drift apart.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signal {
+    /// The stack whose resource is signalled.
+    pub stack: String,
+    /// Logical ID of the Auto Scaling group with the CreationPolicy.
+    pub resource: String,
+    pub timeout_seconds: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Artifact {
+    pub url: String,
+    pub sha256: String,
+}
+
+/// A secret-bearing variable: the agent reads Secrets Manager secret `secret` (a JSON object)
+/// and substitutes its fields into `format` (`postgres://{username}:{password}@...`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    pub secret: String,
+    pub format: String,
+}
+
+/// A document to fetch from S3 and check against its sha256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pinned {
+    pub url: String,
+    pub sha256: String,
+}
+
+/// A service of the release: fetch the artifact, run `script`, keep it healthy, signal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    pub format_version: u32,
+    pub role: String,
+    pub formation: String,
+    pub release: u32,
+    pub service: String,
+    pub region: String,
+    pub signal: Signal,
+    pub artifact: Artifact,
+    pub script: String,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub health_path: Option<String>,
+    pub drain_seconds: u32,
+    /// Every variable the process gets, but the shared discovery ones and resolved secrets.
+    pub env: BTreeMap<String, String>,
+    pub secrets: BTreeMap<String, SecretRef>,
+    /// Large formations: discovery variables in one shared document, applied below `env`.
+    #[serde(default)]
+    pub discovery: Option<Pinned>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attach {
+    pub tag_key: String,
+    pub tag_value: String,
+}
+
+/// A member of a self-hosted etcd cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdConfig {
+    pub format_version: u32,
+    pub role: String,
+    pub formation: String,
+    pub service: String,
+    pub member: String,
+    pub region: String,
+    pub signal: Signal,
+    #[serde(default)]
+    pub version: Option<String>,
+    /// The tag by which the member finds its network interface and volume.
+    pub attach: Attach,
+    pub advertise_client_url: String,
+    pub advertise_peer_url: String,
+    pub initial_cluster: String,
+    pub drain_seconds: u32,
+}
+
+/// Userdata that carries only where the config is, when it would not fit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pointer {
+    pub format_version: u32,
+    pub config_url: String,
+    pub config_sha256: String,
+    pub region: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeConfig {
+    Service(Box<ServiceConfig>),
+    Etcd(Box<EtcdConfig>),
+    Pointer(Pointer),
+}
+
+/// The shared discovery document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Discovery {
+    pub format_version: u32,
+    pub env: BTreeMap<String, String>,
+}
+
+/// Reads a runtime config, refusing unknown versions, roles and fields.
+pub fn parse(bytes: &[u8]) -> Result<RuntimeConfig, String> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| format!("runtime config is not JSON: {e}"))?;
+    match v.get("format_version").and_then(serde_json::Value::as_u64) {
+        Some(1) => {}
+        other => return Err(format!("runtime config format_version {other:?}; this agent reads 1")),
+    }
+    let typed = |r: Result<RuntimeConfig, serde_json::Error>| r.map_err(|e| format!("runtime config: {e}"));
+    if v.get("config_url").is_some() {
+        return typed(serde_json::from_value(v).map(RuntimeConfig::Pointer));
+    }
+    match v.get("role").and_then(serde_json::Value::as_str) {
+        Some("service") => typed(serde_json::from_value(v).map(|c| RuntimeConfig::Service(Box::new(c)))),
+        Some("etcd") => typed(serde_json::from_value(v).map(|c| RuntimeConfig::Etcd(Box::new(c)))),
+        other => Err(format!("runtime config role {other:?}; expected \"service\" or \"etcd\"")),
+    }
+}
+
+/// The runtime config inside a userdata script (between the heredoc markers).
+pub fn from_userdata(script: &str) -> Option<&str> {
+    let start = script.find("<<'GILLIAM_RUNTIME_CONFIG'\n")? + "<<'GILLIAM_RUNTIME_CONFIG'\n".len();
+    let end = script[start..].find("\nGILLIAM_RUNTIME_CONFIG\n")?;
+    Some(&script[start..start + end])
+}

@@ -1,0 +1,58 @@
+//! The contract between userdata and the agent: every runtime config the compiler emits, for
+//! every fixture case, parses with the agent's types, and points at what exists: its release
+//! stack, the Auto Scaling group to signal, the artifact of the release.
+
+use gilliam_compiler::runtime::{self, RuntimeConfig};
+use gilliam_compiler::{compile, Inputs, Source};
+use std::path::Path;
+
+#[test]
+fn every_emitted_runtime_config_parses_and_points_at_real_resources() {
+    for case in ["seed", "full", "split"] {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(case);
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("fixture");
+        let (a, r, s) = (read("gilliam.yml"), read("release.json"), read("stage.yml"));
+        let c = compile(&Inputs { app: Source { name: "a", text: &a }, release: Source { name: "r", text: &r }, stage: Source { name: "s", text: &s } })
+            .expect("compiles");
+        let mut seen = 0;
+        for (path, bytes) in c.files.iter().filter(|(p, _)| p.starts_with("userdata/")) {
+            let script = std::str::from_utf8(bytes).expect("utf-8");
+            let text = runtime::from_userdata(script).unwrap_or_else(|| panic!("{case}/{path}: no runtime config"));
+            let cfg = runtime::parse(text.as_bytes()).unwrap_or_else(|e| panic!("{case}/{path}: {e}"));
+            let (stack, resource) = match &cfg {
+                RuntimeConfig::Service(s) => {
+                    assert_eq!(
+                        (s.artifact.url.as_str(), s.artifact.sha256.as_str()),
+                        (c.manifest.release.artifact_url.as_str(), c.manifest.release.artifact_sha256.as_str())
+                    );
+                    if let Some(d) = &s.discovery {
+                        let u = c.manifest.uploads.iter().find(|u| d.url.ends_with(&u.s3_key)).expect("discovery is an upload");
+                        assert_eq!(d.sha256, u.sha256);
+                        let doc: runtime::Discovery = serde_json::from_slice(&c.files[&u.path]).expect("discovery document");
+                        assert!(doc.env.keys().any(|k| k.ends_with("_URL")), "{case}: discovery holds URLs");
+                    }
+                    (s.signal.stack.clone(), s.signal.resource.clone())
+                }
+                RuntimeConfig::Etcd(e) => (e.signal.stack.clone(), e.signal.resource.clone()),
+                RuntimeConfig::Pointer(p) => panic!("{case}/{path}: unexpected pointer {p:?}"),
+            };
+            let entry = c.manifest.stacks.iter().find(|s| s.name == stack).unwrap_or_else(|| panic!("{case}/{path}: signals unknown stack {stack}"));
+            let template: serde_json::Value = serde_json::from_slice(&c.files[&entry.template]).expect("template");
+            let ty = template["Resources"][&resource]["Type"].as_str().unwrap_or_else(|| panic!("{case}/{path}: {resource} is not in {stack}"));
+            assert_eq!(ty, "AWS::AutoScaling::AutoScalingGroup");
+            assert!(template["Resources"][&resource]["CreationPolicy"]["ResourceSignal"].is_object(), "{case}/{path}: {resource} waits for no signal");
+            seen += 1;
+        }
+        assert!(seen >= 3, "{case}: {seen} configs");
+    }
+}
+
+#[test]
+fn unknown_versions_roles_and_fields_are_refused() {
+    assert!(runtime::parse(br#"{"format_version": 2}"#).unwrap_err().contains("format_version"));
+    assert!(runtime::parse(br#"{"format_version": 1, "role": "db"}"#).unwrap_err().contains("role"));
+    assert!(runtime::parse(br#"{"format_version": 1, "config_url": "s3://b/k", "config_sha256": "x", "region": "r", "extra": 1}"#)
+        .unwrap_err()
+        .contains("extra"));
+    assert!(runtime::parse(b"not json").is_err());
+}
