@@ -52,7 +52,7 @@ fn unknown_versions_roles_and_fields_are_refused() {
     assert!(runtime::parse(br#"{"format_version": 2}"#).expect_err("refused").contains("format_version"));
     assert!(runtime::parse(br#"{"format_version": 1, "role": "db"}"#).expect_err("refused").contains("role"));
     assert!(runtime::parse(br#"{"format_version": 1, "config_url": "s3://b/k", "config_sha256": "x", "region": "r", "extra": 1}"#)
-        .unwrap_err()
+        .expect_err("refused")
         .contains("extra"));
     assert!(runtime::parse(b"not json").is_err());
 }
