@@ -321,7 +321,7 @@ impl<'a, A: Aws> Converger<'a, A> {
             actions.push(Action::Retire { release: *n, stacks });
         }
         if !actions.is_empty() || !recorded {
-            actions.push(Action::Record { release: number, retired: retire.clone() });
+            actions.push(Action::Record { release: number, retired: retire.clone(), deploy: creating || !recorded });
         }
 
         let manifest = self.manifest_bytes()?;
@@ -432,14 +432,15 @@ impl<'a, A: Aws> Converger<'a, A> {
                     self.retire(stacks).await?;
                     report.changes.push(format!("- release {release} (scaled to zero, stacks deleted)"));
                 }
-                Action::Record { release, retired } => {
+                Action::Record { release, retired, deploy } => {
                     let record = self.record();
                     let traffic = report.traffic_line(plan);
                     let weights = report.final_weights(plan);
                     crate::state::update(self.aws, bucket, &m.formation.s3_prefix, &m.formation.name, |st| {
                         st.releases.insert(*release, record.clone());
                         st.traffic = weights.iter().copied().filter(|(n, _)| !retired.contains(n)).collect();
-                        let mut what = format!("deploy release {release} ({traffic})");
+                        let verb = if *deploy { "deploy" } else { "converge" };
+                        let mut what = format!("{verb} release {release} ({traffic})");
                         for n in retired {
                             if let Some(r) = st.releases.get_mut(n) {
                                 r.status = "retired".into();

@@ -74,6 +74,9 @@ pub enum Action {
     Record {
         release: u32,
         retired: Vec<u32>,
+        /// Whether this converge brings the release up (a deploy) or only converges it again.
+        #[serde(default)]
+        deploy: bool,
     },
 }
 
