@@ -48,13 +48,8 @@ pub struct Args {
 pub enum Verb {
     /// Compile and materialize a release in one go.
     Deploy {
-        #[arg(long, default_value = "gilliam.yml")]
-        app: PathBuf,
-        #[arg(long, default_value = "release.json")]
-        release: PathBuf,
-        /// Where the compiled files go.
-        #[arg(long, default_value = ".gilliam/out")]
-        out: PathBuf,
+        #[command(flatten)]
+        files: ReleaseFiles,
         /// `manual` leaves traffic where it is.
         #[arg(long, default_value = "auto", value_parser = ["auto", "manual"])]
         traffic: String,
@@ -64,12 +59,8 @@ pub enum Verb {
     },
     /// What a deploy of this release would do (changes nothing).
     Plan {
-        #[arg(long, default_value = "gilliam.yml")]
-        app: PathBuf,
-        #[arg(long, default_value = "release.json")]
-        release: PathBuf,
-        #[arg(long, default_value = ".gilliam/out")]
-        out: PathBuf,
+        #[command(flatten)]
+        files: ReleaseFiles,
     },
     /// The live releases: revision, creation, stack status, traffic, instances per service.
     Releases,
@@ -95,6 +86,20 @@ pub enum Verb {
     History,
     /// The published outputs (the latest manifest).
     Outputs,
+}
+
+/// The files a release is compiled from, and where the compiled output goes.
+#[derive(Debug, clap::Args)]
+pub struct ReleaseFiles {
+    /// The application's services.
+    #[arg(long, default_value = "gilliam.yml")]
+    pub app: PathBuf,
+    /// The release metadata (number, artifact, runtime image, revision, config).
+    #[arg(long, default_value = "release.json")]
+    pub release: PathBuf,
+    /// Where the compiled files go.
+    #[arg(long, default_value = ".gilliam/out")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug)]
@@ -176,9 +181,9 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
     let ops = Ops::new(&aws, formation.clone(), &say);
     let json = args.output == Output::Json;
     match &args.verb {
-        Verb::Deploy { app, release, out, traffic, poll } => {
-            compile_into(&args.stage, app, release, out)?;
-            let bundle = Bundle::load(out).map_err(|e| Failure { code: 1, message: e.0 })?;
+        Verb::Deploy { files, traffic, poll } => {
+            compile_into(&args.stage, &files.app, &files.release, &files.out)?;
+            let bundle = Bundle::load(&files.out).map_err(|e| Failure { code: 1, message: e.0 })?;
             let opts = Options { traffic_auto: traffic == "auto", poll: Duration::from_secs_f64(poll.max(0.05)), ..Options::default() };
             let c = Converger::new(&aws, &bundle, opts, &say);
             let plan = c.plan().await.map_err(aws_failure)?;
@@ -187,9 +192,9 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
             let w: Vec<String> = report.traffic.iter().map(|(n, w)| format!("{n}={w}")).collect();
             println!("deployed release {} of {}; traffic {}", bundle.manifest.release.number, formation.name, w.join(" "));
         }
-        Verb::Plan { app, release, out } => {
-            compile_into(&args.stage, app, release, out)?;
-            let bundle = Bundle::load(out).map_err(|e| Failure { code: 1, message: e.0 })?;
+        Verb::Plan { files } => {
+            compile_into(&args.stage, &files.app, &files.release, &files.out)?;
+            let bundle = Bundle::load(&files.out).map_err(|e| Failure { code: 1, message: e.0 })?;
             let plan = Converger::new(&aws, &bundle, Options::default(), &say).plan().await.map_err(aws_failure)?;
             if json {
                 print_json(&plan);
