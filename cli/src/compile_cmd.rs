@@ -40,6 +40,13 @@ pub enum CliError {
 }
 
 impl CliError {
+    /// The message alone, without the program name.
+    pub fn message(&self) -> &str {
+        match self {
+            CliError::Usage(m) | CliError::Invalid(m) | CliError::Internal(m) => m,
+        }
+    }
+
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Invalid(_) => 1,
@@ -72,14 +79,10 @@ pub fn read(path: &Path) -> Result<String, CliError> {
     String::from_utf8(bytes).map_err(|e| CliError::Usage(format!("{}: not UTF-8 text (byte {})", path.display(), e.utf8_error().valid_up_to())))
 }
 
-pub fn run(args: &Args) -> Result<(), CliError> {
-    if args.print_schema {
-        print!("{}", gilliam_compiler::manifest::schema_json());
-        return Ok(());
-    }
-    let need = |p: &Option<PathBuf>, f: &str| p.clone().ok_or_else(|| CliError::Usage(format!("--{f} is required")));
-    let (app_p, rel_p, stage_p, out) = (need(&args.app, "app")?, need(&args.release, "release")?, need(&args.stage, "stage")?, need(&args.out, "out")?);
-    let (app, rel, stage) = (read(&app_p)?, read(&rel_p)?, read(&stage_p)?);
+/// Reads the three inputs, compiles them with as many workers as the machine has cores, and
+/// writes the output directory. Also what `gilliam deploy` and `gilliam plan` compile with.
+pub fn compile_to(app_p: &Path, rel_p: &Path, stage_p: &Path, out: &Path) -> Result<Compiled, CliError> {
+    let (app, rel, stage) = (read(app_p)?, read(rel_p)?, read(stage_p)?);
     let (an, rn, sn) = (app_p.display().to_string(), rel_p.display().to_string(), stage_p.display().to_string());
     let inputs = Inputs { app: Source { name: &an, text: &app }, release: Source { name: &rn, text: &rel }, stage: Source { name: &sn, text: &stage } };
     let workers = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
@@ -88,7 +91,18 @@ pub fn run(args: &Args) -> Result<(), CliError> {
         Err(Error::Invalid(d)) => return Err(CliError::Invalid(d.to_string())),
         Err(Error::Internal(m)) => return Err(CliError::Internal(m)),
     };
-    write_out(&out, &compiled)?;
+    write_out(out, &compiled)?;
+    Ok(compiled)
+}
+
+pub fn run(args: &Args) -> Result<(), CliError> {
+    if args.print_schema {
+        print!("{}", gilliam_compiler::manifest::schema_json());
+        return Ok(());
+    }
+    let need = |p: &Option<PathBuf>, f: &str| p.clone().ok_or_else(|| CliError::Usage(format!("--{f} is required")));
+    let (app, release, stage, out) = (need(&args.app, "app")?, need(&args.release, "release")?, need(&args.stage, "stage")?, need(&args.out, "out")?);
+    let compiled = compile_to(&app, &release, &stage, &out)?;
     if !args.quiet {
         summary(&out, &compiled);
     }

@@ -158,15 +158,7 @@ fn print_json(v: &impl serde::Serialize) {
 }
 
 fn compile_into(stage_path: &Path, app: &Path, release: &Path, out: &Path) -> Result<(), Failure> {
-    let args = compile_cmd::Args {
-        app: Some(app.into()),
-        release: Some(release.into()),
-        stage: Some(stage_path.into()),
-        out: Some(out.into()),
-        quiet: true,
-        print_schema: false,
-    };
-    compile_cmd::run(&args).map_err(|e| Failure { code: e.exit_code(), message: e.to_string().trim_start_matches("gilliam-compile: ").to_string() })
+    compile_cmd::compile_to(app, release, stage_path, out).map(|_| ()).map_err(|e| Failure { code: e.exit_code(), message: e.message().to_string() })
 }
 
 pub async fn run(args: &Args) -> Result<(), Failure> {

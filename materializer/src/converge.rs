@@ -265,15 +265,17 @@ impl<'a, A: Aws> Converger<'a, A> {
         }
         let rendered = self.render_routing(&shares)?;
         for (stack, body) in &rendered {
-            let seen = self.stack_snapshot(stack).await?;
+            // One read of the deployed template serves the digest and the weights-only check.
+            let deployed = self.stack_with_template(stack).await?;
             let want = canonical_sha(body);
-            match &seen {
-                Some((status, _)) if status.ends_with("_IN_PROGRESS") => return Err(Error::Busy { stack: stack.clone(), status: status.clone() }),
-                Some((_, have)) if *have == want => {}
+            let seen = deployed.as_ref().map(|(status, b)| (status.clone(), b.as_deref().map_or_else(String::new, canonical_sha)));
+            match (&seen, &deployed) {
+                (Some((status, _)), _) if status.ends_with("_IN_PROGRESS") => return Err(Error::Busy { stack: stack.clone(), status: status.clone() }),
+                (Some((_, have)), _) if *have == want => {}
                 // The deployed template differs only in weights: ELBv2 already holds the observed
                 // weights this render was made from (a flip wrote them), so there is nothing to
                 // change; a later structural update carries them into the template.
-                Some((_, _)) if routing_shape(&self.deployed_template(stack).await?) == routing_shape(body) => {}
+                (_, Some((_, Some(b)))) if routing_shape(b) == routing_shape(body) => {}
                 _ => actions.push(Action::Routing { stack: stack.clone(), create: seen.is_none(), shares: to_plan(&shares), template_sha256: want }),
             }
             observed.stacks.insert(stack.clone(), seen);
@@ -344,10 +346,6 @@ impl<'a, A: Aws> Converger<'a, A> {
         })
     }
 
-    async fn deployed_template(&self, stack: &str) -> Result<Vec<u8>, Error> {
-        Ok(retry("read the deployed template", || self.aws.get_template(stack)).await?.into_bytes())
-    }
-
     async fn object_sha(&self, bucket: &str, key: &str, bucket_exists: bool) -> Result<Option<String>, Error> {
         if !bucket_exists {
             return Ok(None);
@@ -355,14 +353,20 @@ impl<'a, A: Aws> Converger<'a, A> {
         Ok(retry("look for an object", || self.aws.head_object(bucket, key)).await?.and_then(|h| h.sha256))
     }
 
+    /// A stack's status and the digest of its deployed template, for the plan's snapshot.
     async fn stack_snapshot(&self, name: &str) -> Result<Option<(String, String)>, Error> {
+        Ok(self.stack_with_template(name).await?.map(|(status, body)| (status, body.map_or_else(String::new, |b| canonical_sha(&b)))))
+    }
+
+    /// A stack's status and its deployed template (not read while the stack is busy or empty).
+    async fn stack_with_template(&self, name: &str) -> Result<Option<(String, Option<Vec<u8>>)>, Error> {
         let Some(st) = retry("describe stack", || self.aws.describe_stack(name)).await? else { return Ok(None) };
-        let template = if st.status.ends_with("_IN_PROGRESS") || st.status == "ROLLBACK_COMPLETE" {
-            String::new()
+        let body = if st.status.ends_with("_IN_PROGRESS") || st.status == "ROLLBACK_COMPLETE" {
+            None
         } else {
-            canonical_sha(retry("read the deployed template", || self.aws.get_template(name)).await?.as_bytes())
+            Some(retry("read the deployed template", || self.aws.get_template(name)).await?.into_bytes())
         };
-        Ok(Some((st.status, template)))
+        Ok(Some((st.status, body)))
     }
 
     /// Performs the plan's actions, in order; release stacks are created concurrently.

@@ -35,21 +35,25 @@ pub(crate) fn parse_export<'a>(formation: &str, name: &'a str) -> Option<(u32, &
     logical.bytes().all(|b| b.is_ascii_alphanumeric()).then_some((number, logical, public))
 }
 
-/// The listener rules of the formation's routing stacks, as ELBv2 holds them now.
-pub async fn routing_rules<A: Aws>(aws: &A, m: &Manifest) -> Result<Vec<crate::aws::Rule>, Error> {
+/// The listener rules of the formation's routing stacks, as ELBv2 holds them now, each with
+/// its logical ID in its stack.
+pub async fn routing_rules<A: Aws>(aws: &A, m: &Manifest) -> Result<Vec<(String, crate::aws::Rule)>, Error> {
     let mut out = Vec::new();
     for s in m.stacks.iter().filter(|s| s.role == StackRole::Routing) {
         if retry("describe stack", || aws.describe_stack(&s.name)).await?.is_none() {
             continue;
         }
-        let arns: Vec<String> = retry("list stack resources", || aws.stack_resources(&s.name))
+        let logical: std::collections::BTreeMap<String, String> = retry("list stack resources", || aws.stack_resources(&s.name))
             .await?
             .into_iter()
             .filter(|(_, _, ty)| ty == "AWS::ElasticLoadBalancingV2::ListenerRule")
-            .map(|(_, arn, _)| arn)
+            .map(|(id, arn, _)| (arn, id))
             .collect();
+        let arns: Vec<String> = logical.keys().cloned().collect();
         if !arns.is_empty() {
-            out.extend(retry("describe rules", || aws.describe_rules(&arns)).await?);
+            for r in retry("describe rules", || aws.describe_rules(&arns)).await? {
+                out.push((logical.get(&r.arn).cloned().unwrap_or_default(), r));
+            }
         }
     }
     Ok(out)
@@ -72,7 +76,7 @@ pub async fn traffic<A: Aws>(aws: &A, m: &Manifest) -> Result<ObservedTraffic, E
         }
         by_arn.insert(value, n);
     }
-    for rule in routing_rules(aws, m).await? {
+    for (_, rule) in routing_rules(aws, m).await? {
         for (tg, w) in rule.forward {
             if let Some(live) = by_arn.get(&tg).and_then(|n| out.releases.get_mut(n)) {
                 live.weight = Some(live.weight.unwrap_or(0).max(w));

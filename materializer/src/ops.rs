@@ -6,7 +6,7 @@ use crate::aws::Aws;
 use crate::bundle::Bundle;
 use crate::converge::{retry, Converger, Error, Options};
 use crate::state::{self, Event, State};
-use gilliam_compiler::manifest::{Manifest, StackRole};
+use gilliam_compiler::manifest::Manifest;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -33,6 +33,8 @@ impl Formation {
 /// One routing rule as observed: its ARN and, per target group, weight and owning release.
 #[derive(Debug, Clone)]
 struct RuleView {
+    /// Logical ID in its routing stack (`ApiRoute1`, `ApiInternalRule`).
+    logical: String,
     arn: String,
     forward: Vec<(String, u32, Option<u32>)>,
 }
@@ -134,7 +136,8 @@ impl<'a, A: Aws> Ops<'a, A> {
         let rules = crate::observe::routing_rules(self.aws, m).await?;
         Ok(rules
             .into_iter()
-            .map(|r| RuleView {
+            .map(|(logical, r)| RuleView {
+                logical,
                 arn: r.arn,
                 forward: r
                     .forward
@@ -164,6 +167,12 @@ impl<'a, A: Aws> Ops<'a, A> {
     /// Sets the weights of releases: `{12: 100}` flips, `{11: 90, 12: 10}` splits. Only ELBv2
     /// writes, one per rule whose weights change; everything is checked before the first write.
     pub async fn traffic(&self, target: &BTreeMap<u32, u32>) -> Result<TrafficChange, Error> {
+        let (m, _) = self.outputs().await?;
+        let rules = self.rules(&m).await?;
+        self.traffic_on(&rules, target).await
+    }
+
+    async fn traffic_on(&self, rules: &[RuleView], target: &BTreeMap<u32, u32>) -> Result<TrafficChange, Error> {
         let refuse = |m: String| Err(Error::Artifact(m));
         if target.is_empty() || target.values().all(|w| *w == 0) {
             return refuse("traffic needs at least one release with a weight above 0".into());
@@ -171,8 +180,6 @@ impl<'a, A: Aws> Ops<'a, A> {
         if let Some((n, w)) = target.iter().find(|(_, w)| **w > gilliam_compiler::MAX_WEIGHT) {
             return refuse(format!("weight {w} for release {n} is over the load balancer's maximum of {}", gilliam_compiler::MAX_WEIGHT));
         }
-        let (m, _) = self.outputs().await?;
-        let rules = self.rules(&m).await?;
         let attached: BTreeSet<u32> = rules.iter().flat_map(|r| r.forward.iter().filter_map(|(_, _, n)| *n)).collect();
         if let Some(n) = target.keys().find(|n| !attached.contains(n)) {
             let live: Vec<String> = attached.iter().map(u32::to_string).collect();
@@ -182,7 +189,7 @@ impl<'a, A: Aws> Ops<'a, A> {
             ));
         }
         let mut changes = Vec::new();
-        for r in &rules {
+        for r in rules {
             let new: Vec<(String, u32)> = r.forward.iter().map(|(tg, _, n)| (tg.clone(), n.and_then(|n| target.get(&n).copied()).unwrap_or(0))).collect();
             if new.iter().all(|(_, w)| *w == 0) {
                 return refuse(format!(
@@ -195,7 +202,7 @@ impl<'a, A: Aws> Ops<'a, A> {
                 changes.push((r.arn.clone(), new));
             }
         }
-        let before = Self::weights(&rules);
+        let before = Self::weights(rules);
         // The writes are independent: a few at a time, so that a large formation flips fast.
         use futures_util::stream::{self, StreamExt};
         let results: Vec<Result<(), Error>> = stream::iter(changes.iter())
@@ -217,7 +224,8 @@ impl<'a, A: Aws> Ops<'a, A> {
     /// All traffic back to the newest routed release older than the newest one with traffic.
     pub async fn rollback(&self) -> Result<(u32, TrafficChange), Error> {
         let (m, _) = self.outputs().await?;
-        let weights = Self::weights(&self.rules(&m).await?);
+        let rules = self.rules(&m).await?;
+        let weights = Self::weights(&rules);
         // The newest release with any traffic: during a 90/10 canary, rollback aborts the canary.
         let Some((&serving, _)) = weights.iter().filter(|(_, w)| **w > 0).max_by_key(|(n, _)| **n) else {
             return Err(Error::Artifact("no release carries traffic: nothing to roll back from".into()));
@@ -225,7 +233,7 @@ impl<'a, A: Aws> Ops<'a, A> {
         let Some(&previous) = weights.keys().filter(|n| **n < serving).max() else {
             return Err(Error::Artifact(format!("release {serving} serves and no earlier release is still running: nothing to roll back to")));
         };
-        let change = self.traffic(&BTreeMap::from([(previous, 100)])).await?;
+        let change = self.traffic_on(&rules, &BTreeMap::from([(previous, 100)])).await?;
         Ok((previous, change))
     }
 
@@ -250,15 +258,15 @@ impl<'a, A: Aws> Ops<'a, A> {
     }
 
     pub async fn releases(&self) -> Result<Vec<ReleaseRow>, Error> {
+        let weights = match self.outputs().await {
+            Ok((m, _)) => Self::weights(&self.rules(&m).await?),
+            Err(_) => BTreeMap::new(),
+        };
+        self.release_rows(&weights).await
+    }
+
+    async fn release_rows(&self, weights: &BTreeMap<u32, u32>) -> Result<Vec<ReleaseRow>, Error> {
         let st = self.state().await?;
-        let m = match self.outputs().await {
-            Ok((m, _)) => Some(m),
-            Err(_) => None,
-        };
-        let weights = match &m {
-            Some(m) => Self::weights(&self.rules(m).await?),
-            None => BTreeMap::new(),
-        };
         let mut rows = Vec::new();
         for (n, r) in st.releases.iter().filter(|(_, r)| r.status == "live") {
             let stack_status = match r.stacks.first() {
@@ -295,26 +303,16 @@ impl<'a, A: Aws> Ops<'a, A> {
         let (m, _) = self.outputs().await?;
         let rules = self.rules(&m).await?;
         let weights = Self::weights(&rules);
-        // Rules of each routing stack, by logical ID, for the route table.
-        let mut by_logical: BTreeMap<String, BTreeMap<u32, u32>> = BTreeMap::new();
-        let rule_weights: BTreeMap<&str, BTreeMap<u32, u32>> =
-            rules.iter().map(|r| (r.arn.as_str(), r.forward.iter().filter_map(|(_, w, n)| n.map(|n| (n, *w))).collect())).collect();
-        for s in m.stacks.iter().filter(|s| s.role == StackRole::Routing) {
-            if let Ok(res) = retry("list stack resources", || self.aws.stack_resources(&s.name)).await {
-                for (logical, arn, _) in res {
-                    if let Some(w) = rule_weights.get(arn.as_str()) {
-                        by_logical.insert(logical, w.clone());
-                    }
-                }
-            }
-        }
+        // Rules by logical ID, for the route table.
+        let by_logical: BTreeMap<&str, BTreeMap<u32, u32>> =
+            rules.iter().map(|r| (r.logical.as_str(), r.forward.iter().filter_map(|(_, w, n)| n.map(|n| (n, *w))).collect())).collect();
         let mut routes = Vec::new();
         for svc in &m.services {
             let id = gilliam_compiler::names::logical(&svc.name);
             let mut rs: Vec<&gilliam_compiler::manifest::RouteEntry> = m.routes.iter().filter(|r| r.service == svc.name).collect();
             rs.sort_by_key(|r| r.priority);
             for (j, r) in rs.iter().enumerate() {
-                let w = by_logical.get(&format!("{id}Route{}", j + 1)).cloned().unwrap_or_default();
+                let w = by_logical.get(format!("{id}Route{}", j + 1).as_str()).cloned().unwrap_or_default();
                 routes.push(RouteRow { route: r.route.clone(), service: svc.name.clone(), weights: w });
             }
         }
@@ -322,10 +320,10 @@ impl<'a, A: Aws> Ops<'a, A> {
             formation: m.formation.name.clone(),
             latest_release: m.release.number,
             public_url: m.formation.public_url.clone(),
+            releases: self.release_rows(&weights).await?,
             traffic: weights,
             routes,
             internal_urls: m.internal_urls.clone(),
-            releases: self.releases().await?,
         })
     }
 
@@ -334,24 +332,34 @@ impl<'a, A: Aws> Ops<'a, A> {
         let st = self.state().await?;
         let r = st.releases.get(&release).filter(|r| r.status == "live").ok_or_else(|| Error::Artifact(format!("release {release} is not live")))?;
         let groups = self.groups(r).await?;
+        // The service's range as compiled for this release (one read), else the group's own.
+        let key = format!("{}releases/{release}/manifest.json", self.f.prefix);
+        let published: BTreeMap<String, gilliam_compiler::manifest::Scale> =
+            match retry("read the release's manifest", || self.aws.get_object(&self.f.bucket, &key)).await? {
+                Some(o) => serde_json::from_slice::<Manifest>(&o.body)
+                    .map(|m| m.services.into_iter().filter_map(|s| s.scale.map(|x| (s.name, x))).collect())
+                    .unwrap_or_default(),
+                None => BTreeMap::new(),
+            };
+        let names: Vec<String> = changes.keys().filter_map(|svc| groups.get(svc).cloned()).collect();
+        let found: BTreeMap<String, crate::aws::Group> = if names.is_empty() {
+            BTreeMap::new()
+        } else {
+            retry("describe groups", || self.aws.describe_groups(&names)).await?.into_iter().map(|g| (g.name.clone(), g)).collect()
+        };
         let mut plan = Vec::new();
         for (svc, n) in changes {
             let g = groups.get(svc).ok_or_else(|| {
                 Error::Artifact(format!("release {release} has no service {svc:?} (services: {})", groups.keys().cloned().collect::<Vec<_>>().join(", ")))
             })?;
-            let found = retry("describe groups", || self.aws.describe_groups(std::slice::from_ref(g))).await?;
-            let g = found.into_iter().next().ok_or_else(|| Error::Artifact(format!("the Auto Scaling group of {svc} in release {release} is gone")))?;
-            let published = crate::bundle::from_s3(self.aws, &self.f.bucket, &self.f.prefix, release)
-                .await
-                .ok()
-                .and_then(|b| b.manifest.services.iter().find(|s| &s.name == svc).and_then(|s| s.scale.clone()));
-            let (min, max) = published.map_or((g.min, g.max), |s| (s.min, s.max));
+            let g = found.get(g).ok_or_else(|| Error::Artifact(format!("the Auto Scaling group of {svc} in release {release} is gone")))?;
+            let (min, max) = published.get(svc).map_or((g.min, g.max), |s| (s.min, s.max));
             if *n < min || *n > max {
                 return Err(Error::Artifact(format!(
                     "{svc}={n} is outside the service's scale, min {min} and max {max}; change `scale` in gilliam.yml for a wider range"
                 )));
             }
-            plan.push((g.name, g.min.min(*n), *n, g.max.max(*n)));
+            plan.push((g.name.clone(), g.min.min(*n), *n, g.max.max(*n)));
         }
         for (name, min, desired, max) in &plan {
             retry("set capacity", || self.aws.set_capacity(name, *min, *desired, *max)).await?;

@@ -53,17 +53,21 @@ fn compile(stage: &str, number: u32, artifact_key: &str, sha: &str) -> Bundle {
     Bundle::load(&dir).expect("bundle loads")
 }
 
-/// Weight per release number, as the routing stack's rules in moto hold them.
-async fn weights<A: Aws>(aws: &A) -> BTreeMap<u32, u32> {
-    let exports: BTreeMap<String, String> = aws.list_exports().await.expect("exports").into_iter().map(|(n, v)| (v, n)).collect();
-    let rules: Vec<String> = aws
-        .stack_resources("shop-routing-1")
+/// The routing stack's listener rules.
+async fn rule_arns<A: Aws>(aws: &A) -> Vec<String> {
+    aws.stack_resources("shop-routing-1")
         .await
         .expect("resources")
         .into_iter()
         .filter(|r| r.2 == "AWS::ElasticLoadBalancingV2::ListenerRule")
         .map(|r| r.1)
-        .collect();
+        .collect()
+}
+
+/// Weight per release number, as the routing stack's rules in moto hold them.
+async fn weights<A: Aws>(aws: &A) -> BTreeMap<u32, u32> {
+    let exports: BTreeMap<String, String> = aws.list_exports().await.expect("exports").into_iter().map(|(n, v)| (v, n)).collect();
+    let rules = rule_arns(aws).await;
     let mut out = BTreeMap::new();
     for r in aws.describe_rules(&rules).await.expect("rules") {
         for (tg, w) in r.forward {
@@ -138,15 +142,7 @@ async fn deploy_two_releases_shift_and_converge_again() {
     assert!(saved.render().contains("+ stack shop-r3"), "{}", saved.render());
     let plan = gilliam_materializer::plan::Plan::from_json(&saved.to_json()).expect("round trip");
     assert_eq!(plan, saved);
-    let rules: Vec<String> = aws
-        .inner
-        .stack_resources("shop-routing-1")
-        .await
-        .expect("resources")
-        .into_iter()
-        .filter(|r| r.2 == "AWS::ElasticLoadBalancingV2::ListenerRule")
-        .map(|r| r.1)
-        .collect();
+    let rules = rule_arns(&aws.inner).await;
     let rule = aws.inner.describe_rules(&rules[..1]).await.expect("rules").remove(0);
     let flipped: Vec<(String, u32)> = rule.forward.iter().map(|(tg, w)| (tg.clone(), 100 - *w)).collect();
     aws.inner.set_rule_weights(&rule.arn, &flipped).await.expect("flip one rule");
@@ -179,14 +175,7 @@ async fn deploy_two_releases_shift_and_converge_again() {
     aws.reset();
     let change = ops.traffic(&BTreeMap::from([(3, 90), (4, 10)])).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(weights(&aws).await, BTreeMap::from([(2, 0), (3, 90), (4, 10)]));
-    let rules = aws
-        .inner
-        .stack_resources("shop-routing-1")
-        .await
-        .expect("resources")
-        .into_iter()
-        .filter(|r| r.2 == "AWS::ElasticLoadBalancingV2::ListenerRule")
-        .count();
+    let rules = rule_arns(&aws.inner).await.len();
     assert_eq!((change.writes, aws.mutations().get("set_rule_weights").copied()), (rules, Some(rules)), "one write per affected rule");
     assert_eq!(aws.mutations().keys().copied().collect::<Vec<_>>(), vec!["put_object", "set_rule_weights"], "weights and the history, nothing else");
     ops.traffic(&BTreeMap::from([(4, 100)])).await.unwrap_or_else(|e| panic!("{e}"));
