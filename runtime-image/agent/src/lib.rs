@@ -1,7 +1,15 @@
-//! gilliam-agent: what runs on every instance. So far: a release's artifact verified and
-//! unpacked safely, the service run and restarted with backoff, its health probed locally.
-//! Fetching from S3, secrets, signalling and draining come with the agent binary.
+//! gilliam-agent: what runs on every instance of a release. It reads the runtime config that
+//! userdata wrote, fetches and verifies the artifact, unpacks it safely, runs the service as
+//! an unprivileged user under supervision, proves it healthy, signals CloudFormation, and
+//! drains it on shutdown. etcd members run the same way.
 
+pub mod agent;
+pub mod boot;
+pub mod cloud;
+pub mod drain;
 pub mod health;
+pub mod identity;
+pub mod logs;
+pub mod sdk;
 pub mod supervise;
 pub mod unpack;

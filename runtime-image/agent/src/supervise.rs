@@ -1,20 +1,59 @@
 //! Runs the service's script and keeps it running: restarted when it exits, after a delay that
-//! doubles with each quick failure (up to a ceiling) and starts over once a run lasted.
+//! doubles with each quick failure (up to a ceiling) and starts over once a run lasted. The
+//! process gets exactly the environment given, optionally another user's identity, and its
+//! output is handed line by line to a sink; a stop sends SIGTERM, then SIGKILL after a grace.
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone)]
+/// Where a line of the service's output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// A function that takes one line of output.
+pub type Sink = dyn Fn(Stream, &str) + Send + Sync;
+
+/// Receives the service's output, one line at a time (without its newline).
+#[derive(Clone)]
+pub struct Output(pub Arc<Sink>);
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Output(..)")
+    }
+}
+
+/// The identity the process runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ids {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone, Default)]
 pub struct Spec {
-    /// The release's `script` (a path inside `dir`, with optional arguments, split on spaces).
+    /// The release's `script` (a path inside `dir`, or an absolute one, with optional arguments,
+    /// split on spaces).
     pub script: String,
-    /// The unpacked release.
+    /// The unpacked release, and the working directory.
     pub dir: PathBuf,
     /// The whole environment of the process (nothing is inherited).
     pub env: BTreeMap<String, String>,
+    /// Run as this user and group (supplementary groups dropped); `None`: as the agent.
+    pub user: Option<Ids>,
+    /// Where output lines go; `None`: inherited from the agent.
+    pub output: Option<Output>,
+    /// How long a stopped process has between SIGTERM and SIGKILL (zero: SIGKILL at once).
+    pub stop_grace: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -31,12 +70,65 @@ impl Default for Backoff {
     }
 }
 
+/// What the supervisor is doing, readable from other threads.
+#[derive(Debug, Default)]
+pub struct Watch {
+    /// The running process's pid, 0 when none.
+    pub pid: AtomicU32,
+    /// How many times the process was started.
+    pub starts: AtomicUsize,
+}
+
 /// One start of the script.
 pub fn start(spec: &Spec) -> std::io::Result<Child> {
     let mut parts = spec.script.split_whitespace();
     let program = parts.next().ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty script"))?;
-    let path = spec.dir.join(program);
-    Command::new(path).args(parts).current_dir(&spec.dir).env_clear().envs(&spec.env).stdin(Stdio::null()).spawn()
+    let mut cmd = Command::new(spec.dir.join(program));
+    cmd.args(parts).current_dir(&spec.dir).env_clear().envs(&spec.env).stdin(Stdio::null());
+    if let Some(ids) = spec.user {
+        // std drops supplementary groups when a process started by root changes its uid.
+        cmd.gid(ids.gid).uid(ids.uid);
+    }
+    if spec.output.is_some() {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    }
+    cmd.spawn()
+}
+
+/// Hands every line from `r` to the sink, on its own thread; long lines are cut at 64 KiB.
+fn pump(r: impl Read + Send + 'static, stream: Stream, out: Output) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(r);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match (&mut r).take(64 * 1024).read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let text = String::from_utf8_lossy(&line);
+                    (out.0)(stream, text.trim_end_matches(['\n', '\r']));
+                }
+            }
+        }
+    })
+}
+
+/// Ends a process: SIGTERM, then SIGKILL if it is still there after `grace`.
+pub fn terminate(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
+    if !grace.is_zero() {
+        if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let until = Instant::now() + grace;
+        while Instant::now() < until {
+            if let Ok(Some(s)) = child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let _ = child.kill();
+    child.wait().ok()
 }
 
 /// What happened to each run, for logs and tests.
@@ -48,8 +140,13 @@ pub struct Run {
 }
 
 /// Starts the script and restarts it whenever it exits, until `stop` is set (then the running
-/// process is killed) or `max_runs` starts were made. Returns the runs that ended.
+/// process is terminated) or `max_runs` starts were made. Returns the runs that ended.
 pub fn supervise(spec: &Spec, backoff: Backoff, stop: &AtomicBool, max_runs: Option<usize>, log: &dyn Fn(&str)) -> Vec<Run> {
+    supervise_watched(spec, backoff, stop, max_runs, log, &Watch::default())
+}
+
+/// `supervise`, publishing the pid and the number of starts in `watch`.
+pub fn supervise_watched(spec: &Spec, backoff: Backoff, stop: &AtomicBool, max_runs: Option<usize>, log: &dyn Fn(&str), watch: &Watch) -> Vec<Run> {
     let mut runs = Vec::new();
     let mut delay = backoff.first;
     let mut started = 0;
@@ -57,21 +154,43 @@ pub fn supervise(spec: &Spec, backoff: Backoff, stop: &AtomicBool, max_runs: Opt
         started += 1;
         let began = Instant::now();
         let status = match start(spec) {
-            Ok(mut child) => loop {
-                if stop.load(Ordering::SeqCst) {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return runs;
-                }
-                match child.try_wait() {
-                    Ok(Some(s)) => break Some(s),
-                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-                    Err(e) => {
-                        log(&format!("cannot watch {}: {e}", spec.script));
-                        break None;
+            Ok(mut child) => {
+                watch.pid.store(child.id(), Ordering::SeqCst);
+                watch.starts.fetch_add(1, Ordering::SeqCst);
+                let mut pumps = Vec::new();
+                if let Some(out) = &spec.output {
+                    if let Some(o) = child.stdout.take() {
+                        pumps.push(pump(o, Stream::Stdout, out.clone()));
+                    }
+                    if let Some(e) = child.stderr.take() {
+                        pumps.push(pump(e, Stream::Stderr, out.clone()));
                     }
                 }
-            },
+                let status = loop {
+                    if stop.load(Ordering::SeqCst) {
+                        let status = terminate(&mut child, spec.stop_grace);
+                        watch.pid.store(0, Ordering::SeqCst);
+                        for p in pumps {
+                            let _ = p.join();
+                        }
+                        log(&format!("{} stopped ({})", spec.script, status.map_or("gone".into(), |s| s.to_string())));
+                        return runs;
+                    }
+                    match child.try_wait() {
+                        Ok(Some(s)) => break Some(s),
+                        Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                        Err(e) => {
+                            log(&format!("cannot watch {}: {e}", spec.script));
+                            break None;
+                        }
+                    }
+                };
+                watch.pid.store(0, Ordering::SeqCst);
+                for p in pumps {
+                    let _ = p.join();
+                }
+                status
+            }
             Err(e) => {
                 log(&format!("cannot start {}: {e}", spec.script));
                 None

@@ -108,7 +108,7 @@ fn lexical_target(at: &Path, target: &Path) -> Option<PathBuf> {
 }
 
 /// Unpacks a gzipped tarball into `root` (created if missing, which should be empty).
-pub fn unpack(gz: &[u8], root: &Path, limits: Limits) -> Result<Summary, Error> {
+pub fn unpack(gz: impl Read, root: &Path, limits: Limits) -> Result<Summary, Error> {
     let io = |e: std::io::Error| Error::Io(format!("unpacking into {}: {e}", root.display()));
     std::fs::create_dir_all(root).map_err(io)?;
     let root = root.canonicalize().map_err(io)?;

@@ -77,7 +77,7 @@ fn an_exiting_service_is_restarted_with_growing_delays_and_only_its_environment(
     let dir = release_dir("restarts", "#!/bin/sh\necho \"$GREETING home=$HOME arg=$1\" >> \"$OUT\"\nexit 3\n");
     let out = dir.join("out.txt");
     let env = BTreeMap::from([("GREETING".to_string(), "hello".to_string()), ("OUT".to_string(), out.display().to_string())]);
-    let spec = Spec { script: "bin/run first".into(), dir: dir.clone(), env };
+    let spec = Spec { script: "bin/run first".into(), dir: dir.clone(), env, ..Spec::default() };
     let backoff = Backoff { first: Duration::from_millis(10), max: Duration::from_millis(25), stable: Duration::from_secs(60) };
     let runs = supervise(&spec, backoff, &AtomicBool::new(false), Some(4), &|_| {});
     assert_eq!(runs.len(), 4);
@@ -91,7 +91,7 @@ fn an_exiting_service_is_restarted_with_growing_delays_and_only_its_environment(
 #[test]
 fn stop_ends_a_running_service() {
     let dir = release_dir("stop", "#!/bin/sh\nexec /bin/sleep 30\n");
-    let spec = Spec { script: "bin/run".into(), dir, env: BTreeMap::new() };
+    let spec = Spec { script: "bin/run".into(), dir, ..Spec::default() };
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     std::thread::spawn(move || {
@@ -107,7 +107,7 @@ fn stop_ends_a_running_service() {
 #[test]
 fn a_script_that_is_not_there_is_reported_and_retried() {
     let dir = release_dir("missing", "#!/bin/sh\nexit 0\n");
-    let spec = Spec { script: "bin/nope".into(), dir, env: BTreeMap::new() };
+    let spec = Spec { script: "bin/nope".into(), dir, ..Spec::default() };
     let logged = std::sync::Mutex::new(Vec::new());
     let runs = supervise(
         &spec,

@@ -1,0 +1,143 @@
+//! The gilliam-agent binary: parses arguments, installs the SIGTERM handler, calls
+//! `agent::run` with the real AWS clients, and maps the outcome to documented exit codes.
+
+use clap::{Parser, Subcommand};
+use gilliam_agent::agent::{self, Options, RunError};
+use gilliam_agent::cloud::Cloud;
+use gilliam_agent::sdk::SdkCloud;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Exit codes: 0 stopped cleanly (SIGTERM); 1 the runtime config is unreadable or invalid
+/// (nothing signalled); 2 usage; 3 boot failed (artifact, secrets, health: FAILURE signalled).
+#[derive(Debug, Parser)]
+#[command(name = "gilliam-agent", version, about = "Boots a gilliam release on this instance and keeps it running", after_help = EXIT_CODES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+const EXIT_CODES: &str = "Exit codes: 0 stopped cleanly (SIGTERM); 1 runtime config unreadable or invalid (nothing signalled); \
+2 usage; 3 boot failed: artifact, secrets or health (FAILURE signalled to CloudFormation).";
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Boot the release the runtime config describes, signal CloudFormation, run until SIGTERM.
+    Run {
+        /// The runtime config userdata wrote.
+        #[arg(long, default_value = "/etc/gilliam/runtime.json")]
+        config: PathBuf,
+        /// Prefix for the agent's own directories (/var/lib/gilliam, the journal socket).
+        #[arg(long, env = "GILLIAM_ROOT", default_value = "/")]
+        root: PathBuf,
+        /// The unprivileged user services run as (when the agent runs as root).
+        #[arg(long, env = "GILLIAM_USER", default_value = "gilliam")]
+        user: String,
+        /// This instance's id (default: from the instance metadata service).
+        #[arg(long, env = "GILLIAM_INSTANCE_ID")]
+        instance_id: Option<String>,
+        /// etcd's binary, when the image has no version-specific one under /opt/etcd/VERSION/.
+        #[arg(long, env = "GILLIAM_ETCD", default_value = "/usr/local/bin/etcd")]
+        etcd: PathBuf,
+        /// etcd's data directory (default: the member's volume, mounted at /var/lib/gilliam/etcd).
+        #[arg(long, env = "GILLIAM_ETCD_DATA_DIR")]
+        etcd_data_dir: Option<PathBuf>,
+        /// Milliseconds between health probes.
+        #[arg(long, env = "GILLIAM_HEALTH_INTERVAL_MS", default_value_t = 500)]
+        health_interval_ms: u64,
+        /// A service without a port is healthy once it ran this long without exiting.
+        #[arg(long, env = "GILLIAM_WORKER_GRACE_SECONDS", default_value_t = 10)]
+        worker_grace_seconds: u64,
+        /// Seconds the service has between SIGTERM and SIGKILL when stopped.
+        #[arg(long, env = "GILLIAM_STOP_GRACE_SECONDS", default_value_t = 20)]
+        stop_grace_seconds: u64,
+    },
+    /// Read and check a runtime config without touching AWS; print what it would run.
+    Check {
+        #[arg(long, default_value = "/etc/gilliam/runtime.json")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config, root, user, instance_id, etcd, etcd_data_dir, health_interval_ms, worker_grace_seconds, stop_grace_seconds } => {
+            let mut opts = Options::new(config, root);
+            opts.user = user;
+            opts.instance_id = instance_id;
+            opts.etcd_bin = etcd;
+            opts.etcd_data_dir = etcd_data_dir;
+            opts.health_interval = Duration::from_millis(health_interval_ms.max(10));
+            opts.worker_grace = Duration::from_secs(worker_grace_seconds);
+            opts.stop_grace = Duration::from_secs(stop_grace_seconds);
+            let stop = Arc::new(AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+                    eprintln!("gilliam-agent: cannot handle signal {sig}: {e}");
+                    return ExitCode::from(3);
+                }
+            }
+            let connect = |region: &str| SdkCloud::connect(region).map(|c| Box::new(c) as Box<dyn Cloud>);
+            match agent::run(&opts, &connect, &stop) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(RunError::Config(e)) => {
+                    eprintln!("gilliam-agent: {e}");
+                    ExitCode::from(1)
+                }
+                Err(e @ RunError::Boot { .. }) => {
+                    eprintln!("gilliam-agent: {e}");
+                    ExitCode::from(3)
+                }
+            }
+        }
+    }
+}
+
+fn check(config: &std::path::Path) -> ExitCode {
+    use gilliam_compiler::runtime::{parse, RuntimeConfig};
+    let bytes = match std::fs::read(config) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("gilliam-agent: cannot read {}: {e}", config.display());
+            return ExitCode::from(1);
+        }
+    };
+    match parse(&bytes) {
+        Ok(RuntimeConfig::Service(s)) => {
+            println!(
+                "service {} of release {} (formation {}): runs {:?}; artifact {} sha256 {}",
+                s.service, s.release, s.formation, s.script, s.artifact.url, s.artifact.sha256
+            );
+            println!(
+                "signals {} in stack {}; health {}",
+                s.signal.resource,
+                s.signal.stack,
+                s.port.map_or("(worker)".into(), |p| format!("{}:{p}", s.health_path.as_deref().unwrap_or("/")))
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(RuntimeConfig::Etcd(e)) => {
+            println!("etcd member {} of formation {}; signals {} in stack {}", e.member, e.formation, e.signal.resource, e.signal.stack);
+            ExitCode::SUCCESS
+        }
+        Ok(RuntimeConfig::Pointer(p)) => {
+            println!("pointer to {} (sha256 {})", p.config_url, p.config_sha256);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("gilliam-agent: {}: {e}", config.display());
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! The real AWS behind the agent's seam: S3, CloudFormation, Secrets Manager and EC2 clients
+//! from the standard credential chain (the instance role on EC2), on a small runtime of its own.
+
+use crate::cloud::{parse_s3_url, Attached, Cloud, CloudError, Fetched, SignalCall};
+use aws_config::retry::RetryConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_smithy_http_client::tls;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use std::io::Write;
+use std::path::Path;
+
+#[derive(Debug)]
+pub struct SdkCloud {
+    rt: tokio::runtime::Runtime,
+    s3: aws_sdk_s3::Client,
+    cfn: aws_sdk_cloudformation::Client,
+    secrets: aws_sdk_secretsmanager::Client,
+    ec2: aws_sdk_ec2::Client,
+}
+
+fn err(call: &'static str, e: impl std::error::Error) -> CloudError {
+    CloudError { call, message: DisplayErrorContext(e).to_string() }
+}
+
+/// The HTTPS client every AWS client here uses (rustls with ring; no native TLS).
+pub fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring)).build_https()
+}
+
+impl SdkCloud {
+    /// Clients for `region`. Endpoints come from the standard settings (`AWS_ENDPOINT_URL`,
+    /// `AWS_ENDPOINT_URL_S3`, ...), which is how tests point the agent at local servers.
+    pub fn connect(region: &str) -> Result<SdkCloud, String> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the AWS client runtime: {e}"))?;
+        let http = http_client();
+        // A booting instance may meet throttling or a role not yet visible: retry a little longer.
+        let conf = rt.block_on(
+            aws_config::defaults(BehaviorVersion::latest())
+                .http_client(http)
+                .region(Region::new(region.to_string()))
+                .retry_config(RetryConfig::standard().with_max_attempts(6))
+                .load(),
+        );
+        let s3conf = aws_sdk_s3::config::Builder::from(&conf).force_path_style(true).build();
+        Ok(SdkCloud {
+            s3: aws_sdk_s3::Client::from_conf(s3conf),
+            cfn: aws_sdk_cloudformation::Client::new(&conf),
+            secrets: aws_sdk_secretsmanager::Client::new(&conf),
+            ec2: aws_sdk_ec2::Client::new(&conf),
+            rt,
+        })
+    }
+
+    async fn fetch_async(&self, url: &str, dest: &Path, max_bytes: u64) -> Result<Fetched, CloudError> {
+        use sha2::Digest;
+        let (bucket, key) = parse_s3_url(url).map_err(|m| CloudError { call: "GetObject", message: m })?;
+        let out = self.s3.get_object().bucket(&bucket).key(&key).send().await.map_err(|e| err("GetObject", e))?;
+        let too_big = |n: u64| CloudError { call: "GetObject", message: format!("{url} is {n} bytes or more, over the agent's bound of {max_bytes}") };
+        if let Some(n) = out.content_length().and_then(|n| u64::try_from(n).ok()) {
+            if n > max_bytes {
+                return Err(too_big(n));
+            }
+        }
+        let io = |e: std::io::Error| CloudError { call: "GetObject", message: format!("writing {}: {e}", dest.display()) };
+        let mut file = std::fs::File::create(dest).map_err(io)?;
+        let mut hash = sha2::Sha256::new();
+        let mut body = out.body;
+        let mut bytes = 0u64;
+        while let Some(chunk) = body.try_next().await.map_err(|e| err("GetObject", e))? {
+            bytes += chunk.len() as u64;
+            if bytes > max_bytes {
+                return Err(too_big(bytes));
+            }
+            hash.update(&chunk);
+            file.write_all(&chunk).map_err(io)?;
+        }
+        file.sync_all().map_err(io)?;
+        Ok(Fetched { sha256: hash.finalize().iter().map(|b| format!("{b:02x}")).collect(), bytes })
+    }
+
+    async fn attach_async(&self, tag_key: &str, tag_value: &str, instance: &str) -> Result<Attached, CloudError> {
+        use aws_sdk_ec2::types::Filter;
+        let filter = Filter::builder().name(format!("tag:{tag_key}")).values(tag_value).build();
+        let mut attached = Attached::default();
+        let enis = self.ec2.describe_network_interfaces().filters(filter.clone()).send().await.map_err(|e| err("DescribeNetworkInterfaces", e))?;
+        if let Some(eni) = enis.network_interfaces().first() {
+            let id = eni.network_interface_id().unwrap_or_default().to_string();
+            let ip = eni.private_ip_address().unwrap_or_default().to_string();
+            if eni.attachment().and_then(|a| a.instance_id()) != Some(instance) {
+                self.ec2
+                    .attach_network_interface()
+                    .network_interface_id(&id)
+                    .instance_id(instance)
+                    .device_index(1)
+                    .send()
+                    .await
+                    .map_err(|e| err("AttachNetworkInterface", e))?;
+            }
+            attached.interface = Some((id, ip));
+        }
+        let vols = self.ec2.describe_volumes().filters(filter).send().await.map_err(|e| err("DescribeVolumes", e))?;
+        if let Some(v) = vols.volumes().first() {
+            let id = v.volume_id().unwrap_or_default().to_string();
+            if !v.attachments().iter().any(|a| a.instance_id() == Some(instance)) {
+                self.ec2.attach_volume().volume_id(&id).instance_id(instance).device("/dev/xvdf").send().await.map_err(|e| err("AttachVolume", e))?;
+            }
+            attached.volume = Some(id);
+        }
+        Ok(attached)
+    }
+}
+
+impl Cloud for SdkCloud {
+    fn fetch(&self, url: &str, dest: &Path, max_bytes: u64) -> Result<Fetched, CloudError> {
+        self.rt.block_on(self.fetch_async(url, dest, max_bytes))
+    }
+
+    fn secret(&self, id: &str) -> Result<String, CloudError> {
+        let out = self.rt.block_on(self.secrets.get_secret_value().secret_id(id).send()).map_err(|e| err("GetSecretValue", e))?;
+        out.secret_string().map(str::to_string).ok_or_else(|| CloudError { call: "GetSecretValue", message: format!("secret {id} has no string value") })
+    }
+
+    fn signal(&self, call: &SignalCall) -> Result<(), CloudError> {
+        use aws_sdk_cloudformation::types::ResourceSignalStatus;
+        let status = if call.success { ResourceSignalStatus::Success } else { ResourceSignalStatus::Failure };
+        self.rt
+            .block_on(self.cfn.signal_resource().stack_name(&call.stack).logical_resource_id(&call.resource).unique_id(&call.unique_id).status(status).send())
+            .map(|_| ())
+            .map_err(|e| err("SignalResource", e))
+    }
+
+    fn attach(&self, tag_key: &str, tag_value: &str, instance_id: &str) -> Result<Attached, CloudError> {
+        self.rt.block_on(self.attach_async(tag_key, tag_value, instance_id))
+    }
+}
