@@ -30,6 +30,21 @@ if ! have cfn-lint "$CFN_LINT_VERSION" || ! have moto "$MOTO_VERSION"; then
 fi
 echo "setup: $(.venv/bin/cfn-lint --version), moto $MOTO_VERSION in .venv"
 
+# System tools the tests use: shellcheck (the image's scripts and userdata), systemd-analyze
+# (the agent's unit), and a system python3 (the agent tests' demo service runs as an
+# unprivileged user, who cannot reach a python under /root).
+missing=()
+command -v shellcheck >/dev/null || missing+=(shellcheck)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+[ -x /usr/bin/python3 ] || missing+=(python3)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "setup: install ${missing[*]} (apt-get) for the whole test suite" >&2
+  fi
+fi
+
 cargo fetch --locked -q
 cargo build --locked -q --workspace --all-targets
 echo "setup: workspace built"

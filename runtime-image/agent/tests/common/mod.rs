@@ -5,6 +5,8 @@
 
 use std::io::Write;
 
+pub mod world;
+
 pub enum Kind<'a> {
     File(&'a [u8], u32),
     Dir,
