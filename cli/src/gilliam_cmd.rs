@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use gilliam_materializer::bundle::Bundle;
 use gilliam_materializer::converge::{Converger, Error, Options};
 use gilliam_materializer::ops::{Formation, Ops};
-use gilliam_materializer::sdk::{Endpoint, SdkAws};
+use gilliam_materializer::sdk::{connect_from_env, Endpoint};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -167,7 +167,7 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
     let stage =
         gilliam_compiler::parse_stage(gilliam_compiler::Source { name: &name, text: &text }).map_err(|d| Failure { code: 1, message: d.to_string() })?;
     let formation = Formation::from_stage(&stage);
-    let aws = SdkAws::connect(&Endpoint { url: args.endpoint_url.clone(), region: Some(formation.region.clone()) }).await;
+    let aws = connect_from_env(&Endpoint { url: args.endpoint_url.clone(), region: Some(formation.region.clone()) }).await.map_err(usage)?;
     let progress = crate::progress::Progress::new(args.verbose, args.quiet);
     let say = |line: &str| progress.say(line);
     let ops = Ops::new(&aws, formation.clone(), &say);

@@ -5,7 +5,7 @@ use clap::{Parser, ValueEnum};
 use gilliam_materializer::bundle::Bundle;
 use gilliam_materializer::converge::{Converger, Error, Options};
 use gilliam_materializer::plan::Plan;
-use gilliam_materializer::sdk::{Endpoint, SdkAws};
+use gilliam_materializer::sdk::{connect_from_env, Endpoint};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -102,7 +102,7 @@ pub async fn run(args: &Args) -> Result<(), CliError> {
         None => None,
     };
     let region = args.region.clone().unwrap_or_else(|| bundle.manifest.formation.region.clone());
-    let aws = SdkAws::connect(&Endpoint { url: args.endpoint_url.clone(), region: Some(region) }).await;
+    let aws = connect_from_env(&Endpoint { url: args.endpoint_url.clone(), region: Some(region) }).await.map_err(CliError::Input)?;
     let progress = crate::progress::Progress::new(args.verbose, args.quiet);
     let say = |line: &str| progress.say(line);
     let opts = Options { traffic_auto: args.traffic == TrafficMode::Auto, poll: Duration::from_secs_f64(args.poll.max(0.05)), ..Options::default() };

@@ -14,6 +14,10 @@ pub enum AwsError {
     PreconditionFailed,
     /// CloudFormation's "No updates are to be performed": nothing to do.
     NoUpdates,
+    /// The thing to create exists already (a create that went through, then its answer was lost).
+    AlreadyExists(String),
+    /// The stack is in the middle of an operation (perhaps the one whose answer was lost).
+    InProgress(String),
     /// AWS refused the request as given (not retried).
     Invalid(String),
     /// Anything else (not retried).
@@ -33,6 +37,7 @@ impl std::fmt::Display for AwsError {
             AwsError::Transient(m) => write!(f, "transient failure: {m}"),
             AwsError::PreconditionFailed => write!(f, "conditional write lost to a concurrent writer"),
             AwsError::NoUpdates => write!(f, "no updates are to be performed"),
+            AwsError::AlreadyExists(m) | AwsError::InProgress(m) => write!(f, "{m}"),
             AwsError::Invalid(m) | AwsError::Other(m) => write!(f, "{m}"),
         }
     }

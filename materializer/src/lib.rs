@@ -5,6 +5,7 @@ pub mod aws;
 pub mod bundle;
 pub mod converge;
 pub mod counting;
+pub mod faults;
 pub mod observe;
 pub mod ops;
 pub mod plan;

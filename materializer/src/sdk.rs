@@ -34,6 +34,16 @@ pub fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
     aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring)).build_https()
 }
 
+/// The real AWS client, behind the fault injector when `GILLIAM_FAULTS` says so (a testing
+/// facility; without it the wrapper passes every call through).
+pub async fn connect_from_env(endpoint: &Endpoint) -> Result<crate::faults::Faulty<SdkAws>, String> {
+    let spec = match std::env::var("GILLIAM_FAULTS") {
+        Ok(s) => crate::faults::FaultSpec::parse(&s)?,
+        Err(_) => crate::faults::FaultSpec::default(),
+    };
+    Ok(crate::faults::Faulty::new(SdkAws::connect(endpoint).await, spec))
+}
+
 impl SdkAws {
     pub async fn connect(endpoint: &Endpoint) -> Self {
         let http = http_client();
@@ -92,6 +102,11 @@ pub(crate) fn classify_service(code: &str, message: &str, status: u16) -> AwsErr
     } else if lower.contains("no updates are to be performed") || lower.contains("no updates to be performed") {
         // The wording has varied over the years; both forms mean "unchanged".
         AwsError::NoUpdates
+    } else if code == "AlreadyExistsException" || code == "AlreadyExists" {
+        AwsError::AlreadyExists(text)
+    } else if lower.contains("_in_progress state") && (lower.contains("can not be") || lower.contains("cannot be")) {
+        // "Stack:... is in UPDATE_IN_PROGRESS state and can not be updated."
+        AwsError::InProgress(text)
     } else if status >= 500 || matches!(code, "InternalFailure" | "ServiceUnavailable" | "InternalError" | "RequestTimeout") {
         AwsError::Transient(text)
     } else if status == 400 || code.ends_with("ValidationError") || code == "ValidationError" {
@@ -441,6 +456,11 @@ mod tests {
         assert!(matches!(classify_service("InternalFailure", "", 500), AwsError::Transient(_)));
         assert!(matches!(classify_service("", "", 503), AwsError::Transient(_)));
         assert!(matches!(classify_service("ValidationError", "Stack with id x does not exist", 400), AwsError::Invalid(_)));
+        assert!(matches!(classify_service("AlreadyExistsException", "Stack [f-r2] already exists", 400), AwsError::AlreadyExists(_)));
+        assert!(matches!(
+            classify_service("ValidationError", "Stack:arn:aws:cloudformation:eu-west-1:1:stack/f/x is in UPDATE_IN_PROGRESS state and can not be updated.", 400),
+            AwsError::InProgress(_)
+        ));
         assert!(AwsError::Throttled(String::new()).retryable());
         assert!(!AwsError::NoUpdates.retryable());
     }

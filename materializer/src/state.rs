@@ -68,19 +68,32 @@ pub async fn read<A: Aws>(aws: &A, bucket: &str, prefix: &str, formation: &str) 
     }
 }
 
+fn body(state: &State) -> Result<Vec<u8>, Error> {
+    Ok([serde_json::to_vec_pretty(state).map_err(|e| Error::Compile(e.to_string()))?, b"\n".to_vec()].concat())
+}
+
 /// Applies `change` to the published state and writes it back conditionally, retrying on a
-/// concurrent write, so that no update is lost.
+/// concurrent write, so that no update is lost. A write whose answer was lost (it went
+/// through, the caller saw an error) is recognised on the next read and not applied twice.
 pub async fn update<A: Aws>(aws: &A, bucket: &str, prefix: &str, formation: &str, mut change: impl FnMut(&mut State)) -> Result<State, Error> {
     let k = key(prefix);
+    let mut attempted: Option<Vec<u8>> = None;
     for _ in 0..20 {
         let (mut state, etag) = read(aws, bucket, prefix, formation).await?;
+        if attempted.as_ref().is_some_and(|b| etag.is_some() && body(&state).is_ok_and(|now| &now == b)) {
+            return Ok(state);
+        }
         change(&mut state);
-        let body = [serde_json::to_vec_pretty(&state).map_err(|e| Error::Compile(e.to_string()))?, b"\n".to_vec()].concat();
+        let bytes = body(&state)?;
+        attempted = Some(bytes.clone());
         let cond = etag.map_or(PutCondition::Absent, PutCondition::Matches);
-        match aws.put_object(bucket, &k, body, cond).await {
+        match aws.put_object(bucket, &k, bytes, cond).await {
             Ok(_) => return Ok(state),
             Err(AwsError::PreconditionFailed) => continue,
-            Err(e) if e.retryable() => continue,
+            Err(e) if e.retryable() => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                continue;
+            }
             Err(err) => return Err(Error::Aws { what: "write the published state".into(), err }),
         }
     }
