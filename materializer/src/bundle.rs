@@ -79,10 +79,10 @@ impl Bundle {
 pub async fn from_s3<A: crate::aws::Aws>(aws: &A, bucket: &str, prefix: &str, release: u32) -> Result<Bundle, BundleError> {
     let base = format!("{prefix}releases/{release}/");
     let get = |key: String| async move {
-        match aws.get_object(bucket, &key).await {
+        match crate::converge::retry(&format!("s3://{bucket}/{key}"), || aws.get_object(bucket, &key)).await {
             Ok(Some(o)) => Ok(o.body),
             Ok(None) => Err(format!("s3://{bucket}/{key} is missing")),
-            Err(e) => Err(format!("s3://{bucket}/{key}: {e}")),
+            Err(e) => Err(e.to_string()),
         }
     };
     let text = get(format!("{base}manifest.json")).await.map_err(BundleError)?;

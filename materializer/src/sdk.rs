@@ -458,7 +458,11 @@ mod tests {
         assert!(matches!(classify_service("ValidationError", "Stack with id x does not exist", 400), AwsError::Invalid(_)));
         assert!(matches!(classify_service("AlreadyExistsException", "Stack [f-r2] already exists", 400), AwsError::AlreadyExists(_)));
         assert!(matches!(
-            classify_service("ValidationError", "Stack:arn:aws:cloudformation:eu-west-1:1:stack/f/x is in UPDATE_IN_PROGRESS state and can not be updated.", 400),
+            classify_service(
+                "ValidationError",
+                "Stack:arn:aws:cloudformation:eu-west-1:1:stack/f/x is in UPDATE_IN_PROGRESS state and can not be updated.",
+                400
+            ),
             AwsError::InProgress(_)
         ));
         assert!(AwsError::Throttled(String::new()).retryable());

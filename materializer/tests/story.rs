@@ -4,88 +4,19 @@
 
 use gilliam_tests::moto;
 
-use gilliam_materializer::aws::{Aws, PutCondition, StackRequest, TemplateSource};
+use gilliam_materializer::aws::{Aws, PutCondition};
 use gilliam_materializer::bundle::Bundle;
 use gilliam_materializer::converge::{Converger, Options};
 use gilliam_materializer::counting::Counting;
 use gilliam_materializer::sdk::{Endpoint, SdkAws};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-const REGION: &str = "eu-west-1";
-const BUCKET: &str = "gilliam-story";
-/// Artifacts live in a bucket of their own here, so that the converge's bootstrap of BUCKET is
-/// exercised too.
-const ARTIFACTS: &str = "gilliam-story-artifacts";
+mod common;
+use common::*;
 
-/// A VPC with two public and two private subnets, made through CloudFormation (the seam has no
-/// EC2 calls of its own); returns the stage file for it.
-async fn network<A: Aws>(aws: &A) -> String {
-    let body = gilliam_tests::network_template(REGION);
-    aws.create_stack(&StackRequest { name: "network".into(), template: TemplateSource::Body(body), capabilities: vec![], tags: vec![] })
-        .await
-        .expect("network stack");
-    let out: BTreeMap<String, String> = aws.describe_stack("network").await.expect("describe").expect("exists").outputs.into_iter().collect();
-    format!(
-        "formation: shop\nregion: {REGION}\nvpc: {}\npublic_subnets: [{}, {}]\nprivate_subnets:\n  - {{id: {}, zone: {REGION}a}}\n  - {{id: {}, zone: {REGION}b}}\noutputs_bucket: {BUCKET}\nkeep_releases: 2\n",
-        out["Vpc"], out["A"], out["B"], out["C"], out["D"]
-    )
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Compiles the quickstart formation as `number` with the given artifact into a fresh directory.
+/// Compiles into this test's own scratch directory.
 fn compile(stage: &str, number: u32, artifact_key: &str, sha: &str) -> Bundle {
-    let app = std::fs::read_to_string(root().join("examples/quickstart/gilliam.yml")).expect("quickstart");
-    let release = format!(
-        r#"{{"number": {number}, "artifact": {{"url": "s3://{ARTIFACTS}/{artifact_key}", "sha256": "{sha}"}}, "runtime_image": "ami-0a1b2c3d4e5f60718", "revision": "rev{number}", "created": "2026-11-22T10:00:00Z"}}"#
-    );
-    let inputs = gilliam_compiler::Inputs {
-        app: gilliam_compiler::Source { name: "gilliam.yml", text: &app },
-        release: gilliam_compiler::Source { name: "release.json", text: &release },
-        stage: gilliam_compiler::Source { name: "stage.yml", text: stage },
-    };
-    let dir = root().join(format!("target/test-scratch/story/r{number}"));
-    gilliam_tests::compile_into(inputs.app.text, inputs.release.text, inputs.stage.text, &dir);
-    Bundle::load(&dir).expect("bundle loads")
-}
-
-/// The routing stack's listener rules.
-async fn rule_arns<A: Aws>(aws: &A) -> Vec<String> {
-    aws.stack_resources("shop-routing-1")
-        .await
-        .expect("resources")
-        .into_iter()
-        .filter(|r| r.2 == "AWS::ElasticLoadBalancingV2::ListenerRule")
-        .map(|r| r.1)
-        .collect()
-}
-
-/// Weight per release number, as the routing stack's rules in moto hold them.
-async fn weights<A: Aws>(aws: &A) -> BTreeMap<u32, u32> {
-    let exports: BTreeMap<String, String> = aws.list_exports().await.expect("exports").into_iter().map(|(n, v)| (v, n)).collect();
-    let rules = rule_arns(aws).await;
-    let mut out = BTreeMap::new();
-    for r in aws.describe_rules(&rules).await.expect("rules") {
-        for (tg, w) in r.forward {
-            let name = &exports[&tg];
-            let n: u32 = name.trim_start_matches("shop-r").split('-').next().expect("number").parse().expect("number");
-            let e = out.entry(n).or_insert(w);
-            assert_eq!(*e, w, "rules disagree on release {n}'s weight");
-        }
-    }
-    out
-}
-
-fn formation() -> gilliam_materializer::ops::Formation {
-    gilliam_materializer::ops::Formation { name: "shop".into(), region: REGION.into(), bucket: BUCKET.into(), prefix: "gilliam/shop/".into() }
-}
-
-fn opts() -> Options {
-    Options { traffic_auto: true, poll: Duration::from_millis(100), stack_timeout: Duration::from_secs(60), health_timeout: Duration::from_secs(20) }
+    compile_in("story", stage, number, artifact_key, sha)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
