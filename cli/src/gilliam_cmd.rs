@@ -5,8 +5,10 @@ use crate::compile_cmd;
 use clap::{Parser, Subcommand, ValueEnum};
 use gilliam_materializer::bundle::Bundle;
 use gilliam_materializer::converge::{Converger, Error, Options};
+use gilliam_materializer::lock::{self, LockOptions};
 use gilliam_materializer::ops::{Formation, Ops};
 use gilliam_materializer::sdk::{connect_from_env, Endpoint};
+use gilliam_materializer::strategy::Strategy;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -40,6 +42,10 @@ pub struct Args {
     /// Print no progress, only results.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// How long to wait for the formation's deploy lock when another deploy or traffic change
+    /// holds it (0: refuse at once, naming the holder).
+    #[arg(long, value_name = "SECONDS", default_value = "300", global = true)]
+    pub lock_wait: f64,
     #[command(subcommand)]
     pub verb: Verb,
 }
@@ -56,6 +62,11 @@ pub enum Verb {
         /// Seconds between polls of stack status and target health.
         #[arg(long, default_value = "5")]
         poll: f64,
+        /// How traffic moves to the new release: all-at-once, canary:PERCENT:WAIT (canary:10:5m)
+        /// or linear:STEP:WAIT (linear:25:2m); gradual ones abort and put traffic back when the
+        /// new release turns unhealthy.
+        #[arg(long, default_value = "all-at-once", value_parser = parse_strategy)]
+        strategy: Strategy,
     },
     /// What a deploy of this release would do (changes nothing).
     Plan {
@@ -70,6 +81,12 @@ pub enum Verb {
     Traffic {
         #[arg(required = true, value_name = "RELEASE[=WEIGHT]")]
         weights: Vec<String>,
+        /// all-at-once, canary:PERCENT:WAIT or linear:STEP:WAIT (health-watched, aborts on failure).
+        #[arg(long, default_value = "all-at-once", value_parser = parse_strategy)]
+        strategy: Strategy,
+        /// Seconds between health polls during a gradual shift.
+        #[arg(long, default_value = "5")]
+        poll: f64,
     },
     /// All traffic back to the previous release that is still running.
     Rollback,
@@ -86,6 +103,16 @@ pub enum Verb {
     History,
     /// The published outputs (the latest manifest).
     Outputs,
+    /// Break the formation's deploy lock (after a crashed deploy on another machine). Asks for
+    /// the formation's name unless --yes.
+    Unlock {
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+fn parse_strategy(s: &str) -> Result<Strategy, String> {
+    s.parse()
 }
 
 /// The files a release is compiled from, and where the compiled output goes.
@@ -171,16 +198,40 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
     let progress = crate::progress::Progress::new(args.verbose, args.quiet);
     let say = |line: &str| progress.say(line);
     let ops = Ops::new(&aws, formation.clone(), &say);
+    let lock_opts = LockOptions {
+        wait: Duration::from_secs_f64(args.lock_wait.max(0.0)),
+        poll: Duration::from_secs(2).min(Duration::from_secs_f64(args.lock_wait.max(0.1))),
+        ..LockOptions::default()
+    };
     let json = args.output == Output::Json;
     match &args.verb {
-        Verb::Deploy { files, traffic, poll } => {
+        Verb::Deploy { files, traffic, poll, strategy } => {
+            if traffic == "manual" && *strategy != Strategy::AllAtOnce {
+                return Err(usage("--strategy moves traffic; with --traffic manual there is none to move"));
+            }
             compile_into(&args.stage, &files.app, &files.release, &files.out)?;
             let bundle = Bundle::load(&files.out).map_err(|e| Failure { code: 1, message: e.0 })?;
-            let opts = Options { traffic_auto: traffic == "auto", poll: Duration::from_secs_f64(poll.max(0.05)), ..Options::default() };
+            let opts = Options { traffic_auto: traffic == "auto", poll: Duration::from_secs_f64(poll.max(0.05)), strategy: *strategy, ..Options::default() };
             let c = Converger::new(&aws, &bundle, opts, &say);
+            let what = format!("deploy release {}", bundle.manifest.release.number);
+            // Planning only reads: an up-to-date formation needs no lock. Under the lock the plan
+            // is made again, since another deploy may have run while this one waited.
             let plan = c.plan().await.map_err(aws_failure)?;
             print!("{}", plan.render());
-            let report = c.apply_unchecked(&plan).await.map_err(aws_failure)?;
+            if plan.is_empty() {
+                println!("nothing to do: release {} of {} is deployed as compiled", bundle.manifest.release.number, formation.name);
+                return Ok(());
+            }
+            let report = lock::with_lock(&aws, &formation, &what, lock_opts, &say, async {
+                let fresh = c.plan().await?;
+                if fresh.actions != plan.actions {
+                    println!("AWS changed while waiting for the deploy lock; the plan now is:");
+                    print!("{}", fresh.render());
+                }
+                c.apply_unchecked(&fresh).await
+            })
+            .await
+            .map_err(aws_failure)?;
             let w: Vec<String> = report.traffic.iter().map(|(n, w)| format!("{n}={w}")).collect();
             println!("deployed release {} of {}; traffic {}", bundle.manifest.release.number, formation.name, w.join(" "));
         }
@@ -240,24 +291,26 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
                 }
             }
         }
-        Verb::Traffic { weights } => {
+        Verb::Traffic { weights, strategy, poll } => {
             let target = parse_weights(weights)?;
-            let c = ops.traffic(&target).await.map_err(aws_failure)?;
+            let w: Vec<String> = target.iter().map(|(n, w)| format!("{n}={w}")).collect();
+            let work = ops.shift(&target, *strategy, Duration::from_secs_f64(poll.max(0.05)), Options::default().health_timeout);
+            let c = lock::with_lock(&aws, &formation, &format!("traffic {}", w.join(" ")), lock_opts, &say, work).await.map_err(aws_failure)?;
             let a: Vec<String> = c.after.iter().map(|(n, w)| format!("{n}={w}")).collect();
             println!("traffic {} ({} rule{} changed)", a.join(" "), c.writes, if c.writes == 1 { "" } else { "s" });
         }
         Verb::Rollback => {
-            let (to, c) = ops.rollback().await.map_err(aws_failure)?;
+            let (to, c) = lock::with_lock(&aws, &formation, "rollback", lock_opts, &say, ops.rollback()).await.map_err(aws_failure)?;
             println!("rolled back to release {to} ({} rule{} changed)", c.writes, if c.writes == 1 { "" } else { "s" });
         }
         Verb::Scale { release, counts } => {
             let counts = parse_counts(counts)?;
-            ops.scale(*release, &counts).await.map_err(aws_failure)?;
+            lock::with_lock(&aws, &formation, &format!("scale release {release}"), lock_opts, &say, ops.scale(*release, &counts)).await.map_err(aws_failure)?;
             let c: Vec<String> = counts.iter().map(|(s, n)| format!("{s}={n}")).collect();
             println!("release {release}: {}", c.join(" "));
         }
         Verb::Retire { release } => {
-            ops.retire(*release).await.map_err(aws_failure)?;
+            lock::with_lock(&aws, &formation, &format!("retire release {release}"), lock_opts, &say, ops.retire(*release)).await.map_err(aws_failure)?;
             println!("retired release {release}");
         }
         Verb::History => {
@@ -273,6 +326,36 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
         Verb::Outputs => {
             let (_, bytes) = ops.outputs().await.map_err(aws_failure)?;
             print!("{}", String::from_utf8_lossy(&bytes));
+        }
+        Verb::Unlock { yes } => {
+            let Some((held, _)) = lock::read(&aws, &formation).await.map_err(aws_failure)? else {
+                println!("formation {} has no deploy lock", formation.name);
+                return Ok(());
+            };
+            if held.released {
+                println!("formation {}'s deploy lock is free (last: {})", formation.name, held.describe());
+                return Ok(());
+            }
+            println!("formation {} is locked by {}", formation.name, held.describe());
+            if !*yes {
+                use std::io::{BufRead, IsTerminal, Write};
+                if !std::io::stdin().is_terminal() {
+                    return Err(usage("breaking a lock needs confirmation: run it on a terminal, or pass --yes"));
+                }
+                print!("breaking it lets another deploy start while that one may still run; type the formation's name to break it: ");
+                let _ = std::io::stdout().flush();
+                let mut answer = String::new();
+                let _ = std::io::stdin().lock().read_line(&mut answer);
+                if answer.trim() != formation.name {
+                    return Err(Failure { code: 4, message: "not confirmed; the lock is left as it was".into() });
+                }
+            }
+            lock::break_lock(&aws, &formation).await.map_err(aws_failure)?;
+            println!("lock broken; history keeps what was done");
+            let _ = gilliam_materializer::state::update(&aws, &formation.bucket, &formation.prefix, &formation.name, |st| {
+                st.history.push(gilliam_materializer::state::event(format!("unlock (broke the lock of {})", held.describe())));
+            })
+            .await;
         }
     }
     Ok(())

@@ -4,8 +4,11 @@
 use clap::{Parser, ValueEnum};
 use gilliam_materializer::bundle::Bundle;
 use gilliam_materializer::converge::{Converger, Error, Options};
+use gilliam_materializer::lock::{self, LockOptions};
+use gilliam_materializer::ops::Formation;
 use gilliam_materializer::plan::Plan;
 use gilliam_materializer::sdk::{connect_from_env, Endpoint};
+use gilliam_materializer::strategy::Strategy;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -50,6 +53,15 @@ pub struct Args {
     /// Seconds between polls of stack status and target health.
     #[arg(long, default_value = "5", value_name = "SECONDS")]
     pub poll: f64,
+    /// How traffic moves to a new release: all-at-once, canary:PERCENT:WAIT (canary:10:5m) or
+    /// linear:STEP:WAIT (linear:25:2m); gradual ones abort and put traffic back when the new
+    /// release turns unhealthy.
+    #[arg(long, default_value = "all-at-once", value_parser = parse_strategy)]
+    pub strategy: Strategy,
+    /// How long to wait for the formation's deploy lock when another deploy or traffic change
+    /// holds it (0: refuse at once, naming the holder).
+    #[arg(long, value_name = "SECONDS", default_value = "300")]
+    pub lock_wait: f64,
     /// Also stream each resource event of the stacks being changed.
     #[arg(short, long)]
     pub verbose: bool,
@@ -61,6 +73,8 @@ pub struct Args {
 #[derive(Debug)]
 pub enum CliError {
     Input(String),
+    /// Arguments that make no sense together.
+    Usage(String),
     Refused(String),
     Internal(String),
 }
@@ -69,6 +83,7 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Input(_) => 1,
+            CliError::Usage(_) => 2,
             CliError::Internal(_) => 3,
             CliError::Refused(_) => 4,
         }
@@ -78,10 +93,14 @@ impl CliError {
 impl std::fmt::Display for CliError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CliError::Input(m) | CliError::Refused(m) => write!(f, "gilliam-materialize: {m}"),
+            CliError::Input(m) | CliError::Refused(m) | CliError::Usage(m) => write!(f, "gilliam-materialize: {m}"),
             CliError::Internal(m) => write!(f, "gilliam-materialize: {m}\nthis is a bug in gilliam: please report it"),
         }
     }
+}
+
+fn parse_strategy(s: &str) -> Result<Strategy, String> {
+    s.parse()
 }
 
 fn classify(e: Error) -> CliError {
@@ -105,7 +124,15 @@ pub async fn run(args: &Args) -> Result<(), CliError> {
     let aws = connect_from_env(&Endpoint { url: args.endpoint_url.clone(), region: Some(region) }).await.map_err(CliError::Input)?;
     let progress = crate::progress::Progress::new(args.verbose, args.quiet);
     let say = |line: &str| progress.say(line);
-    let opts = Options { traffic_auto: args.traffic == TrafficMode::Auto, poll: Duration::from_secs_f64(args.poll.max(0.05)), ..Options::default() };
+    if args.traffic == TrafficMode::Manual && args.strategy != Strategy::AllAtOnce {
+        return Err(CliError::Usage("--strategy moves traffic; with --traffic manual there is none to move".into()));
+    }
+    let opts = Options {
+        traffic_auto: args.traffic == TrafficMode::Auto,
+        poll: Duration::from_secs_f64(args.poll.max(0.05)),
+        strategy: args.strategy,
+        ..Options::default()
+    };
     let c = Converger::new(&aws, &bundle, opts, &say);
     let plan = match saved {
         Some(p) => p,
@@ -124,7 +151,29 @@ pub async fn run(args: &Args) -> Result<(), CliError> {
         println!("nothing to do: no AWS call that changes anything was made");
         return Ok(());
     }
-    let report = if args.plan.is_some() { c.apply(&plan).await } else { c.apply_unchecked(&plan).await }.map_err(classify)?;
+    // The plan above was made without the lock (planning only reads, and an up-to-date formation
+    // needs no lock at all); under the lock a saved plan is checked against AWS again, and an
+    // unsaved one is made again, since another deploy may have run while this one waited.
+    let lock_opts = LockOptions {
+        wait: Duration::from_secs_f64(args.lock_wait.max(0.0)),
+        poll: Duration::from_secs(2).min(Duration::from_secs_f64(args.lock_wait.max(0.1))),
+        ..LockOptions::default()
+    };
+    let what = format!("converge release {}", bundle.manifest.release.number);
+    let saved = args.plan.is_some();
+    let report = lock::with_lock(&aws, &Formation::from_manifest(&bundle.manifest), &what, lock_opts, &say, async {
+        if saved {
+            return c.apply(&plan).await;
+        }
+        let fresh = c.plan().await?;
+        if fresh.actions != plan.actions {
+            println!("AWS changed while waiting for the deploy lock; the plan now is:");
+            print!("{}", fresh.render());
+        }
+        c.apply_unchecked(&fresh).await
+    })
+    .await
+    .map_err(classify)?;
     for line in &report.changes {
         println!("{line}");
     }

@@ -7,6 +7,7 @@
 use crate::aws::{Aws, AwsError, AwsResult, PutCondition, StackRequest, TemplateSource};
 use crate::bundle::{Bundle, BundleError};
 use crate::plan::{Action, Observed, Plan, Share, PLAN_VERSION};
+use crate::strategy::Strategy;
 use gilliam_compiler::manifest::{Manifest, StackEntry, StackRole};
 use gilliam_compiler::TrafficShare;
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,11 +25,19 @@ pub struct Options {
     pub stack_timeout: Duration,
     /// Longest wait for the new release's targets to be healthy.
     pub health_timeout: Duration,
+    /// How traffic moves to a new release (with `traffic_auto`).
+    pub strategy: Strategy,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { traffic_auto: true, poll: Duration::from_secs(5), stack_timeout: Duration::from_secs(3600), health_timeout: Duration::from_secs(900) }
+        Options {
+            traffic_auto: true,
+            poll: Duration::from_secs(5),
+            stack_timeout: Duration::from_secs(3600),
+            health_timeout: Duration::from_secs(900),
+            strategy: Strategy::AllAtOnce,
+        }
     }
 }
 
@@ -58,6 +67,12 @@ pub enum Error {
     },
     /// A saved plan no longer matches AWS, or was made from another bundle.
     Stale(String),
+    /// A gradual shift found the new release unhealthy and put the weights back.
+    Aborted(String),
+    /// Another deploy or traffic change holds the formation's lock (named).
+    Locked(String),
+    /// The lock was broken or taken over while this process worked.
+    LockLost(String),
 }
 
 impl std::fmt::Display for Error {
@@ -72,6 +87,12 @@ impl std::fmt::Display for Error {
             }
             Error::Busy { stack, status } => write!(f, "stack {stack} is {status}: another operation is running on it; wait for it to finish, then plan again"),
             Error::Stale(why) => write!(f, "the plan is stale: {why}; plan again"),
+            Error::Aborted(m) => f.write_str(m),
+            Error::Locked(holder) => write!(
+                f,
+                "the formation is locked by {holder}; wait for it (--lock-wait SECONDS), or if nothing is running there, break it with `gilliam unlock`"
+            ),
+            Error::LockLost(why) => write!(f, "stopped: {why}; nothing is left half-done that a new run will not finish"),
         }
     }
 }
@@ -327,7 +348,8 @@ impl<'a, A: Aws> Converger<'a, A> {
             for s in &mut shifted {
                 s.weight = if s.release == number { 100 } else { 0 };
             }
-            actions.push(Action::ShiftWhenHealthy { release: number, shares: to_plan(&shifted) });
+            let strategy = (self.opts.strategy != Strategy::AllAtOnce).then(|| self.opts.strategy.to_string());
+            actions.push(Action::ShiftWhenHealthy { release: number, shares: to_plan(&shifted), strategy });
         } else if !retire.is_empty() {
             let kept = without(&shares);
             for (stack, body) in self.render_routing(&kept)? {
@@ -393,6 +415,8 @@ impl<'a, A: Aws> Converger<'a, A> {
         let mut report = Report::default();
         let m = self.m();
         let bucket = &m.formation.outputs_bucket;
+        // A gradual shift that aborted: why, and the weights it put back.
+        let mut aborted: Option<(String, Vec<(u32, u32)>)> = None;
         let mut i = 0;
         while i < plan.actions.len() {
             // A run of creations of release stacks: independent, so all at once.
@@ -441,7 +465,22 @@ impl<'a, A: Aws> Converger<'a, A> {
                 Action::CreateStack { stack, .. } => self.create(&self.request(self.entry(stack)?)?, &mut report).await?,
                 Action::UpdateStack { stack, .. } => self.update(&self.request(self.entry(stack)?)?, &mut report).await?,
                 Action::Routing { stack, shares, template_sha256, .. } => self.routing(stack, shares, template_sha256, &mut report).await?,
-                Action::ShiftWhenHealthy { release, shares } => {
+                Action::ShiftWhenHealthy { release, strategy: Some(strategy), .. } => {
+                    let strategy: Strategy = strategy.parse().map_err(|e: String| Error::Stale(format!("the plan's strategy: {e}")))?;
+                    self.wait_healthy().await?;
+                    let ops = crate::ops::Ops::new(self.aws, crate::ops::Formation::from_manifest(m), self.say);
+                    match ops.shift(&BTreeMap::from([(*release, 100)]), strategy, self.opts.poll, self.opts.health_timeout).await {
+                        Ok(_) => report.changes.push(format!("~ traffic: all to release {release} ({strategy})")),
+                        Err(Error::Aborted(why)) => {
+                            // The release stays (recorded, without traffic) for a later `gilliam traffic`;
+                            // it is not published as the formation's latest, and nothing is retired.
+                            let before: Vec<(u32, u32)> = plan.observed.weights.iter().map(|(n, w)| (*n, w.unwrap_or(0))).chain([(*release, 0)]).collect();
+                            aborted = Some((why, before));
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Action::ShiftWhenHealthy { release, shares, strategy: None } => {
                     self.wait_healthy().await?;
                     let rendered = self.render_routing(&from_plan(shares, m))?;
                     for (stack, body) in &rendered {
@@ -449,6 +488,7 @@ impl<'a, A: Aws> Converger<'a, A> {
                     }
                     report.changes.push(format!("~ traffic: all to release {release}"));
                 }
+                Action::Publish { .. } | Action::Retire { .. } if aborted.is_some() => {}
                 Action::Publish { key, .. } => {
                     let body = self.manifest_bytes()?;
                     retry("publish", || self.aws.put_object(bucket, key, body.clone(), PutCondition::Always)).await?;
@@ -460,8 +500,14 @@ impl<'a, A: Aws> Converger<'a, A> {
                 }
                 Action::Record { release, retired, deploy } => {
                     let record = self.record();
-                    let traffic = report.traffic_line(plan);
-                    let weights = report.final_weights(plan);
+                    let (traffic, weights, retired) = match &aborted {
+                        None => (report.traffic_line(plan), report.final_weights(plan), retired.clone()),
+                        Some((why, before)) => {
+                            let w: Vec<String> = before.iter().map(|(n, w)| format!("{n}={w}")).collect();
+                            (format!("{why}; traffic {}", w.join(" ")), before.clone(), Vec::new())
+                        }
+                    };
+                    let retired = &retired;
                     crate::state::update(self.aws, bucket, &m.formation.s3_prefix, &m.formation.name, |st| {
                         st.releases.insert(*release, record.clone());
                         st.traffic = weights.iter().copied().filter(|(n, _)| !retired.contains(n)).collect();
@@ -490,7 +536,10 @@ impl<'a, A: Aws> Converger<'a, A> {
             None => plan.observed.weights.iter().map(|(n, w)| (*n, w.unwrap_or(0))).collect(),
         };
         report.traffic.sort();
-        Ok(report)
+        match aborted {
+            Some((why, _)) => Err(Error::Aborted(why)),
+            None => Ok(report),
+        }
     }
 
     /// Retention of one release: every Auto Scaling group to zero (instances drain from their

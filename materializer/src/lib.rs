@@ -6,11 +6,13 @@ pub mod bundle;
 pub mod converge;
 pub mod counting;
 pub mod faults;
+pub mod lock;
 pub mod observe;
 pub mod ops;
 pub mod plan;
 pub mod sdk;
 pub mod state;
+pub mod strategy;
 
 /// Lowercase hex sha256 of `bytes`, as the manifest records them.
 pub fn sha256_hex(bytes: &[u8]) -> String {

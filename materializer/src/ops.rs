@@ -6,9 +6,11 @@ use crate::aws::Aws;
 use crate::bundle::Bundle;
 use crate::converge::{retry, Converger, Error, Options};
 use crate::state::{self, Event, State};
+use crate::strategy::Strategy;
 use gilliam_compiler::manifest::Manifest;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 /// Where a formation lives, from its stage file.
 #[derive(Debug, Clone)]
@@ -20,6 +22,15 @@ pub struct Formation {
 }
 
 impl Formation {
+    pub fn from_manifest(m: &Manifest) -> Self {
+        Formation {
+            name: m.formation.name.clone(),
+            region: m.formation.region.clone(),
+            bucket: m.formation.outputs_bucket.clone(),
+            prefix: m.formation.s3_prefix.clone(),
+        }
+    }
+
     pub fn from_stage(stage: &gilliam_compiler::stage::Stage) -> Self {
         Formation {
             name: stage.formation.clone(),
@@ -169,10 +180,11 @@ impl<'a, A: Aws> Ops<'a, A> {
     pub async fn traffic(&self, target: &BTreeMap<u32, u32>) -> Result<TrafficChange, Error> {
         let (m, _) = self.outputs().await?;
         let rules = self.rules(&m).await?;
-        self.traffic_on(&rules, target).await
+        self.traffic_on(&rules, target, "").await
     }
 
-    async fn traffic_on(&self, rules: &[RuleView], target: &BTreeMap<u32, u32>) -> Result<TrafficChange, Error> {
+    /// `traffic_on`, with `label` before the history's `traffic ...` line.
+    async fn traffic_on(&self, rules: &[RuleView], target: &BTreeMap<u32, u32>, label: &str) -> Result<TrafficChange, Error> {
         let refuse = |m: String| Err(Error::Artifact(m));
         if target.is_empty() || target.values().all(|w| *w == 0) {
             return refuse("traffic needs at least one release with a weight above 0".into());
@@ -215,10 +227,95 @@ impl<'a, A: Aws> Ops<'a, A> {
         let line: Vec<String> = after.iter().map(|(n, w)| format!("{n}={w}")).collect();
         state::update(self.aws, &self.f.bucket, &self.f.prefix, &self.f.name, |st| {
             st.traffic = after.clone();
-            st.history.push(state::event(format!("traffic {}", line.join(" "))));
+            st.history.push(state::event(format!("{label}traffic {}", line.join(" "))));
         })
         .await?;
         Ok(TrafficChange { before, after, writes: changes.len() })
+    }
+
+    /// Moves traffic to `target` by `strategy`: before the first step, the releases gaining
+    /// traffic must have all their targets healthy (up to `health_timeout`); between steps
+    /// they are watched for `strategy.wait()`, and one unhealthy target aborts: the weights go
+    /// back to where they were at once, the history says why, and the result is
+    /// `Error::Aborted`. Each step is recorded in the history.
+    pub async fn shift(&self, target: &BTreeMap<u32, u32>, strategy: Strategy, poll: Duration, health_timeout: Duration) -> Result<TrafficChange, Error> {
+        if strategy == Strategy::AllAtOnce {
+            return self.traffic(target).await;
+        }
+        let (m, _) = self.outputs().await?;
+        let mut rules = self.rules(&m).await?;
+        let before = Self::weights(&rules);
+        let steps = strategy.steps(&before, target);
+        let share = |w: &BTreeMap<u32, u32>, n: u32| f64::from(w.get(&n).copied().unwrap_or(0)) / f64::from(w.values().sum::<u32>().max(1));
+        let last = steps.last().cloned().unwrap_or_default();
+        let gaining: BTreeSet<u32> = last.keys().copied().filter(|n| share(&last, *n) > share(&before, *n)).collect();
+        let watched: Vec<(u32, String)> = rules
+            .iter()
+            .flat_map(|r| r.forward.iter().filter_map(|(tg, _, n)| n.filter(|n| gaining.contains(n)).map(|n| (n, tg.clone()))))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        // Healthy before any weight moves: nothing is changed when they never get there.
+        let deadline = tokio::time::Instant::now() + health_timeout;
+        loop {
+            let sick = self.unhealthy(&watched, true).await?;
+            if sick.is_empty() {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Timeout(format!("{strategy} not started, traffic unchanged: {} not healthy after {health_timeout:?}", sick.join("; "))));
+            }
+            (self.say)(&format!("waiting for healthy targets: {}", sick.join("; ")));
+            tokio::time::sleep(poll).await;
+        }
+        let n = steps.len();
+        let mut change = TrafficChange { before: before.clone(), after: before.clone(), writes: 0 };
+        for (i, step) in steps.iter().enumerate() {
+            let label = format!("{strategy} step {}/{n}: ", i + 1);
+            let c = self.traffic_on(&rules, step, &label).await?;
+            change.writes += c.writes;
+            change.after = c.after;
+            let shown: Vec<String> = step.iter().map(|(r, w)| format!("{r}={w}")).collect();
+            (self.say)(&format!("{label}traffic {}", shown.join(" ")));
+            if i + 1 == n {
+                break;
+            }
+            rules = self.rules(&m).await?;
+            let until = tokio::time::Instant::now() + strategy.wait();
+            loop {
+                let sick = self.unhealthy(&watched, false).await?;
+                if !sick.is_empty() {
+                    let why = format!("{} during step {}/{n}", sick.join("; "), i + 1);
+                    (self.say)(&format!("aborting {strategy}: {why}; traffic back"));
+                    let back = self.traffic_on(&rules, &before, &format!("abort {strategy} ({why}): ")).await?;
+                    change.writes += back.writes;
+                    return Err(Error::Aborted(format!("{strategy} aborted: {why}; traffic is back where it was")));
+                }
+                if tokio::time::Instant::now() >= until {
+                    break;
+                }
+                tokio::time::sleep(poll.min(until - tokio::time::Instant::now())).await;
+            }
+        }
+        Ok(change)
+    }
+
+    /// Target groups (of the given releases) with unhealthy targets, described; with
+    /// `strict`, also those not yet healthy (no targets, or targets still starting).
+    async fn unhealthy(&self, watched: &[(u32, String)], strict: bool) -> Result<Vec<String>, Error> {
+        let mut out = Vec::new();
+        for (n, tg) in watched {
+            let states = retry("target health", || self.aws.target_health(tg)).await?;
+            let bad = states.iter().filter(|s| s.as_str() == "unhealthy").count();
+            let healthy = states.iter().filter(|s| s.as_str() == "healthy").count();
+            let name = tg.rsplit(':').next().unwrap_or(tg).trim_start_matches("targetgroup/");
+            if bad > 0 {
+                out.push(format!("release {n}: {bad} of {} targets unhealthy in {name}", states.len()));
+            } else if strict && (healthy == 0 || healthy < states.len()) {
+                out.push(format!("release {n}: {healthy} of {} targets healthy in {name}", states.len()));
+            }
+        }
+        Ok(out)
     }
 
     /// All traffic back to the newest routed release older than the newest one with traffic.
@@ -233,7 +330,7 @@ impl<'a, A: Aws> Ops<'a, A> {
         let Some(&previous) = weights.keys().filter(|n| **n < serving).max() else {
             return Err(Error::Artifact(format!("release {serving} serves and no earlier release is still running: nothing to roll back to")));
         };
-        let change = self.traffic_on(&rules, &BTreeMap::from([(previous, 100)])).await?;
+        let change = self.traffic_on(&rules, &BTreeMap::from([(previous, 100)]), "").await?;
         Ok((previous, change))
     }
 

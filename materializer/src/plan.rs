@@ -59,6 +59,9 @@ pub enum Action {
     ShiftWhenHealthy {
         release: u32,
         shares: Vec<Share>,
+        /// A gradual strategy (`canary:10:300s`); none: all at once through the routing stacks.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        strategy: Option<String>,
     },
     /// Publish the bundle's manifest at this key.
     Publish {
@@ -179,7 +182,12 @@ impl Plan {
                 Action::Routing { stack, create, shares, .. } => {
                     writeln!(out, "  {} stack {stack}: weights {}", if *create { "+" } else { "~" }, weights(shares))
                 }
-                Action::ShiftWhenHealthy { release, shares } => writeln!(out, "  ~ traffic: to release {release} once healthy ({})", weights(shares)),
+                Action::ShiftWhenHealthy { release, shares, strategy: None } => {
+                    writeln!(out, "  ~ traffic: to release {release} once healthy ({})", weights(shares))
+                }
+                Action::ShiftWhenHealthy { release, strategy: Some(s), .. } => {
+                    writeln!(out, "  ~ traffic: to release {release} once healthy, by {s} (aborted, and put back, if it turns unhealthy)")
+                }
                 Action::Publish { key, .. } => writeln!(out, "  ~ publish {key}"),
                 Action::Retire { release, stacks } => writeln!(out, "  - release {release}: scale to zero, then delete {}", stacks.join(", ")),
                 Action::Record { release, .. } => writeln!(out, "  ~ record release {release} in the published state and history"),

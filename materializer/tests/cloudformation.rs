@@ -39,7 +39,13 @@ async fn world() -> Fake {
 }
 
 fn opts() -> Options {
-    Options { traffic_auto: true, poll: Duration::from_secs(5), stack_timeout: Duration::from_secs(600), health_timeout: Duration::from_secs(60) }
+    Options {
+        traffic_auto: true,
+        poll: Duration::from_secs(5),
+        stack_timeout: Duration::from_secs(600),
+        health_timeout: Duration::from_secs(60),
+        ..Options::default()
+    }
 }
 
 fn quiet(_: &str) {}

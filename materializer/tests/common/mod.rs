@@ -85,5 +85,11 @@ pub fn formation() -> gilliam_materializer::ops::Formation {
 }
 
 pub fn opts() -> Options {
-    Options { traffic_auto: true, poll: Duration::from_millis(100), stack_timeout: Duration::from_secs(60), health_timeout: Duration::from_secs(20) }
+    Options {
+        traffic_auto: true,
+        poll: Duration::from_millis(100),
+        stack_timeout: Duration::from_secs(60),
+        health_timeout: Duration::from_secs(20),
+        ..Options::default()
+    }
 }
