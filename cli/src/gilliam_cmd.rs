@@ -358,6 +358,9 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
             .await;
         }
     }
+    if std::env::var_os("GILLIAM_FAULTS").is_some() {
+        eprintln!("gilliam: GILLIAM_FAULTS: {} AWS calls, faults injected {:?}", aws.calls(), aws.injected());
+    }
     Ok(())
 }
 

@@ -179,5 +179,8 @@ pub async fn run(args: &Args) -> Result<(), CliError> {
     }
     let weights: Vec<String> = report.traffic.iter().map(|(n, w)| format!("{n}={w}")).collect();
     println!("release {} of formation {} converged; traffic {}", bundle.manifest.release.number, bundle.manifest.formation.name, weights.join(" "));
+    if std::env::var_os("GILLIAM_FAULTS").is_some() {
+        eprintln!("gilliam: GILLIAM_FAULTS: {} AWS calls, faults injected {:?}", aws.calls(), aws.injected());
+    }
     Ok(())
 }

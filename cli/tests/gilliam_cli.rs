@@ -1,65 +1,10 @@
 //! `gilliam` and `gilliam-materialize` as an operator runs them, against moto on 127.0.0.1:
 //! deploys, JSON read verbs, traffic, rollback, saved plans, and the documented exit codes.
 
-use gilliam_materializer::aws::{Aws, PutCondition, StackRequest, TemplateSource};
-use gilliam_materializer::sdk::{Endpoint, SdkAws};
-use gilliam_tests::moto::{Moto, SAFE_ENV};
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use gilliam_tests::moto::Moto;
 
-const REGION: &str = "eu-west-1";
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = root().join("target/test-scratch/gilliam-cli").join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("scratch");
-    d
-}
-
-fn run(bin: &str, endpoint: &str, args: &[&str]) -> Output {
-    let mut c = Command::new(bin);
-    c.args(args).env("AWS_ENDPOINT_URL", endpoint).env("GILLIAM_ACTOR", "ci").env_remove("AWS_PROFILE");
-    for (k, v) in SAFE_ENV {
-        c.env(k, v);
-    }
-    c.output().expect("run")
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-/// A network made through CloudFormation in moto, an artifact, and the stage and release files.
-async fn prepare(moto: &Moto, dir: &Path) {
-    let aws = SdkAws::connect(&Endpoint { url: Some(moto.url.clone()), region: Some(REGION.into()) }).await;
-    let body = gilliam_tests::network_template(REGION);
-    aws.create_stack(&StackRequest { name: "net".into(), template: TemplateSource::Body(body), capabilities: vec![], tags: vec![] }).await.expect("network");
-    let o: BTreeMap<String, String> = aws.describe_stack("net").await.expect("describe").expect("net").outputs.into_iter().collect();
-    let stage = std::fs::read_to_string(root().join("examples/quickstart/stage.yml"))
-        .expect("stage")
-        .replace("vpc-0a1b2c3d4e5f60718", &o["Vpc"])
-        .replace("subnet-0a1b2c3d4e5f60001", &o["A"])
-        .replace("subnet-0a1b2c3d4e5f60002", &o["B"])
-        .replace("subnet-0a1b2c3d4e5f60011", &o["C"])
-        .replace("subnet-0a1b2c3d4e5f60012", &o["D"])
-        .replace("gilliam-quickstart-artifacts", "gilliam-cli-outputs");
-    std::fs::write(dir.join("stage.yml"), stage).expect("stage");
-    aws.create_secure_bucket("gilliam-cli-artifacts", REGION).await.expect("bucket");
-    let artifact = b"artifact".to_vec();
-    let sha = gilliam_materializer::sha256_hex(&artifact);
-    aws.put_object("gilliam-cli-artifacts", "a.tgz", artifact, PutCondition::Always).await.expect("artifact");
-    for n in [1, 2] {
-        let r = format!(
-            r#"{{"number": {n}, "artifact": {{"url": "s3://gilliam-cli-artifacts/a.tgz", "sha256": "{sha}"}}, "runtime_image": "ami-0a1b2c3d4e5f60718", "revision": "r{n}", "created": "2026-11-22T10:00:00Z"}}"#
-        );
-        std::fs::write(dir.join(format!("release-{n}.json")), r).expect("release");
-    }
-}
+mod common;
+use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_session() {
@@ -136,4 +81,46 @@ async fn operator_session() {
     let o = g(&["history"]);
     let h = text(&o);
     assert!(h.contains("ci") && h.contains("deploy release 2") && h.contains("traffic 1=90 2=10"), "{h}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_lock_names_its_holder_and_unlock_breaks_it() {
+    use gilliam_materializer::aws::{Aws, PutCondition};
+    use gilliam_materializer::sdk::{Endpoint, SdkAws};
+    let moto = Moto::start();
+    let dir = scratch("lock");
+    prepare(&moto, &dir).await;
+    let stage = dir.join("stage.yml").display().to_string();
+    let g = |args: &[&str]| {
+        let mut all = vec!["--stage", stage.as_str()];
+        all.extend_from_slice(args);
+        run(env!("CARGO_BIN_EXE_gilliam"), &moto.url, &all)
+    };
+    let aws = SdkAws::connect(&Endpoint { url: Some(moto.url.clone()), region: Some(REGION.into()) }).await;
+    aws.create_secure_bucket("gilliam-cli-outputs", REGION).await.expect("bucket");
+    let far = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() + 3600;
+    let held = format!(
+        r#"{{"format_version": 1, "formation": "shop", "owner": "alice", "host": "ci-runner-7", "pid": 4242, "operation": "deploy release 9", "token": "x", "acquired": "2026-11-22T10:00:00Z", "expires_unix": {far}, "released": false}}"#
+    );
+    aws.put_object("gilliam-cli-outputs", "gilliam/shop/lock.json", held.into_bytes(), PutCondition::Always).await.expect("lock");
+
+    for verb in [&["traffic", "2"][..], &["rollback"], &["retire", "1"], &["scale", "-r1", "api=2"]] {
+        let mut args = vec!["--lock-wait", "0"];
+        args.extend_from_slice(verb);
+        let o = g(&args);
+        assert_eq!(o.status.code(), Some(4), "{verb:?}: {}", text(&o));
+        assert!(text(&o).contains("locked by alice on ci-runner-7 (pid 4242), deploy release 9"), "{verb:?}: {}", text(&o));
+    }
+    let o = g(&["--lock-wait", "0.5", "rollback"]);
+    assert!(text(&o).contains("waiting for the deploy lock, held by alice"), "waits, saying for whom: {}", text(&o));
+    // Breaking it needs a confirmation: without a terminal, --yes.
+    let o = g(&["unlock"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--yes") && text(&o).contains("alice"), "{}", text(&o));
+    let o = g(&["unlock", "--yes"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = g(&["--lock-wait", "0", "rollback"]);
+    assert!(!text(&o).contains("locked by"), "free now: {}", text(&o));
+    let o = g(&["history"]);
+    assert!(text(&o).contains("unlock (broke the lock of alice on ci-runner-7"), "the history keeps the break: {}", text(&o));
 }

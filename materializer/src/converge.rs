@@ -465,12 +465,20 @@ impl<'a, A: Aws> Converger<'a, A> {
                 Action::CreateStack { stack, .. } => self.create(&self.request(self.entry(stack)?)?, &mut report).await?,
                 Action::UpdateStack { stack, .. } => self.update(&self.request(self.entry(stack)?)?, &mut report).await?,
                 Action::Routing { stack, shares, template_sha256, .. } => self.routing(stack, shares, template_sha256, &mut report).await?,
-                Action::ShiftWhenHealthy { release, strategy: Some(strategy), .. } => {
+                Action::ShiftWhenHealthy { release, shares, strategy: Some(strategy) } => {
                     let strategy: Strategy = strategy.parse().map_err(|e: String| Error::Stale(format!("the plan's strategy: {e}")))?;
                     self.wait_healthy().await?;
                     let ops = crate::ops::Ops::new(self.aws, crate::ops::Formation::from_manifest(m), self.say);
                     match ops.shift(&BTreeMap::from([(*release, 100)]), strategy, self.opts.poll, self.opts.health_timeout).await {
-                        Ok(_) => report.changes.push(format!("~ traffic: all to release {release} ({strategy})")),
+                        Ok(_) => {
+                            // The routing stacks catch up with the weights now set, and drop
+                            // the releases this converge retires, as an all-at-once shift does.
+                            let rendered = self.render_routing(&from_plan(shares, m))?;
+                            for (stack, body) in &rendered {
+                                self.routing(stack, shares, &canonical_sha(body), &mut report).await?;
+                            }
+                            report.changes.push(format!("~ traffic: all to release {release} ({strategy})"));
+                        }
                         Err(Error::Aborted(why)) => {
                             // The release stays (recorded, without traffic) for a later `gilliam traffic`;
                             // it is not published as the formation's latest, and nothing is retired.
