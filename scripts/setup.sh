@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what building and testing gilliam needs on a fresh machine, and nothing twice:
 # a virtual environment (.venv) with the pinned Python tools (cfn-lint; moto, the local AWS
-# the materializer's tests start on 127.0.0.1), and the Rust dependencies.
+# the materializer's tests start on 127.0.0.1), checkov pinned in .venv-checkov, a few system
+# tools, and the Rust dependencies.
 # Needs the network (PyPI, crates.io); everything after it runs offline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CFN_LINT_VERSION=1.58.0
 MOTO_VERSION=5.2.5
+CHECKOV_VERSION=3.2.500
 
 if ! command -v cargo >/dev/null; then
   echo "setup: cargo is missing: install Rust (https://rustup.rs) first" >&2
@@ -29,6 +31,13 @@ if ! have cfn-lint "$CFN_LINT_VERSION" || ! have moto "$MOTO_VERSION"; then
   .venv/bin/pip install -q --disable-pip-version-check "cfn-lint==$CFN_LINT_VERSION" "moto[server]==$MOTO_VERSION"
 fi
 echo "setup: $(.venv/bin/cfn-lint --version), moto $MOTO_VERSION in .venv"
+
+# checkov in a virtual environment of its own: its pins would fight moto's.
+if ! .venv-checkov/bin/pip show checkov 2>/dev/null | grep -qx "Version: $CHECKOV_VERSION"; then
+  python3 -m venv .venv-checkov
+  .venv-checkov/bin/pip install -q --disable-pip-version-check "checkov==$CHECKOV_VERSION"
+fi
+echo "setup: checkov $CHECKOV_VERSION in .venv-checkov"
 
 # System tools the tests use: shellcheck (the image's scripts and userdata), systemd-analyze
 # (the agent's unit), and a system python3 (the agent tests' demo service runs as an

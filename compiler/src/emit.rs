@@ -582,6 +582,7 @@ fn formation_template(ctx: &Ctx<'_>, aux_scripts: &BTreeMap<(String, u32), Strin
                     "MasterUsername": resolve("username"), "MasterUserPassword": resolve("password"),
                     "VPCSecurityGroups": [get_att("AuxiliarySecurityGroup", "GroupId")], "DBSubnetGroupName": r#ref("DatabaseSubnetGroup"),
                     "PubliclyAccessible": false, "BackupRetentionPeriod": 7, "CopyTagsToSnapshot": true, "AutoMinorVersionUpgrade": true,
+                    "EnableIAMDatabaseAuthentication": true, "DeletionProtection": true,
                     "Tags": tg("gilliam:auxiliary", &a.s.name),
                 });
                 if let Some(v) = &aux.version {
