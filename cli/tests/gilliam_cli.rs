@@ -124,3 +124,67 @@ async fn a_held_lock_names_its_holder_and_unlock_breaks_it() {
     let o = g(&["history"]);
     assert!(text(&o).contains("unlock (broke the lock of alice on ci-runner-7"), "the history keeps the break: {}", text(&o));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_or_foreign_published_files_are_errors_never_panics_or_wrong_deploys() {
+    use gilliam_materializer::aws::{Aws, PutCondition};
+    use gilliam_materializer::sdk::{Endpoint, SdkAws};
+    let moto = Moto::start();
+    let dir = scratch("corrupt");
+    prepare(&moto, &dir).await;
+    let stage = dir.join("stage.yml").display().to_string();
+    let app = root().join("examples/quickstart/gilliam.yml").display().to_string();
+    let g = |args: &[&str]| {
+        let mut all = vec!["--stage", stage.as_str(), "--lock-wait", "0"];
+        all.extend_from_slice(args);
+        run(env!("CARGO_BIN_EXE_gilliam"), &moto.url, &all)
+    };
+    for n in ["1", "2"] {
+        let rel = dir.join(format!("release-{n}.json")).display().to_string();
+        let out = dir.join(format!("out-{n}")).display().to_string();
+        assert_eq!(g(&["-q", "deploy", "--app", &app, "--release", &rel, "--out", &out, "--poll", "0.1"]).status.code(), Some(0));
+    }
+    let aws = SdkAws::connect(&Endpoint { url: Some(moto.url.clone()), region: Some(REGION.into()) }).await;
+    let bucket = "gilliam-cli-outputs";
+    let put = |key: &'static str, body: Vec<u8>| {
+        let aws = &aws;
+        async move { aws.put_object(bucket, key, body, PutCondition::Always).await.expect("put") }
+    };
+    let state = aws.get_object(bucket, "gilliam/shop/state.json").await.expect("get").expect("state").body;
+    let manifest = aws.get_object(bucket, "gilliam/shop/manifest.json").await.expect("get").expect("manifest").body;
+    let no_panic = |o: &std::process::Output| assert!(!text(o).contains("panicked"), "{}", text(o));
+
+    for (body, says) in [
+        (b"\x00\x01 not json".to_vec(), "is not a gilliam state file"),
+        (
+            br#"{"format_version": 1, "formation": "other", "releases": {}, "traffic": {}, "history": []}"#.to_vec(),
+            "of formation \"other\", expected format 1 of \"shop\"",
+        ),
+        (br#"{"format_version": 9, "formation": "shop", "releases": {}, "traffic": {}, "history": []}"#.to_vec(), "is state format 9"),
+    ] {
+        put("gilliam/shop/state.json", body).await;
+        for verb in [&["history"][..], &["traffic", "1"], &["retire", "1"]] {
+            let o = g(verb);
+            no_panic(&o);
+            assert_eq!(o.status.code(), Some(4), "{verb:?}: {}", text(&o));
+            assert!(text(&o).contains(says), "{verb:?}: {}", text(&o));
+        }
+    }
+    put("gilliam/shop/state.json", state).await;
+
+    put("gilliam/shop/manifest.json", br#"{"format_version": 1}"#.to_vec()).await;
+    let o = g(&["status"]);
+    no_panic(&o);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(text(&o).contains("is not a gilliam manifest"), "{}", text(&o));
+    put("gilliam/shop/manifest.json", manifest).await;
+
+    // A published template altered after the fact: retiring (which re-renders routing from the
+    // published bundle) refuses, and release 1 is left as it was.
+    put("gilliam/shop/releases/2/templates/shop-routing-1.json", b"{\"Resources\": {}}".to_vec()).await;
+    let o = g(&["retire", "1"]);
+    no_panic(&o);
+    assert_ne!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("sha256"), "{}", text(&o));
+    assert!(aws.describe_stack("shop-r1").await.expect("describe").is_some(), "nothing retired on a corrupt bundle");
+}

@@ -89,7 +89,8 @@ pub fn stale(rec: &LockRecord, now: u64, host: &str) -> Option<&'static str> {
     }
 }
 
-fn parse(bytes: &[u8], where_: &str, formation: &str) -> Result<LockRecord, Error> {
+/// Reads a lock file's bytes, refusing corrupt or foreign ones.
+pub fn parse(bytes: &[u8], where_: &str, formation: &str) -> Result<LockRecord, Error> {
     let rec: LockRecord = serde_json::from_slice(bytes)
         .map_err(|e| Error::Artifact(format!("{where_} is not a gilliam lock ({e}); break it with `gilliam unlock` if nothing is running")))?;
     if rec.format_version != LOCK_VERSION || rec.formation != formation {

@@ -215,6 +215,9 @@ impl<'a, A: Aws> Ops<'a, A> {
             }
         }
         let before = Self::weights(rules);
+        // The change is recorded after the writes: a state file that cannot be recorded to
+        // (corrupt, foreign) refuses the change before anything moves.
+        self.state().await?;
         // The writes are independent: a few at a time, so that a large formation flips fast.
         use futures_util::stream::{self, StreamExt};
         let results: Vec<Result<(), Error>> = stream::iter(changes.iter())

@@ -53,19 +53,21 @@ pub async fn read<A: Aws>(aws: &A, bucket: &str, prefix: &str, formation: &str) 
     let k = key(prefix);
     match retry("read the published state", || aws.get_object(bucket, &k)).await? {
         None => Ok((State { format_version: STATE_VERSION, formation: formation.to_string(), ..State::default() }, None)),
-        Some(o) => {
-            let s: State = serde_json::from_slice(&o.body).map_err(|e| {
-                Error::Artifact(format!("s3://{bucket}/{k} is not a gilliam state file ({e}); it was not written by gilliam or is corrupt: fix or remove it"))
-            })?;
-            if s.format_version != STATE_VERSION || s.formation != formation {
-                return Err(Error::Artifact(format!(
-                    "s3://{bucket}/{k} is state format {} of formation {:?}, expected format {STATE_VERSION} of {formation:?}",
-                    s.format_version, s.formation
-                )));
-            }
-            Ok((s, Some(o.etag)))
-        }
+        Some(o) => Ok((parse(&o.body, &format!("s3://{bucket}/{k}"), formation)?, Some(o.etag))),
     }
+}
+
+/// Reads a state file's bytes (from `origin`), refusing corrupt or foreign ones.
+pub fn parse(bytes: &[u8], origin: &str, formation: &str) -> Result<State, Error> {
+    let s: State = serde_json::from_slice(bytes)
+        .map_err(|e| Error::Artifact(format!("{origin} is not a gilliam state file ({e}); it was not written by gilliam or is corrupt: fix or remove it")))?;
+    if s.format_version != STATE_VERSION || s.formation != formation {
+        return Err(Error::Artifact(format!(
+            "{origin} is state format {} of formation {:?}, expected format {STATE_VERSION} of {formation:?}",
+            s.format_version, s.formation
+        )));
+    }
+    Ok(s)
 }
 
 fn body(state: &State) -> Result<Vec<u8>, Error> {
