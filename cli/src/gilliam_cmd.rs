@@ -68,6 +68,23 @@ pub enum Verb {
         #[arg(long, default_value = "all-at-once", value_parser = parse_strategy)]
         strategy: Strategy,
     },
+    /// Package a source tree as a release: run the build command of gilliam.yml, pack the tree
+    /// reproducibly, upload it (content-addressed, once), allocate the release number, write
+    /// the release metadata.
+    Build {
+        /// The source tree (with gilliam.yml at its top).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// The runtime image (AMI) of the release; default: the latest release's.
+        #[arg(long, value_name = "AMI")]
+        runtime_image: Option<String>,
+        /// The revision to record; default: git's commit of the tree, else the artifact digest.
+        #[arg(long)]
+        revision: Option<String>,
+        /// Where the release metadata goes.
+        #[arg(long, value_name = "FILE", default_value = ".gilliam/release.json")]
+        release_out: PathBuf,
+    },
     /// What a deploy of this release would do (changes nothing).
     Plan {
         #[command(flatten)]
@@ -111,6 +128,59 @@ pub enum Verb {
     },
 }
 
+/// `gilliam build`: returns the release number and its metadata file.
+#[allow(clippy::too_many_arguments)]
+async fn build_release<A: gilliam_materializer::aws::Aws>(
+    aws: &A,
+    formation: &Formation,
+    dir: &Path,
+    app: &Path,
+    runtime_image: Option<&str>,
+    revision: Option<&str>,
+    out: &Path,
+    say: &(dyn Fn(&str) + Sync),
+) -> Result<(u32, PathBuf), Failure> {
+    use crate::build_cmd;
+    let text = compile_cmd::read(app).map_err(|e| Failure { code: 1, message: e.to_string().trim_start_matches("gilliam-compile: ").to_string() })?;
+    let name = app.display().to_string();
+    let parsed = gilliam_compiler::parse_app(gilliam_compiler::Source { name: &name, text: &text }).map_err(|d| Failure { code: 1, message: d.to_string() })?;
+    if let Some(cmd) = &parsed.build {
+        say(&format!("build: {cmd}"));
+        build_cmd::run_build_command(dir, cmd).map_err(|m| Failure { code: 1, message: m })?;
+    }
+    let epoch = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let packed = build_cmd::pack(dir, epoch).map_err(|m| Failure { code: 1, message: m })?;
+    let previous = build_cmd::previous(aws, formation, say).await.map_err(aws_failure)?;
+    let image = runtime_image
+        .map(str::to_string)
+        .or_else(|| previous.as_ref().and_then(|p| p["runtime_image"].as_str().map(str::to_string)))
+        .ok_or_else(|| usage("no runtime image: pass --runtime-image ami-... (the first release needs one; see runtime-image/README.md)"))?;
+    let uploaded = build_cmd::upload(aws, formation, &packed).await.map_err(aws_failure)?;
+    let key = build_cmd::artifact_key(formation, &packed.sha256);
+    say(&format!(
+        "artifact s3://{}/{key}: {} entries, {} bytes, {}",
+        formation.bucket,
+        packed.entries,
+        packed.gz.len(),
+        if uploaded { "uploaded" } else { "already there" }
+    ));
+    let revision = revision.map(str::to_string).unwrap_or_else(|| build_cmd::revision(dir, &packed.sha256));
+    let number = gilliam_materializer::state::allocate_release(aws, &formation.bucket, &formation.prefix, &formation.name, &format!("build of {revision}"))
+        .await
+        .map_err(aws_failure)?;
+    let config = previous.as_ref().map(|p| p["config"].clone()).filter(|c| c.is_object()).unwrap_or_else(|| serde_json::json!({}));
+    let release = serde_json::json!({
+        "number": number,
+        "artifact": { "url": format!("s3://{}/{key}", formation.bucket), "sha256": packed.sha256 },
+        "runtime_image": image,
+        "revision": revision,
+        "created": gilliam_materializer::state::now(),
+        "config": config,
+    });
+    build_cmd::write_release(out, &release).map_err(|m| Failure { code: 1, message: m })?;
+    Ok((number, out.to_path_buf()))
+}
+
 fn parse_strategy(s: &str) -> Result<Strategy, String> {
     s.parse()
 }
@@ -121,9 +191,13 @@ pub struct ReleaseFiles {
     /// The application's services.
     #[arg(long, default_value = "gilliam.yml")]
     pub app: PathBuf,
-    /// The release metadata (number, artifact, runtime image, revision, config).
-    #[arg(long, default_value = "release.json")]
-    pub release: PathBuf,
+    /// The release metadata (number, artifact, runtime image, revision, config). `deploy`
+    /// without it builds a release from the tree `gilliam.yml` is in (as `gilliam build`).
+    #[arg(long)]
+    pub release: Option<PathBuf>,
+    /// With no --release: the runtime image of the new release (default: the latest release's).
+    #[arg(long, value_name = "AMI")]
+    pub runtime_image: Option<String>,
     /// Where the compiled files go.
     #[arg(long, default_value = ".gilliam/out")]
     pub out: PathBuf,
@@ -209,7 +283,17 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
             if traffic == "manual" && *strategy != Strategy::AllAtOnce {
                 return Err(usage("--strategy moves traffic; with --traffic manual there is none to move"));
             }
-            compile_into(&args.stage, &files.app, &files.release, &files.out)?;
+            let release = match &files.release {
+                Some(r) => r.clone(),
+                None => {
+                    let dir = files.app.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                    let out = files.out.with_file_name("release.json");
+                    let (n, path) = build_release(&aws, &formation, dir, &files.app, files.runtime_image.as_deref(), None, &out, &say).await?;
+                    println!("built release {n}");
+                    path
+                }
+            };
+            compile_into(&args.stage, &files.app, &release, &files.out)?;
             let bundle = Bundle::load(&files.out).map_err(|e| Failure { code: 1, message: e.0 })?;
             let opts = Options { traffic_auto: traffic == "auto", poll: Duration::from_secs_f64(poll.max(0.05)), strategy: *strategy, ..Options::default() };
             let c = Converger::new(&aws, &bundle, opts, &say);
@@ -236,7 +320,8 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
             println!("deployed release {} of {}; traffic {}", bundle.manifest.release.number, formation.name, w.join(" "));
         }
         Verb::Plan { files } => {
-            compile_into(&args.stage, &files.app, &files.release, &files.out)?;
+            let release = files.release.as_ref().ok_or_else(|| usage("plan needs --release FILE (gilliam build writes one)"))?;
+            compile_into(&args.stage, &files.app, release, &files.out)?;
             let bundle = Bundle::load(&files.out).map_err(|e| Failure { code: 1, message: e.0 })?;
             let plan = Converger::new(&aws, &bundle, Options::default(), &say).plan().await.map_err(aws_failure)?;
             if json {
@@ -244,6 +329,11 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
             } else {
                 print!("{}", plan.render());
             }
+        }
+        Verb::Build { dir, runtime_image, revision, release_out } => {
+            let app = dir.join("gilliam.yml");
+            let (n, path) = build_release(&aws, &formation, dir, &app, runtime_image.as_deref(), revision.as_deref(), release_out, &say).await?;
+            println!("release {n}: {}", path.display());
         }
         Verb::Releases => {
             let rows = ops.releases().await.map_err(aws_failure)?;

@@ -1,6 +1,7 @@
 //! The binaries' shared code: argument types, file reading and writing, and the mapping of
 //! errors to documented exit codes. The compiler library itself does no I/O.
 
+pub mod build_cmd;
 pub mod compile_cmd;
 pub mod entry;
 pub mod gilliam_cmd;

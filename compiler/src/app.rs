@@ -112,7 +112,13 @@ impl Service {
 #[derive(Debug, Clone, PartialEq)]
 pub struct App {
     pub services: Vec<Service>,
+    /// `x-gilliam: {build: ...}`: the command `gilliam build` runs in the source tree first.
+    pub build: Option<String>,
 }
+
+/// The top-level key for gilliam's own settings (not a service; `x-` as in other tools' files).
+pub const SETTINGS_KEY: &str = "x-gilliam";
+const SETTINGS_KEYS: &[&str] = &["build"];
 
 const PROCESS_KEYS: &[&str] = &["script", "ports", "env", "health", "scale", "instance_type", "routes", "internal"];
 const AUX_KEYS_POSTGRES: &[&str] = &["type", "version", "instance_type", "storage", "database"];
@@ -168,7 +174,19 @@ pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<App> {
         return None;
     }
     let mut services = Vec::new();
+    let mut build = None;
     for (key, node) in entries {
+        if key.name == SETTINGS_KEY {
+            if let Some(m) = decode::map(node, sink, &format!("`{SETTINGS_KEY}`")) {
+                let mut f = Fields::new(m);
+                build = f.get("build").and_then(|n| decode::scalar_text(n, sink, "`build` (a shell command)"));
+                if build.as_deref().is_some_and(|b| b.trim().is_empty()) {
+                    sink.error_hint(node.pos, "`build` is empty", "give the command that builds the tree, e.g. `make dist`, or leave `build` out");
+                }
+                f.finish(sink, SETTINGS_KEYS, &format!("`{SETTINGS_KEY}`"));
+            }
+            continue;
+        }
         if !is_service_name(&key.name) {
             sink.error_hint(
                 key.pos,
@@ -182,7 +200,7 @@ pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<App> {
         }
     }
     services.sort_by(|a, b| a.name.cmp(&b.name));
-    Some(App { services })
+    Some(App { services, build })
 }
 
 fn decode_service(name: &str, name_pos: Pos, node: &Node, sink: &mut Sink<'_>) -> Option<ServiceKind> {

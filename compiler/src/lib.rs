@@ -36,3 +36,16 @@ pub fn parse_stage(source: Source<'_>) -> Result<stage::Stage, diag::Diagnostics
         _ => Err(diag::Diagnostics(out)),
     }
 }
+
+/// Reads `gilliam.yml` on its own (`gilliam build` needs its build command).
+pub fn parse_app(source: Source<'_>) -> Result<app::App, diag::Diagnostics> {
+    let mut out = Vec::new();
+    let parsed = {
+        let mut sink = diag::Sink { file: source.name, out: &mut out };
+        node::parse_yaml(source.text, &mut sink).and_then(|n| app::decode(&n, &mut sink))
+    };
+    match parsed {
+        Some(a) if out.is_empty() => Ok(a),
+        _ => Err(diag::Diagnostics(out)),
+    }
+}

@@ -518,6 +518,7 @@ impl<'a, A: Aws> Converger<'a, A> {
                     let retired = &retired;
                     crate::state::update(self.aws, bucket, &m.formation.s3_prefix, &m.formation.name, |st| {
                         st.releases.insert(*release, record.clone());
+                        st.reserved.remove(release);
                         st.traffic = weights.iter().copied().filter(|(n, _)| !retired.contains(n)).collect();
                         let verb = if *deploy { "deploy" } else { "converge" };
                         let mut what = format!("{verb} release {release} ({traffic})");

@@ -19,6 +19,30 @@ pub struct State {
     /// Release to weight, as last set by gilliam.
     pub traffic: BTreeMap<u32, u32>,
     pub history: Vec<Event>,
+    /// Release numbers handed out (`gilliam build`, `gilliam env`) and not yet deployed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reserved: BTreeMap<u32, Reservation>,
+    /// A value unique to the write that made this version: how a writer whose answer was lost
+    /// recognises its own write (two writers never write the same bytes).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub write_id: String,
+}
+
+/// Unique per call in this process, and across processes and hosts.
+pub fn nonce() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let c = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    crate::sha256_hex(format!("{nanos}/{c}/{}/{}", std::process::id(), crate::lock::hostname()).as_bytes())[..16].to_string()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reservation {
+    pub at: String,
+    pub actor: String,
+    /// What the number is for (`build of rev 0a1b2c3`, `env set FOO`).
+    pub purpose: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +110,7 @@ pub async fn update<A: Aws>(aws: &A, bucket: &str, prefix: &str, formation: &str
             return Ok(state);
         }
         change(&mut state);
+        state.write_id = nonce();
         let bytes = body(&state)?;
         attempted = Some(bytes.clone());
         let cond = etag.map_or(PutCondition::Absent, PutCondition::Matches);
@@ -100,6 +125,20 @@ pub async fn update<A: Aws>(aws: &A, bucket: &str, prefix: &str, formation: &str
         }
     }
     Err(Error::Timeout(format!("s3://{bucket}/{k}: gave up after 20 conflicting concurrent writes")))
+}
+
+/// Hands out the next release number: one above every release recorded or reserved, reserved
+/// in the published state by a conditional write, so that two builds at once never get the
+/// same number (the loser of a race re-reads and takes the next).
+pub async fn allocate_release<A: Aws>(aws: &A, bucket: &str, prefix: &str, formation: &str, purpose: &str) -> Result<u32, Error> {
+    let mut number = 0;
+    let reservation = Reservation { at: now(), actor: actor(), purpose: purpose.to_string() };
+    update(aws, bucket, prefix, formation, |st| {
+        number = st.releases.keys().chain(st.reserved.keys()).max().copied().unwrap_or(0) + 1;
+        st.reserved.insert(number, reservation.clone());
+    })
+    .await?;
+    Ok(number)
 }
 
 /// Who is acting: `GILLIAM_ACTOR`, else the user name (`USER`, `LOGNAME`), else "unknown".

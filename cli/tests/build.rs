@@ -1,0 +1,151 @@
+//! From a source tree to a release, against moto on 127.0.0.1: `gilliam build` of the same tree
+//! in two checkouts with different file times gives the same sha256, and the artifact lands
+//! once; builds at the same time get different release numbers; a failing build command
+//! uploads and allocates nothing; `gilliam deploy` with no release file builds, compiles and
+//! deploys in one go.
+
+mod common;
+
+use common::*;
+use gilliam_materializer::aws::Aws;
+use gilliam_materializer::sdk::{Endpoint, SdkAws};
+use gilliam_tests::moto::Moto;
+use std::path::{Path, PathBuf};
+
+const IMAGE: &str = "ami-0a1b2c3d4e5f60718";
+
+/// A source tree: the quickstart's gilliam.yml with a build command, scripts, ignored files.
+fn checkout(dir: &Path, build: &str, stamp: &str) -> PathBuf {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir.join("bin")).expect("tree");
+    let app = std::fs::read_to_string(root().join("examples/quickstart/gilliam.yml")).expect("app");
+    std::fs::write(dir.join("gilliam.yml"), format!("x-gilliam:\n  build: {build}\n{app}")).expect("app");
+    for s in ["api", "pricing", "worker"] {
+        std::fs::write(dir.join("bin").join(s), format!("#!/bin/sh\nexec echo {s}\n")).expect("script");
+    }
+    std::fs::write(dir.join(".gitignore"), "*.log\n").expect("ignore");
+    std::fs::write(dir.join("debug.log"), format!("{stamp}\n")).expect("log");
+    // Different times and modes on each checkout: none of it may reach the artifact.
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("chmod 0755 bin/*; find . -exec touch -h -d @{stamp} {{}} +"))
+        .current_dir(dir)
+        .status()
+        .expect("touch");
+    assert!(status.success());
+    dir.to_path_buf()
+}
+
+fn field(out: &str, prefix: &str) -> Option<String> {
+    out.lines().find_map(|l| l.strip_prefix(prefix).map(|r| r.split(':').next().unwrap_or(r).trim().to_string()))
+}
+
+fn release(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).expect("release file")).expect("JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builds_are_reproducible_land_once_number_safely_and_deploy_in_one_go() {
+    let moto = Moto::start();
+    let dir = scratch("build");
+    prepare(&moto, &dir).await;
+    let stage = dir.join("stage.yml").display().to_string();
+    let g = |args: &[&str]| {
+        let mut all = vec!["--stage", stage.as_str()];
+        all.extend_from_slice(args);
+        run(env!("CARGO_BIN_EXE_gilliam"), &moto.url, &all)
+    };
+    let a = checkout(&dir.join("checkout-a"), "mkdir -p dist && echo built > dist/version", "1000000000");
+    let b = checkout(&dir.join("checkout-b"), "mkdir -p dist && echo built > dist/version", "1700000000");
+    let (a_s, b_s) = (a.display().to_string(), b.display().to_string());
+
+    // The first release needs a runtime image.
+    let o = g(&["build", &a_s]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--runtime-image"), "{}", text(&o));
+
+    let ra = dir.join("ra.json").display().to_string();
+    let rb = dir.join("rb.json").display().to_string();
+    let o = g(&["build", &a_s, "--runtime-image", IMAGE, "--revision", "abc123", "--release-out", &ra]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("uploaded"), "{}", text(&o));
+    let o = g(&["build", &b_s, "--runtime-image", IMAGE, "--revision", "abc123", "--release-out", &rb]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("already there"), "the same tree lands once: {}", text(&o));
+    let (ja, jb) = (release(Path::new(&ra)), release(Path::new(&rb)));
+    assert_eq!(ja["artifact"], jb["artifact"], "same tree, same artifact, on any checkout");
+    assert_eq!((ja["number"].as_u64(), jb["number"].as_u64()), (Some(1), Some(2)));
+    assert_eq!(ja["runtime_image"], IMAGE);
+    let url = ja["artifact"]["url"].as_str().expect("url");
+    let sha = ja["artifact"]["sha256"].as_str().expect("sha");
+    assert_eq!(url, format!("s3://gilliam-cli-outputs/gilliam/shop/artifacts/{sha}.tar.gz"), "content-addressed");
+    let aws = SdkAws::connect(&Endpoint { url: Some(moto.url.clone()), region: Some(REGION.into()) }).await;
+    let obj = aws.get_object("gilliam-cli-outputs", url.trim_start_matches("s3://gilliam-cli-outputs/")).await.expect("get").expect("artifact");
+    assert_eq!(gilliam_materializer::sha256_hex(&obj.body), sha);
+    // What is in it: the build's output and the scripts, not the ignored log.
+    let listing = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("tar -tzvf -")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().expect("stdin").write_all(&obj.body)?;
+            c.wait_with_output()
+        })
+        .expect("tar");
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.contains("dist/version") && listing.contains("bin/api") && !listing.contains("debug.log"), "{listing}");
+    assert!(listing.lines().all(|l| l.contains("0/0") && l.contains("1970-01-01")), "owners and times fixed: {listing}");
+
+    // Builds at the same time never get the same number.
+    let mut numbers = vec![1, 2];
+    for round in 0..3 {
+        let outs: Vec<String> = (0..3).map(|i| dir.join(format!("c{round}-{i}.json")).display().to_string()).collect();
+        let kids: Vec<std::process::Child> = outs
+            .iter()
+            .map(|out| {
+                let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_gilliam"));
+                c.args(["--stage", &stage, "-q", "build", &a_s, "--runtime-image", IMAGE, "--release-out", out]).env("AWS_ENDPOINT_URL", &moto.url);
+                for (k, v) in gilliam_tests::moto::SAFE_ENV {
+                    c.env(k, v);
+                }
+                c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("spawn")
+            })
+            .collect();
+        for k in kids {
+            let o = k.wait_with_output().expect("wait");
+            assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        }
+        for out in &outs {
+            numbers.push(release(Path::new(out))["number"].as_u64().expect("number") as u32);
+        }
+    }
+    let mut sorted = numbers.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), numbers.len(), "every build got its own number: {numbers:?}");
+    assert_eq!(sorted, (1..=11).collect::<Vec<u32>>());
+    let st = gilliam_materializer::state::read(&aws, "gilliam-cli-outputs", "gilliam/shop/", "shop").await.expect("state").0;
+    assert_eq!(st.reserved.len(), 11, "reserved until deployed");
+
+    // A failing build command: nothing uploaded, no number taken.
+    let bad = checkout(&dir.join("checkout-bad"), "exit 3", "1000000000");
+    let o = g(&["build", &bad.display().to_string(), "--runtime-image", IMAGE]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("build command") && text(&o).contains("nothing was uploaded"), "{}", text(&o));
+    let st = gilliam_materializer::state::read(&aws, "gilliam-cli-outputs", "gilliam/shop/", "shop").await.expect("state").0;
+    assert_eq!(st.reserved.len(), 11);
+
+    // deploy with no release file: build, compile, materialize; the new number is printed.
+    let app = a.join("gilliam.yml").display().to_string();
+    let out = dir.join("deploy-out").display().to_string();
+    let o = g(&["deploy", "--app", &app, "--out", &out, "--poll", "0.1", "--runtime-image", IMAGE]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(field(&text(&o), "built release ").as_deref(), Some("12"), "{}", text(&o));
+    assert!(text(&o).contains("deployed release 12 of shop"), "{}", text(&o));
+    let st = gilliam_materializer::state::read(&aws, "gilliam-cli-outputs", "gilliam/shop/", "shop").await.expect("state").0;
+    assert!(st.releases.contains_key(&12) && !st.reserved.contains_key(&12), "recorded, no longer only reserved");
+    assert_eq!(st.traffic.get(&12), Some(&100));
+}
