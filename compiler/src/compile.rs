@@ -209,6 +209,19 @@ fn check<'a>(
     traffic: Option<&[TrafficShare]>,
     out: &mut Vec<Diagnostic>,
 ) -> Option<Ctx<'a>> {
+    {
+        let mut sink = Sink { file: inputs.release.name, out };
+        let prefix = crate::release::config_secret_prefix(&stage.formation);
+        for (var, (name, pos)) in &release.secrets {
+            if !name.starts_with(&prefix) {
+                sink.error_hint(
+                    *pos,
+                    format!("`{var}`: secret `{name}` belongs to another formation"),
+                    format!("this formation's config secrets are named {prefix}..."),
+                );
+            }
+        }
+    }
     let mut svcs = Vec::new();
     {
         let mut sink = Sink { file: inputs.app.name, out };

@@ -321,10 +321,15 @@ fn service_config(ctx: &Ctx<'_>, s: &Svc<'_>, d: &Discovery, shared: Option<&mf:
     if let Some(port) = p.and_then(|p| p.port) {
         env.insert("PORT".into(), port.to_string());
     }
-    let secrets: BTreeMap<&String, &Value> = d.secrets.iter().filter(|(k, _)| !env.contains_key(*k)).collect();
+    let mut secrets: BTreeMap<&String, Value> = d.secrets.iter().filter(|(k, _)| !env.contains_key(*k)).map(|(k, v)| (k, v.clone())).collect();
+    // Secret config: the secret holds a field named after the variable, taken as it is.
+    for (var, (name, _)) in &ctx.release.secrets {
+        env.remove(var);
+        secrets.insert(var, json!({ "secret": name, "format": format!("{{{var}}}"), "raw": true }));
+    }
     let discovery = shared.map(|u| obj! { "url": format!("s3://{}/{}", ctx.stage.outputs_bucket, u.s3_key), "sha256": u.sha256.as_str() });
     let env: serde_json::Map<String, Value> = env.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
-    let secrets: serde_json::Map<String, Value> = secrets.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let secrets: serde_json::Map<String, Value> = secrets.into_iter().map(|(k, v)| (k.clone(), v)).collect();
     without_nulls(obj! {
         "discovery": discovery,
         "format_version": RUNTIME_CONFIG_VERSION,
@@ -697,11 +702,14 @@ fn release_template(ctx: &Ctx<'_>, part: u32, scripts: &BTreeMap<String, String>
     if external {
         statements.push(json!({ "Sid": "ReadOwnRuntimeConfig", "Effect": "Allow", "Action": "s3:GetObject", "Resource": arn("arn:${AWS::Partition}:s3:::{}", &format!("{}/{}releases/{n}/runtime/*", ctx.stage.outputs_bucket, ctx.prefix())) }));
     }
-    let secrets: Vec<Value> = ctx
+    let mut secrets: Vec<Value> = ctx
         .auxiliaries()
         .filter(|a| a.s.auxiliary().is_some_and(|x| x.kind != AuxType::Etcd))
         .map(|a| arn("arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:{}-??????", &names::secret_name(f, &a.s.name)))
         .collect();
+    // The release's own secret config, by exact name (the compiler checked they are this formation's).
+    let config_secrets: std::collections::BTreeSet<&String> = ctx.release.secrets.values().map(|(name, _)| name).collect();
+    secrets.extend(config_secrets.into_iter().map(|name| arn("arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:{}-??????", name)));
     if !secrets.is_empty() {
         statements.push(json!({ "Sid": "ReadFormationSecrets", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": secrets }));
     }
@@ -1031,6 +1039,7 @@ fn manifest(ctx: &Ctx<'_>, inputs: &Inputs<'_>, out: &mut Out, d: &Discovery, mu
             artifact_sha256: ctx.release.artifact.sha256.clone(),
             runtime_image: ctx.release.runtime_image.clone(),
             config: ctx.release.config.clone(),
+            secret_config: ctx.release.secrets.iter().map(|(k, (name, _))| (k.clone(), name.clone())).collect(),
         },
         stacks: std::mem::take(&mut out.stacks),
         services,

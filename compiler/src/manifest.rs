@@ -65,6 +65,9 @@ pub struct ReleaseInfo {
     pub runtime_image: String,
     /// Release config (environment for every service). Not for secrets.
     pub config: BTreeMap<String, String>,
+    /// Secret config: variable to the Secrets Manager secret holding its value (never the value).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_config: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -22,6 +22,15 @@ pub struct Release {
     pub revision: String,
     pub created: String,
     pub config: BTreeMap<String, String>,
+    /// Config kept secret: variable to the Secrets Manager secret (a JSON object with a field
+    /// named after the variable) that holds its value, and where the release names it.
+    pub secrets: BTreeMap<String, (String, crate::diag::Pos)>,
+}
+
+/// Secret config lives in secrets named `gilliam/FORMATION/config/...`, so that a release's
+/// instance role can be granted exactly its own formation's.
+pub fn config_secret_prefix(formation: &str) -> String {
+    format!("gilliam/{formation}/config/")
 }
 
 const KEYS: &[&str] = &["number", "artifact", "runtime_image", "revision", "created", "config"];
@@ -149,9 +158,57 @@ pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<Release> {
             None
         }
     };
-    let config = f.get("config").map(|n| crate::app::env_map(n, sink, "`config`")).unwrap_or_default();
+    let (config, secrets) = f.get("config").map(|n| config_map(n, sink)).unwrap_or_default();
     f.finish(sink, KEYS, "the release metadata");
-    Some(Release { number: number?, artifact: artifact?, runtime_image: runtime_image?, revision: revision?, created: created?, config })
+    Some(Release { number: number?, artifact: artifact?, runtime_image: runtime_image?, revision: revision?, created: created?, config, secrets })
+}
+
+type SecretConfig = BTreeMap<String, (String, crate::diag::Pos)>;
+
+/// `config`: variable to a value, or to `{"secret": NAME}` for a value kept in Secrets Manager.
+fn config_map(n: &crate::node::Node, sink: &mut crate::diag::Sink<'_>) -> (BTreeMap<String, String>, SecretConfig) {
+    let mut plain = BTreeMap::new();
+    let mut secret = BTreeMap::new();
+    let Some(entries) = decode::map(n, sink, "`config`") else { return (plain, secret) };
+    let (mut strings, mut refs) = (Vec::new(), Vec::new());
+    for (k, v) in entries {
+        if matches!(v.value, crate::node::Value::Map(_)) {
+            refs.push((k, v));
+        } else {
+            strings.push((k.clone(), v.clone()));
+        }
+    }
+    if !strings.is_empty() {
+        let node = crate::node::Node { pos: n.pos, value: crate::node::Value::Map(strings) };
+        plain = crate::app::env_map(&node, sink, "`config`");
+    }
+    for (k, v) in refs {
+        if !crate::app::is_env_name(&k.name) || k.name == "PORT" || k.name.starts_with("GILLIAM_") {
+            sink.error_hint(k.pos, format!("bad config name `{}`", k.name), "use letters, digits and `_`; PORT and GILLIAM_* are reserved");
+            continue;
+        }
+        let Some(m) = decode::map(v, sink, &format!("`{}`", k.name)) else { continue };
+        let mut f = decode::Fields::new(m);
+        if let Some(name) = f.get("secret").and_then(|s| decode::string(s, sink, "`secret`")) {
+            if name.starts_with("gilliam/") && name.contains("/config/") && !name.ends_with('/') {
+                secret.insert(k.name.clone(), (name, v.pos));
+            } else {
+                sink.error_hint(
+                    v.pos,
+                    format!("`{}`: secret `{name}` is not a gilliam config secret", k.name),
+                    "config secrets are named gilliam/FORMATION/config/...; `gilliam env set --secret` makes them",
+                );
+            }
+        } else {
+            sink.error_hint(
+                v.pos,
+                format!("`{}`: a config value is a string or {{\"secret\": NAME}}", k.name),
+                "write the value, or the name of the secret that holds it",
+            );
+        }
+        f.finish(sink, &["secret"], &format!("`{}`", k.name));
+    }
+    (plain, secret)
 }
 
 fn artifact(n: &Node, sink: &mut Sink<'_>) -> Option<Artifact> {

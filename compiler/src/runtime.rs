@@ -23,12 +23,16 @@ pub struct Artifact {
 }
 
 /// A secret-bearing variable: the agent reads Secrets Manager secret `secret` (a JSON object)
-/// and substitutes its fields into `format` (`postgres://{username}:{password}@...`).
+/// and substitutes its fields into `format` (`postgres://{username}:{password}@...`),
+/// percent-encoded unless `raw` (secret config: `{API_KEY}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretRef {
     pub secret: String,
     pub format: String,
+    /// Substitute the fields as they are (config values), not percent-encoded (URLs).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub raw: bool,
 }
 
 /// A document to fetch from S3 and check against its sha256.

@@ -239,3 +239,31 @@ fn diagnostic_format_is_file_line_column_message_then_hint() {
     assert!(text.contains("app/gilliam.yml:2:3: unknown key `scirpt` in service `api`\n  hint: did you mean `script`?"), "{text}");
     assert!(text.ends_with("2 problems found"), "{text}");
 }
+
+#[test]
+fn secret_config_is_a_reference_to_this_formations_secret_and_reaches_only_the_agent() {
+    let with =
+        |config: &str| RELEASE.replace("\"created\": \"2026-11-22T10:00:00Z\"", &format!("\"created\": \"2026-11-22T10:00:00Z\",\n  \"config\": {config}"));
+    let found = errors(APP, &with(r#"{"API_KEY": {"secret": "gilliam/other/config/r3"}, "TOKEN": {"value": "x"}, "DB": {"secret": "prod/db"}}"#), STAGE);
+    expect(&found, "release.json:7:25: `API_KEY`: secret `gilliam/other/config/r3` belongs to another formation", "gilliam/shop/config/");
+    expect(&found, "release.json:7:73: `TOKEN`: a config value is a string or {\"secret\": NAME}", "name of the secret");
+    expect(&found, "release.json:7:95: `DB`: secret `prod/db` is not a gilliam config secret", "gilliam env set --secret");
+
+    let good = with(r#"{"API_KEY": {"secret": "gilliam/shop/config/r3"}, "MODE": "fast"}"#);
+    let c = compile(&Inputs {
+        app: Source { name: "gilliam.yml", text: APP },
+        release: Source { name: "release.json", text: &good },
+        stage: Source { name: "stage.yml", text: STAGE },
+    })
+    .expect("compiles");
+    let userdata = String::from_utf8(c.files["userdata/api.sh"].clone()).expect("utf-8");
+    let cfg = gilliam_compiler::runtime::from_userdata(&userdata).expect("config");
+    let gilliam_compiler::runtime::RuntimeConfig::Service(cfg) = gilliam_compiler::runtime::parse(cfg.as_bytes()).expect("parses") else { panic!("service") };
+    assert_eq!(cfg.env.get("MODE").map(String::as_str), Some("fast"));
+    assert!(!cfg.env.contains_key("API_KEY"), "a secret is never a literal in userdata");
+    let r = &cfg.secrets["API_KEY"];
+    assert_eq!((r.secret.as_str(), r.format.as_str(), r.raw), ("gilliam/shop/config/r3", "{API_KEY}", true));
+    assert_eq!(c.manifest.release.secret_config.get("API_KEY").map(String::as_str), Some("gilliam/shop/config/r3"));
+    let release_stack = String::from_utf8(c.files["templates/shop-r3.json"].clone()).expect("template");
+    assert!(release_stack.contains("secret:gilliam/shop/config/r3-??????"), "the instance role may read exactly that secret");
+}

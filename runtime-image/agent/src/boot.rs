@@ -109,8 +109,8 @@ fn percent_encode(s: &str) -> String {
     s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
 
-/// Substitutes the secret's fields into `format` (`{field}`), percent-encoded.
-pub fn fill_secret(format: &str, secret: &str, var: &str, name: &str) -> Result<String, BootError> {
+/// Substitutes the secret's fields into `format` (`{field}`), percent-encoded unless `raw`.
+pub fn fill_secret(format: &str, secret: &str, var: &str, name: &str, raw: bool) -> Result<String, BootError> {
     let fields: BTreeMap<String, serde_json::Value> =
         serde_json::from_str(secret).map_err(|_| BootError::Secret(format!("secret {name} (for {var}) is not a JSON object")))?;
     let mut out = String::new();
@@ -124,7 +124,7 @@ pub fn fill_secret(format: &str, secret: &str, var: &str, name: &str) -> Result<
             Some(serde_json::Value::Number(n)) => n.to_string(),
             _ => return Err(BootError::Secret(format!("secret {name} has no field {field:?}, which {var} needs"))),
         };
-        out.push_str(&percent_encode(&value));
+        out.push_str(&if raw { value } else { percent_encode(&value) });
         rest = &rest[close + 1..];
     }
     out.push_str(rest);
@@ -145,7 +145,7 @@ pub fn prepare_service(cfg: &ServiceConfig, cloud: &dyn Cloud, paths: &Paths, ho
     env.extend(cfg.env.clone());
     for (var, s) in &cfg.secrets {
         let value = cloud.secret(&s.secret).map_err(|e| BootError::Secret(format!("cannot read secret {} for {var}: {e}", s.secret)))?;
-        env.insert(var.clone(), fill_secret(&s.format, &value, var, &s.secret)?);
+        env.insert(var.clone(), fill_secret(&s.format, &value, var, &s.secret, s.raw)?);
     }
     env.entry("PATH".into()).or_insert_with(|| "/usr/local/bin:/usr/bin:/bin".into());
     env.entry("HOME".into()).or_insert_with(|| home.into());
@@ -199,6 +199,6 @@ mod tests {
         let e = fill_secret("redis://:{token}@r", s, "REDIS_URL", "f/r").expect_err("missing field");
         assert!(e.to_string().contains("no field \"token\"") && e.to_string().contains("REDIS_URL"), "{e}");
         assert!(!e.to_string().contains("p@ss"), "never a secret value in an error");
-        assert!(fill_secret("x", "not json", "V", "n").is_err());
+        assert!(fill_secret("x", "not json", "V", "n", false).is_err());
     }
 }
