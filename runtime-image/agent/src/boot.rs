@@ -193,10 +193,11 @@ mod tests {
     fn secret_fields_fill_the_format_percent_encoded() {
         let s = r#"{"username": "app", "password": "p@ss w/rd", "port": 5432}"#;
         assert_eq!(
-            fill_secret("postgres://{username}:{password}@db:{port}/x", s, "DATABASE_URL", "f/db").as_deref(),
+            fill_secret("postgres://{username}:{password}@db:{port}/x", s, "DATABASE_URL", "f/db", false).as_deref(),
             Ok("postgres://app:p%40ss%20w%2Frd@db:5432/x")
         );
-        let e = fill_secret("redis://:{token}@r", s, "REDIS_URL", "f/r").expect_err("missing field");
+        assert_eq!(fill_secret("{password}", s, "API_KEY", "f/config/r2", true).as_deref(), Ok("p@ss w/rd"), "config secrets as they are");
+        let e = fill_secret("redis://:{token}@r", s, "REDIS_URL", "f/r", false).expect_err("missing field");
         assert!(e.to_string().contains("no field \"token\"") && e.to_string().contains("REDIS_URL"), "{e}");
         assert!(!e.to_string().contains("p@ss"), "never a secret value in an error");
         assert!(fill_secret("x", "not json", "V", "n", false).is_err());
