@@ -156,4 +156,10 @@ pub trait Aws: Send + Sync {
 
     fn describe_groups(&self, names: &[String]) -> impl Future<Output = AwsResult<Vec<Group>>> + Send;
     fn set_capacity(&self, name: &str, min: u32, desired: u32, max: u32) -> impl Future<Output = AwsResult<()>> + Send;
+
+    /// Stores a new secret (tagged with its formation) holding `value`; returns its ARN.
+    fn put_secret(&self, name: &str, value: &str, formation: &str) -> impl Future<Output = AwsResult<String>> + Send {
+        let _ = (name, value, formation);
+        async { Err(AwsError::Other("this AWS client cannot store secrets".into())) }
+    }
 }

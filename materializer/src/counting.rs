@@ -6,8 +6,17 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 /// Operations that change something in AWS.
-pub const MUTATING: &[&str] =
-    &["create_secure_bucket", "put_object", "create_stack", "update_stack", "delete_stack", "continue_update_rollback", "set_rule_weights", "set_capacity"];
+pub const MUTATING: &[&str] = &[
+    "create_secure_bucket",
+    "put_object",
+    "create_stack",
+    "update_stack",
+    "delete_stack",
+    "continue_update_rollback",
+    "set_rule_weights",
+    "set_capacity",
+    "put_secret",
+];
 
 #[derive(Debug, Default)]
 pub struct Counting<A> {
@@ -124,5 +133,9 @@ impl<A: Aws> Aws for Counting<A> {
     async fn set_capacity(&self, name: &str, min: u32, desired: u32, max: u32) -> AwsResult<()> {
         self.count("set_capacity");
         self.timed(self.inner.set_capacity(name, min, desired, max)).await
+    }
+    async fn put_secret(&self, name: &str, value: &str, formation: &str) -> AwsResult<String> {
+        self.count("put_secret");
+        self.timed(self.inner.put_secret(name, value, formation)).await
     }
 }

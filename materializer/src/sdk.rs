@@ -27,6 +27,7 @@ pub struct SdkAws {
     cfn: cfn::Client,
     elb: elb::Client,
     asg: asg::Client,
+    secrets: aws_sdk_secretsmanager::Client,
 }
 
 /// The HTTP client every gilliam AWS client uses: rustls with ring.
@@ -57,7 +58,13 @@ impl SdkAws {
         let conf = loader.load().await;
         // Path-style addressing: bucket names in the path work with every endpoint, emulators too.
         let s3conf = s3::config::Builder::from(&conf).force_path_style(true).build();
-        SdkAws { s3: s3::Client::from_conf(s3conf), cfn: cfn::Client::new(&conf), elb: elb::Client::new(&conf), asg: asg::Client::new(&conf) }
+        SdkAws {
+            s3: s3::Client::from_conf(s3conf),
+            cfn: cfn::Client::new(&conf),
+            elb: elb::Client::new(&conf),
+            asg: asg::Client::new(&conf),
+            secrets: aws_sdk_secretsmanager::Client::new(&conf),
+        }
     }
 }
 
@@ -440,6 +447,12 @@ impl Aws for SdkAws {
             .await
             .map_err(classify)?;
         Ok(())
+    }
+
+    async fn put_secret(&self, name: &str, value: &str, formation: &str) -> AwsResult<String> {
+        let tag = aws_sdk_secretsmanager::types::Tag::builder().key("gilliam:formation").value(formation).build();
+        let out = self.secrets.create_secret().name(name).secret_string(value).tags(tag).send().boxed().await.map_err(classify)?;
+        Ok(out.arn().unwrap_or_default().to_string())
     }
 }
 
