@@ -532,7 +532,8 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
                 println!("traffic: {}", t.join(" "));
                 for r in &s.routes {
                     let w: Vec<String> = r.weights.iter().map(|(n, w)| format!("{n}={w}")).collect();
-                    println!("  route {:<40} -> {:<16} {}", r.route, r.service, w.join(" "));
+                    let to = r.rewrite.as_ref().map(|x| format!(" as {x}")).unwrap_or_default();
+                    println!("  route {:<40} -> {:<16} {}{to}", r.route, r.service, w.join(" "));
                 }
                 for (k, v) in &s.internal_urls {
                     println!("  {k}={v}");

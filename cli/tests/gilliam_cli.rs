@@ -43,6 +43,11 @@ async fn operator_session() {
     let o = g(&["--output", "json", "status"]);
     let s: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(s["traffic"], serde_json::json!({ "1": 90, "2": 10 }));
+    let rewritten = s["routes"].as_array().expect("routes").iter().find(|r| r["route"] == "/v1/{rest}").expect("the rewriting route").clone();
+    assert_eq!(rewritten["rewrite"], "/api/{rest}");
+    assert_eq!(rewritten["weights"], serde_json::json!({ "1": 90, "2": 10 }), "its rule is weighted like the others");
+    let o = g(&["status"]);
+    assert!(text(&o).contains("/v1/{rest}") && text(&o).contains("as /api/{rest}"), "status shows the rewrite: {}", text(&o));
     let o = g(&["rollback"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("rolled back to release 1"), "{}", text(&o));

@@ -46,9 +46,106 @@ pub struct PartialScale {
 pub struct Route {
     /// As written, for messages.
     pub raw: String,
+    /// The load balancer's conditions, variables as `*`.
     pub host: Option<String>,
     pub path: Option<String>,
     pub pos: Pos,
+    /// `pattern: target`: how the request is rewritten before it reaches the service.
+    pub rewrite: Option<Rewrite>,
+}
+
+/// A route's rewrite, as the load balancer's transforms take it: `(regex, replacement)` for the
+/// host header and for the path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewrite {
+    /// The target as written (`/api/{rest}`), for the manifest and `gilliam status`.
+    pub to: String,
+    pub host: Option<(String, String)>,
+    pub path: Option<(String, String)>,
+}
+
+/// One part of a route pattern (host or path), with its variables.
+struct Pattern {
+    wildcard: String,
+    regex: String,
+    vars: Vec<String>,
+}
+
+fn is_var_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 32
+        && (b[0].is_ascii_lowercase() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
+}
+
+/// `users/{rest}` to the condition `users/*` and the regex `^users/(.*)$`; `*` and `?` stay the
+/// load balancer's wildcards. Errors name the problem.
+fn pattern(part: &str) -> Result<Pattern, String> {
+    let mut p = Pattern { wildcard: String::new(), regex: String::from("^"), vars: Vec::new() };
+    let mut rest = part;
+    while let Some(c) = rest.chars().next() {
+        if c == '{' {
+            let end = rest.find('}').ok_or_else(|| format!("unclosed `{{` in `{part}`"))?;
+            let name = &rest[1..end];
+            if !is_var_name(name) {
+                return Err(format!("bad variable `{{{name}}}` in `{part}`: lowercase letters, digits and `_`"));
+            }
+            if p.vars.iter().any(|v| v == name) {
+                return Err(format!("variable `{{{name}}}` is bound twice in `{part}`"));
+            }
+            p.vars.push(name.to_string());
+            p.wildcard.push('*');
+            p.regex.push_str("(.*)");
+            rest = &rest[end + 1..];
+            continue;
+        }
+        if c == '}' {
+            return Err(format!("`}}` without `{{` in `{part}`"));
+        }
+        p.wildcard.push(c);
+        match c {
+            '*' => p.regex.push_str(".*"),
+            '?' => p.regex.push('.'),
+            '\\' | '.' | '+' | '(' | ')' | '|' | '[' | ']' | '^' | '$' => {
+                p.regex.push('\\');
+                p.regex.push(c);
+            }
+            _ => p.regex.push(c),
+        }
+        rest = &rest[c.len_utf8()..];
+    }
+    p.regex.push('$');
+    Ok(p)
+}
+
+/// The replacement for one part of a target: `{name}` to `$k`, the k-th variable of `vars`.
+/// Errors carry the byte offset of the offending variable in `part`.
+fn replacement(part: &str, vars: &[String], other: &[String], other_is: &str) -> Result<String, (usize, String)> {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < part.len() {
+        let c = part[i..].chars().next().unwrap_or(' ');
+        if c == '$' {
+            return Err((i, "a `$` in a rewrite target".into()));
+        }
+        if c == '{' {
+            let end = part[i..].find('}').map(|e| e + i).ok_or((i, format!("unclosed `{{` in `{part}`")))?;
+            let name = &part[i + 1..end];
+            match vars.iter().position(|v| v == name) {
+                Some(k) => out.push_str(&format!("${}", k + 1)),
+                None if other.iter().any(|v| v == name) => {
+                    return Err((i, format!("`{{{name}}}` is bound in the route's {other_is}, which this part of the target cannot use (the load balancer rewrites host and path separately)")))
+                }
+                None => return Err((i, format!("`{{{name}}}` is used in the rewrite but not bound in the route"))),
+            }
+            i = end + 1;
+            continue;
+        }
+        out.push(c);
+        i += c.len_utf8();
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -408,7 +505,96 @@ fn routes(n: &Node, sink: &mut Sink<'_>) -> Vec<Route> {
     let Some(list) = decode::seq(n, sink, "`routes`") else {
         return Vec::new();
     };
-    list.iter().filter_map(|r| decode::string(r, sink, "a route").and_then(|s| parse_route(&s, r.pos, sink))).collect()
+    let mut out = Vec::new();
+    for r in list {
+        if let Value::Map(m) = &r.value {
+            // `pattern: target`, a route with a rewrite.
+            if m.len() != 1 {
+                sink.error_hint(r.pos, "a route with a rewrite is one `pattern: target` pair", "e.g. `- api.example.com/users/{rest}: /api/{rest}`");
+                continue;
+            }
+            let (k, v) = &m[0];
+            let Some(to) = decode::string(v, sink, "a rewrite target") else { continue };
+            if let Some(route) = parse_route(&k.name, k.pos, sink).and_then(|route| with_rewrite(route, &to, v.pos, sink)) {
+                out.push(route);
+            }
+            continue;
+        }
+        if let Some(route) = decode::string(r, sink, "a route").and_then(|s| parse_route(&s, r.pos, sink)) {
+            if route.raw.contains('{') {
+                sink.error_hint(
+                    r.pos,
+                    format!("route `{}` binds variables but rewrites nothing", route.raw),
+                    "give the target: `- pattern: /target/{var}`, or use `*` wildcards",
+                );
+                continue;
+            }
+            out.push(route);
+        }
+    }
+    out
+}
+
+/// Adds the rewrite `to` (`/path/{var}`, or `host/path/{var}`) to a route, checking that every
+/// variable it uses is bound on the route's side that the load balancer rewrites it from.
+fn with_rewrite(mut route: Route, to: &str, pos: Pos, sink: &mut Sink<'_>) -> Option<Route> {
+    let (raw_host, raw_path) = split_route(&route.raw);
+    let host_pat = match raw_host.as_deref().map(pattern).transpose() {
+        Ok(p) => p,
+        Err(m) => {
+            sink.error(route.pos, m);
+            return None;
+        }
+    };
+    let path_pat = match raw_path.as_deref().map(pattern).transpose() {
+        Ok(p) => p,
+        Err(m) => {
+            sink.error(route.pos, m);
+            return None;
+        }
+    };
+    let (to_host, to_path) = split_route(to);
+    let hv = host_pat.as_ref().map(|p| p.vars.clone()).unwrap_or_default();
+    let pv = path_pat.as_ref().map(|p| p.vars.clone()).unwrap_or_default();
+    // Where each part starts in `to`, for positions inside the target.
+    let path_offset = to_host.as_ref().map_or(0, String::len);
+    let at = |offset: usize| Pos { line: pos.line, col: pos.col + offset as u32 };
+    let mut rewrite = Rewrite { to: to.to_string(), host: None, path: None };
+    if let Some(h) = &to_host {
+        match replacement(h, &hv, &pv, "path") {
+            Ok(r) => rewrite.host = Some((host_pat.as_ref().map_or("^.*$".into(), |p| p.regex.clone()), r)),
+            Err((i, m)) => {
+                sink.error_hint(at(i), format!("route `{}`: {m}", route.raw), "bind it in the route, e.g. `{tenant}.example.com`, or drop it from the target");
+                return None;
+            }
+        }
+    }
+    if let Some(p) = &to_path {
+        match replacement(p, &pv, &hv, "host") {
+            Ok(r) => rewrite.path = Some((path_pat.as_ref().map_or("^.*$".into(), |p| p.regex.clone()), r)),
+            Err((i, m)) => {
+                sink.error_hint(at(path_offset + i), format!("route `{}`: {m}", route.raw), "bind it in the route's path, e.g. `/users/{rest}`");
+                return None;
+            }
+        }
+    }
+    if rewrite.host.is_none() && rewrite.path.is_none() {
+        sink.error_hint(pos, format!("route `{}`: empty rewrite target", route.raw), "write the path (or host/path) the service expects");
+        return None;
+    }
+    route.host = host_pat.map(|p| p.wildcard.to_ascii_lowercase());
+    route.path = path_pat.map(|p| p.wildcard).filter(|p| route.host.is_none() || p != "/*");
+    route.rewrite = Some(rewrite);
+    Some(route)
+}
+
+/// `host/path` into its parts (`/path` has no host, `host` no path).
+fn split_route(raw: &str) -> (Option<String>, Option<String>) {
+    match raw.find('/') {
+        Some(0) => (None, Some(raw.to_string())),
+        Some(i) => (Some(raw[..i].to_string()), Some(raw[i..].to_string())),
+        None => (Some(raw.to_string()), None),
+    }
 }
 
 /// `host/path`, `host` or `/path`; `*` and `?` are the load balancer's wildcards.
@@ -420,10 +606,10 @@ pub(crate) fn parse_route(raw: &str, pos: Pos, sink: &mut Sink<'_>) -> Option<Ro
     };
     // `host/*` is the host alone; a bare `/*` keeps its path, a rule needs one condition.
     let path = if host.is_some() { path.filter(|p| p != "/*") } else { path };
-    if raw.contains('{') || raw.contains('}') {
-        sink.error_hint(pos, format!("route `{raw}` uses a variable"), "route variables and rewrites are not supported yet; use `*` wildcards");
-        return None;
-    }
+    // Variables are checked where the rewrite is; here they count as wildcards.
+    let wild = |s: &str| pattern(s).map(|p| p.wildcard).unwrap_or_else(|_| s.replace(['{', '}'], "*"));
+    let host = host.map(|h| wild(&h));
+    let path = path.map(|p| wild(&p));
     if let Some(h) = &host {
         let ok = !h.is_empty()
             && h.len() <= 128
@@ -446,5 +632,5 @@ pub(crate) fn parse_route(raw: &str, pos: Pos, sink: &mut Sink<'_>) -> Option<Ro
             return None;
         }
     }
-    Some(Route { raw: raw.to_string(), host, path, pos })
+    Some(Route { raw: raw.to_string(), host, path, pos, rewrite: None })
 }

@@ -915,11 +915,22 @@ fn routing_template(ctx: &Ctx<'_>, g: u32) -> Result<Template, String> {
             if let Some(p) = &r.path {
                 conditions.push(obj! { "Field": "path-pattern", "PathPatternConfig": obj! { "Values": vec![p.as_str()] } });
             }
-            t.add(
-                format!("{}Route{j}", s.id),
-                "AWS::ElasticLoadBalancingV2::ListenerRule",
-                obj! { "ListenerArn": r#ref(listener), "Priority": prio + 1, "Conditions": conditions, "Actions": actions },
-            )?;
+            let mut rule = obj! { "ListenerArn": r#ref(listener), "Priority": prio + 1, "Conditions": conditions, "Actions": actions };
+            if let Some(rw) = &r.rewrite {
+                let mut transforms = Vec::new();
+                if let Some((regex, replace)) = &rw.host {
+                    let rewrites = vec![obj! { "Regex": regex.as_str(), "Replace": replace.as_str() }];
+                    transforms.push(obj! { "Type": "host-header-rewrite", "HostHeaderRewriteConfig": obj! { "Rewrites": rewrites } });
+                }
+                if let Some((regex, replace)) = &rw.path {
+                    let rewrites = vec![obj! { "Regex": regex.as_str(), "Replace": replace.as_str() }];
+                    transforms.push(obj! { "Type": "url-rewrite", "UrlRewriteConfig": obj! { "Rewrites": rewrites } });
+                }
+                if let Value::Object(m) = &mut rule {
+                    m.insert("Transforms".into(), Value::Array(transforms));
+                }
+            }
+            t.add(format!("{}Route{j}", s.id), "AWS::ElasticLoadBalancingV2::ListenerRule", rule)?;
         }
         t.output("PublicLoadBalancerDns", get_att("PublicLoadBalancer", "DNSName"), None, "DNS name of the public load balancer");
     }
@@ -1009,6 +1020,7 @@ fn manifest(ctx: &Ctx<'_>, inputs: &Inputs<'_>, out: &mut Out, d: &Discovery, mu
                 route: r.raw.clone(),
                 host: r.host.clone(),
                 path: r.path.clone(),
+                rewrite: r.rewrite.as_ref().map(|rw| rw.to.clone()),
                 routing_group: g,
                 priority: prio as u32 + 1,
             });

@@ -172,6 +172,9 @@ pub struct RouteEntry {
     pub route: String,
     pub host: Option<String>,
     pub path: Option<String>,
+    /// What the request becomes before it reaches the service (`/api/{rest}`), when rewritten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<String>,
     pub routing_group: u32,
     pub priority: u32,
 }

@@ -267,3 +267,19 @@ fn secret_config_is_a_reference_to_this_formations_secret_and_reaches_only_the_a
     let release_stack = String::from_utf8(c.files["templates/shop-r3.json"].clone()).expect("template");
     assert!(release_stack.contains("secret:gilliam/shop/config/r3-??????"), "the instance role may read exactly that secret");
 }
+
+#[test]
+fn route_rewrites_bind_their_variables_on_the_side_they_rewrite() {
+    let app = |routes: &str| format!("api:\n  script: bin/api\n  ports: [80]\n  routes:\n{routes}");
+    let found = errors(
+        &app("    - api.example.com/users/{rest}: /api/{id}\n    - \"{t}.example.com/x/{rest}\": /y/{t}\n    - /plain/{rest}\n    - /dup/{a}/{a}: /z/{a}\n"),
+        RELEASE,
+        STAGE,
+    );
+    expect(&found, "gilliam.yml:5:42: route `api.example.com/users/{rest}`: `{id}` is used in the rewrite but not bound in the route", "bind it");
+    expect(&found, "gilliam.yml:6:38: route `{t}.example.com/x/{rest}`: `{t}` is bound in the route's host", "bind it in the route's path");
+    expect(&found, "gilliam.yml:7:7: route `/plain/{rest}` binds variables but rewrites nothing", "give the target");
+    expect(&found, "gilliam.yml:8:7: variable `{a}` is bound twice", "");
+    assert_eq!(found.len(), 4, "{found:?}");
+    assert!(errors(&app("    - /v1/{rest}: /api/{rest}\n"), RELEASE, STAGE).is_empty());
+}

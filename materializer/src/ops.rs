@@ -71,6 +71,9 @@ pub struct ReleaseRow {
 pub struct RouteRow {
     pub route: String,
     pub service: String,
+    /// The path (or host/path) the service sees, when the route rewrites it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<String>,
     /// Release to weight, for this route's rule.
     pub weights: BTreeMap<u32, u32>,
 }
@@ -413,7 +416,7 @@ impl<'a, A: Aws> Ops<'a, A> {
             rs.sort_by_key(|r| r.priority);
             for (j, r) in rs.iter().enumerate() {
                 let w = by_logical.get(format!("{id}Route{}", j + 1).as_str()).cloned().unwrap_or_default();
-                routes.push(RouteRow { route: r.route.clone(), service: svc.name.clone(), weights: w });
+                routes.push(RouteRow { route: r.route.clone(), service: svc.name.clone(), rewrite: r.rewrite.clone(), weights: w });
             }
         }
         Ok(Status {
