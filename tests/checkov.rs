@@ -3,23 +3,12 @@
 //! is found (`$CHECKOV`, `.venv-checkov`, `PATH`): scripts/setup.sh installs it pinned, so CI
 //! always runs it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-fn checkov() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("CHECKOV") {
-        return Some(PathBuf::from(p));
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-checkov/bin/checkov");
-    if venv.is_file() {
-        return Some(venv);
-    }
-    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("checkov")).find(|p| p.is_file()))
-}
 
 #[test]
 fn checkov_passes_every_emitted_template_but_the_documented_skips() {
-    let Some(checkov) = checkov() else {
+    let Some(checkov) = gilliam_tests::tool("CHECKOV", ".venv-checkov", "checkov") else {
         assert!(std::env::var_os("CI_REQUIRE_CHECKOV").is_none(), "checkov is required here: run scripts/setup.sh");
         eprintln!("checkov not found: run scripts/setup.sh (CI installs it)");
         return;

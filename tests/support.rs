@@ -36,16 +36,22 @@ pub fn shared_dir() -> Option<PathBuf> {
     d.is_dir().then_some(d)
 }
 
-/// cfn-lint from `$CFN_LINT`, else the project's virtual environment, else `PATH`.
-pub fn cfn_lint() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("CFN_LINT") {
+/// A tool from the environment variable `var`, else the project's virtual environment
+/// `venv` (`.venv`, `.venv-checkov`), else `PATH`.
+pub fn tool(var: &str, venv: &str, name: &str) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(var) {
         return Some(PathBuf::from(p));
     }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/cfn-lint");
-    if venv.is_file() {
-        return Some(venv);
+    let v = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(venv).join("bin").join(name);
+    if v.is_file() {
+        return Some(v);
     }
-    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("cfn-lint")).find(|p| p.is_file()))
+    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()))
+}
+
+/// cfn-lint from `$CFN_LINT`, else the project's virtual environment, else `PATH`.
+pub fn cfn_lint() -> Option<PathBuf> {
+    tool("CFN_LINT", ".venv", "cfn-lint")
 }
 
 /// A fresh scratch directory under the target directory, removed first if it exists.

@@ -161,16 +161,7 @@ async fn deploy_files<A: gilliam_materializer::aws::Aws>(
         println!("nothing to do: release {} of {} is deployed as compiled", bundle.manifest.release.number, formation.name);
         return Ok(());
     }
-    let report = lock::with_lock(aws, formation, &what, lock_opts, say, async {
-        let fresh = c.plan().await?;
-        if fresh.actions != plan.actions {
-            println!("AWS changed while waiting for the deploy lock; the plan now is:");
-            print!("{}", fresh.render());
-        }
-        c.apply_unchecked(&fresh).await
-    })
-    .await
-    .map_err(aws_failure)?;
+    let report = lock::with_lock(aws, formation, &what, lock_opts, say, crate::materialize_cmd::apply_fresh(&c, &plan)).await.map_err(aws_failure)?;
     let w: Vec<String> = report.traffic.iter().map(|(n, w)| format!("{n}={w}")).collect();
     println!("deployed release {} of {}; traffic {}", bundle.manifest.release.number, formation.name, w.join(" "));
     Ok(())

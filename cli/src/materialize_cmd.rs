@@ -99,6 +99,26 @@ impl std::fmt::Display for CliError {
     }
 }
 
+/// The lock options of `--lock-wait SECONDS`.
+pub fn lock_options(wait: f64) -> LockOptions {
+    LockOptions {
+        wait: Duration::from_secs_f64(wait.max(0.0)),
+        poll: Duration::from_secs(2).min(Duration::from_secs_f64(wait.max(0.1))),
+        ..LockOptions::default()
+    }
+}
+
+/// Under the lock: plans again (another deploy may have run while this one waited), says so
+/// when the plan changed, and applies the new one.
+pub async fn apply_fresh<A: gilliam_materializer::aws::Aws>(c: &Converger<'_, A>, earlier: &Plan) -> Result<gilliam_materializer::converge::Report, Error> {
+    let fresh = c.plan().await?;
+    if fresh.actions != earlier.actions {
+        println!("AWS changed while waiting for the deploy lock; the plan now is:");
+        print!("{}", fresh.render());
+    }
+    c.apply_unchecked(&fresh).await
+}
+
 fn parse_strategy(s: &str) -> Result<Strategy, String> {
     s.parse()
 }
@@ -163,14 +183,10 @@ pub async fn run(args: &Args) -> Result<(), CliError> {
     let saved = args.plan.is_some();
     let report = lock::with_lock(&aws, &Formation::from_manifest(&bundle.manifest), &what, lock_opts, &say, async {
         if saved {
-            return c.apply(&plan).await;
+            c.apply(&plan).await
+        } else {
+            apply_fresh(&c, &plan).await
         }
-        let fresh = c.plan().await?;
-        if fresh.actions != plan.actions {
-            println!("AWS changed while waiting for the deploy lock; the plan now is:");
-            print!("{}", fresh.render());
-        }
-        c.apply_unchecked(&fresh).await
     })
     .await
     .map_err(classify)?;

@@ -50,11 +50,7 @@ async fn builds_are_reproducible_land_once_number_safely_and_deploy_in_one_go() 
     let dir = scratch("build");
     prepare(&moto, &dir).await;
     let stage = dir.join("stage.yml").display().to_string();
-    let g = |args: &[&str]| {
-        let mut all = vec!["--stage", stage.as_str()];
-        all.extend_from_slice(args);
-        run(env!("CARGO_BIN_EXE_gilliam"), &moto.url, &all)
-    };
+    let g = |args: &[&str]| gilliam(&moto, &stage, None, args);
     let a = checkout(&dir.join("checkout-a"), "mkdir -p dist && echo built > dist/version", "1000000000");
     let b = checkout(&dir.join("checkout-b"), "mkdir -p dist && echo built > dist/version", "1700000000");
     let (a_s, b_s) = (a.display().to_string(), b.display().to_string());

@@ -139,7 +139,7 @@ db: {instance_type: db.t4g.small, database: shop, storage: 50, version: "17.5", 
 mailer: {scale: 2, script: bin/mailer}
 sales: {scale: {max: 4, min: 1}, health: /status, internal: true, ports: [9000], script: bin/sales}
 api:
-  routes: ["*.partners.example.com/hooks/*", api.shop.example.com/v1/*, shop.example.com/api/*]
+  routes: [{"{tenant}.tenants.example.com/app/{rest}": "{tenant}.api.internal/{rest}"}, {"api.shop.example.com/users/{rest}": "/v2/users/{rest}"}, "*.partners.example.com/hooks/*", api.shop.example.com/v1/*, shop.example.com/api/*]
   health: /healthz
   ports: [8080]
   script: bin/api --listen 0.0.0.0:8080

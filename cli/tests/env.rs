@@ -6,9 +6,8 @@
 mod common;
 
 use common::*;
-use gilliam_tests::moto::{Moto, SAFE_ENV};
+use gilliam_tests::moto::Moto;
 use std::path::Path;
-use std::process::{Command, Output};
 
 const SECRET: &str = "s3cr3t-V4lue-%&=123";
 
@@ -23,14 +22,7 @@ async fn config_releases_keep_the_artifact_change_the_config_and_keep_secrets_se
     prepare(&moto, &dir).await;
     let stage = dir.join("stage.yml").display().to_string();
     let app = root().join("examples/quickstart/gilliam.yml").display().to_string();
-    let g = |args: &[&str]| -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_gilliam"));
-        c.args(["--stage", stage.as_str()]).args(args).current_dir(&dir).env("AWS_ENDPOINT_URL", &moto.url).env("GILLIAM_ACTOR", "ci");
-        for (k, v) in SAFE_ENV {
-            c.env(k, v);
-        }
-        c.output().expect("run")
-    };
+    let g = |args: &[&str]| gilliam(&moto, &stage, Some(&dir), args);
     let rel1 = dir.join("release-1.json").display().to_string();
     let o = g(&["-q", "deploy", "--app", &app, "--release", &rel1, "--out", "out-1", "--poll", "0.1"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));

@@ -13,11 +13,7 @@ async fn operator_session() {
     prepare(&moto, &dir).await;
     let stage = dir.join("stage.yml").display().to_string();
     let app = root().join("examples/quickstart/gilliam.yml").display().to_string();
-    let g = |args: &[&str]| {
-        let mut all = vec!["--stage", stage.as_str()];
-        all.extend_from_slice(args);
-        run(env!("CARGO_BIN_EXE_gilliam"), &moto.url, &all)
-    };
+    let g = |args: &[&str]| gilliam(&moto, &stage, None, args);
 
     // Nothing deployed yet: read verbs say so and fail as refused (4).
     let o = g(&["status"]);
@@ -96,11 +92,7 @@ async fn a_held_lock_names_its_holder_and_unlock_breaks_it() {
     let dir = scratch("lock");
     prepare(&moto, &dir).await;
     let stage = dir.join("stage.yml").display().to_string();
-    let g = |args: &[&str]| {
-        let mut all = vec!["--stage", stage.as_str()];
-        all.extend_from_slice(args);
-        run(env!("CARGO_BIN_EXE_gilliam"), &moto.url, &all)
-    };
+    let g = |args: &[&str]| gilliam(&moto, &stage, None, args);
     let aws = SdkAws::connect(&Endpoint { url: Some(moto.url.clone()), region: Some(REGION.into()) }).await;
     aws.create_secure_bucket("gilliam-cli-outputs", REGION).await.expect("bucket");
     let far = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() + 3600;
@@ -139,11 +131,7 @@ async fn corrupt_or_foreign_published_files_are_errors_never_panics_or_wrong_dep
     prepare(&moto, &dir).await;
     let stage = dir.join("stage.yml").display().to_string();
     let app = root().join("examples/quickstart/gilliam.yml").display().to_string();
-    let g = |args: &[&str]| {
-        let mut all = vec!["--stage", stage.as_str(), "--lock-wait", "0"];
-        all.extend_from_slice(args);
-        run(env!("CARGO_BIN_EXE_gilliam"), &moto.url, &all)
-    };
+    let g = |args: &[&str]| gilliam(&moto, &stage, None, &[&["--lock-wait", "0"], args].concat());
     for n in ["1", "2"] {
         let rel = dir.join(format!("release-{n}.json")).display().to_string();
         let out = dir.join(format!("out-{n}")).display().to_string();

@@ -7,7 +7,6 @@
 mod common;
 
 use common::world::*;
-use gilliam_tests::moto::Moto;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -18,14 +17,9 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn main() {
     let runs: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(9);
-    let moto = Moto::start();
-    let aws = aws(&moto);
-    let cfn = recorder();
+    let (moto, aws, cfn) = world();
     let art = demo_artifact();
     aws.put("boot-artifacts", "bench.tar.gz", art.clone());
-    aws.rt
-        .block_on(aws.secrets.create_secret().name("gilliam/boot/db").secret_string(format!(r#"{{"username":"app","password":"{PASSWORD}"}}"#)).send())
-        .expect("secret");
     let (mut healthy, mut stopped) = (Vec::new(), Vec::new());
     for i in 0..runs {
         let port = free_port();

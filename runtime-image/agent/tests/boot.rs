@@ -10,21 +10,15 @@ mod common;
 
 use common::world::*;
 use common::{tarball, Kind};
-use gilliam_tests::moto::Moto;
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[test]
 fn a_release_boots_serves_is_restarted_and_drains_on_sigterm() {
-    let moto = Moto::start();
-    let aws = aws(&moto);
-    let cfn = recorder();
+    let (moto, aws, cfn) = world();
     let art = demo_artifact();
     aws.put("boot-artifacts", "web/r1.tar.gz", art.clone());
-    aws.rt
-        .block_on(aws.secrets.create_secret().name("gilliam/boot/db").secret_string(format!(r#"{{"username":"app","password":"{PASSWORD}"}}"#)).send())
-        .expect("secret");
     let port = free_port();
     let b = scratch_root("serve");
     let c = gilliam_tests::compile_into(&app(port), &release(1, "s3://boot-artifacts/web/r1.tar.gz", &sha256(&art)), STAGE, &b.dir.join("out"));
@@ -101,14 +95,9 @@ fn a_release_boots_serves_is_restarted_and_drains_on_sigterm() {
 
 #[test]
 fn a_worker_is_healthy_once_it_stays_up() {
-    let moto = Moto::start();
-    let aws = aws(&moto);
-    let cfn = recorder();
+    let (moto, aws, cfn) = world();
     let art = demo_artifact();
     aws.put("boot-artifacts", "w.tar.gz", art.clone());
-    aws.rt
-        .block_on(aws.secrets.create_secret().name("gilliam/boot/db").secret_string(format!(r#"{{"username":"app","password":"{PASSWORD}"}}"#)).send())
-        .expect("secret");
     let b = scratch_root("worker");
     gilliam_tests::compile_into(&app(free_port()), &release(2, "s3://boot-artifacts/w.tar.gz", &sha256(&art)), STAGE, &b.dir.join("out"));
     let mut agent = run_userdata(&b, &b.dir.join("out/userdata/worker.sh"), &moto, &cfn, &[("GILLIAM_WORKER_GRACE_SECONDS", "1")]);
@@ -121,12 +110,7 @@ fn a_worker_is_healthy_once_it_stays_up() {
 
 #[test]
 fn mismatched_or_unsafe_artifacts_are_refused_and_failure_is_signalled() {
-    let moto = Moto::start();
-    let aws = aws(&moto);
-    let cfn = recorder();
-    aws.rt
-        .block_on(aws.secrets.create_secret().name("gilliam/boot/db").secret_string(format!(r#"{{"username":"app","password":"{PASSWORD}"}}"#)).send())
-        .expect("secret");
+    let (moto, aws, cfn) = world();
     let good = demo_artifact();
     let dotdot = tarball(&[("bin/web", Kind::File(WEB.as_bytes(), 0o755)), ("../escaped", Kind::File(b"x", 0o644))]);
     let symlink = tarball(&[("bin/web", Kind::File(WEB.as_bytes(), 0o755)), ("etc", Kind::Symlink("../../../../../../etc"))]);
@@ -157,9 +141,7 @@ fn mismatched_or_unsafe_artifacts_are_refused_and_failure_is_signalled() {
 
 #[test]
 fn an_etcd_member_attaches_its_interface_and_volume_then_signals() {
-    let moto = Moto::start();
-    let aws = aws(&moto);
-    let cfn = recorder();
+    let (moto, aws, cfn) = world();
     let b = scratch_root("etcd");
     gilliam_tests::compile_into(&app(free_port()), &release(1, "s3://boot-artifacts/x.tar.gz", &sha256(b"x")), STAGE, &b.dir.join("out"));
     // The member's network interface and volume, tagged as the formation stack tags them, and

@@ -337,3 +337,14 @@ impl Drop for Agent {
 pub fn process_alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
 }
+
+/// moto, clients to it, a CloudFormation recorder, and the database secret the demo formation's
+/// services resolve at boot.
+pub fn world() -> (Moto, Aws, Recorder) {
+    let moto = Moto::start();
+    let aws = aws(&moto);
+    aws.rt
+        .block_on(aws.secrets.create_secret().name("gilliam/boot/db").secret_string(format!(r#"{{"username":"app","password":"{PASSWORD}"}}"#)).send())
+        .expect("secret");
+    (moto, aws, recorder())
+}
