@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, end to end on this machine: sets up, starts a local AWS (moto) on 127.0.0.1,
 # compiles the quickstart formation and deploys it as release 1 and release 2, splits traffic,
-# flips it, rolls back, shows releases, status and history, and stops the local AWS.
+# flips it, rolls back, makes a config release (3), moves traffic back to 2 step by step,
+# shows releases, status and history, and stops the local AWS.
 # Nothing here talks to real AWS: dummy credentials, a loopback endpoint, no instance metadata.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +33,9 @@ g deploy --app examples/quickstart/gilliam.yml --release "$work/release-2.json" 
 g traffic 1=90 2=10
 g traffic 2
 g rollback
+g env set FEATURE_SEARCH=on --poll 0.2
+g env
+g traffic 2 --strategy linear:50:1s --poll 0.2
 g releases
 g status
 g history
