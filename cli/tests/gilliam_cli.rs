@@ -108,6 +108,15 @@ async fn a_held_lock_names_its_holder_and_unlock_breaks_it() {
         assert_eq!(o.status.code(), Some(4), "{verb:?}: {}", text(&o));
         assert!(text(&o).contains("locked by alice on ci-runner-7 (pid 4242), deploy release 9"), "{verb:?}: {}", text(&o));
     }
+    // gilliam-materialize too: it plans without the lock, then refuses to apply, naming the holder.
+    let app = std::fs::read_to_string(root().join("examples/quickstart/gilliam.yml")).expect("app");
+    let rel = std::fs::read_to_string(dir.join("release-1.json")).expect("release");
+    let out = dir.join("out");
+    gilliam_tests::compile_into(&app, &rel, &std::fs::read_to_string(&stage).expect("stage"), &out);
+    let o = run(env!("CARGO_BIN_EXE_gilliam-materialize"), &moto.url, &["--from", &out.display().to_string(), "--lock-wait", "0"]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(text(&o).contains("locked by alice on ci-runner-7 (pid 4242), deploy release 9"), "{}", text(&o));
+    assert!(aws.describe_stack("shop").await.expect("describe").is_none(), "nothing applied without the lock");
     let o = g(&["--lock-wait", "0.5", "rollback"]);
     assert!(text(&o).contains("waiting for the deploy lock, held by alice"), "waits, saying for whom: {}", text(&o));
     // Breaking it needs a confirmation: without a terminal, --yes.
