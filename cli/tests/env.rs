@@ -105,4 +105,27 @@ async fn config_releases_keep_the_artifact_change_the_config_and_keep_secrets_se
     assert!(!text(&o).contains(SECRET), "{}", text(&o));
     let o = g(&["--output", "json", "env"]);
     assert!(!text(&o).contains(SECRET) && text(&o).contains("\"secret\": \"gilliam/shop/config/r3\""), "{}", text(&o));
+
+    // A config secret lives as long as a live release uses it, whichever release made it.
+    let o = g(&["-q", "env", "unset", "API_KEY", "--poll", "0.1"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let live = |n: u32| {
+        let st = gilliam(&moto, &stage, Some(&dir), &["--output", "json", "releases"]);
+        let rows: serde_json::Value = serde_json::from_slice(&st.stdout).expect("releases");
+        rows.as_array().expect("rows").iter().any(|r| r["release"] == n)
+    };
+    let secret_alive = || {
+        let sm = sm.clone();
+        async move { sm.describe_secret().secret_id("gilliam/shop/config/r3").send().await.expect("describe").deleted_date().is_none() }
+    };
+    if live(3) {
+        let o = g(&["retire", "3"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    }
+    assert!(live(4) && secret_alive().await, "release 4 still uses release 3's secret");
+    let o = g(&["retire", "4"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!secret_alive().await, "no live release uses it: scheduled for deletion");
+    let o = g(&["retire", "4"]);
+    assert_ne!(o.status.code(), Some(0), "retired already: {}", text(&o));
 }

@@ -157,6 +157,12 @@ pub trait Aws: Send + Sync {
     fn describe_groups(&self, names: &[String]) -> impl Future<Output = AwsResult<Vec<Group>>> + Send;
     fn set_capacity(&self, name: &str, min: u32, desired: u32, max: u32) -> impl Future<Output = AwsResult<()>> + Send;
 
+    /// Schedules a secret's deletion (recoverable for 7 days); a missing one is not an error.
+    fn delete_secret(&self, name: &str) -> impl Future<Output = AwsResult<()>> + Send {
+        let _ = name;
+        async { Err(AwsError::Other("this AWS client cannot delete secrets".into())) }
+    }
+
     /// Stores a new secret (tagged with its formation) holding `value`; returns its ARN.
     fn put_secret(&self, name: &str, value: &str, formation: &str) -> impl Future<Output = AwsResult<String>> + Send {
         let _ = (name, value, formation);

@@ -504,6 +504,7 @@ impl<'a, A: Aws> Converger<'a, A> {
                 }
                 Action::Retire { release, stacks } => {
                     self.retire(stacks).await?;
+                    self.retire_secrets(*release).await?;
                     report.changes.push(format!("- release {release} (scaled to zero, stacks deleted)"));
                 }
                 Action::Record { release, retired, deploy } => {
@@ -586,8 +587,43 @@ impl<'a, A: Aws> Converger<'a, A> {
             self.routing(&stack, &to_plan(&shares), &canonical_sha(&body), &mut report).await?;
         }
         self.retire(stacks).await?;
+        self.retire_secrets(release).await?;
         report.changes.push(format!("- release {release}"));
         Ok(report)
+    }
+
+    /// The config secrets a release's manifest names (none when it was not published).
+    async fn config_secrets(&self, release: u32) -> Result<BTreeSet<String>, Error> {
+        let m = self.m();
+        let key = format!("{}releases/{release}/manifest.json", m.formation.s3_prefix);
+        let Some(o) = retry("read a release's manifest", || self.aws.get_object(&m.formation.outputs_bucket, &key)).await? else {
+            return Ok(BTreeSet::new());
+        };
+        let published: Manifest = serde_json::from_slice(&o.body)
+            .map_err(|e| Error::Artifact(format!("s3://{}/{key} is not a gilliam manifest: {e}", m.formation.outputs_bucket)))?;
+        Ok(published.release.secret_config.into_values().collect())
+    }
+
+    /// After a release is retired: deletes (with Secrets Manager's 7-day recovery window) the
+    /// config secrets it used that no live release uses any more. A secret stays as long as any
+    /// live release names it, whichever release made it.
+    async fn retire_secrets(&self, retired: u32) -> Result<(), Error> {
+        let mut unused = self.config_secrets(retired).await?;
+        if unused.is_empty() {
+            return Ok(());
+        }
+        let m = self.m();
+        let (state, _) = crate::state::read(self.aws, &m.formation.outputs_bucket, &m.formation.s3_prefix, &m.formation.name).await?;
+        unused.retain(|s| !m.release.secret_config.values().any(|x| x == s));
+        for n in state.releases.iter().filter(|(n, r)| **n != retired && **n != m.release.number && r.status == "live").map(|(n, _)| *n) {
+            let used = self.config_secrets(n).await?;
+            unused.retain(|s| !used.contains(s));
+        }
+        for name in unused {
+            (self.say)(&format!("secret {name}: no live release uses it; scheduled for deletion"));
+            retry("delete a config secret", || self.aws.delete_secret(&name)).await?;
+        }
+        Ok(())
     }
 
     /// This release as the published state records it.

@@ -134,6 +134,10 @@ impl<A: Aws> Aws for Counting<A> {
         self.count("set_capacity");
         self.timed(self.inner.set_capacity(name, min, desired, max)).await
     }
+    async fn delete_secret(&self, name: &str) -> AwsResult<()> {
+        self.count("delete_secret");
+        self.timed(self.inner.delete_secret(name)).await
+    }
     async fn put_secret(&self, name: &str, value: &str, formation: &str) -> AwsResult<String> {
         self.count("put_secret");
         self.timed(self.inner.put_secret(name, value, formation)).await

@@ -195,6 +195,9 @@ impl<A: Aws> Aws for Faulty<A> {
     async fn set_capacity(&self, name: &str, min: u32, desired: u32, max: u32) -> AwsResult<()> {
         self.call("UpdateAutoScalingGroup", self.inner.set_capacity(name, min, desired, max)).await
     }
+    async fn delete_secret(&self, name: &str) -> AwsResult<()> {
+        self.call("DeleteSecret", self.inner.delete_secret(name)).await
+    }
     async fn put_secret(&self, name: &str, value: &str, formation: &str) -> AwsResult<String> {
         self.call("CreateSecret", self.inner.put_secret(name, value, formation)).await
     }

@@ -449,6 +449,15 @@ impl Aws for SdkAws {
         Ok(())
     }
 
+    async fn delete_secret(&self, name: &str) -> AwsResult<()> {
+        match self.secrets.delete_secret().secret_id(name).recovery_window_in_days(7).send().boxed().await.map_err(classify) {
+            Ok(_) => Ok(()),
+            // Gone already, or already scheduled (a retirement that is run again).
+            Err(e) if not_found(&e) || e.to_string().contains("ResourceNotFound") || e.to_string().contains("marked for deletion") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn put_secret(&self, name: &str, value: &str, formation: &str) -> AwsResult<String> {
         let tag = aws_sdk_secretsmanager::types::Tag::builder().key("gilliam:formation").value(formation).build();
         let out = self.secrets.create_secret().name(name).secret_string(value).tags(tag).send().boxed().await.map_err(classify)?;
