@@ -9,7 +9,6 @@ mod common;
 use common::*;
 use gilliam_materializer::aws::Aws;
 use gilliam_materializer::sdk::{Endpoint, SdkAws};
-use gilliam_tests::moto::Moto;
 use std::path::{Path, PathBuf};
 
 const IMAGE: &str = "ami-0a1b2c3d4e5f60718";
@@ -46,10 +45,7 @@ fn release(path: &Path) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn builds_are_reproducible_land_once_number_safely_and_deploy_in_one_go() {
-    let moto = Moto::start();
-    let dir = scratch("build");
-    prepare(&moto, &dir).await;
-    let stage = dir.join("stage.yml").display().to_string();
+    let Session { moto, dir, stage, app: _ } = session("build").await;
     let g = |args: &[&str]| gilliam(&moto, &stage, None, args);
     let a = checkout(&dir.join("checkout-a"), "mkdir -p dist && echo built > dist/version", "1000000000");
     let b = checkout(&dir.join("checkout-b"), "mkdir -p dist && echo built > dist/version", "1700000000");

@@ -8,7 +8,6 @@ mod common;
 use common::*;
 use gilliam_materializer::aws::Aws;
 use gilliam_materializer::sdk::{Endpoint, SdkAws};
-use gilliam_tests::moto::Moto;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::ExitStatusExt;
 
@@ -47,11 +46,7 @@ async fn traffic_is_safe(aws: &SdkAws, when: &str) -> BTreeMap<u32, u32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deploy_killed_at_any_call_resumes_to_the_same_end_state() {
-    let moto = Moto::start();
-    let dir = scratch("crash");
-    prepare(&moto, &dir).await;
-    let stage = dir.join("stage.yml").display().to_string();
-    let app = root().join("examples/quickstart/gilliam.yml").display().to_string();
+    let Session { moto, dir, stage, app } = session("crash").await;
     let deploy = |n: u32, env: &[(&str, &str)]| {
         let rel = dir.join(format!("release-{n}.json")).display().to_string();
         let out = dir.join(format!("out-{n}")).display().to_string();

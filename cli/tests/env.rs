@@ -6,7 +6,6 @@
 mod common;
 
 use common::*;
-use gilliam_tests::moto::Moto;
 use std::path::Path;
 
 const SECRET: &str = "s3cr3t-V4lue-%&=123";
@@ -17,11 +16,7 @@ fn published(body: &[u8]) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_releases_keep_the_artifact_change_the_config_and_keep_secrets_secret() {
-    let moto = Moto::start();
-    let dir = scratch("env");
-    prepare(&moto, &dir).await;
-    let stage = dir.join("stage.yml").display().to_string();
-    let app = root().join("examples/quickstart/gilliam.yml").display().to_string();
+    let Session { moto, dir, stage, app } = session("env").await;
     let g = |args: &[&str]| gilliam(&moto, &stage, Some(&dir), args);
     let rel1 = dir.join("release-1.json").display().to_string();
     let o = g(&["-q", "deploy", "--app", &app, "--release", &rel1, "--out", "out-1", "--poll", "0.1"]);

@@ -1,18 +1,12 @@
 //! `gilliam` and `gilliam-materialize` as an operator runs them, against moto on 127.0.0.1:
 //! deploys, JSON read verbs, traffic, rollback, saved plans, and the documented exit codes.
 
-use gilliam_tests::moto::Moto;
-
 mod common;
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_session() {
-    let moto = Moto::start();
-    let dir = scratch("session");
-    prepare(&moto, &dir).await;
-    let stage = dir.join("stage.yml").display().to_string();
-    let app = root().join("examples/quickstart/gilliam.yml").display().to_string();
+    let Session { moto, dir, stage, app } = session("session").await;
     let g = |args: &[&str]| gilliam(&moto, &stage, None, args);
 
     // Nothing deployed yet: read verbs say so and fail as refused (4).
@@ -88,10 +82,7 @@ async fn operator_session() {
 async fn a_held_lock_names_its_holder_and_unlock_breaks_it() {
     use gilliam_materializer::aws::{Aws, PutCondition};
     use gilliam_materializer::sdk::{Endpoint, SdkAws};
-    let moto = Moto::start();
-    let dir = scratch("lock");
-    prepare(&moto, &dir).await;
-    let stage = dir.join("stage.yml").display().to_string();
+    let Session { moto, dir, stage, app: _ } = session("lock").await;
     let g = |args: &[&str]| gilliam(&moto, &stage, None, args);
     let aws = SdkAws::connect(&Endpoint { url: Some(moto.url.clone()), region: Some(REGION.into()) }).await;
     aws.create_secure_bucket("gilliam-cli-outputs", REGION).await.expect("bucket");
@@ -135,11 +126,7 @@ async fn a_held_lock_names_its_holder_and_unlock_breaks_it() {
 async fn corrupt_or_foreign_published_files_are_errors_never_panics_or_wrong_deploys() {
     use gilliam_materializer::aws::{Aws, PutCondition};
     use gilliam_materializer::sdk::{Endpoint, SdkAws};
-    let moto = Moto::start();
-    let dir = scratch("corrupt");
-    prepare(&moto, &dir).await;
-    let stage = dir.join("stage.yml").display().to_string();
-    let app = root().join("examples/quickstart/gilliam.yml").display().to_string();
+    let Session { moto, dir, stage, app } = session("corrupt").await;
     let g = |args: &[&str]| gilliam(&moto, &stage, None, &[&["--lock-wait", "0"], args].concat());
     for n in ["1", "2"] {
         let rel = dir.join(format!("release-{n}.json")).display().to_string();

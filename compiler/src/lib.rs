@@ -26,26 +26,23 @@ pub use emit::{INLINE_USERDATA_BUDGET, RUNTIME_CONFIG_VERSION};
 
 /// Reads a stage file on its own (the operator CLI needs only where the formation lives).
 pub fn parse_stage(source: Source<'_>) -> Result<stage::Stage, diag::Diagnostics> {
-    let mut out = Vec::new();
-    let parsed = {
-        let mut sink = diag::Sink { file: source.name, out: &mut out };
-        node::parse_yaml(source.text, &mut sink).and_then(|n| stage::decode(&n, &mut sink))
-    };
-    match parsed {
-        Some(s) if out.is_empty() => Ok(s),
-        _ => Err(diag::Diagnostics(out)),
-    }
+    decode_yaml(source, stage::decode)
 }
 
 /// Reads `gilliam.yml` on its own (`gilliam build` needs its build command).
 pub fn parse_app(source: Source<'_>) -> Result<app::App, diag::Diagnostics> {
+    decode_yaml(source, app::decode)
+}
+
+/// One YAML input decoded alone, every problem collected.
+fn decode_yaml<T>(source: Source<'_>, decode: fn(&node::Node, &mut diag::Sink<'_>) -> Option<T>) -> Result<T, diag::Diagnostics> {
     let mut out = Vec::new();
     let parsed = {
         let mut sink = diag::Sink { file: source.name, out: &mut out };
-        node::parse_yaml(source.text, &mut sink).and_then(|n| app::decode(&n, &mut sink))
+        node::parse_yaml(source.text, &mut sink).and_then(|n| decode(&n, &mut sink))
     };
     match parsed {
-        Some(a) if out.is_empty() => Ok(a),
+        Some(v) if out.is_empty() => Ok(v),
         _ => Err(diag::Diagnostics(out)),
     }
 }

@@ -130,11 +130,6 @@ pub async fn acquire<A: Aws>(aws: &A, f: &Formation, operation: &str, opts: Lock
     let k = key(&f.prefix);
     let host = hostname();
     let started = tokio::time::Instant::now();
-    // The lock lives in the outputs bucket: a formation's first deploy makes the bucket here
-    // (as its plan would: versioned, encrypted, public access blocked) to have somewhere to lock.
-    if !retry("look for the outputs bucket", || aws.bucket_exists(&f.bucket)).await? {
-        retry("create the outputs bucket", || aws.create_secure_bucket(&f.bucket, &f.region)).await?;
-    }
     let mut told = false;
     loop {
         let current = read(aws, f).await?;
@@ -168,6 +163,12 @@ pub async fn acquire<A: Aws>(aws: &A, f: &Formation, operation: &str, opts: Lock
             match aws.put_object(&f.bucket, &k, bytes.clone(), cond).await {
                 Ok(etag) => return Ok(Held { record: rec, etag: std::sync::Mutex::new(etag), bucket: f.bucket.clone(), key: k, lease: opts.lease }),
                 Err(AwsError::PreconditionFailed) => continue,
+                // The lock lives in the outputs bucket: a formation's first deploy makes the bucket
+                // here (as its plan would: versioned, encrypted, public access blocked).
+                Err(e) if e.to_string().contains("NoSuchBucket") => {
+                    retry("create the outputs bucket", || aws.create_secure_bucket(&f.bucket, &f.region)).await?;
+                    continue;
+                }
                 Err(e) if e.retryable() => {
                     // The write may have gone through: if the lock now holds our token, it is ours.
                     if let Some((now_rec, etag)) = read(aws, f).await? {

@@ -85,3 +85,21 @@ pub fn run_env(bin: &str, endpoint: &str, args: &[&str], env: &[(&str, &str)]) -
     }
     c.output().expect("run")
 }
+
+/// A CLI test's world: moto, a scratch directory prepared by `prepare`, the stage file in it
+/// and the quickstart's gilliam.yml.
+pub struct Session {
+    pub moto: Moto,
+    pub dir: PathBuf,
+    pub stage: String,
+    pub app: String,
+}
+
+pub async fn session(name: &str) -> Session {
+    let moto = Moto::start();
+    let dir = scratch(name);
+    prepare(&moto, &dir).await;
+    let stage = dir.join("stage.yml").display().to_string();
+    let app = root().join("examples/quickstart/gilliam.yml").display().to_string();
+    Session { moto, dir, stage, app }
+}
