@@ -14,6 +14,7 @@ pub mod manifest;
 pub mod names;
 pub mod node;
 mod par;
+pub mod priority;
 pub mod release;
 pub mod runtime;
 pub mod stage;
