@@ -13,6 +13,7 @@ pub mod plan;
 pub mod sdk;
 pub mod state;
 pub mod strategy;
+pub mod strict;
 
 /// Lowercase hex sha256 of `bytes`, as the manifest records them.
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -1,0 +1,392 @@
+//! A stricter AWS for tests: the rules real CloudFormation and ELBv2 enforce and the emulator
+//! (moto) does not, checked at the seam before a call reaches it. A converge that would fail on
+//! the real service fails here too, with the error the service would give.
+//!
+//! Encoded (each from the service's documentation):
+//! - a template must define at least one resource;
+//! - ELBv2 names: load balancers and target groups at most 32 characters of letters, digits and
+//!   `-`, not starting or ending with `-`; a load balancer name never starts with `internal-`;
+//! - listener rules: priority 1..50,000 and unique per listener, host-header values of letters,
+//!   digits, `-`, `.`, `*`, `?` (no `_`), at most 5 target groups per forward, weights 0..999;
+//! - an update creates and modifies rules in parallel before it deletes any (and rolls back the
+//!   same way): a created or re-prioritised rule must not take a number a deployed rule holds
+//!   (`PriorityInUse`);
+//! - an export cannot be removed, nor its value changed, while another stack imports it, and a
+//!   stack whose exports are imported cannot be deleted; an import must name an existing export;
+//! - a target group that no listener rule forwards to is not health-checked: its targets are
+//!   reported `unused`.
+//!
+//! What it cannot model is said in ARCHITECTURE.md ("What the strict layer cannot show").
+
+use crate::aws::{Aws, AwsError, AwsResult, Group, Object, ObjectHead, PutCondition, Rule, Stack, StackEvent, StackRequest, TemplateSource};
+use gilliam_compiler::priority::{transition_conflict, MAX_PRIORITY};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+const LISTENER_RULE: &str = "AWS::ElasticLoadBalancingV2::ListenerRule";
+
+fn resources(t: &Value) -> impl Iterator<Item = (&String, &Value)> {
+    t.get("Resources").and_then(Value::as_object).into_iter().flatten()
+}
+
+fn elb_name_problem(what: &str, name: &str) -> Option<String> {
+    let bad =
+        name.is_empty() || name.len() > 32 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') || name.starts_with('-') || name.ends_with('-');
+    if bad {
+        return Some(format!("{what} name `{name}`: at most 32 letters, digits and hyphens, not starting or ending with a hyphen"));
+    }
+    None
+}
+
+/// What real CloudFormation or ELBv2 would refuse in one template on its own.
+pub fn template_problems(t: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    if resources(t).next().is_none() {
+        out.push("Template format error: At least one Resources member must be defined.".to_string());
+    }
+    let mut priorities: BTreeMap<(String, u64), &str> = BTreeMap::new();
+    for (id, r) in resources(t) {
+        let props = &r["Properties"];
+        match r["Type"].as_str().unwrap_or_default() {
+            "AWS::ElasticLoadBalancingV2::LoadBalancer" => {
+                if let Some(name) = props["Name"].as_str() {
+                    out.extend(elb_name_problem("load balancer", name));
+                    if name.starts_with("internal-") {
+                        out.push(format!("load balancer name `{name}`: must not begin with `internal-`"));
+                    }
+                }
+            }
+            "AWS::ElasticLoadBalancingV2::TargetGroup" => {
+                if let Some(name) = props["Name"].as_str() {
+                    out.extend(elb_name_problem("target group", name));
+                }
+            }
+            LISTENER_RULE => {
+                let listener = props["ListenerArn"].to_string();
+                match props["Priority"].as_u64() {
+                    Some(p) if (1..=u64::from(MAX_PRIORITY)).contains(&p) => {
+                        if let Some(other) = priorities.insert((listener, p), id) {
+                            out.push(format!("PriorityInUse: rules {other} and {id} both have priority {p}"));
+                        }
+                    }
+                    p => out.push(format!("rule {id}: priority {p:?} is not a number from 1 to {MAX_PRIORITY}")),
+                }
+                for c in props["Conditions"].as_array().into_iter().flatten() {
+                    let (values, ok): (&Value, fn(u8) -> bool) = match c["Field"].as_str() {
+                        Some("host-header") => (&c["HostHeaderConfig"]["Values"], |b| b.is_ascii_alphanumeric() || b"-.*?".contains(&b)),
+                        Some("path-pattern") => (&c["PathPatternConfig"]["Values"], |b| b.is_ascii_alphanumeric() || b"_-.$/~\"'@:+&*?".contains(&b)),
+                        _ => continue,
+                    };
+                    for v in values.as_array().into_iter().flatten().filter_map(Value::as_str) {
+                        if v.is_empty() || v.len() > 128 || !v.bytes().all(ok) {
+                            out.push(format!("rule {id}: condition value `{v}` has characters ELBv2 does not accept, or is longer than 128"));
+                        }
+                    }
+                }
+                for a in props["Actions"].as_array().into_iter().flatten() {
+                    let groups = a["ForwardConfig"]["TargetGroups"].as_array().map(Vec::as_slice).unwrap_or_default();
+                    if groups.len() > 5 {
+                        out.push(format!("rule {id}: {} target groups in one forward, over ELBv2's 5", groups.len()));
+                    }
+                    if groups.iter().any(|g| g["Weight"].as_u64().is_some_and(|w| w > 999)) {
+                        out.push(format!("rule {id}: a weight over 999"));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Listener rule priorities of a template: listener (as written) to rule ID to priority.
+fn rule_priorities(t: &Value) -> BTreeMap<String, BTreeMap<String, u32>> {
+    let mut out: BTreeMap<String, BTreeMap<String, u32>> = BTreeMap::new();
+    for (id, r) in resources(t).filter(|(_, r)| r["Type"] == LISTENER_RULE) {
+        let p = r["Properties"]["Priority"].as_u64().and_then(|p| u32::try_from(p).ok()).unwrap_or(0);
+        out.entry(r["Properties"]["ListenerArn"].to_string()).or_default().insert(id.clone(), p);
+    }
+    out
+}
+
+/// Export name to its value expression.
+fn exports(t: &Value) -> BTreeMap<String, Value> {
+    t.get("Outputs")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(_, o)| o["Export"]["Name"].as_str().map(|n| (n.to_string(), o["Value"].clone())))
+        .collect()
+}
+
+/// Every export name a template imports (literal names only, which is all gilliam writes).
+fn imports(t: &Value) -> BTreeSet<String> {
+    fn walk(v: &Value, out: &mut BTreeSet<String>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(name)) = m.get("Fn::ImportValue") {
+                    out.insert(name.clone());
+                }
+                m.values().for_each(|x| walk(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(t, &mut out);
+    out
+}
+
+/// What real CloudFormation would refuse in replacing stack `name`'s template `before` with
+/// `after` (`None`: a create), given every other stack's template.
+pub fn change_problems(name: &str, before: Option<&Value>, after: &Value, others: &BTreeMap<String, Value>) -> Vec<String> {
+    let mut out = template_problems(after);
+    let importers = |export: &str| -> Vec<&str> { others.iter().filter(|(_, t)| imports(t).contains(export)).map(|(n, _)| n.as_str()).collect() };
+    let available: BTreeSet<String> = others.values().flat_map(|t| exports(t).into_keys()).chain(exports(after).into_keys()).collect();
+    for i in imports(after) {
+        if !available.contains(&i) {
+            out.push(format!("No export named {i} found"));
+        }
+    }
+    let Some(before) = before else { return out };
+    let new_exports = exports(after);
+    for (export, value) in exports(before) {
+        let users = importers(&export);
+        if users.is_empty() {
+            continue;
+        }
+        match new_exports.get(&export) {
+            None => out.push(format!("Export {export} cannot be deleted as it is in use by {}", users.join(", "))),
+            Some(v) if *v != value => out.push(format!("Cannot update export {export} as it is in use by {}", users.join(", "))),
+            Some(_) => {}
+        }
+    }
+    let old = rule_priorities(before);
+    for (listener, rules) in rule_priorities(after) {
+        let deployed = old.get(&listener).cloned().unwrap_or_default();
+        let b: BTreeMap<&str, u32> = deployed.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let a: BTreeMap<&str, u32> = rules.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        if let Some(why) = transition_conflict(&b, &a) {
+            out.push(format!("stack {name}: {why}"));
+        }
+        // The rollback runs the same race the other way.
+        if let Some(why) = transition_conflict(&a, &b) {
+            out.push(format!("stack {name}, on rollback: {why}"));
+        }
+    }
+    out
+}
+
+/// What real CloudFormation would refuse in deleting a stack with template `t`.
+pub fn delete_problems(t: &Value, others: &BTreeMap<String, Value>) -> Vec<String> {
+    let mut out = Vec::new();
+    for export in exports(t).into_keys() {
+        let users: Vec<&str> = others.iter().filter(|(_, o)| imports(o).contains(&export)).map(|(n, _)| n.as_str()).collect();
+        if !users.is_empty() {
+            out.push(format!("Export {export} cannot be deleted as it is in use by {}", users.join(", ")));
+        }
+    }
+    out
+}
+
+/// The stricter AWS: the templates of the stacks made through it, checked on every change.
+#[derive(Debug)]
+pub struct Strict<A> {
+    pub inner: A,
+    templates: Mutex<BTreeMap<String, Value>>,
+}
+
+impl<A> Strict<A> {
+    pub fn new(inner: A) -> Self {
+        Strict { inner, templates: Mutex::new(BTreeMap::new()) }
+    }
+
+    fn templates(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Value>> {
+        self.templates.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl<A: Aws> Strict<A> {
+    async fn body(&self, req: &StackRequest) -> AwsResult<Value> {
+        let text = match &req.template {
+            TemplateSource::Body(b) => b.clone(),
+            TemplateSource::Url(url) => {
+                // https://BUCKET.s3.REGION.amazonaws.com/KEY
+                let rest = url.strip_prefix("https://").ok_or_else(|| AwsError::Invalid(format!("TemplateURL {url} is not https")))?;
+                let (host, key) = rest.split_once('/').ok_or_else(|| AwsError::Invalid(format!("TemplateURL {url} has no key")))?;
+                let bucket = host.split(".s3.").next().unwrap_or(host);
+                let o = self.inner.get_object(bucket, key).await?.ok_or_else(|| AwsError::Invalid(format!("TemplateURL {url}: no such object")))?;
+                String::from_utf8(o.body).map_err(|_| AwsError::Invalid("template is not UTF-8".into()))?
+            }
+        };
+        serde_json::from_str(&text).map_err(|e| AwsError::Invalid(format!("Template format error: {e}")))
+    }
+
+    fn refuse(problems: Vec<String>) -> AwsResult<()> {
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(AwsError::Invalid(problems.join("; ")))
+        }
+    }
+
+    /// Target group ARNs some listener rule of a stack made here forwards to.
+    async fn routed_target_groups(&self) -> AwsResult<BTreeSet<String>> {
+        let stacks: Vec<String> = self.templates().keys().cloned().collect();
+        let mut out = BTreeSet::new();
+        for s in stacks {
+            if self.inner.describe_stack(&s).await?.is_none() {
+                continue;
+            }
+            let arns: Vec<String> = self.inner.stack_resources(&s).await?.into_iter().filter(|r| r.2 == LISTENER_RULE).map(|r| r.1).collect();
+            if !arns.is_empty() {
+                out.extend(self.inner.describe_rules(&arns).await?.into_iter().flat_map(|r| r.forward.into_iter().map(|(tg, _)| tg)));
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl<A: Aws> Aws for Strict<A> {
+    async fn bucket_exists(&self, bucket: &str) -> AwsResult<bool> {
+        self.inner.bucket_exists(bucket).await
+    }
+    async fn create_secure_bucket(&self, bucket: &str, region: &str) -> AwsResult<()> {
+        self.inner.create_secure_bucket(bucket, region).await
+    }
+    async fn get_object(&self, bucket: &str, key: &str) -> AwsResult<Option<Object>> {
+        self.inner.get_object(bucket, key).await
+    }
+    async fn head_object(&self, bucket: &str, key: &str) -> AwsResult<Option<ObjectHead>> {
+        self.inner.head_object(bucket, key).await
+    }
+    async fn put_object(&self, bucket: &str, key: &str, body: Vec<u8>, cond: PutCondition) -> AwsResult<String> {
+        self.inner.put_object(bucket, key, body, cond).await
+    }
+    async fn describe_stack(&self, name: &str) -> AwsResult<Option<Stack>> {
+        self.inner.describe_stack(name).await
+    }
+    async fn create_stack(&self, req: &StackRequest) -> AwsResult<String> {
+        let t = self.body(req).await?;
+        let others: BTreeMap<String, Value> = self.templates().iter().filter(|(n, _)| **n != req.name).map(|(n, v)| (n.clone(), v.clone())).collect();
+        Self::refuse(change_problems(&req.name, None, &t, &others))?;
+        let id = self.inner.create_stack(req).await?;
+        self.templates().insert(req.name.clone(), t);
+        Ok(id)
+    }
+    async fn update_stack(&self, req: &StackRequest) -> AwsResult<()> {
+        let t = self.body(req).await?;
+        let (before, others) = {
+            let all = self.templates();
+            let others: BTreeMap<String, Value> = all.iter().filter(|(n, _)| **n != req.name).map(|(n, v)| (n.clone(), v.clone())).collect();
+            (all.get(&req.name).cloned(), others)
+        };
+        let before = match before {
+            Some(b) => b,
+            None => serde_json::from_str(&self.inner.get_template(&req.name).await?).map_err(|e| AwsError::Other(e.to_string()))?,
+        };
+        Self::refuse(change_problems(&req.name, Some(&before), &t, &others))?;
+        self.inner.update_stack(req).await?;
+        self.templates().insert(req.name.clone(), t);
+        Ok(())
+    }
+    async fn delete_stack(&self, name: &str) -> AwsResult<()> {
+        let (mine, others) = {
+            let all = self.templates();
+            (all.get(name).cloned(), all.iter().filter(|(n, _)| n.as_str() != name).map(|(n, v)| (n.clone(), v.clone())).collect::<BTreeMap<_, _>>())
+        };
+        if let Some(t) = &mine {
+            Self::refuse(delete_problems(t, &others))?;
+        }
+        self.inner.delete_stack(name).await?;
+        self.templates().remove(name);
+        Ok(())
+    }
+    async fn continue_update_rollback(&self, name: &str) -> AwsResult<()> {
+        self.inner.continue_update_rollback(name).await
+    }
+    async fn stack_events(&self, name: &str) -> AwsResult<Vec<StackEvent>> {
+        self.inner.stack_events(name).await
+    }
+    async fn get_template(&self, name: &str) -> AwsResult<String> {
+        self.inner.get_template(name).await
+    }
+    async fn stack_resources(&self, name: &str) -> AwsResult<Vec<(String, String, String)>> {
+        self.inner.stack_resources(name).await
+    }
+    async fn list_exports(&self) -> AwsResult<Vec<(String, String)>> {
+        self.inner.list_exports().await
+    }
+    async fn describe_rules(&self, arns: &[String]) -> AwsResult<Vec<Rule>> {
+        self.inner.describe_rules(arns).await
+    }
+    async fn set_rule_weights(&self, arn: &str, forward: &[(String, u32)]) -> AwsResult<()> {
+        if forward.len() > 5 || forward.iter().any(|(_, w)| *w > 999) {
+            return Err(AwsError::Invalid(format!("rule {arn}: at most 5 target groups, weights 0..999")));
+        }
+        self.inner.set_rule_weights(arn, forward).await
+    }
+    async fn target_health(&self, target_group_arn: &str) -> AwsResult<Vec<String>> {
+        let states = self.inner.target_health(target_group_arn).await?;
+        if self.routed_target_groups().await?.contains(target_group_arn) {
+            Ok(states)
+        } else {
+            Ok(states.into_iter().map(|_| "unused".to_string()).collect())
+        }
+    }
+    async fn describe_groups(&self, names: &[String]) -> AwsResult<Vec<Group>> {
+        self.inner.describe_groups(names).await
+    }
+    async fn set_capacity(&self, name: &str, min: u32, desired: u32, max: u32) -> AwsResult<()> {
+        self.inner.set_capacity(name, min, desired, max).await
+    }
+    async fn delete_secret(&self, name: &str) -> AwsResult<()> {
+        self.inner.delete_secret(name).await
+    }
+    async fn put_secret(&self, name: &str, value: &str, formation: &str) -> AwsResult<String> {
+        self.inner.put_secret(name, value, formation).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rule(listener: &str, p: u64, host: &str) -> Value {
+        json!({"Type": LISTENER_RULE, "Properties": {"ListenerArn": {"Ref": listener}, "Priority": p,
+            "Conditions": [{"Field": "host-header", "HostHeaderConfig": {"Values": [host]}}], "Actions": []}})
+    }
+
+    #[test]
+    fn empty_templates_and_bad_names_are_refused() {
+        assert!(template_problems(&json!({"Resources": {}}))[0].contains("At least one Resources"));
+        let t = json!({"Resources": {
+            "Lb": {"Type": "AWS::ElasticLoadBalancingV2::LoadBalancer", "Properties": {"Name": "internal-public-1"}},
+            "Tg": {"Type": "AWS::ElasticLoadBalancingV2::TargetGroup", "Properties": {"Name": "shop-r1-my_api-i"}},
+            "R": rule("L", 1, "my_api.shop.internal"),
+        }});
+        let p = template_problems(&t).join("\n");
+        assert!(p.contains("must not begin with `internal-`"), "{p}");
+        assert!(p.contains("target group name `shop-r1-my_api-i`"), "{p}");
+        assert!(p.contains("condition value `my_api.shop.internal`"), "{p}");
+    }
+
+    #[test]
+    fn a_renumbering_update_and_an_export_in_use_are_refused() {
+        let before = json!({"Resources": {"A": rule("L", 1, "a.example.com"), "B": rule("L", 2, "b.example.com")},
+            "Outputs": {"Sg": {"Value": {"Ref": "Sg"}, "Export": {"Name": "shop-Sg"}}}});
+        let after = json!({"Resources": {"X": rule("L", 1, "x.example.com"), "A": rule("L", 2, "a.example.com"), "B": rule("L", 3, "b.example.com")}});
+        let others =
+            BTreeMap::from([("shop-routing-1".to_string(), json!({"Resources": {"Lb": {"Type": "X", "Properties": {"Sg": {"Fn::ImportValue": "shop-Sg"}}}}}))]);
+        let p = change_problems("shop", Some(&before), &after, &others).join("\n");
+        assert!(p.contains("PriorityInUse"), "{p}");
+        assert!(p.contains("Export shop-Sg cannot be deleted as it is in use by shop-routing-1"), "{p}");
+        assert!(delete_problems(&before, &others)[0].contains("in use by shop-routing-1"));
+        let fine = json!({"Resources": {"X": rule("L", 5, "x.example.com"), "A": rule("L", 1, "a.example.com"), "B": rule("L", 2, "b.example.com")},
+            "Outputs": {"Sg": {"Value": {"Ref": "Sg"}, "Export": {"Name": "shop-Sg"}}}});
+        assert_eq!(change_problems("shop", Some(&before), &fine, &others), Vec::<String>::new());
+    }
+}
