@@ -28,8 +28,18 @@ fn sample_plan() -> Vec<u8> {
         objects: BTreeMap::from([("gilliam/f/releases/2/templates/f.json".into(), Some("ab".repeat(32)))]),
         stacks: BTreeMap::from([("f".into(), Some(("CREATE_COMPLETE".into(), "cd".repeat(32)))), ("f-r2".into(), None)]),
         weights: BTreeMap::from([(1, Some(100)), (2, None)]),
+        rules: BTreeMap::from([(
+            "f-routing-1".into(),
+            gilliam_compiler::priority::DeployedRules(BTreeMap::from([("ApiInternalRule".into(), ("InternalListener".into(), 10))])),
+        )]),
     };
-    let share = |release, weight| Share { release, weight, internal: BTreeSet::from(["api".into()]), public: BTreeSet::from(["api".into()]) };
+    let share = |release, weight| Share {
+        release,
+        weight,
+        internal: BTreeSet::from(["api".into()]),
+        public: BTreeSet::from(["api".into()]),
+        ports: BTreeMap::from([("api".into(), 8080)]),
+    };
     let plan = Plan {
         plan_version: PLAN_VERSION,
         formation: "f".into(),
@@ -39,7 +49,9 @@ fn sample_plan() -> Vec<u8> {
         observed,
         actions: vec![
             Action::Upload { path: "templates/f-r2.json".into(), key: "gilliam/f/releases/2/templates/f-r2.json".into(), sha256: "01".repeat(32) },
-            Action::CreateStack { stack: "f-r2".into(), template_sha256: "02".repeat(32) },
+            Action::UpdateStack { stack: "f".into(), template_sha256: "04".repeat(32), shares: Some(vec![share(1, 100), share(2, 0)]) },
+            Action::CreateStack { stack: "f-r2".into(), template_sha256: "02".repeat(32), shares: None },
+            Action::DeleteStack { stack: "f-routing-2".into() },
             Action::Routing { stack: "f-routing-1".into(), create: false, shares: vec![share(1, 100), share(2, 0)], template_sha256: "03".repeat(32) },
             Action::ShiftWhenHealthy { release: 2, shares: vec![share(1, 0), share(2, 100)], strategy: Some("canary:10:300s".into()) },
             Action::Record { release: 2, retired: vec![], deploy: true },

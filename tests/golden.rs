@@ -82,7 +82,8 @@ fn output_does_not_depend_on_the_worker_count() {
         release: gilliam_compiler::Source { name: "release.json", text: &r },
         stage: gilliam_compiler::Source { name: "stage.yml", text: &s },
     };
-    let with = |workers| gilliam_compiler::compile_with(&inputs, &gilliam_compiler::Options { traffic: None, workers }).expect("compiles").files;
+    let with =
+        |workers| gilliam_compiler::compile_with(&inputs, &gilliam_compiler::Options { traffic: None, workers, ..Default::default() }).expect("compiles").files;
     let one = with(1);
     for w in [2, 3, 16] {
         assert!(with(w) == one, "{w} workers gave different output than 1");

@@ -86,7 +86,7 @@ pub fn compile_to(app_p: &Path, rel_p: &Path, stage_p: &Path, out: &Path) -> Res
     let (an, rn, sn) = (app_p.display().to_string(), rel_p.display().to_string(), stage_p.display().to_string());
     let inputs = Inputs { app: Source { name: &an, text: &app }, release: Source { name: &rn, text: &rel }, stage: Source { name: &sn, text: &stage } };
     let workers = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    let compiled = match compile_with(&inputs, &Options { traffic: None, workers }) {
+    let compiled = match compile_with(&inputs, &Options { traffic: None, workers, ..Options::default() }) {
         Ok(c) => c,
         Err(Error::Invalid(d)) => return Err(CliError::Invalid(d.to_string())),
         Err(Error::Internal(m)) => return Err(CliError::Internal(m)),

@@ -45,7 +45,7 @@ fn once(app: &str, stage: &str, workers: usize) -> Compiled {
         release: Source { name: "release.json", text: RELEASE },
         stage: Source { name: "stage.yml", text: stage },
     };
-    match compile_with(&inputs, &Options { traffic: None, workers }) {
+    match compile_with(&inputs, &Options { traffic: None, workers, ..Options::default() }) {
         Ok(c) => c,
         Err(e) => panic!("bench formation does not compile: {e}"),
     }

@@ -226,10 +226,14 @@ pub(crate) const SCALE_KEYS: &[&str] = &["min", "desired", "max", "cpu"];
 /// Largest service count accepted in one formation.
 pub const MAX_SERVICES: usize = 5_000;
 
+/// Longest service name: a DNS label, as Kubernetes allows. Names AWS holds to fewer
+/// characters (target groups: 32) are shortened with a hash (`names::shorten`).
+pub const MAX_SERVICE_NAME: usize = 63;
+
 pub(crate) fn is_service_name(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
-        && b.len() <= 40
+        && b.len() <= MAX_SERVICE_NAME
         && b[0].is_ascii_lowercase()
         && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'_')
         && !matches!(b[b.len() - 1], b'-' | b'_')
@@ -288,7 +292,7 @@ pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<App> {
             sink.error_hint(
                 key.pos,
                 format!("bad service name `{}`", key.name),
-                "a service name starts with a lowercase letter, holds only lowercase letters, digits, `-` and `_`, does not end in `-` or `_`, and has at most 40 characters",
+                "a service name starts with a lowercase letter, holds only lowercase letters, digits, `-` and `_`, does not end in `-` or `_`, and has at most 63 characters",
             );
             continue;
         }

@@ -30,6 +30,9 @@ pub struct TrafficShare {
     pub internal: BTreeSet<String>,
     /// Services with a public target group in that release.
     pub public: BTreeSet<String>,
+    /// The port of each of its HTTP services: the formation keeps the instances' security
+    /// group open on every port a live release uses (the compiler fills in its own release's).
+    pub ports: BTreeMap<String, u16>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -101,6 +104,7 @@ pub(crate) struct Ctx<'a> {
     pub live: u32,
     pub traffic: Vec<TrafficShare>,
     pub workers: usize,
+    pub deployed_rules: BTreeMap<String, crate::priority::DeployedRules>,
 }
 
 impl Ctx<'_> {
@@ -138,6 +142,9 @@ pub struct Options {
     /// Threads that may build and render stacks at once (0 or 1: the calling thread only).
     /// The output is the same bytes whatever the count.
     pub workers: usize,
+    /// The listener rules the routing stacks hold now, by stack name: their priorities are kept
+    /// where possible, and new ones never collide with them during the update.
+    pub deployed_rules: BTreeMap<String, crate::priority::DeployedRules>,
 }
 
 /// Compiles with the default traffic: the release being compiled takes all of it.
@@ -148,7 +155,7 @@ pub fn compile(inputs: &Inputs<'_>) -> Result<Compiled, Error> {
 /// Compiles with the given traffic shares; `None` means the compiled release takes it all.
 /// The materializer uses this to re-render routing templates with observed weights.
 pub fn compile_with_traffic(inputs: &Inputs<'_>, traffic: Option<&[TrafficShare]>) -> Result<Compiled, Error> {
-    compile_with(inputs, &Options { traffic: traffic.map(<[TrafficShare]>::to_vec), workers: 1 })
+    compile_with(inputs, &Options { traffic: traffic.map(<[TrafficShare]>::to_vec), workers: 1, deployed_rules: BTreeMap::new() })
 }
 
 pub fn compile_with(inputs: &Inputs<'_>, options: &Options) -> Result<Compiled, Error> {
@@ -175,6 +182,7 @@ pub fn compile_with(inputs: &Inputs<'_>, options: &Options) -> Result<Compiled, 
     }
     let mut ctx = ctx.ok_or_else(|| Error::Internal("internal error: layout failed without a diagnostic".into()))?;
     ctx.workers = options.workers.max(1);
+    ctx.deployed_rules = options.deployed_rules.clone();
     emit::emit(&mut ctx, inputs).map_err(Error::Internal)
 }
 
@@ -346,6 +354,7 @@ fn check<'a>(
         routing_groups: 0,
         internal: svcs.iter().filter(|s| s.s.is_http()).map(|s| s.s.name.clone()).collect(),
         public: svcs.iter().filter(|s| s.routed()).map(|s| s.s.name.clone()).collect(),
+        ports: svcs.iter().filter_map(|s| s.s.process().and_then(|p| p.port).map(|p| (s.s.name.clone(), p))).collect(),
     };
     let groups = layout_groups(&mut svcs, stage, live, &mut sink)?;
     let mut shares: Vec<TrafficShare> = match traffic {
@@ -356,6 +365,7 @@ fn check<'a>(
         if s.release == release.number {
             s.internal = current.internal.clone();
             s.public = current.public.clone();
+            s.ports = current.ports.clone();
             s.routing_groups = groups;
         }
     }
@@ -363,7 +373,7 @@ fn check<'a>(
     if !out.is_empty() {
         return None;
     }
-    Some(Ctx { stage, release, svcs, groups, parts: 1, live, traffic: shares, workers: 1 })
+    Some(Ctx { stage, release, svcs, groups, parts: 1, live, traffic: shares, workers: 1, deployed_rules: BTreeMap::new() })
 }
 
 fn check_traffic(shares: &[TrafficShare], groups: u32, live: u32, sink: &mut Sink<'_>) {

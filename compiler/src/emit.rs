@@ -101,6 +101,16 @@ fn render_stack(name: String, role: StackRole, t: &Template, depends_on: Vec<Str
     Ok(RenderedStack { sha256: sha256_hex(&bytes), name, role, bytes, resources: t.resources.len(), iam, depends_on, group })
 }
 
+/// A service's (or auxiliary's) name in the private zone: `api.shop.internal`.
+fn host(ctx: &Ctx<'_>, name: &str) -> String {
+    format!("{}.{}", names::dns_label(name), ctx.domain())
+}
+
+/// An etcd member's name (and DNS label): `coord-0`.
+fn member_label(aux: &str, i: u32) -> String {
+    names::dns_label(&format!("{aux}-{i}"))
+}
+
 fn lb_name(ctx: &Ctx<'_>, scheme: &str, g: u32) -> String {
     shorten(&format!("{}-{scheme}-{g}", ctx.f()), ELB_NAME_MAX)
 }
@@ -207,15 +217,24 @@ pub(crate) fn emit(ctx: &mut Ctx<'_>, inputs: &Inputs<'_>) -> Result<Compiled, S
     let jobs: Vec<(StackRole, u32)> = (1..=ctx.parts).map(|p| (StackRole::Release, p)).chain((1..=ctx.groups).map(|g| (StackRole::Routing, g))).collect();
     let rendered = crate::par::map(jobs, ctx.workers, |(role, k)| match role {
         StackRole::Release => release_template(ctx, k, &scripts, reads_runtime.contains(&k))
-            .and_then(|t| render_stack(ctx.release_stack(k), role, &t, vec![names::formation_stack(&f)], None)),
+            .and_then(|t| render_stack(ctx.release_stack(k), role, &t, vec![names::formation_stack(&f)], None))
+            .map(Some),
+        // CloudFormation refuses a template without resources: a routing group with no HTTP
+        // service (a worker-only formation) has no stack; the materializer deletes one that
+        // becomes empty.
         _ => routing_template(ctx, k).and_then(|t| {
+            if t.resources.is_empty() {
+                return Ok(None);
+            }
             let mut deps = vec![names::formation_stack(&f)];
             deps.extend(release_stacks.iter().cloned());
-            render_stack(names::routing_stack(&f, k), role, &t, deps, Some(k))
+            render_stack(names::routing_stack(&f, k), role, &t, deps, Some(k)).map(Some)
         }),
     });
     for r in rendered {
-        out.push_stack(ctx, r?);
+        if let Some(r) = r? {
+            out.push_stack(ctx, r);
+        }
     }
 
     let manifest = manifest(ctx, inputs, &mut out, &disc, userdata)?;
@@ -245,14 +264,14 @@ fn discovery(ctx: &Ctx<'_>, warnings: &mut Vec<String>) -> Discovery {
     let domain = ctx.domain();
     let mut d = Discovery { env: BTreeMap::new(), secrets: BTreeMap::new(), urls: BTreeMap::new() };
     for s in ctx.http() {
-        let url = format!("http://{}.{domain}", s.s.name);
+        let url = format!("http://{}", host(ctx, &s.s.name));
         d.urls.insert(format!("{}_URL", s.env), url);
     }
     let count = |k: AuxType| ctx.auxiliaries().filter(|a| a.s.auxiliary().is_some_and(|x| x.kind == k)).count();
     let mut aliases: Vec<(String, String, bool)> = Vec::new();
     for a in ctx.auxiliaries() {
         let Some(aux) = a.s.auxiliary() else { continue };
-        let host = format!("{}.{domain}", a.s.name);
+        let host = host(ctx, &a.s.name);
         let secret = names::secret_name(ctx.f(), &a.s.name);
         let port = aux.kind.port();
         match aux.kind {
@@ -276,7 +295,7 @@ fn discovery(ctx: &Ctx<'_>, warnings: &mut Vec<String>) -> Discovery {
                 }
             }
             AuxType::Etcd => {
-                let eps: Vec<String> = (0..aux.size).map(|i| format!("http://{}-{i}.{domain}:{port}", a.s.name)).collect();
+                let eps: Vec<String> = (0..aux.size).map(|i| format!("http://{}.{domain}:{port}", member_label(&a.s.name, i))).collect();
                 d.env.insert(format!("{}_ENDPOINTS", a.env), eps.join(","));
                 if count(AuxType::Etcd) == 1 {
                     aliases.push(("ETCD_ENDPOINTS".into(), format!("{}_ENDPOINTS", a.env), false));
@@ -360,8 +379,8 @@ fn without_nulls(mut v: Value) -> Value {
 fn etcd_config(ctx: &Ctx<'_>, a: &Svc<'_>, i: u32) -> Value {
     let size = a.s.auxiliary().map_or(1, |x| x.size);
     let domain = ctx.domain();
-    let member = format!("{}-{i}", a.s.name);
-    let cluster: Vec<String> = (0..size).map(|j| format!("{n}-{j}=http://{n}-{j}.{domain}:2380", n = a.s.name)).collect();
+    let member = member_label(&a.s.name, i);
+    let cluster: Vec<String> = (0..size).map(|j| format!("{m}=http://{m}.{domain}:2380", m = member_label(&a.s.name, j))).collect();
     without_nulls(json!({
         "format_version": RUNTIME_CONFIG_VERSION,
         "role": "etcd",
@@ -457,8 +476,20 @@ fn formation_template(ctx: &Ctx<'_>, aux_scripts: &BTreeMap<(String, u32), Strin
     let f = ctx.f();
     let mut t = Template::new(format!("gilliam formation {f}: security groups, private zone, auxiliary services"));
     let vpc = &ctx.stage.vpc;
-    let any_routed = ctx.svcs.iter().any(Svc::routed);
-    let any_http = ctx.http().next().is_some();
+    // Every release that can be live is counted: the ports and listeners of the releases still
+    // running stay open until the last of them is retired (the formation stack is updated
+    // before the new release exists, so a port only the new release uses opens first).
+    let mut ports: BTreeSet<u16> = BTreeSet::new();
+    let mut public_ports: BTreeSet<u16> = BTreeSet::new();
+    for share in &ctx.traffic {
+        for (svc, port) in &share.ports {
+            ports.insert(*port);
+            if share.public.contains(svc) {
+                public_ports.insert(*port);
+            }
+        }
+    }
+    let any_routed = !public_ports.is_empty();
     let tg = |k: &str, v: &str| json!([{ "Key": "gilliam:formation", "Value": f }, { "Key": k, "Value": v }]);
 
     t.add("InstanceSecurityGroup", "AWS::EC2::SecurityGroup", json!({ "GroupDescription": format!("gilliam {f}: service instances, reachable only from the formation load balancers"), "VpcId": vpc, "Tags": tg("Name", &format!("{f}-instances")) }))?;
@@ -468,20 +499,28 @@ fn formation_template(ctx: &Ctx<'_>, aux_scripts: &BTreeMap<(String, u32), Strin
         Some(&names::formation_export(f, "InstanceSecurityGroup")),
         "Security group of service instances",
     );
-    if any_routed {
-        let mut ingress = vec![json!({ "IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "CidrIp": "0.0.0.0/0", "Description": "HTTP from anywhere" })];
-        if ctx.https() {
-            ingress.push(json!({ "IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "CidrIp": "0.0.0.0/0", "Description": "HTTPS from anywhere" }));
+    // The load balancers' security groups and their exports exist whatever the services: a
+    // routing stack may import them until its own update drops its load balancers, and
+    // CloudFormation refuses to remove an export in use (or a group in use).
+    {
+        let mut ingress = Vec::new();
+        if any_routed {
+            ingress.push(json!({ "IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "CidrIp": "0.0.0.0/0", "Description": "HTTP from anywhere" }));
+            if ctx.https() {
+                ingress.push(json!({ "IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "CidrIp": "0.0.0.0/0", "Description": "HTTPS from anywhere" }));
+            }
         }
-        t.add("PublicLbSecurityGroup", "AWS::EC2::SecurityGroup", json!({ "GroupDescription": format!("gilliam {f}: public load balancers, open on their listener ports"), "VpcId": vpc, "SecurityGroupIngress": ingress, "Tags": tg("Name", &format!("{f}-public-lb")) }))?;
+        let mut props = json!({ "GroupDescription": format!("gilliam {f}: public load balancers, open on their listener ports"), "VpcId": vpc, "Tags": tg("Name", &format!("{f}-public-lb")) });
+        if !ingress.is_empty() {
+            props["SecurityGroupIngress"] = Value::Array(ingress);
+        }
+        t.add("PublicLbSecurityGroup", "AWS::EC2::SecurityGroup", props)?;
         t.output(
             "PublicLbSecurityGroup",
             get_att("PublicLbSecurityGroup", "GroupId"),
             Some(&names::formation_export(f, "PublicLbSecurityGroup")),
             "Security group of public load balancers",
         );
-    }
-    if any_http {
         t.add(
             "InternalLbSecurityGroup",
             "AWS::EC2::SecurityGroup",
@@ -498,8 +537,6 @@ fn formation_template(ctx: &Ctx<'_>, aux_scripts: &BTreeMap<(String, u32), Strin
             "Security group of internal load balancers",
         );
     }
-    let ports: BTreeSet<u16> = ctx.http().filter_map(|s| s.s.process().and_then(|p| p.port)).collect();
-    let public_ports: BTreeSet<u16> = ctx.http().filter(|s| s.routed()).filter_map(|s| s.s.process().and_then(|p| p.port)).collect();
     for p in &ports {
         t.add(format!("InstanceIngressInternal{p}"), "AWS::EC2::SecurityGroupIngress", {
             let mut r = sg_rule(*p, get_att("InternalLbSecurityGroup", "GroupId"), "service port from internal load balancers");
@@ -561,7 +598,7 @@ fn formation_template(ctx: &Ctx<'_>, aux_scripts: &BTreeMap<(String, u32), Strin
     for a in auxes {
         let aux = a.s.auxiliary().ok_or("internal error: not an auxiliary")?;
         let id = format!("Aux{}", a.id);
-        let host = format!("{}.{}.", a.s.name, ctx.domain());
+        let host = format!("{}.", host(ctx, &a.s.name));
         let secret_props = |user: &str| {
             json!({
                 "Name": names::secret_name(f, &a.s.name),
@@ -648,7 +685,7 @@ fn etcd(ctx: &Ctx<'_>, t: &mut Template, a: &Svc<'_>, aux: &crate::app::Auxiliar
     let (meta, disk) = metadata_and_disk(ctx);
     for i in 0..aux.size {
         let subnet = &subnets[i as usize % subnets.len()];
-        let member = format!("{}-{i}", a.s.name);
+        let member = member_label(&a.s.name, i);
         let mtags = tags(&[("gilliam:formation", f), ("gilliam:member", &format!("{f}/{member}")), ("Name", &format!("{f}-{member}"))]);
         t.add(format!("{id}Member{i}Interface"), "AWS::EC2::NetworkInterface", json!({ "SubnetId": subnet.id, "GroupSet": [get_att("AuxiliarySecurityGroup", "GroupId")], "Description": format!("gilliam {f}: stable address of etcd member {member}"), "Tags": mtags }))?;
         t.add(format!("{id}Member{i}Volume"), "AWS::EC2::Volume", json!({ "AvailabilityZone": subnet.zone.clone().unwrap_or_default(), "Size": aux.storage_gb.unwrap_or(20), "VolumeType": "gp3", "Encrypted": true, "Tags": mtags }))?;
@@ -684,7 +721,7 @@ fn etcd(ctx: &Ctx<'_>, t: &mut Template, a: &Svc<'_>, aux: &crate::app::Auxiliar
 }
 
 fn target_group_name(ctx: &Ctx<'_>, svc: &str, public: bool) -> String {
-    shorten(&format!("{}-r{}-{svc}-{}", ctx.f(), ctx.release.number, if public { "p" } else { "i" }), ELB_NAME_MAX)
+    shorten(&format!("{}-r{}-{}-{}", ctx.f(), ctx.release.number, names::dns_label(svc), if public { "p" } else { "i" }), ELB_NAME_MAX)
 }
 
 fn release_template(ctx: &Ctx<'_>, part: u32, scripts: &BTreeMap<String, String>, external: bool) -> Result<Template, String> {
@@ -821,14 +858,20 @@ pub(crate) fn route_order(r: &crate::app::Route) -> impl Ord {
     (host_rank, path_rank, std::cmp::Reverse(literal), r.host.clone(), r.path.clone())
 }
 
+/// The weighted forward of a service's rule: each live release that has the service, with its
+/// weight. When none of them carries traffic (a service new in a release that has none yet),
+/// the newest takes the rule: nothing else can answer it, and a target group in no rule is
+/// never health-checked by ELBv2 (its targets stay `unused`), so the release could never be
+/// found healthy. `None` only when no live release has the service.
 fn forward(ctx: &Ctx<'_>, svc: &str, public: bool) -> Option<Value> {
-    let mut shares: Vec<_> = ctx.traffic.iter().filter(|t| if public { t.public.contains(svc) } else { t.internal.contains(svc) }).collect();
-    shares.sort_by_key(|t| t.release);
-    if !shares.iter().any(|t| t.weight > 0) {
-        return None;
+    let mut shares: Vec<(u32, u32)> =
+        ctx.traffic.iter().filter(|t| if public { t.public.contains(svc) } else { t.internal.contains(svc) }).map(|t| (t.release, t.weight)).collect();
+    shares.sort_unstable();
+    if !shares.iter().any(|(_, w)| *w > 0) {
+        shares.last_mut()?.1 = 1;
     }
     let groups: Vec<Value> =
-        shares.iter().map(|t| json!({ "TargetGroupArn": import(&names::target_group_export(ctx.f(), t.release, svc, public)), "Weight": t.weight })).collect();
+        shares.iter().map(|(n, w)| json!({ "TargetGroupArn": import(&names::target_group_export(ctx.f(), *n, svc, public)), "Weight": w })).collect();
     Some(json!([{ "Type": "forward", "ForwardConfig": { "TargetGroups": groups } }]))
 }
 
@@ -836,16 +879,11 @@ fn not_found() -> Value {
     json!([{ "Type": "fixed-response", "FixedResponseConfig": { "StatusCode": "404", "ContentType": "text/plain", "MessageBody": "no route" } }])
 }
 
-pub(crate) fn public_routes<'c>(ctx: &'c Ctx<'_>, g: u32) -> Vec<(&'c Svc<'c>, usize, &'c crate::app::Route)> {
-    let mut routes = Vec::new();
-    for s in ctx.http().filter(|s| s.group == Some(g)) {
-        let mut rs: Vec<&crate::app::Route> = s.s.process().map(|p| p.routes.iter().collect()).unwrap_or_default();
-        rs.sort_by_cached_key(|r| route_order(r));
-        for (j, r) in rs.into_iter().enumerate() {
-            routes.push((s, j + 1, r));
-        }
-    }
-    routes.sort_by_cached_key(|(s, _, r)| (route_order(r), s.s.name.clone()));
+/// The public routes of routing group `g`, most specific first (the order of evaluation).
+pub(crate) fn public_routes<'c>(ctx: &'c Ctx<'_>, g: u32) -> Vec<(&'c Svc<'c>, &'c crate::app::Route)> {
+    let mut routes: Vec<(&Svc<'_>, &crate::app::Route)> =
+        ctx.http().filter(|s| s.group == Some(g)).flat_map(|s| s.s.process().into_iter().flat_map(|p| p.routes.iter()).map(move |r| (s, r))).collect();
+    routes.sort_by_cached_key(|(s, r)| (route_order(r), s.s.name.clone()));
     routes
 }
 
@@ -904,7 +942,11 @@ fn routing_template(ctx: &Ctx<'_>, g: u32) -> Result<Template, String> {
             )?;
             "PublicHttpListener"
         };
-        for (prio, (s, j, r)) in routes.iter().enumerate() {
+        let deployed = ctx.deployed_rules.get(&names::routing_stack(f, g)).cloned().unwrap_or_default();
+        let ids: Vec<String> = routes.iter().map(|(_, r)| names::route_rule_id(r.host.as_deref(), r.path.as_deref())).collect();
+        let keys: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let priorities = crate::priority::allocate(&keys, &deployed.on(listener), true).map_err(|e| format!("routing group {g}'s public listener: {e}"))?;
+        for (((s, r), id), prio) in routes.iter().zip(&ids).zip(priorities) {
             let Some(actions) = forward(ctx, &s.s.name, true) else {
                 continue;
             };
@@ -915,7 +957,7 @@ fn routing_template(ctx: &Ctx<'_>, g: u32) -> Result<Template, String> {
             if let Some(p) = &r.path {
                 conditions.push(obj! { "Field": "path-pattern", "PathPatternConfig": obj! { "Values": vec![p.as_str()] } });
             }
-            let mut rule = obj! { "ListenerArn": r#ref(listener), "Priority": prio + 1, "Conditions": conditions, "Actions": actions };
+            let mut rule = obj! { "ListenerArn": r#ref(listener), "Priority": prio, "Conditions": conditions, "Actions": actions };
             if let Some(rw) = &r.rewrite {
                 let mut transforms = Vec::new();
                 if let Some((regex, replace)) = &rw.host {
@@ -930,7 +972,7 @@ fn routing_template(ctx: &Ctx<'_>, g: u32) -> Result<Template, String> {
                     m.insert("Transforms".into(), Value::Array(transforms));
                 }
             }
-            t.add(format!("{}Route{j}", s.id), "AWS::ElasticLoadBalancingV2::ListenerRule", rule)?;
+            t.add(id.clone(), "AWS::ElasticLoadBalancingV2::ListenerRule", rule)?;
         }
         t.output("PublicLoadBalancerDns", get_att("PublicLoadBalancer", "DNSName"), None, "DNS name of the public load balancer");
     }
@@ -941,14 +983,21 @@ fn routing_template(ctx: &Ctx<'_>, g: u32) -> Result<Template, String> {
             "AWS::ElasticLoadBalancingV2::Listener",
             json!({ "LoadBalancerArn": r#ref("InternalLoadBalancer"), "Port": 80, "Protocol": "HTTP", "DefaultActions": not_found() }),
         )?;
-        for (i, s) in members.iter().enumerate() {
-            let host = format!("{}.{}", s.s.name, ctx.domain());
+        // Internal rules match one exact host each: any order will do, so every deployed rule
+        // keeps its number.
+        let deployed = ctx.deployed_rules.get(&names::routing_stack(f, g)).cloned().unwrap_or_default();
+        let ids: Vec<String> = members.iter().map(|s| format!("{}InternalRule", s.id)).collect();
+        let keys: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let priorities =
+            crate::priority::allocate(&keys, &deployed.on("InternalListener"), false).map_err(|e| format!("routing group {g}'s internal listener: {e}"))?;
+        for ((s, id), prio) in members.iter().zip(&ids).zip(priorities) {
+            let host = host(ctx, &s.s.name);
             if let Some(actions) = forward(ctx, &s.s.name, false) {
                 t.add(
-                    format!("{}InternalRule", s.id),
+                    id.clone(),
                     "AWS::ElasticLoadBalancingV2::ListenerRule",
                     obj! {
-                        "ListenerArn": r#ref("InternalListener"), "Priority": i + 1,
+                        "ListenerArn": r#ref("InternalListener"), "Priority": prio,
                         "Conditions": vec![obj! { "Field": "host-header", "HostHeaderConfig": obj! { "Values": vec![host.as_str()] } }], "Actions": actions,
                     },
                 )?;
@@ -1008,13 +1057,13 @@ fn manifest(ctx: &Ctx<'_>, inputs: &Inputs<'_>, out: &mut Out, d: &Discovery, mu
             } else {
                 aux.map(|a| format!("{}_{}", s.env, if a.kind == AuxType::Etcd { "ENDPOINTS" } else { "URL" }))
             },
-            internal_url: http.then(|| format!("http://{}.{}", s.s.name, ctx.domain())),
+            internal_url: http.then(|| format!("http://{}", host(ctx, &s.s.name))),
             userdata: userdata.remove(&s.s.name).unwrap_or_default(),
         });
     }
     let mut routes = Vec::new();
     for g in 1..=ctx.groups {
-        for (prio, (s, _, r)) in public_routes(ctx, g).into_iter().enumerate() {
+        for (prio, (s, r)) in public_routes(ctx, g).into_iter().enumerate() {
             routes.push(mf::RouteEntry {
                 service: s.s.name.clone(),
                 route: r.raw.clone(),

@@ -46,6 +46,24 @@ pub fn shorten(name: &str, max: usize) -> String {
 
 /// Load balancer and target group names: at most 32 characters.
 pub const ELB_NAME_MAX: usize = 32;
+/// A DNS label: at most 63 characters.
+pub const DNS_LABEL_MAX: usize = 63;
+
+/// A service name as it appears in names AWS checks against DNS and ELBv2 rules (host names,
+/// listener host conditions, target group names): `_` becomes `-`, and a label over 63
+/// characters is shortened with a hash. Two services that map to the same label already map
+/// to the same logical ID, which the compiler refuses.
+pub fn dns_label(name: &str) -> String {
+    shorten(&name.replace('_', "-"), DNS_LABEL_MAX)
+}
+
+/// A public route's listener rule ID, from what it matches (host and path): stable whatever
+/// routes come and go around it. A positional ID would make CloudFormation replace rules that
+/// did not change, and renumber them.
+pub fn route_rule_id(host: Option<&str>, path: Option<&str>) -> String {
+    let key = format!("{}\n{}", host.unwrap_or(""), path.unwrap_or(""));
+    format!("Route{}", &sha256_hex(key.as_bytes())[..12])
+}
 
 pub fn formation_stack(formation: &str) -> String {
     formation.to_string()
@@ -90,6 +108,15 @@ mod tests {
         assert_eq!(logical("api_v2"), "ApiV2");
         assert_eq!(logical("web"), "Web");
         assert_eq!(env_prefix("api-v2"), "API_V2");
+    }
+
+    #[test]
+    fn dns_labels_hold_no_underscore_and_fit_63() {
+        assert_eq!(dns_label("my_api"), "my-api");
+        assert_eq!(dns_label("web"), "web");
+        let long = format!("{}-0", "a".repeat(63));
+        assert_eq!(dns_label(&long).len(), 63);
+        assert_ne!(dns_label(&long), dns_label(&format!("{}-1", "a".repeat(63))));
     }
 
     #[test]

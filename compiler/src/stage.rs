@@ -76,6 +76,9 @@ pub(crate) fn is_formation_name(s: &str) -> bool {
         && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[b.len() - 1] != b'-'
         && !s.contains("--")
+        // ELBv2 refuses load balancer names that start with `internal-` (FORMATION-public-1).
+        && s != "internal"
+        && !s.starts_with("internal-")
 }
 
 pub(crate) fn is_region(s: &str) -> bool {
@@ -138,7 +141,7 @@ pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<Stage> {
                 n.pos,
                 is_formation_name(s),
                 format!("bad formation name `{s}`"),
-                "start with a lowercase letter; lowercase letters, digits and single `-`; at most 24 characters",
+                "start with a lowercase letter; lowercase letters, digits and single `-`; at most 24 characters; not `internal` or `internal-...` (ELBv2 keeps that prefix for itself)",
             )
         }),
         None => {

@@ -263,32 +263,8 @@ impl<'a, A: Aws> Converger<'a, A> {
             observed.objects.insert(key.to_string(), seen);
         }
 
-        for s in m.stacks.iter().filter(|s| s.role != StackRole::Routing) {
-            let want = canonical_sha(self.bundle.file(&s.template)?);
-            let seen = self.stack_snapshot(&s.name).await?;
-            match &seen {
-                None => actions.push(Action::CreateStack { stack: s.name.clone(), template_sha256: want }),
-                Some((status, _)) if status.ends_with("_IN_PROGRESS") => return Err(Error::Busy { stack: s.name.clone(), status: status.clone() }),
-                Some((status, _)) if status == "ROLLBACK_COMPLETE" || status == "ROLLBACK_FAILED" => {
-                    actions.push(Action::ReplaceFailedStack { stack: s.name.clone(), status: status.clone() });
-                }
-                Some((status, have)) => {
-                    let differs = *have != want;
-                    if differs && s.role == StackRole::Release {
-                        return Err(Error::Immutable(s.name.clone()));
-                    }
-                    if status == "UPDATE_ROLLBACK_FAILED" {
-                        actions.push(Action::ContinueRollback { stack: s.name.clone() });
-                    }
-                    if differs {
-                        actions.push(Action::UpdateStack { stack: s.name.clone(), template_sha256: want });
-                    }
-                }
-            }
-            observed.stacks.insert(s.name.clone(), seen);
-        }
-
-        // Traffic: what ELBv2 holds now, plus this release (at weight 0 until it is healthy).
+        // Traffic first: the formation and routing stacks are rendered for what is live.
+        // What ELBv2 holds now, plus this release (at weight 0 until it is healthy).
         let traffic = crate::observe::traffic(self.aws, m).await?;
         observed.weights = traffic.releases.iter().map(|(n, l)| (*n, l.weight)).collect();
         let number = m.release.number;
@@ -303,12 +279,62 @@ impl<'a, A: Aws> Converger<'a, A> {
                 s.weight = if s.release == number { 100 } else { 0 };
             }
         }
-        let rendered = self.render_routing(&shares)?;
-        for (stack, body) in &rendered {
+        // The routing stacks as deployed: their rules keep their priorities, and new rules are
+        // numbered around them (real ELBv2 refuses a number a deployed rule still holds).
+        let mut deployed_routing = BTreeMap::new();
+        for g in 1..=m.formation.routing_groups {
+            let name = gilliam_compiler::names::routing_stack(&m.formation.name, g);
+            let d = self.stack_with_template(&name).await?;
+            if let Some((_, Some(body))) = &d {
+                observed.rules.insert(name.clone(), gilliam_compiler::priority::DeployedRules::from_template(body));
+            }
+            deployed_routing.insert(name, d);
+        }
+        let rendered = self.render(&shares, &observed.rules)?;
+
+        for s in m.stacks.iter().filter(|s| s.role != StackRole::Routing) {
+            // The formation stack is rendered for every live release (their ports stay open);
+            // release stacks are the bundle's, as compiled.
+            let formation = s.role == StackRole::Formation;
+            let want = match rendered.get(&s.name) {
+                Some(body) if formation => canonical_sha(body),
+                _ => canonical_sha(self.bundle.file(&s.template)?),
+            };
+            let with = formation.then(|| to_plan(&shares));
+            let seen = self.stack_snapshot(&s.name).await?;
+            match &seen {
+                None => actions.push(Action::CreateStack { stack: s.name.clone(), template_sha256: want, shares: with }),
+                Some((status, _)) if status.ends_with("_IN_PROGRESS") => return Err(Error::Busy { stack: s.name.clone(), status: status.clone() }),
+                Some((status, _)) if status == "ROLLBACK_COMPLETE" || status == "ROLLBACK_FAILED" => {
+                    actions.push(Action::ReplaceFailedStack { stack: s.name.clone(), status: status.clone() });
+                }
+                Some((status, have)) => {
+                    let differs = *have != want;
+                    if differs && s.role == StackRole::Release {
+                        return Err(Error::Immutable(s.name.clone()));
+                    }
+                    if status == "UPDATE_ROLLBACK_FAILED" {
+                        actions.push(Action::ContinueRollback { stack: s.name.clone() });
+                    }
+                    if differs {
+                        actions.push(Action::UpdateStack { stack: s.name.clone(), template_sha256: want, shares: with });
+                    }
+                }
+            }
+            observed.stacks.insert(s.name.clone(), seen);
+        }
+
+        let routing: Vec<&StackEntry> = m.stacks.iter().filter(|s| s.role == StackRole::Routing).collect();
+        for entry in &routing {
+            let stack = &entry.name;
+            let body = rendered.get(stack).ok_or_else(|| Error::Compile(format!("routing stack {stack} was not rendered")))?;
             // One read of the deployed template serves the digest and the weights-only check.
-            let deployed = self.stack_with_template(stack).await?;
+            let deployed = deployed_routing.remove(stack).unwrap_or(None);
             let want = canonical_sha(body);
             let seen = deployed.as_ref().map(|(status, b)| (status.clone(), b.as_deref().map_or_else(String::new, canonical_sha)));
+            if seen.as_ref().is_some_and(|(status, _)| status == "UPDATE_ROLLBACK_FAILED") {
+                actions.push(Action::ContinueRollback { stack: stack.clone() });
+            }
             match (&seen, &deployed) {
                 (Some((status, _)), _) if status.ends_with("_IN_PROGRESS") => return Err(Error::Busy { stack: stack.clone(), status: status.clone() }),
                 (Some((_, have)), _) if *have == want => {}
@@ -319,6 +345,18 @@ impl<'a, A: Aws> Converger<'a, A> {
                 _ => actions.push(Action::Routing { stack: stack.clone(), create: seen.is_none(), shares: to_plan(&shares), template_sha256: want }),
             }
             observed.stacks.insert(stack.clone(), seen);
+        }
+        // A routing group left without HTTP services has no template (CloudFormation wants at
+        // least one resource): its stack goes. It exports nothing, so nothing depends on it.
+        for (stack, deployed) in deployed_routing {
+            let seen = deployed.map(|(status, b)| (status, b.as_deref().map_or_else(String::new, canonical_sha)));
+            if let Some((status, _)) = &seen {
+                if status.ends_with("_IN_PROGRESS") {
+                    return Err(Error::Busy { stack, status: status.clone() });
+                }
+                actions.push(Action::DeleteStack { stack: stack.clone() });
+            }
+            observed.stacks.insert(stack, seen);
         }
         // Retention: this release and the newest `keep_releases` others stay; an older one goes
         // once no traffic reaches it. Its target groups leave the rules before its stacks go.
@@ -352,7 +390,7 @@ impl<'a, A: Aws> Converger<'a, A> {
             actions.push(Action::ShiftWhenHealthy { release: number, shares: to_plan(&shifted), strategy });
         } else if !retire.is_empty() {
             let kept = without(&shares);
-            for (stack, body) in self.render_routing(&kept)? {
+            for (stack, body) in routing_only(m, self.render(&kept, &observed.rules)?) {
                 actions.push(Action::Routing { stack, create: false, shares: to_plan(&kept), template_sha256: canonical_sha(&body) });
             }
         }
@@ -462,9 +500,18 @@ impl<'a, A: Aws> Converger<'a, A> {
                     }
                     self.wait(stack, false).await?;
                 }
-                Action::CreateStack { stack, .. } => self.create(&self.request(self.entry(stack)?)?, &mut report).await?,
-                Action::UpdateStack { stack, .. } => self.update(&self.request(self.entry(stack)?)?, &mut report).await?,
-                Action::Routing { stack, shares, template_sha256, .. } => self.routing(stack, shares, template_sha256, &mut report).await?,
+                Action::CreateStack { stack, shares: None, .. } => self.create(&self.request(self.entry(stack)?)?, &mut report).await?,
+                Action::UpdateStack { stack, shares: None, .. } => self.update(&self.request(self.entry(stack)?)?, &mut report).await?,
+                Action::CreateStack { stack, shares: Some(shares), template_sha256 } | Action::UpdateStack { stack, shares: Some(shares), template_sha256 } => {
+                    self.rendered(stack, shares, template_sha256, plan, &mut report).await?;
+                }
+                Action::DeleteStack { stack } => {
+                    (self.say)(&format!("stack {stack}: deleting (no HTTP service left in its routing group)"));
+                    retry("delete stack", || self.aws.delete_stack(stack)).await?;
+                    self.wait(stack, false).await?;
+                    report.changes.push(format!("- stack {stack}"));
+                }
+                Action::Routing { stack, shares, template_sha256, .. } => self.rendered(stack, shares, template_sha256, plan, &mut report).await?,
                 Action::ShiftWhenHealthy { release, shares, strategy: Some(strategy) } => {
                     let strategy: Strategy = strategy.parse().map_err(|e: String| Error::Stale(format!("the plan's strategy: {e}")))?;
                     self.wait_healthy().await?;
@@ -473,9 +520,9 @@ impl<'a, A: Aws> Converger<'a, A> {
                         Ok(_) => {
                             // The routing stacks catch up with the weights now set, and drop
                             // the releases this converge retires, as an all-at-once shift does.
-                            let rendered = self.render_routing(&from_plan(shares, m))?;
+                            let rendered = routing_only(m, self.render(&from_plan(shares, m), &plan.observed.rules)?);
                             for (stack, body) in &rendered {
-                                self.routing(stack, shares, &canonical_sha(body), &mut report).await?;
+                                self.rendered(stack, shares, &canonical_sha(body), plan, &mut report).await?;
                             }
                             report.changes.push(format!("~ traffic: all to release {release} ({strategy})"));
                         }
@@ -490,13 +537,16 @@ impl<'a, A: Aws> Converger<'a, A> {
                 }
                 Action::ShiftWhenHealthy { release, shares, strategy: None } => {
                     self.wait_healthy().await?;
-                    let rendered = self.render_routing(&from_plan(shares, m))?;
+                    let rendered = routing_only(m, self.render(&from_plan(shares, m), &plan.observed.rules)?);
                     for (stack, body) in &rendered {
-                        self.routing(stack, shares, &canonical_sha(body), &mut report).await?;
+                        self.rendered(stack, shares, &canonical_sha(body), plan, &mut report).await?;
                     }
                     report.changes.push(format!("~ traffic: all to release {release}"));
                 }
-                Action::Publish { .. } | Action::Retire { .. } if aborted.is_some() => {}
+                // An aborted deploy is not the formation's latest: its own manifest is published
+                // (the ports and secrets of a live release are read from it), the latest is not.
+                Action::Publish { key, .. } if aborted.is_some() && *key == format!("{}manifest.json", m.formation.s3_prefix) => {}
+                Action::Retire { .. } if aborted.is_some() => {}
                 Action::Publish { key, .. } => {
                     let body = self.manifest_bytes()?;
                     retry("publish", || self.aws.put_object(bucket, key, body.clone(), PutCondition::Always)).await?;
@@ -583,8 +633,24 @@ impl<'a, A: Aws> Converger<'a, A> {
         let traffic = crate::observe::traffic(self.aws, m).await?;
         let shares: Vec<TrafficShare> = traffic.shares(m).into_iter().filter(|s| s.release != release).collect();
         let mut report = Report::default();
-        for (stack, body) in self.render_routing(&shares)? {
-            self.routing(&stack, &to_plan(&shares), &canonical_sha(&body), &mut report).await?;
+        // What a plan would observe: the weights, and the deployed rules' priorities.
+        let mut observed = Observed { weights: traffic.releases.iter().map(|(n, l)| (*n, l.weight)).collect(), ..Observed::default() };
+        for s in m.stacks.iter().filter(|s| s.role == StackRole::Routing) {
+            if let Some((_, Some(body))) = self.stack_with_template(&s.name).await? {
+                observed.rules.insert(s.name.clone(), gilliam_compiler::priority::DeployedRules::from_template(&body));
+            }
+        }
+        let plan = Plan {
+            plan_version: PLAN_VERSION,
+            formation: m.formation.name.clone(),
+            release: m.release.number,
+            manifest_sha256: String::new(),
+            observed_sha256: observed.sha256(),
+            observed,
+            actions: Vec::new(),
+        };
+        for (stack, body) in routing_only(m, self.render(&shares, &plan.observed.rules)?) {
+            self.rendered(&stack, &to_plan(&shares), &canonical_sha(&body), &plan, &mut report).await?;
         }
         self.retire(stacks).await?;
         self.retire_secrets(release).await?;
@@ -648,11 +714,16 @@ impl<'a, A: Aws> Converger<'a, A> {
             .ok_or_else(|| Error::Bundle(BundleError(format!("the plan names stack {stack}, which this compile does not have"))))
     }
 
-    async fn routing(&self, stack: &str, shares: &[Share], template_sha256: &str, report: &mut Report) -> Result<(), Error> {
-        let rendered = self.render_routing(&from_plan(shares, self.m()))?;
-        let body = rendered.get(stack).ok_or_else(|| Error::Compile(format!("routing stack {stack} is not in this compile")))?;
+    /// Creates or updates a stack rendered for these shares (a routing stack, or the formation
+    /// stack), after checking it renders as planned. A routing update that fails is rolled back
+    /// by CloudFormation to the deployed template, whose weights may be older than ELBv2's (a
+    /// flip writes ELBv2 only): the weights the plan observed are put back before the error
+    /// is returned, so that a failed update never moves traffic.
+    async fn rendered(&self, stack: &str, shares: &[Share], template_sha256: &str, plan: &Plan, report: &mut Report) -> Result<(), Error> {
+        let rendered = self.render(&from_plan(shares, self.m()), &plan.observed.rules)?;
+        let body = rendered.get(stack).ok_or_else(|| Error::Compile(format!("stack {stack} is not in this compile")))?;
         if canonical_sha(body) != template_sha256 {
-            return Err(Error::Compile(format!("routing stack {stack} rendered differently than when planned: plan again")));
+            return Err(Error::Compile(format!("stack {stack} rendered differently than when planned: plan again")));
         }
         let entry = self.entry(stack)?.clone();
         if body.len() > gilliam_compiler::cfn::MAX_INLINE_BYTES {
@@ -664,12 +735,30 @@ impl<'a, A: Aws> Converger<'a, A> {
         if let TemplateSource::Url(_) = req.template {
             req.template = TemplateSource::Url(template_url(self.m(), &format!("{}.traffic-{}", entry.s3_key, crate::sha256_hex(body))));
         }
-        if retry("describe stack", || self.aws.describe_stack(stack)).await?.is_some() {
-            (self.say)(&format!("stack {stack}: updating routes and weights"));
-            self.update(&req, report).await
-        } else {
-            self.create(&req, report).await
+        if retry("describe stack", || self.aws.describe_stack(stack)).await?.is_none() {
+            return self.create(&req, report).await;
         }
+        if entry.role != StackRole::Routing {
+            return self.update(&req, report).await;
+        }
+        (self.say)(&format!("stack {stack}: updating routes and weights"));
+        let result = self.update(&req, report).await;
+        let Err(Error::StackFailed { status, .. }) = &result else { return result };
+        if status == "UPDATE_ROLLBACK_FAILED" {
+            (self.say)(&format!("stack {stack}: continuing its failed rollback"));
+            match retry("continue update rollback", || self.aws.continue_update_rollback(stack)).await {
+                Ok(()) | Err(Error::Aws { err: AwsError::InProgress(_), .. }) => {}
+                Err(e) => return Err(e),
+            }
+            self.wait(stack, false).await?;
+        }
+        let before: BTreeMap<u32, u32> = plan.observed.weights.iter().filter_map(|(n, w)| w.map(|w| (*n, w))).collect();
+        if before.values().any(|w| *w > 0) {
+            let ops = crate::ops::Ops::new(self.aws, crate::ops::Formation::from_manifest(self.m()), self.say);
+            let writes = ops.reassert(self.m(), &before).await?;
+            (self.say)(&format!("stack {stack}: rolled back; {writes} rule(s) given back the weights ELBv2 held before the update"));
+        }
+        result
     }
 
     async fn check_artifact(&self) -> Result<(), Error> {
@@ -786,21 +875,23 @@ impl<'a, A: Aws> Converger<'a, A> {
         }
     }
 
-    /// Renders the routing stacks for these shares with the compiler: stack name to template.
-    fn render_routing(&self, shares: &[TrafficShare]) -> Result<BTreeMap<String, Vec<u8>>, Error> {
+    /// Renders the formation and routing stacks for these shares (and the deployed rules'
+    /// priorities) with the compiler: stack name to template.
+    fn render(&self, shares: &[TrafficShare], rules: &BTreeMap<String, gilliam_compiler::priority::DeployedRules>) -> Result<BTreeMap<String, Vec<u8>>, Error> {
         let [app, rel, stage] = self.bundle.inputs()?;
         let inputs = gilliam_compiler::Inputs {
             app: gilliam_compiler::Source { name: "gilliam.yml", text: &app },
             release: gilliam_compiler::Source { name: "release.json", text: &rel },
             stage: gilliam_compiler::Source { name: "stage.yml", text: &stage },
         };
-        let compiled = gilliam_compiler::compile_with(&inputs, &gilliam_compiler::Options { traffic: Some(shares.to_vec()), workers: 2 })
-            .map_err(|e| Error::Compile(format!("re-rendering routing for the observed traffic: {e}")))?;
+        let options = gilliam_compiler::Options { traffic: Some(shares.to_vec()), workers: 2, deployed_rules: rules.clone() };
+        let compiled =
+            gilliam_compiler::compile_with(&inputs, &options).map_err(|e| Error::Compile(format!("re-rendering routing for the observed traffic: {e}")))?;
         Ok(compiled
             .manifest
             .stacks
             .iter()
-            .filter(|s| s.role == StackRole::Routing)
+            .filter(|s| s.role != StackRole::Release)
             .map(|s| (s.name.clone(), compiled.files.get(&s.template).cloned().unwrap_or_default()))
             .collect())
     }
@@ -869,8 +960,16 @@ fn routing_shape(bytes: &[u8]) -> Option<serde_json::Value> {
     Some(v)
 }
 
+/// The routing stacks among rendered ones.
+fn routing_only(m: &Manifest, rendered: BTreeMap<String, Vec<u8>>) -> BTreeMap<String, Vec<u8>> {
+    rendered.into_iter().filter(|(name, _)| m.stacks.iter().any(|s| &s.name == name && s.role == StackRole::Routing)).collect()
+}
+
 fn to_plan(shares: &[TrafficShare]) -> Vec<Share> {
-    shares.iter().map(|s| Share { release: s.release, weight: s.weight, internal: s.internal.clone(), public: s.public.clone() }).collect()
+    shares
+        .iter()
+        .map(|s| Share { release: s.release, weight: s.weight, internal: s.internal.clone(), public: s.public.clone(), ports: s.ports.clone() })
+        .collect()
 }
 
 fn from_plan(shares: &[Share], m: &Manifest) -> Vec<TrafficShare> {
@@ -882,6 +981,7 @@ fn from_plan(shares: &[Share], m: &Manifest) -> Vec<TrafficShare> {
             routing_groups: m.formation.routing_groups,
             internal: s.internal.clone(),
             public: s.public.clone(),
+            ports: s.ports.clone(),
         })
         .collect()
 }

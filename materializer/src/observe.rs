@@ -1,6 +1,11 @@
 //! Observed traffic, read from AWS on every run (no local state): a release is live while its
 //! target groups are exported by its stacks, and its weight is what the routing stacks' rules
 //! forward to those target groups in ELBv2 right now.
+//!
+//! A release's weight is the smallest any rule gives it. Every rule holds the formation's
+//! weights restricted to the releases that have its service, except a rule whose releases all
+//! have weight 0 (a service new in a release without traffic yet): there the newest takes the
+//! rule with weight 1, since nothing else can answer it. The smallest weight reads past that.
 
 use crate::aws::Aws;
 use crate::converge::{retry, Error};
@@ -14,6 +19,8 @@ pub struct Live {
     pub weight: Option<u32>,
     pub internal: BTreeSet<String>,
     pub public: BTreeSet<String>,
+    /// Ports of its HTTP services, from its published manifest (empty when it has none).
+    pub ports: BTreeMap<String, u16>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -76,14 +83,54 @@ pub async fn traffic<A: Aws>(aws: &A, m: &Manifest) -> Result<ObservedTraffic, E
         }
         by_arn.insert(value, n);
     }
-    for (_, rule) in routing_rules(aws, m).await? {
-        for (tg, w) in rule.forward {
-            if let Some(live) = by_arn.get(&tg).and_then(|n| out.releases.get_mut(n)) {
-                live.weight = Some(live.weight.unwrap_or(0).max(w));
+    let rules = routing_rules(aws, m).await?;
+    let weights = release_weights(rules.iter().flat_map(|(_, r)| r.forward.iter().filter_map(|(tg, w)| by_arn.get(tg).map(|n| (*n, *w)))));
+    for (n, w) in weights {
+        if let Some(live) = out.releases.get_mut(&n) {
+            live.weight = Some(w);
+        }
+    }
+    // The ports each live release listens on, from its published manifest: the formation's
+    // security group stays open on them while the release runs.
+    for (n, live) in out.releases.iter_mut() {
+        if *n == m.release.number {
+            continue;
+        }
+        let key = format!("{}releases/{n}/manifest.json", m.formation.s3_prefix);
+        if let Some(o) = retry("read a release's manifest", || aws.get_object(&m.formation.outputs_bucket, &key)).await? {
+            if let Ok(published) = serde_json::from_slice::<Manifest>(&o.body) {
+                live.ports = published
+                    .services
+                    .iter()
+                    .filter(|s| s.internal_target_group_export.is_some())
+                    .filter_map(|s| s.port.map(|p| (s.name.clone(), p)))
+                    .collect();
             }
         }
     }
     Ok(out)
+}
+
+/// Each release's weight from (release, weight) pairs read off the rules: the smallest.
+pub(crate) fn release_weights(pairs: impl Iterator<Item = (u32, u32)>) -> BTreeMap<u32, u32> {
+    let mut out: BTreeMap<u32, u32> = BTreeMap::new();
+    for (n, w) in pairs {
+        let e = out.entry(n).or_insert(w);
+        *e = (*e).min(w);
+    }
+    out
+}
+
+/// The weights of one rule's target groups for the formation's weights `target` (release to
+/// weight): each release's own weight, or, when none of the rule's releases has any, 1 for the
+/// newest of them. `None` when the rule names no known release.
+pub(crate) fn rule_weights(releases: &[Option<u32>], target: &BTreeMap<u32, u32>) -> Option<Vec<u32>> {
+    let mut w: Vec<u32> = releases.iter().map(|n| n.and_then(|n| target.get(&n).copied()).unwrap_or(0)).collect();
+    if w.iter().all(|w| *w == 0) {
+        let newest = releases.iter().enumerate().filter_map(|(i, n)| n.map(|n| (n, i))).max()?.1;
+        w[newest] = 1;
+    }
+    Some(w)
 }
 
 impl ObservedTraffic {
@@ -97,19 +144,39 @@ impl ObservedTraffic {
                 routing_groups: m.formation.routing_groups,
                 internal: l.internal.clone(),
                 public: l.public.clone(),
+                ports: l.ports.clone(),
             })
             .collect()
     }
 
     /// The share of the release being deployed (the compiler fills in its services).
     pub fn share_for_new(&self, m: &Manifest, weight: u32) -> TrafficShare {
-        TrafficShare { release: m.release.number, weight, routing_groups: m.formation.routing_groups, internal: BTreeSet::new(), public: BTreeSet::new() }
+        TrafficShare {
+            release: m.release.number,
+            weight,
+            routing_groups: m.formation.routing_groups,
+            internal: BTreeSet::new(),
+            public: BTreeSet::new(),
+            ports: BTreeMap::new(),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_export;
+    use super::{parse_export, release_weights, rule_weights};
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn a_rule_whose_releases_have_no_weight_goes_to_the_newest_and_reads_as_zero() {
+        let target = BTreeMap::from([(1, 100), (2, 0), (3, 0)]);
+        assert_eq!(rule_weights(&[Some(1), Some(2)], &target), Some(vec![100, 0]));
+        assert_eq!(rule_weights(&[Some(2), Some(3)], &target), Some(vec![0, 1]));
+        assert_eq!(rule_weights(&[None], &target), None);
+        // Rules of an old service [1: 100, 2: 0, 3: 0] and of one new in 3 [3: 1].
+        let w = release_weights([(1, 100), (2, 0), (3, 0), (3, 1)].into_iter());
+        assert_eq!(w, BTreeMap::from([(1, 100), (2, 0), (3, 0)]));
+    }
 
     #[test]
     fn export_names() {

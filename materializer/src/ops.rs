@@ -110,6 +110,9 @@ impl<A: Aws> std::fmt::Debug for Ops<'_, A> {
     }
 }
 
+/// One ELBv2 write: a rule's ARN and its whole weighted forward (target group, weight).
+type RuleWrite = (String, Vec<(String, u32)>);
+
 fn nothing_deployed(f: &Formation) -> Error {
     Error::Artifact(format!("formation {} has no published release in s3://{}/{}: deploy one first", f.name, f.bucket, f.prefix))
 }
@@ -166,16 +169,52 @@ impl<'a, A: Aws> Ops<'a, A> {
     }
 
     fn weights(rules: &[RuleView]) -> BTreeMap<u32, u32> {
-        let mut w = BTreeMap::new();
+        crate::observe::release_weights(rules.iter().flat_map(|r| r.forward.iter().filter_map(|(_, w, n)| n.map(|n| (n, *w)))))
+    }
+
+    /// The writes that give every rule the weights `target`: (rule ARN, forward) for each rule
+    /// whose weights change.
+    fn writes(rules: &[RuleView], target: &BTreeMap<u32, u32>) -> Result<Vec<RuleWrite>, Error> {
+        let mut changes = Vec::new();
         for r in rules {
-            for (_, weight, n) in &r.forward {
-                if let Some(n) = n {
-                    let e = w.entry(*n).or_insert(0);
-                    *e = (*e).max(*weight);
-                }
+            let releases: Vec<Option<u32>> = r.forward.iter().map(|(_, _, n)| *n).collect();
+            let Some(weights) = crate::observe::rule_weights(&releases, target) else {
+                return Err(Error::Artifact(format!("rule {} forwards to no target group of a live release; deploy again", r.arn)));
+            };
+            let new: Vec<(String, u32)> = r.forward.iter().zip(weights).map(|((tg, _, _), w)| (tg.clone(), w)).collect();
+            if new.iter().zip(&r.forward).any(|((_, a), (_, b, _))| a != b) {
+                changes.push((r.arn.clone(), new));
             }
         }
-        w
+        Ok(changes)
+    }
+
+    /// The writes, a few at a time, so that a large formation flips fast.
+    async fn write(&self, changes: &[RuleWrite]) -> Result<(), Error> {
+        use futures_util::stream::{self, StreamExt};
+        let results: Vec<Result<(), Error>> = stream::iter(changes.iter())
+            .map(|(arn, forward)| retry("set rule weights", move || self.aws.set_rule_weights(arn, forward)))
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<Vec<()>, Error>>().map(|_| ())
+    }
+
+    /// Puts the weights `target` back on every rule of the routing stacks `m` names, after a
+    /// CloudFormation rollback of a routing stack restored the weights of an older template.
+    /// Returns how many rules it wrote.
+    pub async fn reassert(&self, m: &Manifest, target: &BTreeMap<u32, u32>) -> Result<usize, Error> {
+        let rules = self.rules(m).await?;
+        let changes = Self::writes(&rules, target)?;
+        self.write(&changes).await?;
+        if !changes.is_empty() {
+            let line: Vec<String> = target.iter().map(|(n, w)| format!("{n}={w}")).collect();
+            state::update(self.aws, &self.f.bucket, &self.f.prefix, &self.f.name, |st| {
+                st.history.push(state::event(format!("traffic re-asserted after a failed routing update: {}", line.join(" "))));
+            })
+            .await?;
+        }
+        Ok(changes.len())
     }
 
     /// Sets the weights of releases: `{12: 100}` flips, `{11: 90, 12: 10}` splits. Only ELBv2
@@ -203,32 +242,14 @@ impl<'a, A: Aws> Ops<'a, A> {
                 if live.is_empty() { "none".into() } else { live.join(", ") }
             ));
         }
-        let mut changes = Vec::new();
-        for r in rules {
-            let new: Vec<(String, u32)> = r.forward.iter().map(|(tg, _, n)| (tg.clone(), n.and_then(|n| target.get(&n).copied()).unwrap_or(0))).collect();
-            if new.iter().all(|(_, w)| *w == 0) {
-                return refuse(format!(
-                    "rule {} would send its traffic nowhere: none of releases {:?} has its service",
-                    r.arn,
-                    target.keys().collect::<Vec<_>>()
-                ));
-            }
-            if new.iter().zip(&r.forward).any(|((_, a), (_, b, _))| a != b) {
-                changes.push((r.arn.clone(), new));
-            }
-        }
+        // A rule none of whose releases gets weight (a service only newer releases have) stays
+        // with the newest of them: it is the only one that can answer.
+        let changes = Self::writes(rules, target)?;
         let before = Self::weights(rules);
         // The change is recorded after the writes: a state file that cannot be recorded to
         // (corrupt, foreign) refuses the change before anything moves.
         self.state().await?;
-        // The writes are independent: a few at a time, so that a large formation flips fast.
-        use futures_util::stream::{self, StreamExt};
-        let results: Vec<Result<(), Error>> = stream::iter(changes.iter())
-            .map(|(arn, forward)| retry("set rule weights", move || self.aws.set_rule_weights(arn, forward)))
-            .buffer_unordered(8)
-            .collect()
-            .await;
-        results.into_iter().collect::<Result<Vec<()>, Error>>()?;
+        self.write(&changes).await?;
         let after: BTreeMap<u32, u32> = before.keys().map(|n| (*n, target.get(n).copied().unwrap_or(0))).collect();
         let line: Vec<String> = after.iter().map(|(n, w)| format!("{n}={w}")).collect();
         state::update(self.aws, &self.f.bucket, &self.f.prefix, &self.f.name, |st| {
@@ -411,11 +432,11 @@ impl<'a, A: Aws> Ops<'a, A> {
             rules.iter().map(|r| (r.logical.as_str(), r.forward.iter().filter_map(|(_, w, n)| n.map(|n| (n, *w))).collect())).collect();
         let mut routes = Vec::new();
         for svc in &m.services {
-            let id = gilliam_compiler::names::logical(&svc.name);
             let mut rs: Vec<&gilliam_compiler::manifest::RouteEntry> = m.routes.iter().filter(|r| r.service == svc.name).collect();
             rs.sort_by_key(|r| r.priority);
-            for (j, r) in rs.iter().enumerate() {
-                let w = by_logical.get(format!("{id}Route{}", j + 1).as_str()).cloned().unwrap_or_default();
+            for r in rs {
+                let id = gilliam_compiler::names::route_rule_id(r.host.as_deref(), r.path.as_deref());
+                let w = by_logical.get(id.as_str()).cloned().unwrap_or_default();
                 routes.push(RouteRow { route: r.route.clone(), service: svc.name.clone(), rewrite: r.rewrite.clone(), weights: w });
             }
         }

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 /// Bumped when an older gilliam would misread a plan.
-pub const PLAN_VERSION: u32 = 1;
+pub const PLAN_VERSION: u32 = 2;
 
 /// One live release's traffic share, as planned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,45 +16,41 @@ pub struct Share {
     pub weight: u32,
     pub internal: BTreeSet<String>,
     pub public: BTreeSet<String>,
+    /// The port of each HTTP service of the release (the formation keeps them open).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports: BTreeMap<String, u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
     /// Create the outputs bucket: versioned, encrypted, public access blocked.
-    CreateBucket {
-        bucket: String,
-    },
+    CreateBucket { bucket: String },
     /// Upload a bundle file (template, runtime document) to the bucket.
-    Upload {
-        path: String,
-        key: String,
-        sha256: String,
-    },
+    Upload { path: String, key: String, sha256: String },
     /// Delete a stack left by a failed create (ROLLBACK_COMPLETE), then create it.
-    ReplaceFailedStack {
-        stack: String,
-        status: String,
-    },
+    ReplaceFailedStack { stack: String, status: String },
     /// Finish a rollback that failed (UPDATE_ROLLBACK_FAILED) before updating.
-    ContinueRollback {
-        stack: String,
-    },
+    ContinueRollback { stack: String },
+    /// Create a stack from the bundle's template, or (with `shares`: the formation stack) from
+    /// the template rendered for the live releases these shares describe.
     CreateStack {
         stack: String,
         template_sha256: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shares: Option<Vec<Share>>,
     },
     UpdateStack {
         stack: String,
         template_sha256: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shares: Option<Vec<Share>>,
     },
+    /// Delete a routing stack this compile no longer has (its routing group has no HTTP
+    /// service left); it exports nothing, so nothing else depends on it.
+    DeleteStack { stack: String },
     /// Create or update a routing stack rendered for these weights.
-    Routing {
-        stack: String,
-        create: bool,
-        shares: Vec<Share>,
-        template_sha256: String,
-    },
+    Routing { stack: String, create: bool, shares: Vec<Share>, template_sha256: String },
     /// Once the release's target groups are healthy, render routing with these weights.
     ShiftWhenHealthy {
         release: u32,
@@ -64,15 +60,9 @@ pub enum Action {
         strategy: Option<String>,
     },
     /// Publish the bundle's manifest at this key.
-    Publish {
-        key: String,
-        sha256: String,
-    },
+    Publish { key: String, sha256: String },
     /// Retention: scale an old release carrying no traffic to zero, then delete its stacks.
-    Retire {
-        release: u32,
-        stacks: Vec<String>,
-    },
+    Retire { release: u32, stacks: Vec<String> },
     /// Record the release (and what was retired) in the published state and its history.
     Record {
         release: u32,
@@ -93,6 +83,10 @@ pub struct Observed {
     pub stacks: BTreeMap<String, Option<(String, String)>>,
     /// Release to the weight ELBv2's rules give it (`None`: no rule names it).
     pub weights: BTreeMap<u32, Option<u32>>,
+    /// The listener rules of each deployed routing stack, with their priorities: new rules are
+    /// numbered around them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rules: BTreeMap<String, gilliam_compiler::priority::DeployedRules>,
 }
 
 impl Observed {
@@ -179,6 +173,7 @@ impl Plan {
                 Action::ContinueRollback { stack } => writeln!(out, "  ~ stack {stack}: continue its failed rollback"),
                 Action::CreateStack { stack, .. } => writeln!(out, "  + stack {stack}"),
                 Action::UpdateStack { stack, .. } => writeln!(out, "  ~ stack {stack}"),
+                Action::DeleteStack { stack } => writeln!(out, "  - stack {stack} (no HTTP service left in its routing group)"),
                 Action::Routing { stack, create, shares, .. } => {
                     writeln!(out, "  {} stack {stack}: weights {}", if *create { "+" } else { "~" }, weights(shares))
                 }
