@@ -90,6 +90,11 @@ fn bad_service_names() {
     let e = errors("Api:\n  script: a\napi-:\n  script: c\n", RELEASE, STAGE);
     expect(&e, "gilliam.yml:1:1: bad service name `Api`", "lowercase");
     expect(&e, "gilliam.yml:3:1: bad service name `api-`", "does not end");
+    // A DNS label's 63 characters are accepted; one more is not.
+    let ok = format!("{}:\n  script: a\n", "a".repeat(63));
+    assert_eq!(errors(&ok, RELEASE, STAGE), Vec::<(String, String)>::new());
+    let long = format!("{}:\n  script: a\n", "a".repeat(64));
+    expect(&errors(&long, RELEASE, STAGE), "gilliam.yml:1:1: bad service name", "at most 63 characters");
 }
 
 #[test]

@@ -15,11 +15,12 @@ use std::collections::BTreeMap;
 mod common;
 use common::*;
 
-fn bundle(stage: &str, app: &str, number: u32, sha: &str) -> Bundle {
+/// Compiles into a directory of the test's own (`tag`): tests of this file run in parallel.
+fn bundle(tag: &str, stage: &str, app: &str, number: u32, sha: &str) -> Bundle {
     let release = format!(
         r#"{{"number": {number}, "artifact": {{"url": "s3://{ARTIFACTS}/a.tgz", "sha256": "{sha}"}}, "runtime_image": "ami-0a1b2c3d4e5f60718", "revision": "rev{number}", "created": "2026-11-22T10:00:00Z"}}"#
     );
-    let dir = root().join(format!("target/test-scratch/formation-changes/r{number}"));
+    let dir = root().join(format!("target/test-scratch/formation-changes/{tag}/r{number}"));
     gilliam_tests::compile_into(app, &release, stage, &dir);
     Bundle::load(&dir).expect("bundle")
 }
@@ -71,12 +72,12 @@ async fn formation_changes_converge_on_strict_aws_and_traffic_stays_where_the_op
         (4, v4.clone(), BTreeMap::from([(3, 50), (4, 50)])),
     ];
 
-    let r1 = bundle(&stage, V1, 1, &sha);
+    let r1 = bundle("story", &stage, V1, 1, &sha);
     Converger::new(&aws, &r1, opts(), &say).run().await.unwrap_or_else(|e| panic!("release 1: {e}"));
     assert_eq!(weights(&aws, &r1).await, BTreeMap::from([(1, 100)]));
     let mut expected = BTreeMap::from([(1, 100)]);
     for (n, app, split) in steps {
-        let b = bundle(&stage, &app, n, &sha);
+        let b = bundle("story", &stage, &app, n, &sha);
         Converger::new(&aws, &b, manual.clone(), &say).run().await.unwrap_or_else(|e| panic!("release {n}: {e}"));
         // Retention drops releases older than keep_releases (2) that carry nothing.
         expected.insert(n, 0);
@@ -117,9 +118,9 @@ async fn formation_changes_converge_on_strict_aws_and_traffic_stays_where_the_op
     // Every routed service goes; then a worker-only release: the routing stack is deleted once
     // empty, and the formation's exports stay for as long as anything imports them.
     let v5 = "api:\n  script: bin/api\n  ports: [8080]\n  internal: true\nworker:\n  script: bin/worker\n";
-    let b5 = bundle(&stage, v5, 5, &sha);
+    let b5 = bundle("story", &stage, v5, 5, &sha);
     Converger::new(&aws, &b5, opts(), &say).run().await.unwrap_or_else(|e| panic!("release 5: {e}"));
-    let b6 = bundle(&stage, "worker:\n  script: bin/worker\n", 6, &sha);
+    let b6 = bundle("story", &stage, "worker:\n  script: bin/worker\n", 6, &sha);
     Converger::new(&aws, &b6, opts(), &say).run().await.unwrap_or_else(|e| panic!("release 6: {e}"));
     assert_eq!(aws.describe_stack("shop-routing-1").await.expect("describe"), None, "an empty routing group has no stack");
     assert!(aws.describe_stack("shop-r6").await.expect("describe").is_some());
@@ -247,12 +248,12 @@ async fn a_rolled_back_routing_update_never_moves_traffic() {
     let sha = gilliam_materializer::sha256_hex(b"a tarball");
     let ops = gilliam_materializer::ops::Ops::new(&aws, formation(), &say);
     for n in [1, 2] {
-        let b = bundle(&stage, V1, n, &sha);
+        let b = bundle("rollback", &stage, V1, n, &sha);
         Converger::new(&aws, &b, opts(), &say).run().await.unwrap_or_else(|e| panic!("release {n}: {e}"));
     }
     // The routing template says 2=100; a rollback by ELBv2 writes moves traffic to 1.
     ops.rollback().await.unwrap_or_else(|e| panic!("rollback: {e}"));
-    let r2 = bundle(&stage, V1, 2, &sha);
+    let r2 = bundle("rollback", &stage, V1, 2, &sha);
     assert_eq!(weights(&aws, &r2).await, BTreeMap::from([(1, 100), (2, 0)]));
 
     let manual = Options { traffic_auto: false, ..opts() };
@@ -261,7 +262,7 @@ async fn a_rolled_back_routing_update_never_moves_traffic() {
         // Release 3's routing update fails and CloudFormation rolls it back, which writes the
         // template's 2=100 into ELBv2: the converge puts 1=100 back and says what failed.
         let n = if ending == "UPDATE_ROLLBACK_COMPLETE" { 3 } else { 4 };
-        let b = bundle(&stage, V1, n, &sha);
+        let b = bundle("rollback", &stage, V1, n, &sha);
         let err = Converger::new(&aws, &b, manual.clone(), &say).run().await.expect_err("the routing update fails");
         assert!(err.to_string().contains("shop-routing-1 ended"), "{err}");
         assert_eq!(weights(&aws, &b).await, BTreeMap::from([(1, 100), (2, 0)]), "after {ending}, traffic is where the operator put it");
@@ -271,8 +272,37 @@ async fn a_rolled_back_routing_update_never_moves_traffic() {
     // Once the update can go through, the next converge finishes the job (an
     // UPDATE_ROLLBACK_COMPLETE routing stack is updated like any other).
     *aws.fail_with.lock().expect("fail") = None;
-    let b = bundle(&stage, V1, 4, &sha);
+    let b = bundle("rollback", &stage, V1, 4, &sha);
     Converger::new(&aws, &b, manual, &say).run().await.unwrap_or_else(|e| panic!("release 4 again: {e}"));
     let w = weights(&aws, &b).await;
     assert_eq!((w.get(&1), w.get(&2), w.get(&4)), (Some(&100), Some(&0), Some(&0)), "{w:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_names_as_long_as_teams_write_them_deploy_on_strict_aws() {
+    let moto = moto::Moto::start();
+    let aws = Strict::new(SdkAws::connect(&Endpoint { url: Some(moto.url.clone()), region: Some(REGION.into()) }).await);
+    let stage = network(&aws).await;
+    let say = |line: &str| eprintln!("{line}");
+    aws.create_secure_bucket(ARTIFACTS, REGION).await.expect("artifact bucket");
+    aws.put_object(ARTIFACTS, "a.tgz", b"a tarball".to_vec(), PutCondition::Always).await.expect("artifact");
+    let sha = gilliam_materializer::sha256_hex(b"a tarball");
+    // Two 63-character names that share their first 32 characters, and one with `_`.
+    let (a, b) = ("recommendation-engine-feature-store-gateway-for-the-storefront1", "recommendation-engine-feature-store-gateway-for-the-storefront2");
+    let app = format!("{a}:\n  script: bin/a\n  ports: [8080]\n  routes: [a.example.com]\n{b}:\n  script: bin/b\n  ports: [8080]\n  internal: true\npayments_api:\n  script: bin/p\n  ports: [9000]\n  routes: [example.com/payments/*]\n");
+    for n in [1, 2] {
+        let b = bundle("names", &stage, &app, n, &sha);
+        Converger::new(&aws, &b, opts(), &say).run().await.unwrap_or_else(|e| panic!("release {n}: {e}"));
+    }
+    let r2 = bundle("names", &stage, &app, 2, &sha);
+    assert_eq!(weights(&aws, &r2).await, BTreeMap::from([(1, 0), (2, 100)]));
+    let ops = gilliam_materializer::ops::Ops::new(&aws, formation(), &say);
+    ops.traffic(&BTreeMap::from([(1, 30), (2, 70)])).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(weights(&aws, &r2).await, BTreeMap::from([(1, 30), (2, 70)]));
+    let exports: Vec<String> = aws.list_exports().await.expect("exports").into_iter().map(|(n, _)| n).collect();
+    for n in [1, 2] {
+        for svc in ["RecommendationEngineFeatureStoreGatewayForTheStorefront1", "RecommendationEngineFeatureStoreGatewayForTheStorefront2", "PaymentsApi"] {
+            assert!(exports.contains(&format!("shop-r{n}-{svc}-InternalTargetGroup")), "{svc} of release {n}: {exports:?}");
+        }
+    }
 }
