@@ -254,3 +254,20 @@ fn a_formation_named_internal_is_refused_at_its_position() {
     assert!(err.contains("stage.yml:1:12: bad formation name `internal-tools`"), "{err}");
     assert!(err.contains("internal-"), "{err}");
 }
+
+#[test]
+fn an_exact_postgres_version_is_not_upgraded_behind_the_templates_back() {
+    let db = |version: &str| {
+        let app = format!("db:\n  type: postgres\n  version: \"{version}\"\n");
+        let c = compile(&app, 1, STAGE, None, BTreeMap::new());
+        templates(&c)["shop"].1["Resources"]["AuxDbDatabase"]["Properties"].clone()
+    };
+    // RDS moves a database to newer minors on its own; a template that names an exact minor
+    // would then ask for a downgrade, which RDS refuses: an exact pin turns that off.
+    let pinned = db("17.5");
+    assert_eq!((pinned["EngineVersion"].as_str(), pinned["AutoMinorVersionUpgrade"].as_bool()), (Some("17.5"), Some(false)));
+    let major = db("17");
+    assert_eq!((major["EngineVersion"].as_str(), major["AutoMinorVersionUpgrade"].as_bool()), (Some("17"), Some(true)));
+    // Changing the major version in gilliam.yml is an upgrade RDS makes only when allowed.
+    assert_eq!(major["AllowMajorVersionUpgrade"].as_bool(), Some(true));
+}

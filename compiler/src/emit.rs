@@ -623,10 +623,19 @@ fn formation_template(ctx: &Ctx<'_>, aux_scripts: &BTreeMap<(String, u32), Strin
                     "StorageType": "gp3", "StorageEncrypted": true, "DBName": aux.database,
                     "MasterUsername": resolve("username"), "MasterUserPassword": resolve("password"),
                     "VPCSecurityGroups": [get_att("AuxiliarySecurityGroup", "GroupId")], "DBSubnetGroupName": r#ref("DatabaseSubnetGroup"),
-                    "PubliclyAccessible": false, "BackupRetentionPeriod": 7, "CopyTagsToSnapshot": true, "AutoMinorVersionUpgrade": true,
+                    "PubliclyAccessible": false, "BackupRetentionPeriod": 7, "CopyTagsToSnapshot": true,
                     "EnableIAMDatabaseAuthentication": true, "DeletionProtection": true,
+                    // A new major version in gilliam.yml is an in-place upgrade RDS performs
+                    // only when allowed; without it the formation's update fails.
+                    "AllowMajorVersionUpgrade": true,
                     "Tags": tg("gilliam:auxiliary", &a.s.name),
                 });
+                // An exact minor version pinned together with automatic minor upgrades breaks
+                // the next update: RDS moves to a newer minor, the template still names the
+                // older one, and RDS refuses to go back. A major version alone (`"17"`)
+                // follows minor upgrades; an exact one (`"17.5"`) stays where it is.
+                let pinned = aux.version.as_deref().is_some_and(|v| v.contains('.'));
+                db["AutoMinorVersionUpgrade"] = json!(!pinned);
                 if let Some(v) = &aux.version {
                     db["EngineVersion"] = json!(v);
                 }
