@@ -8,6 +8,48 @@ umask 077
 root="${GILLIAM_ROOT:-}"
 config="$root/etc/gilliam/runtime.json"
 agent="${GILLIAM_AGENT:-/usr/local/bin/gilliam-agent}"
+region='{{region}}'
+signal_stack='{{signal_stack}}'
+signal_resource='{{signal_resource}}'
+
+# Without the agent nothing would signal, and CloudFormation would wait out the whole signal
+# timeout before failing the release: signal FAILURE from here, with curl's SigV4, as the
+# instance role (IMDSv2), or with the credentials and endpoints of the environment.
+signal_failure() {
+  command -v curl >/dev/null || { echo "gilliam: no curl to signal FAILURE with" >&2; return 0; }
+  local key="${AWS_ACCESS_KEY_ID:-}" secret="${AWS_SECRET_ACCESS_KEY:-}" session="${AWS_SESSION_TOKEN:-}"
+  local instance="${GILLIAM_INSTANCE_ID:-}" imds="${AWS_EC2_METADATA_SERVICE_ENDPOINT:-http://169.254.169.254}" token="" role="" creds=""
+  if [ -z "$key" ] || [ -z "$instance" ]; then
+    if [ "${AWS_EC2_METADATA_DISABLED:-}" = true ]; then
+      echo "gilliam: no credentials or instance id to signal FAILURE with" >&2
+      return 0
+    fi
+    token=$(curl -sf -m 5 -X PUT -H "X-aws-ec2-metadata-token-ttl-seconds: 300" "$imds/latest/api/token") || return 0
+    if [ -z "$instance" ]; then
+      instance=$(curl -sf -m 5 -H "X-aws-ec2-metadata-token: $token" "$imds/latest/meta-data/instance-id") || return 0
+    fi
+    if [ -z "$key" ]; then
+      role=$(curl -sf -m 5 -H "X-aws-ec2-metadata-token: $token" "$imds/latest/meta-data/iam/security-credentials/" | head -n 1) || return 0
+      creds=$(curl -sf -m 5 -H "X-aws-ec2-metadata-token: $token" "$imds/latest/meta-data/iam/security-credentials/$role") || return 0
+      key=$(printf '%s\n' "$creds" | sed -n 's/.*"AccessKeyId" *: *"\([^"]*\)".*/\1/p' | head -n 1)
+      secret=$(printf '%s\n' "$creds" | sed -n 's/.*"SecretAccessKey" *: *"\([^"]*\)".*/\1/p' | head -n 1)
+      session=$(printf '%s\n' "$creds" | sed -n 's/.*"Token" *: *"\([^"]*\)".*/\1/p' | head -n 1)
+    fi
+  fi
+  local endpoint="${AWS_ENDPOINT_URL_CLOUDFORMATION:-${AWS_ENDPOINT_URL:-https://cloudformation.$region.amazonaws.com}}"
+  local auth=(--aws-sigv4 "aws:amz:$region:cloudformation" --user "$key:$secret")
+  if [ -n "$session" ]; then
+    auth+=(-H "X-Amz-Security-Token: $session")
+  fi
+  if curl -sf -m 10 "${auth[@]}" "$endpoint/" --data "Action=SignalResource" --data "Version=2010-05-15" \
+    --data-urlencode "StackName=$signal_stack" --data-urlencode "LogicalResourceId=$signal_resource" \
+    --data-urlencode "UniqueId=$instance" --data "Status=FAILURE" >/dev/null; then
+    echo "gilliam: signalled FAILURE for $signal_resource of $signal_stack" >&2
+  else
+    echo "gilliam: could not signal FAILURE for $signal_resource of $signal_stack" >&2
+  fi
+}
+
 mkdir -p "$root/etc/gilliam"
 cat > "$config.tmp" <<'GILLIAM_RUNTIME_CONFIG'
 {{runtime_config}}
@@ -15,6 +57,7 @@ GILLIAM_RUNTIME_CONFIG
 mv "$config.tmp" "$config"
 if [ ! -x "$agent" ]; then
   echo "gilliam: agent $agent is missing: is {{image}} a gilliam runtime image?" >&2
+  signal_failure || true
   exit 1
 fi
 if [ -z "$root" ] && [ -d /run/systemd/system ]; then

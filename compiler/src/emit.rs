@@ -131,7 +131,7 @@ pub(crate) fn emit(ctx: &mut Ctx<'_>, inputs: &Inputs<'_>) -> Result<Compiled, S
     // Discovery is inlined in every service's userdata while that fits; past that it would grow
     // with the square of the service count, so it moves to one shared document per release.
     let discovery_bytes = serde_json::to_string(&disc.all_env()).map_or(0, |t| t.len());
-    let overhead = fill_template(ctx, "service", "", "", &ctx.release.runtime_image).len();
+    let overhead = fill_template(ctx, "service", "", "", &ctx.release.runtime_image, (&ctx.release_stack(1), "AutoScalingGroup")).len();
     let inline = if discovery_bytes <= INLINE_DISCOVERY_BUDGET { Some(configs(None)?) } else { None };
     let (texts, shared) = match inline {
         Some(t) if t.iter().all(|(n, c)| overhead + n.len() + c.len() <= INLINE_USERDATA_BUDGET) => (t, None),
@@ -168,7 +168,8 @@ pub(crate) fn emit(ctx: &mut Ctx<'_>, inputs: &Inputs<'_>) -> Result<Compiled, S
     let svcs: Vec<&Svc<'_>> = ctx.processes().collect();
     let rendered = crate::par::map(svcs, ctx.workers, |s| -> Result<(&Svc<'_>, Userdata), String> {
         let text = texts.get(&s.s.name).ok_or("internal error: runtime config missing")?.replace(STACK_PLACEHOLDER, &ctx.release_stack(s.part));
-        Ok((s, userdata_script(ctx, "service", &s.s.name, &text, &ctx.release.runtime_image, &format!("runtime/{}.json", s.s.name))?))
+        let signal = (ctx.release_stack(s.part), format!("{}AutoScalingGroup", s.id));
+        Ok((s, userdata_script(ctx, "service", &s.s.name, &text, &ctx.release.runtime_image, (&signal.0, &signal.1), &format!("runtime/{}.json", s.s.name))?))
     });
     for r in rendered {
         let (s, u) = r?;
@@ -190,7 +191,8 @@ pub(crate) fn emit(ctx: &mut Ctx<'_>, inputs: &Inputs<'_>) -> Result<Compiled, S
         for i in 0..aux.size {
             let config = serde_json::to_string_pretty(&etcd_config(ctx, a, i)).map_err(|e| format!("internal error: {e}"))?;
             let name = format!("{}-{i}", a.s.name);
-            let u = userdata_script(ctx, "auxiliary", &name, &config, &image, &format!("runtime/{name}.json"))?;
+            let signal = (names::formation_stack(ctx.f()), format!("Aux{}Member{i}Group", a.id));
+            let u = userdata_script(ctx, "auxiliary", &name, &config, &image, (&signal.0, &signal.1), &format!("runtime/{name}.json"))?;
             if u.external.is_some() {
                 return Err(format!("internal error: etcd member {name}'s runtime config does not fit in userdata"));
             }
@@ -398,10 +400,10 @@ fn etcd_config(ctx: &Ctx<'_>, a: &Svc<'_>, i: u32) -> Value {
     }))
 }
 
-/// Renders userdata for one instance role. When the script would not fit the EC2 limit with
-/// room to spare, the runtime config goes to its own file (uploaded next to the templates) and
-/// userdata carries its S3 URL and sha256 instead. Returns (script, external?).
-fn fill_template(ctx: &Ctx<'_>, role: &str, name: &str, cfg: &str, image: &str) -> String {
+/// The userdata template filled in for one instance role, with `cfg` as its runtime config.
+/// `signal` is the stack and resource the instance signals: userdata signals FAILURE itself
+/// when the image has no agent.
+fn fill_template(ctx: &Ctx<'_>, role: &str, name: &str, cfg: &str, image: &str, signal: (&str, &str)) -> String {
     USERDATA_TEMPLATE
         .replace("{{formation}}", ctx.f())
         .replace("{{release}}", &ctx.release.number.to_string())
@@ -409,6 +411,9 @@ fn fill_template(ctx: &Ctx<'_>, role: &str, name: &str, cfg: &str, image: &str) 
         .replace("{{service}}", name)
         .replace("{{config_version}}", &RUNTIME_CONFIG_VERSION.to_string())
         .replace("{{image}}", image)
+        .replace("{{region}}", &ctx.stage.region)
+        .replace("{{signal_stack}}", signal.0)
+        .replace("{{signal_resource}}", signal.1)
         .replace("{{runtime_config}}", cfg)
 }
 
@@ -422,8 +427,8 @@ struct Userdata {
     external: Option<(String, Vec<u8>, String)>,
 }
 
-fn userdata_script(ctx: &Ctx<'_>, role: &str, name: &str, text: &str, image: &str, external_path: &str) -> Result<Userdata, String> {
-    let render = |cfg: &str| fill_template(ctx, role, name, cfg, image);
+fn userdata_script(ctx: &Ctx<'_>, role: &str, name: &str, text: &str, image: &str, signal: (&str, &str), external_path: &str) -> Result<Userdata, String> {
+    let render = |cfg: &str| fill_template(ctx, role, name, cfg, image, signal);
     let script = render(text);
     if script.len() <= INLINE_USERDATA_BUDGET {
         return Ok(Userdata { sha256: sha256_hex(script.as_bytes()), script, external: None });

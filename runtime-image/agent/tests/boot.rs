@@ -232,3 +232,81 @@ fn an_etcd_member_attaches_its_interface_and_volume_then_signals() {
     Command::new("kill").args(["-TERM", &agent.child.id().to_string()]).status().expect("kill");
     assert_eq!(agent.wait_exit(Duration::from_secs(30)).code(), Some(0), "{}", agent.text());
 }
+
+#[test]
+fn userdata_signals_failure_itself_when_the_image_has_no_agent() {
+    // An image without the agent would leave CloudFormation waiting out the whole signal
+    // timeout: userdata signals FAILURE with curl's SigV4 (here with the environment's
+    // credentials and endpoint; on an instance, the role's credentials from IMDSv2).
+    let (moto, _aws, cfn) = world();
+    let b = scratch_root("no-agent");
+    gilliam_tests::compile_into(&app(free_port()), &release(1, "s3://boot-artifacts/web/r1.tar.gz", &"0".repeat(64)), STAGE, &b.dir.join("out"));
+    let mut agent = run_userdata(&b, &b.dir.join("out/userdata/web.sh"), &moto, &cfn, &[("GILLIAM_AGENT", "/nonexistent/gilliam-agent")]);
+    let status = agent.wait_exit(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1), "{}", agent.text());
+    let signal = cfn.signal_for("WebAutoScalingGroup").unwrap_or_else(|| panic!("no signal: {}", agent.text()));
+    assert_eq!(signal.get("Status").map(String::as_str), Some("FAILURE"), "{signal:?}");
+    assert_eq!(signal.get("StackName").map(String::as_str), Some("boot-r1"));
+    assert_eq!(signal.get("UniqueId").map(String::as_str), Some("i-0123456789test"));
+    wait_for("the log line", Duration::from_secs(5), || agent.text().contains("signalled FAILURE for WebAutoScalingGroup of boot-r1").then_some(()));
+}
+
+/// A stand-in for the instance metadata service (IMDSv2) on 127.0.0.1: a session token, the
+/// instance id, the role's credentials; every read must carry the token. Returns its URL and
+/// the paths it answered.
+fn fake_imds() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", l.local_addr().expect("addr"));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming().map_while(Result::ok) {
+            let mut r = BufReader::new(s.try_clone().expect("clone"));
+            let mut w = s;
+            let (mut first, mut line, mut token) = (String::new(), String::new(), false);
+            r.read_line(&mut first).expect("request line");
+            while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+                token |= line.to_ascii_lowercase().starts_with("x-aws-ec2-metadata-token: tok");
+                line.clear();
+            }
+            let path = first.split_whitespace().nth(1).unwrap_or_default().to_string();
+            let body = match (first.starts_with("PUT"), token, path.as_str()) {
+                (true, _, "/latest/api/token") => Some("tok".to_string()),
+                (false, true, "/latest/meta-data/instance-id") => Some("i-0imds".to_string()),
+                (false, true, "/latest/meta-data/iam/security-credentials/") => Some("release-role".to_string()),
+                (false, true, "/latest/meta-data/iam/security-credentials/release-role") => {
+                    Some("{\n  \"Code\" : \"Success\",\n  \"AccessKeyId\" : \"ASIAIMDS\",\n  \"SecretAccessKey\" : \"imds-secret\",\n  \"Token\" : \"imds-session\"\n}".to_string())
+                }
+                _ => None,
+            };
+            log.lock().expect("seen").push(format!("{} {path}", if body.is_some() { "200" } else { "401" }));
+            let (status, body) = body.map_or(("401 Unauthorized", String::new()), |b| ("200 OK", b));
+            let _ = write!(w, "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        }
+    });
+    (url, seen)
+}
+
+#[test]
+fn without_credentials_in_the_environment_userdata_signals_as_the_instance_role() {
+    let (moto, _aws, cfn) = world();
+    let (imds, seen) = fake_imds();
+    let b = scratch_root("no-agent-imds");
+    gilliam_tests::compile_into(&app(free_port()), &release(1, "s3://boot-artifacts/web/r1.tar.gz", &"0".repeat(64)), STAGE, &b.dir.join("out"));
+    let env = [
+        ("GILLIAM_AGENT", "/nonexistent/gilliam-agent"),
+        ("AWS_ACCESS_KEY_ID", ""),
+        ("AWS_SECRET_ACCESS_KEY", ""),
+        ("GILLIAM_INSTANCE_ID", ""),
+        ("AWS_EC2_METADATA_DISABLED", "false"),
+        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.as_str()),
+    ];
+    let mut agent = run_userdata(&b, &b.dir.join("out/userdata/web.sh"), &moto, &cfn, &env);
+    assert_eq!(agent.wait_exit(Duration::from_secs(30)).code(), Some(1));
+    let signal = cfn.signal_for("WebAutoScalingGroup").unwrap_or_else(|| panic!("no signal: {}", agent.text()));
+    assert_eq!((signal.get("Status").map(String::as_str), signal.get("UniqueId").map(String::as_str)), (Some("FAILURE"), Some("i-0imds")));
+    let seen = seen.lock().expect("seen").clone();
+    assert!(seen.iter().all(|s| s.starts_with("200")), "every metadata read carried the session token: {seen:?}");
+    assert!(seen.iter().any(|s| s.ends_with("/security-credentials/release-role")), "{seen:?}");
+}
