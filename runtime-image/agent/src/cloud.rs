@@ -27,7 +27,14 @@ pub struct CloudError {
     /// The call that failed, as AWS names it (`GetObject`, `SignalResource`, ...).
     pub call: &'static str,
     pub message: String,
+    /// AWS's error code (`AccessDenied`, `VolumeInUse`, ...), or [`NO_CREDENTIALS`]; `None`
+    /// for failures of the agent's own (a bound, a file).
+    pub code: Option<String>,
 }
+
+/// The code given to a call that found no credentials to sign with (the instance profile not
+/// visible yet).
+pub const NO_CREDENTIALS: &str = "CredentialsUnavailable";
 
 impl std::fmt::Display for CloudError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

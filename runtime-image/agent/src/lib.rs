@@ -10,6 +10,7 @@ pub mod drain;
 pub mod health;
 pub mod identity;
 pub mod logs;
+pub mod patience;
 pub mod sdk;
 pub mod supervise;
 pub mod unpack;

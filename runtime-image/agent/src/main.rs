@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 use gilliam_agent::agent::{self, Options, RunError};
 use gilliam_agent::cloud::Cloud;
+use gilliam_agent::patience::{Patience, Patient};
 use gilliam_agent::sdk::SdkCloud;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -88,7 +89,14 @@ fn main() -> ExitCode {
                     return ExitCode::from(3);
                 }
             }
-            let connect = |region: &str| SdkCloud::connect(region).map(|c| Box::new(c) as Box<dyn Cloud>);
+            // IAM propagation of a new role and an old etcd member still holding its volume
+            // pass on their own: retried for a bounded time (gilliam_agent::patience).
+            let connect = |region: &str| {
+                SdkCloud::connect(region).map(|c| {
+                    let say = Box::new(|m: &str| eprintln!("gilliam-agent: {m}"));
+                    Box::new(Patient::new(c, Patience::default(), say)) as Box<dyn Cloud>
+                })
+            };
             match agent::run(&opts, &connect, &stop) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(RunError::Config(e)) => {

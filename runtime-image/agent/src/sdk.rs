@@ -1,11 +1,13 @@
 //! The real AWS behind the agent's seam: S3, CloudFormation, Secrets Manager and EC2 clients
 //! from the standard credential chain (the instance role on EC2), on a small runtime of its own.
 
-use crate::cloud::{parse_s3_url, Attached, Cloud, CloudError, Fetched, SignalCall};
+use crate::cloud::{parse_s3_url, Attached, Cloud, CloudError, Fetched, SignalCall, NO_CREDENTIALS};
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_smithy_http_client::tls;
+use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use std::io::Write;
 use std::path::Path;
 
@@ -18,8 +20,24 @@ pub struct SdkCloud {
     ec2: aws_sdk_ec2::Client,
 }
 
-fn err(call: &'static str, e: impl std::error::Error) -> CloudError {
-    CloudError { call, message: DisplayErrorContext(e).to_string() }
+/// A failed SDK call, with AWS's error code; a request that could not be signed or sent for
+/// want of credentials gets [`NO_CREDENTIALS`].
+fn err<E, R>(call: &'static str, e: SdkError<E, R>) -> CloudError
+where
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    let message = DisplayErrorContext(&e).to_string();
+    let code = e.code().map(str::to_string).or_else(|| {
+        let unsent = matches!(e, SdkError::ConstructionFailure(_) | SdkError::DispatchFailure(_));
+        (unsent && message.to_ascii_lowercase().contains("credential")).then(|| NO_CREDENTIALS.to_string())
+    });
+    CloudError { call, message, code }
+}
+
+/// A failure of the agent's own, with no AWS error code.
+fn own(call: &'static str, message: String) -> CloudError {
+    CloudError { call, message, code: None }
 }
 
 /// The HTTPS client every AWS client here uses (rustls with ring; no native TLS).
@@ -57,20 +75,20 @@ impl SdkCloud {
 
     async fn fetch_async(&self, url: &str, dest: &Path, max_bytes: u64) -> Result<Fetched, CloudError> {
         use sha2::Digest;
-        let (bucket, key) = parse_s3_url(url).map_err(|m| CloudError { call: "GetObject", message: m })?;
+        let (bucket, key) = parse_s3_url(url).map_err(|m| own("GetObject", m))?;
         let out = self.s3.get_object().bucket(&bucket).key(&key).send().await.map_err(|e| err("GetObject", e))?;
-        let too_big = |n: u64| CloudError { call: "GetObject", message: format!("{url} is {n} bytes or more, over the agent's bound of {max_bytes}") };
+        let too_big = |n: u64| own("GetObject", format!("{url} is {n} bytes or more, over the agent's bound of {max_bytes}"));
         if let Some(n) = out.content_length().and_then(|n| u64::try_from(n).ok()) {
             if n > max_bytes {
                 return Err(too_big(n));
             }
         }
-        let io = |e: std::io::Error| CloudError { call: "GetObject", message: format!("writing {}: {e}", dest.display()) };
+        let io = |e: std::io::Error| own("GetObject", format!("writing {}: {e}", dest.display()));
         let mut file = std::fs::File::create(dest).map_err(io)?;
         let mut hash = sha2::Sha256::new();
         let mut body = out.body;
         let mut bytes = 0u64;
-        while let Some(chunk) = body.try_next().await.map_err(|e| err("GetObject", e))? {
+        while let Some(chunk) = body.try_next().await.map_err(|e| own("GetObject", DisplayErrorContext(e).to_string()))? {
             bytes += chunk.len() as u64;
             if bytes > max_bytes {
                 return Err(too_big(bytes));
@@ -121,7 +139,7 @@ impl Cloud for SdkCloud {
 
     fn secret(&self, id: &str) -> Result<String, CloudError> {
         let out = self.rt.block_on(self.secrets.get_secret_value().secret_id(id).send()).map_err(|e| err("GetSecretValue", e))?;
-        out.secret_string().map(str::to_string).ok_or_else(|| CloudError { call: "GetSecretValue", message: format!("secret {id} has no string value") })
+        out.secret_string().map(str::to_string).ok_or_else(|| own("GetSecretValue", format!("secret {id} has no string value")))
     }
 
     fn signal(&self, call: &SignalCall) -> Result<(), CloudError> {
@@ -135,5 +153,27 @@ impl Cloud for SdkCloud {
 
     fn attach(&self, tag_key: &str, tag_value: &str, instance_id: &str) -> Result<Attached, CloudError> {
         self.rt.block_on(self.attach_async(tag_key, tag_value, instance_id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
+    use aws_smithy_runtime_api::http::{Response, StatusCode};
+    use aws_smithy_types::body::SdkBody;
+    use aws_smithy_types::error::ErrorMetadata;
+
+    #[test]
+    fn errors_keep_aws_codes_and_name_missing_credentials() {
+        let refused = GetSecretValueError::generic(ErrorMetadata::builder().code("AccessDeniedException").message("not authorized yet").build());
+        let status = StatusCode::try_from(400).expect("status");
+        let e = err("GetSecretValue", SdkError::<GetSecretValueError, _>::service_error(refused, Response::new(status, SdkBody::empty())));
+        assert_eq!(e.code.as_deref(), Some("AccessDeniedException"));
+        assert!(e.message.contains("not authorized yet"), "{}", e.message);
+        let unsigned: SdkError<GetSecretValueError, Response> = SdkError::construction_failure("no credentials in the provider chain");
+        assert_eq!(err("GetSecretValue", unsigned).code.as_deref(), Some(NO_CREDENTIALS));
+        let unsent: SdkError<GetSecretValueError, Response> = SdkError::construction_failure("bad endpoint");
+        assert_eq!(err("GetSecretValue", unsent).code, None);
     }
 }
