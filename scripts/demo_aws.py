@@ -14,11 +14,25 @@ region = "eu-west-1"
 ec2 = boto3.client("ec2", endpoint_url=endpoint, region_name=region)
 s3 = boto3.client("s3", endpoint_url=endpoint, region_name=region)
 
+# A network shaped like a real one, which gilliam's preflight checks: DNS on, two public
+# subnets routed to an internet gateway, two private ones routed to a NAT gateway.
 vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsSupport={"Value": True})
+ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
 subnets = [
     ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=region + "ab"[i % 2])["Subnet"]["SubnetId"]
     for i in range(4)
 ]
+igw = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
+ec2.attach_internet_gateway(InternetGatewayId=igw, VpcId=vpc)
+public = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+ec2.create_route(RouteTableId=public, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw)
+eip = ec2.allocate_address(Domain="vpc")["AllocationId"]
+nat = ec2.create_nat_gateway(SubnetId=subnets[0], AllocationId=eip)["NatGateway"]["NatGatewayId"]
+private = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+ec2.create_route(RouteTableId=private, DestinationCidrBlock="0.0.0.0/0", NatGatewayId=nat)
+for subnet, table in zip(subnets, [public, public, private, private]):
+    ec2.associate_route_table(SubnetId=subnet, RouteTableId=table)
 bucket = "gilliam-demo-artifacts"
 s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
 artifact = b"demo artifact: a tarball would be here\n"

@@ -32,10 +32,11 @@ fn app() -> String {
     s
 }
 
-async fn stage<A: Aws>(aws: &A) -> String {
+async fn stage<A: Aws>(aws: &A, url: &str) -> String {
     let body = gilliam_tests::network_template(REGION);
     aws.create_stack(&StackRequest { name: "net".into(), template: TemplateSource::Body(body), capabilities: vec![], tags: vec![] }).await.expect("network");
     let o: BTreeMap<String, String> = aws.describe_stack("net").await.expect("describe").expect("net").outputs.into_iter().collect();
+    gilliam_tests::finish_network(url, REGION, &o).await;
     format!("formation: bench\nregion: {REGION}\nvpc: {}\npublic_subnets: [{}, {}]\nprivate_subnets: [{}, {}]\noutputs_bucket: bench-out\nkeep_releases: 2\nrouting_groups: 2\n", o["Vpc"], o["A"], o["B"], o["C"], o["D"])
 }
 
@@ -67,7 +68,7 @@ fn ms(d: Duration) -> String {
 async fn main() {
     let moto = Moto::start();
     let aws = Counting::new(SdkAws::connect(&Endpoint { url: Some(moto.url.clone()), region: Some(REGION.into()) }).await);
-    let stage = stage(&aws).await;
+    let stage = stage(&aws, &moto.url).await;
     aws.inner.create_secure_bucket("bench-art", REGION).await.expect("bucket");
     aws.inner.put_object("bench-art", "a.tgz", b"art".to_vec(), PutCondition::Always).await.expect("artifact");
     let sha = gilliam_materializer::sha256_hex(b"art");

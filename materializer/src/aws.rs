@@ -122,6 +122,54 @@ pub struct Group {
     pub in_service: u32,
 }
 
+/// The network a formation is placed in, as EC2 describes it: what the preflight checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Network {
+    /// `None`: no such VPC.
+    pub vpc: Option<Vpc>,
+    /// The subnets found, by id (a subnet asked for and missing is absent).
+    pub subnets: std::collections::BTreeMap<String, Subnet>,
+    /// The VPC's route tables by id.
+    pub route_tables: std::collections::BTreeMap<String, RouteTable>,
+    /// The VPC's endpoints (PrivateLink interfaces and S3/DynamoDB gateways).
+    pub endpoints: Vec<VpcEndpoint>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Vpc {
+    pub dns_support: bool,
+    pub dns_hostnames: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Subnet {
+    pub vpc: String,
+    pub zone: String,
+    pub map_public_ip: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteTable {
+    /// The VPC's main route table: subnets without a table of their own use it.
+    pub main: bool,
+    pub subnets: Vec<String>,
+    /// (destination CIDR, target id: `igw-...`, `nat-...`, `i-...`, `tgw-...`, `local`, ...).
+    pub routes: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VpcEndpoint {
+    /// `com.amazonaws.REGION.s3`, `com.amazonaws.REGION.secretsmanager`, ...
+    pub service: String,
+    /// `Gateway` or `Interface`.
+    pub kind: String,
+    pub private_dns: bool,
+    /// Route tables a gateway endpoint is in.
+    pub route_tables: Vec<String>,
+    /// Subnets an interface endpoint has a network interface in.
+    pub subnets: Vec<String>,
+}
+
 pub trait Aws: Send + Sync {
     fn bucket_exists(&self, bucket: &str) -> impl Future<Output = AwsResult<bool>> + Send;
     /// Creates the bucket versioned, encrypted, with all public access blocked.
@@ -161,6 +209,13 @@ pub trait Aws: Send + Sync {
     fn delete_secret(&self, name: &str) -> impl Future<Output = AwsResult<()>> + Send {
         let _ = name;
         async { Err(AwsError::Other("this AWS client cannot delete secrets".into())) }
+    }
+
+    /// The VPC, the subnets named, and the VPC's route tables and endpoints; `None` from a
+    /// client that cannot tell (then the preflight says it was skipped).
+    fn describe_network(&self, vpc: &str, subnets: &[String]) -> impl Future<Output = AwsResult<Option<Network>>> + Send {
+        let _ = (vpc, subnets);
+        async { Ok(None) }
     }
 
     /// Stores a new secret (tagged with its formation) holding `value`; returns its ARN.

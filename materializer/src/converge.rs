@@ -71,6 +71,11 @@ pub enum Error {
     Aborted(String),
     /// Another deploy or traffic change holds the formation's lock (named).
     Locked(String),
+    /// The account's network lacks what the formation needs: every problem, with what to do.
+    Preflight {
+        formation: String,
+        problems: Vec<String>,
+    },
     /// The lock was broken or taken over while this process worked.
     LockLost(String),
 }
@@ -93,6 +98,10 @@ impl std::fmt::Display for Error {
                 "the formation is locked by {holder}; wait for it (--lock-wait SECONDS), or if nothing is running there, break it with `gilliam unlock`"
             ),
             Error::LockLost(why) => write!(f, "stopped: {why}; nothing is left half-done that a new run will not finish"),
+            Error::Preflight { formation, problems } => {
+                write!(f, "the network is not ready for formation {formation}; nothing was changed:")?;
+                problems.iter().try_for_each(|p| write!(f, "\n  - {p}"))
+            }
         }
     }
 }
@@ -241,6 +250,16 @@ impl<'a, A: Aws> Converger<'a, A> {
         let m = self.m();
         let bucket = m.formation.outputs_bucket.clone();
         let mut observed = Observed { bucket_exists: retry("look for the bucket", || self.aws.bucket_exists(&bucket)).await?, ..Observed::default() };
+        // Before anything else: what a real account must have for the formation to come up.
+        let [_, _, stage] = self.bundle.inputs()?;
+        let stage = gilliam_compiler::parse_stage(gilliam_compiler::Source { name: "stage.yml", text: &stage })
+            .map_err(|d| Error::Bundle(BundleError(format!("the bundle's stage file: {d}"))))?;
+        let needs = crate::preflight::Needs::of(m, &stage);
+        if let Some(problems) = crate::preflight::check(self.aws, &needs).await? {
+            if !problems.is_empty() {
+                return Err(Error::Preflight { formation: m.formation.name.clone(), problems });
+            }
+        }
         let mut actions = Vec::new();
         if !observed.bucket_exists {
             actions.push(Action::CreateBucket { bucket: bucket.clone() });

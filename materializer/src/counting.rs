@@ -142,4 +142,8 @@ impl<A: Aws> Aws for Counting<A> {
         self.count("put_secret");
         self.timed(self.inner.put_secret(name, value, formation)).await
     }
+    async fn describe_network(&self, vpc: &str, subnets: &[String]) -> AwsResult<Option<crate::aws::Network>> {
+        self.count("describe_network");
+        self.timed(self.inner.describe_network(vpc, subnets)).await
+    }
 }

@@ -201,6 +201,9 @@ impl<A: Aws> Aws for Faulty<A> {
     async fn put_secret(&self, name: &str, value: &str, formation: &str) -> AwsResult<String> {
         self.call("CreateSecret", self.inner.put_secret(name, value, formation)).await
     }
+    async fn describe_network(&self, vpc: &str, subnets: &[String]) -> AwsResult<Option<crate::aws::Network>> {
+        self.call("DescribeNetwork", self.inner.describe_network(vpc, subnets)).await
+    }
 }
 
 #[cfg(test)]

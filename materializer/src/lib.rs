@@ -10,6 +10,7 @@ pub mod lock;
 pub mod observe;
 pub mod ops;
 pub mod plan;
+pub mod preflight;
 pub mod sdk;
 pub mod state;
 pub mod strategy;

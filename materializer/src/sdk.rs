@@ -28,6 +28,7 @@ pub struct SdkAws {
     elb: elb::Client,
     asg: asg::Client,
     secrets: aws_sdk_secretsmanager::Client,
+    ec2: aws_sdk_ec2::Client,
 }
 
 /// The HTTP client every gilliam AWS client uses: rustls with ring.
@@ -64,6 +65,7 @@ impl SdkAws {
             elb: elb::Client::new(&conf),
             asg: asg::Client::new(&conf),
             secrets: aws_sdk_secretsmanager::Client::new(&conf),
+            ec2: aws_sdk_ec2::Client::new(&conf),
         }
     }
 }
@@ -456,6 +458,75 @@ impl Aws for SdkAws {
             Err(e) if not_found(&e) || e.to_string().contains("ResourceNotFound") || e.to_string().contains("marked for deletion") => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    async fn describe_network(&self, vpc: &str, subnets: &[String]) -> AwsResult<Option<crate::aws::Network>> {
+        use crate::aws::{Network, RouteTable, Subnet, Vpc, VpcEndpoint};
+        use aws_sdk_ec2::types::{Filter, VpcAttributeName};
+        let by_vpc = Filter::builder().name("vpc-id").values(vpc).build();
+        let mut net = Network::default();
+        // Filters rather than ids: a missing VPC or subnet is an answer here, not an error.
+        let vpcs = self.ec2.describe_vpcs().filters(by_vpc.clone()).send().boxed().await.map_err(classify)?;
+        if !vpcs.vpcs().is_empty() {
+            let attr = |name: VpcAttributeName| self.ec2.describe_vpc_attribute().vpc_id(vpc).attribute(name).send().boxed();
+            let support = attr(VpcAttributeName::EnableDnsSupport).await.map_err(classify)?;
+            let hostnames = attr(VpcAttributeName::EnableDnsHostnames).await.map_err(classify)?;
+            net.vpc = Some(Vpc {
+                dns_support: support.enable_dns_support().and_then(|a| a.value()).unwrap_or(false),
+                dns_hostnames: hostnames.enable_dns_hostnames().and_then(|a| a.value()).unwrap_or(false),
+            });
+        }
+        if !subnets.is_empty() {
+            let ids = Filter::builder().name("subnet-id").set_values(Some(subnets.to_vec())).build();
+            let out = self.ec2.describe_subnets().filters(ids).send().boxed().await.map_err(classify)?;
+            for s in out.subnets() {
+                net.subnets.insert(
+                    s.subnet_id().unwrap_or_default().to_string(),
+                    Subnet {
+                        vpc: s.vpc_id().unwrap_or_default().to_string(),
+                        zone: s.availability_zone().unwrap_or_default().to_string(),
+                        map_public_ip: s.map_public_ip_on_launch().unwrap_or(false),
+                    },
+                );
+            }
+        }
+        let tables = self.ec2.describe_route_tables().filters(by_vpc.clone()).send().boxed().await.map_err(classify)?;
+        for t in tables.route_tables() {
+            let routes = t
+                .routes()
+                .iter()
+                .filter_map(|r| {
+                    let dest = r.destination_cidr_block().or(r.destination_prefix_list_id())?.to_string();
+                    let target = r
+                        .nat_gateway_id()
+                        .or(r.gateway_id())
+                        .or(r.instance_id())
+                        .or(r.transit_gateway_id())
+                        .or(r.network_interface_id())
+                        .or(r.vpc_peering_connection_id())?;
+                    Some((dest, target.to_string()))
+                })
+                .collect();
+            net.route_tables.insert(
+                t.route_table_id().unwrap_or_default().to_string(),
+                RouteTable {
+                    main: t.associations().iter().any(|a| a.main().unwrap_or(false)),
+                    subnets: t.associations().iter().filter_map(|a| a.subnet_id().map(str::to_string)).collect(),
+                    routes,
+                },
+            );
+        }
+        let endpoints = self.ec2.describe_vpc_endpoints().filters(by_vpc).send().boxed().await.map_err(classify)?;
+        for e in endpoints.vpc_endpoints() {
+            net.endpoints.push(VpcEndpoint {
+                service: e.service_name().unwrap_or_default().to_string(),
+                kind: e.vpc_endpoint_type().map(|t| t.as_str().to_string()).unwrap_or_default(),
+                private_dns: e.private_dns_enabled().unwrap_or(false),
+                route_tables: e.route_table_ids().to_vec(),
+                subnets: e.subnet_ids().to_vec(),
+            });
+        }
+        Ok(Some(net))
     }
 
     async fn put_secret(&self, name: &str, value: &str, formation: &str) -> AwsResult<String> {

@@ -51,7 +51,7 @@ const V1: &str = "api:\n  script: bin/api\n  ports: [8080]\n  routes: [api.examp
 async fn formation_changes_converge_on_strict_aws_and_traffic_stays_where_the_operator_put_it() {
     let moto = moto::Moto::start();
     let aws = Counting::new(Strict::new(SdkAws::connect(&Endpoint { url: Some(moto.url.clone()), region: Some(REGION.into()) }).await));
-    let stage = network(&aws).await;
+    let stage = network(&aws, &moto.url).await;
     let say = |line: &str| eprintln!("{line}");
     aws.create_secure_bucket(ARTIFACTS, REGION).await.expect("artifact bucket");
     aws.put_object(ARTIFACTS, "a.tgz", b"a tarball".to_vec(), PutCondition::Always).await.expect("artifact");
@@ -241,7 +241,7 @@ async fn a_rolled_back_routing_update_never_moves_traffic() {
     let moto = moto::Moto::start();
     let inner = SdkAws::connect(&Endpoint { url: Some(moto.url.clone()), region: Some(REGION.into()) }).await;
     let aws = RollingBack { inner: Strict::new(inner), fail_with: std::sync::Mutex::new(None), status: std::sync::Mutex::new(BTreeMap::new()) };
-    let stage = network(&aws).await;
+    let stage = network(&aws, &moto.url).await;
     let say = |line: &str| eprintln!("{line}");
     aws.create_secure_bucket(ARTIFACTS, REGION).await.expect("artifact bucket");
     aws.put_object(ARTIFACTS, "a.tgz", b"a tarball".to_vec(), PutCondition::Always).await.expect("artifact");
@@ -282,7 +282,7 @@ async fn a_rolled_back_routing_update_never_moves_traffic() {
 async fn service_names_as_long_as_teams_write_them_deploy_on_strict_aws() {
     let moto = moto::Moto::start();
     let aws = Strict::new(SdkAws::connect(&Endpoint { url: Some(moto.url.clone()), region: Some(REGION.into()) }).await);
-    let stage = network(&aws).await;
+    let stage = network(&aws, &moto.url).await;
     let say = |line: &str| eprintln!("{line}");
     aws.create_secure_bucket(ARTIFACTS, REGION).await.expect("artifact bucket");
     aws.put_object(ARTIFACTS, "a.tgz", b"a tarball".to_vec(), PutCondition::Always).await.expect("artifact");

@@ -23,7 +23,7 @@ fn compile(stage: &str, number: u32, artifact_key: &str, sha: &str) -> Bundle {
 async fn deploy_two_releases_shift_and_converge_again() {
     let moto = moto::Moto::start();
     let aws = Counting::new(SdkAws::connect(&Endpoint { url: Some(moto.url.clone()), region: Some(REGION.into()) }).await);
-    let stage = network(&aws).await;
+    let stage = network(&aws, &moto.url).await;
     let say = |line: &str| eprintln!("{line}");
 
     // The artifact must be there, with the sha256 the release states.
@@ -169,7 +169,7 @@ async fn deploy_two_releases_shift_and_converge_again() {
 async fn large_templates_go_through_template_url() {
     let moto = moto::Moto::start();
     let aws = SdkAws::connect(&Endpoint { url: Some(moto.url.clone()), region: Some(REGION.into()) }).await;
-    let stage = network(&aws).await;
+    let stage = network(&aws, &moto.url).await;
     aws.create_secure_bucket(ARTIFACTS, REGION).await.expect("bucket");
     aws.put_object(ARTIFACTS, "a.tgz", b"x".to_vec(), PutCondition::Always).await.expect("artifact");
     let sha = gilliam_materializer::sha256_hex(b"x");

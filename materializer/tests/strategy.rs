@@ -114,7 +114,7 @@ async fn gradual_shifts_step_and_an_unhealthy_release_is_aborted() {
     let moto = Moto::start();
     let endpoint = Endpoint { url: Some(moto.url.clone()), region: Some(REGION.into()) };
     let aws = SickAfterFirstStep { inner: SdkAws::connect(&endpoint).await, sick: std::sync::Mutex::new(None), tripped: AtomicBool::new(false) };
-    let stage = network(&aws.inner).await;
+    let stage = network(&aws.inner, &moto.url).await;
     let artifact = b"a tarball".to_vec();
     let sha = gilliam_materializer::sha256_hex(&artifact);
     aws.inner.create_secure_bucket(ARTIFACTS, REGION).await.expect("bucket");

@@ -42,6 +42,7 @@ pub async fn prepare(moto: &Moto, dir: &Path) {
     let body = gilliam_tests::network_template(REGION);
     aws.create_stack(&StackRequest { name: "net".into(), template: TemplateSource::Body(body), capabilities: vec![], tags: vec![] }).await.expect("network");
     let o: BTreeMap<String, String> = aws.describe_stack("net").await.expect("describe").expect("net").outputs.into_iter().collect();
+    gilliam_tests::finish_network(&moto.url, REGION, &o).await;
     let stage = std::fs::read_to_string(root().join("examples/quickstart/stage.yml"))
         .expect("stage")
         .replace("vpc-0a1b2c3d4e5f60718", &o["Vpc"])

@@ -26,7 +26,7 @@ pub async fn story(seed: u64, rate: f64) -> Counts {
     let endpoint = Endpoint { url: Some(moto.url.clone()), region: Some(REGION.into()) };
     // `real` sets the world up and reads the end state; the story itself goes through faults.
     let real = SdkAws::connect(&endpoint).await;
-    let stage = network(&real).await;
+    let stage = network(&real, &moto.url).await;
     let artifact = b"a tarball".to_vec();
     let sha = gilliam_materializer::sha256_hex(&artifact);
     real.create_secure_bucket(ARTIFACTS, REGION).await.expect("artifact bucket");

@@ -19,13 +19,14 @@ pub const BUCKET: &str = "gilliam-story";
 pub const ARTIFACTS: &str = "gilliam-story-artifacts";
 
 /// A VPC with two public and two private subnets, made through CloudFormation (the seam has no
-/// EC2 calls of its own); returns the stage file for it.
-pub async fn network<A: Aws>(aws: &A) -> String {
+/// EC2 calls of its own) on the moto at `url`; returns the stage file for it.
+pub async fn network<A: Aws>(aws: &A, url: &str) -> String {
     let body = gilliam_tests::network_template(REGION);
     aws.create_stack(&StackRequest { name: "network".into(), template: TemplateSource::Body(body), capabilities: vec![], tags: vec![] })
         .await
         .expect("network stack");
     let out: BTreeMap<String, String> = aws.describe_stack("network").await.expect("describe").expect("exists").outputs.into_iter().collect();
+    gilliam_tests::finish_network(url, REGION, &out).await;
     format!(
         "formation: shop\nregion: {REGION}\nvpc: {}\npublic_subnets: [{}, {}]\nprivate_subnets:\n  - {{id: {}, zone: {REGION}a}}\n  - {{id: {}, zone: {REGION}b}}\noutputs_bucket: {BUCKET}\nkeep_releases: 2\n",
         out["Vpc"], out["A"], out["B"], out["C"], out["D"]
