@@ -32,6 +32,7 @@ fn sample_plan() -> Vec<u8> {
             "f-routing-1".into(),
             gilliam_compiler::priority::DeployedRules(BTreeMap::from([("ApiInternalRule".into(), ("InternalListener".into(), 10))])),
         )]),
+        secrets: BTreeMap::from([("gilliam/f/db".into(), Some(true)), ("gilliam/f/cache".into(), None)]),
     };
     let share = |release, weight| Share {
         release,
@@ -52,6 +53,9 @@ fn sample_plan() -> Vec<u8> {
             Action::UpdateStack { stack: "f".into(), template_sha256: "04".repeat(32), shares: Some(vec![share(1, 100), share(2, 0)]) },
             Action::CreateStack { stack: "f-r2".into(), template_sha256: "02".repeat(32), shares: None },
             Action::DeleteStack { stack: "f-routing-2".into() },
+            Action::CreateSecret { name: "gilliam/f/cache".into() },
+            Action::RestoreSecret { name: "gilliam/f/db".into() },
+            Action::SecretEndpoint { name: "gilliam/f/cache".into() },
             Action::Routing { stack: "f-routing-1".into(), create: false, shares: vec![share(1, 100), share(2, 0)], template_sha256: "03".repeat(32) },
             Action::ShiftWhenHealthy { release: 2, shares: vec![share(1, 0), share(2, 100)], strategy: Some("canary:10:300s".into()) },
             Action::Record { release: 2, retired: vec![], deploy: true },

@@ -273,13 +273,14 @@ fn discovery(ctx: &Ctx<'_>, warnings: &mut Vec<String>) -> Discovery {
     let mut aliases: Vec<(String, String, bool)> = Vec::new();
     for a in ctx.auxiliaries() {
         let Some(aux) = a.s.auxiliary() else { continue };
-        let host = host(ctx, &a.s.name);
         let secret = names::secret_name(ctx.f(), &a.s.name);
         let port = aux.kind.port();
         match aux.kind {
             AuxType::Postgres => {
-                let url = format!("postgres://{{username}}:{{password}}@{host}:{port}/{}", aux.database);
-                d.env.insert(format!("{}_HOST", a.env), host);
+                // The database's own endpoint, which CloudFormation writes into the secret
+                // (host, port): the name its certificate covers, for clients that verify it.
+                let url = format!("postgres://{{username}}:{{password}}@{{host}}:{{port}}/{}", aux.database);
+                d.env.insert(format!("{}_HOST", a.env), host(ctx, &a.s.name));
                 d.env.insert(format!("{}_PORT", a.env), port.to_string());
                 d.env.insert(format!("{}_DATABASE", a.env), aux.database.clone());
                 d.secrets.insert(format!("{}_URL", a.env), json!({ "secret": secret, "format": url }));
@@ -288,8 +289,10 @@ fn discovery(ctx: &Ctx<'_>, warnings: &mut Vec<String>) -> Discovery {
                 }
             }
             AuxType::Redis => {
-                let url = format!("rediss://:{{password}}@{host}:{port}");
-                d.env.insert(format!("{}_HOST", a.env), host);
+                // TLS: the cache's own endpoint (which its certificate covers), written into the
+                // secret by the materializer; the private zone's CNAME is not on the certificate.
+                let url = "rediss://:{password}@{host}:{port}".to_string();
+                d.secrets.insert(format!("{}_HOST", a.env), json!({ "secret": secret, "format": "{host}", "raw": true }));
                 d.env.insert(format!("{}_PORT", a.env), port.to_string());
                 d.secrets.insert(format!("{}_URL", a.env), json!({ "secret": secret, "format": url }));
                 if count(AuxType::Redis) == 1 {
@@ -604,13 +607,6 @@ fn formation_template(ctx: &Ctx<'_>, aux_scripts: &BTreeMap<(String, u32), Strin
         let aux = a.s.auxiliary().ok_or("internal error: not an auxiliary")?;
         let id = format!("Aux{}", a.id);
         let host = format!("{}.", host(ctx, &a.s.name));
-        let secret_props = |user: &str| {
-            json!({
-                "Name": names::secret_name(f, &a.s.name),
-                "Description": format!("gilliam {f}: credentials of auxiliary {}", a.s.name),
-                "GenerateSecretString": { "SecretStringTemplate": json!({ "username": user }).to_string(), "GenerateStringKey": "password", "PasswordLength": 32, "ExcludeCharacters": "\"@/\\ '`:;%+#?&=[]{}<>|^~$!," },
-            })
-        };
         let keep = |t: &mut Template, rid: &str, policy: &str| {
             if let Some(Value::Object(m)) = t.resources.get_mut(rid) {
                 m.insert("DeletionPolicy".into(), json!(policy));
@@ -618,11 +614,13 @@ fn formation_template(ctx: &Ctx<'_>, aux_scripts: &BTreeMap<(String, u32), Strin
             }
         };
         let cname = |target: Value| json!({ "HostedZoneId": r#ref("PrivateZone"), "Name": host, "Type": "CNAME", "TTL": "60", "ResourceRecords": [target] });
-        let resolve = |what: &str| cfn::sub(&format!("{{{{resolve:secretsmanager:${{{id}Secret}}:SecretString:{what}}}}}"));
+        // The credentials live in a secret the materializer keeps (not a stack's resource: a
+        // secret outlives its formation, and CloudFormation cannot make one whose name an
+        // earlier formation left behind); templates read it by name.
+        let secret = names::secret_name(f, &a.s.name);
+        let resolve = |what: &str| json!(format!("{{{{resolve:secretsmanager:{secret}:SecretString:{what}}}}}"));
         match aux.kind {
             AuxType::Postgres => {
-                t.add(format!("{id}Secret"), "AWS::SecretsManager::Secret", secret_props("gilliam"))?;
-                keep(&mut t, &format!("{id}Secret"), "Retain");
                 let mut db = json!({
                     "Engine": "postgres", "DBInstanceClass": a.instance_type, "AllocatedStorage": aux.storage_gb.unwrap_or(20).to_string(),
                     "StorageType": "gp3", "StorageEncrypted": true, "DBName": aux.database,
@@ -649,13 +647,11 @@ fn formation_template(ctx: &Ctx<'_>, aux_scripts: &BTreeMap<(String, u32), Strin
                 t.add(
                     format!("{id}SecretAttachment"),
                     "AWS::SecretsManager::SecretTargetAttachment",
-                    json!({ "SecretId": r#ref(&format!("{id}Secret")), "TargetId": r#ref(&format!("{id}Database")), "TargetType": "AWS::RDS::DBInstance" }),
+                    json!({ "SecretId": secret, "TargetId": r#ref(&format!("{id}Database")), "TargetType": "AWS::RDS::DBInstance" }),
                 )?;
                 t.add(format!("{id}Record"), "AWS::Route53::RecordSet", cname(get_att(&format!("{id}Database"), "Endpoint.Address")))?;
             }
             AuxType::Redis => {
-                t.add(format!("{id}Secret"), "AWS::SecretsManager::Secret", secret_props("default"))?;
-                keep(&mut t, &format!("{id}Secret"), "Retain");
                 let mut rg = json!({
                     "ReplicationGroupDescription": format!("gilliam {f}: {}", a.s.name), "Engine": "redis", "CacheNodeType": a.instance_type,
                     "NumCacheClusters": 1, "AutomaticFailoverEnabled": false, "AtRestEncryptionEnabled": true, "TransitEncryptionEnabled": true,
@@ -669,6 +665,15 @@ fn formation_template(ctx: &Ctx<'_>, aux_scripts: &BTreeMap<(String, u32), Strin
                 t.add(format!("{id}Cache"), "AWS::ElastiCache::ReplicationGroup", rg)?;
                 keep(&mut t, &format!("{id}Cache"), "Snapshot");
                 t.add(format!("{id}Record"), "AWS::Route53::RecordSet", cname(get_att(&format!("{id}Cache"), "PrimaryEndPoint.Address")))?;
+                // The endpoint the cache's certificate names: the materializer copies it into
+                // the secret, from which the agent builds the TLS URL.
+                t.output(
+                    &format!("{id}Address"),
+                    get_att(&format!("{id}Cache"), "PrimaryEndPoint.Address"),
+                    None,
+                    &format!("Primary endpoint of {}", a.s.name),
+                );
+                t.output(&format!("{id}Port"), get_att(&format!("{id}Cache"), "PrimaryEndPoint.Port"), None, &format!("Port of {}", a.s.name));
             }
             AuxType::Etcd => etcd(ctx, &mut t, a, aux, &id, aux_scripts)?,
         }
@@ -1124,6 +1129,23 @@ fn manifest(ctx: &Ctx<'_>, inputs: &Inputs<'_>, out: &mut Out, d: &Discovery, mu
         uploads: std::mem::take(&mut out.uploads),
         inputs: mf::InputFiles { app, release, stage },
         warnings: std::mem::take(&mut out.warnings),
+        secrets: ctx
+            .auxiliaries()
+            .filter_map(|a| {
+                let aux = a.s.auxiliary()?;
+                let (username, endpoint) = match aux.kind {
+                    AuxType::Postgres => ("gilliam", None),
+                    AuxType::Redis => ("default", Some((format!("Aux{}Address", a.id), format!("Aux{}Port", a.id)))),
+                    AuxType::Etcd => return None,
+                };
+                Some(mf::SecretEntry {
+                    name: names::secret_name(f, &a.s.name),
+                    auxiliary: a.s.name.clone(),
+                    username: username.into(),
+                    endpoint_outputs: endpoint,
+                })
+            })
+            .collect(),
     })
 }
 

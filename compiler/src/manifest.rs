@@ -32,6 +32,26 @@ pub struct Manifest {
     pub inputs: InputFiles,
     /// Things that compile but deserve attention.
     pub warnings: Vec<String>,
+    /// The auxiliaries' credentials in Secrets Manager, which the materializer keeps (makes,
+    /// adopts when one was left by an earlier formation, restores when scheduled for deletion)
+    /// before the formation stack reads them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretEntry {
+    /// `gilliam/FORMATION/AUXILIARY`.
+    pub name: String,
+    pub auxiliary: String,
+    /// The user name the secret holds beside its generated password.
+    pub username: String,
+    /// For a cache: the formation stack's outputs whose address and port the materializer
+    /// writes into the secret (`host`, `port`), so that TLS clients connect to the name the
+    /// service's certificate covers. (A database's are written by CloudFormation.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_outputs: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

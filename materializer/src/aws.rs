@@ -213,10 +213,23 @@ pub trait Aws: Send + Sync {
 
     /// The VPC, the subnets named, and the VPC's route tables and endpoints; `None` from a
     /// client that cannot tell (then the preflight says it was skipped).
-    fn describe_network(&self, vpc: &str, subnets: &[String]) -> impl Future<Output = AwsResult<Option<Network>>> + Send {
-        let _ = (vpc, subnets);
-        async { Ok(None) }
-    }
+    fn describe_network(&self, vpc: &str, subnets: &[String]) -> impl Future<Output = AwsResult<Option<Network>>> + Send;
+
+    /// Whether a secret exists: `None` when there is none, `Some(true)` when it is scheduled
+    /// for deletion (its name is still taken), `Some(false)` when it is there to use.
+    fn describe_secret(&self, name: &str) -> impl Future<Output = AwsResult<Option<bool>>> + Send;
+
+    /// Cancels a secret's scheduled deletion.
+    fn restore_secret(&self, name: &str) -> impl Future<Output = AwsResult<()>> + Send;
+
+    /// A password made by Secrets Manager: 32 characters, none that needs escaping in a URL.
+    fn random_password(&self) -> impl Future<Output = AwsResult<String>> + Send;
+
+    /// A secret's current string value; `None` when there is no such secret.
+    fn secret_value(&self, name: &str) -> impl Future<Output = AwsResult<Option<String>>> + Send;
+
+    /// Stores a new value of an existing secret.
+    fn put_secret_value(&self, name: &str, value: &str) -> impl Future<Output = AwsResult<()>> + Send;
 
     /// Stores a new secret (tagged with its formation) holding `value`; returns its ARN.
     fn put_secret(&self, name: &str, value: &str, formation: &str) -> impl Future<Output = AwsResult<String>> + Send {

@@ -311,6 +311,19 @@ impl<'a, A: Aws> Converger<'a, A> {
         }
         let rendered = self.render(&shares, &observed.rules)?;
 
+        // The auxiliaries' secrets come before the formation stack that reads them. One that an
+        // earlier formation left (they outlive their stacks) is adopted as it is: it still holds
+        // the password of the database's snapshot.
+        for sec in &m.secrets {
+            let state = retry("describe a secret", || self.aws.describe_secret(&sec.name)).await?;
+            match state {
+                None => actions.push(Action::CreateSecret { name: sec.name.clone() }),
+                Some(true) => actions.push(Action::RestoreSecret { name: sec.name.clone() }),
+                Some(false) => {}
+            }
+            observed.secrets.insert(sec.name.clone(), state);
+        }
+
         for s in m.stacks.iter().filter(|s| s.role != StackRole::Routing) {
             // The formation stack is rendered for every live release (their ports stay open);
             // release stacks are the bundle's, as compiled.
@@ -337,6 +350,17 @@ impl<'a, A: Aws> Converger<'a, A> {
                     }
                     if differs {
                         actions.push(Action::UpdateStack { stack: s.name.clone(), template_sha256: want, shares: with });
+                    }
+                }
+            }
+            if formation {
+                let changing = actions.iter().any(
+                    |a| matches!(a, Action::CreateStack { stack, .. } | Action::UpdateStack { stack, .. } | Action::ReplaceFailedStack { stack, .. } if *stack == s.name),
+                );
+                for sec in m.secrets.iter().filter(|x| x.endpoint_outputs.is_some()) {
+                    // Before the release's instances boot and read it.
+                    if changing || !self.endpoint_current(sec, &s.name).await? {
+                        actions.push(Action::SecretEndpoint { name: sec.name.clone() });
                     }
                 }
             }
@@ -523,6 +547,30 @@ impl<'a, A: Aws> Converger<'a, A> {
                 Action::UpdateStack { stack, shares: None, .. } => self.update(&self.request(self.entry(stack)?)?, &mut report).await?,
                 Action::CreateStack { stack, shares: Some(shares), template_sha256 } | Action::UpdateStack { stack, shares: Some(shares), template_sha256 } => {
                     self.rendered(stack, shares, template_sha256, plan, &mut report).await?;
+                }
+                Action::CreateSecret { name } => {
+                    let entry = self.secret_entry(name)?;
+                    let password = retry("generate a password", || self.aws.random_password()).await?;
+                    let value = serde_json::json!({ "username": entry.username, "password": password }).to_string();
+                    match retry("create a secret", || self.aws.put_secret(name, &value, &m.formation.name)).await {
+                        Ok(_) => {}
+                        // An earlier attempt went through and its answer was lost.
+                        Err(Error::Aws { err: AwsError::Invalid(e) | AwsError::Other(e) | AwsError::AlreadyExists(e), .. })
+                            if e.contains("ResourceExists") || e.contains("already exists") => {}
+                        Err(e) => return Err(e),
+                    }
+                    report.changes.push(format!("+ secret {name}"));
+                }
+                Action::RestoreSecret { name } => {
+                    (self.say)(&format!("secret {name}: scheduled for deletion by an earlier formation; restoring it"));
+                    retry("restore a secret", || self.aws.restore_secret(name)).await?;
+                    report.changes.push(format!("~ secret {name} (restored)"));
+                }
+                Action::SecretEndpoint { name } => {
+                    let entry = self.secret_entry(name)?;
+                    let stack = gilliam_compiler::names::formation_stack(&m.formation.name);
+                    self.write_endpoint(entry, &stack).await?;
+                    report.changes.push(format!("~ secret {name} (endpoint)"));
                 }
                 Action::DeleteStack { stack } => {
                     (self.say)(&format!("stack {stack}: deleting (no HTTP service left in its routing group)"));
@@ -711,6 +759,39 @@ impl<'a, A: Aws> Converger<'a, A> {
         Ok(())
     }
 
+    /// A cache's endpoint as the formation stack's outputs give it: (host, port).
+    async fn endpoint_outputs(&self, sec: &gilliam_compiler::manifest::SecretEntry, stack: &str) -> Result<Option<(String, String)>, Error> {
+        let Some((address, port)) = &sec.endpoint_outputs else { return Ok(None) };
+        let Some(st) = retry("describe stack", || self.aws.describe_stack(stack)).await? else { return Ok(None) };
+        let get = |k: &str| st.outputs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        Ok(get(address).zip(get(port)))
+    }
+
+    /// Whether the secret holds the endpoint the formation stack gives (true when there is
+    /// none to give yet). Reads the secret's value, which never leaves this process.
+    async fn endpoint_current(&self, sec: &gilliam_compiler::manifest::SecretEntry, stack: &str) -> Result<bool, Error> {
+        let Some((host, port)) = self.endpoint_outputs(sec, stack).await? else { return Ok(true) };
+        let Some(value) = retry("read a secret", || self.aws.secret_value(&sec.name)).await? else { return Ok(false) };
+        let v: serde_json::Value = serde_json::from_str(&value).unwrap_or_default();
+        Ok(v["host"].as_str() == Some(host.as_str()) && v["port"].as_str() == Some(port.as_str()))
+    }
+
+    /// Writes the cache's endpoint into its secret, keeping every other field.
+    async fn write_endpoint(&self, sec: &gilliam_compiler::manifest::SecretEntry, stack: &str) -> Result<(), Error> {
+        let Some((host, port)) = self.endpoint_outputs(sec, stack).await? else {
+            return Err(Error::Artifact(format!("stack {stack} gives no endpoint for {} (outputs {:?})", sec.auxiliary, sec.endpoint_outputs)));
+        };
+        let name = &sec.name;
+        let value = retry("read a secret", || self.aws.secret_value(name)).await?.ok_or_else(|| Error::Artifact(format!("secret {name} is gone")))?;
+        let mut v: serde_json::Value =
+            serde_json::from_str(&value).map_err(|_| Error::Artifact(format!("secret {name} does not hold a JSON object; it is not gilliam's")))?;
+        let Some(fields) = v.as_object_mut() else { return Err(Error::Artifact(format!("secret {name} does not hold a JSON object; it is not gilliam's"))) };
+        fields.insert("host".into(), serde_json::Value::String(host));
+        fields.insert("port".into(), serde_json::Value::String(port));
+        let value = v.to_string();
+        retry("write a secret", || self.aws.put_secret_value(name, &value)).await
+    }
+
     /// This release as the published state records it.
     fn record(&self) -> crate::state::ReleaseRecord {
         let m = self.m();
@@ -723,6 +804,10 @@ impl<'a, A: Aws> Converger<'a, A> {
             scale: m.services.iter().filter_map(|s| s.scale.as_ref().map(|x| (s.name.clone(), x.desired))).collect(),
             status: "live".into(),
         }
+    }
+
+    fn secret_entry(&self, name: &str) -> Result<&gilliam_compiler::manifest::SecretEntry, Error> {
+        self.m().secrets.iter().find(|x| x.name == name).ok_or_else(|| Error::Stale(format!("the plan names secret {name}, which this compile does not have")))
     }
 
     fn entry(&self, stack: &str) -> Result<&StackEntry, Error> {

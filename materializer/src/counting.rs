@@ -16,6 +16,8 @@ pub const MUTATING: &[&str] = &[
     "set_rule_weights",
     "set_capacity",
     "put_secret",
+    "restore_secret",
+    "put_secret_value",
 ];
 
 #[derive(Debug, Default)]
@@ -141,6 +143,26 @@ impl<A: Aws> Aws for Counting<A> {
     async fn put_secret(&self, name: &str, value: &str, formation: &str) -> AwsResult<String> {
         self.count("put_secret");
         self.timed(self.inner.put_secret(name, value, formation)).await
+    }
+    async fn describe_secret(&self, name: &str) -> AwsResult<Option<bool>> {
+        self.count("describe_secret");
+        self.timed(self.inner.describe_secret(name)).await
+    }
+    async fn restore_secret(&self, name: &str) -> AwsResult<()> {
+        self.count("restore_secret");
+        self.timed(self.inner.restore_secret(name)).await
+    }
+    async fn random_password(&self) -> AwsResult<String> {
+        self.count("random_password");
+        self.timed(self.inner.random_password()).await
+    }
+    async fn secret_value(&self, name: &str) -> AwsResult<Option<String>> {
+        self.count("secret_value");
+        self.timed(self.inner.secret_value(name)).await
+    }
+    async fn put_secret_value(&self, name: &str, value: &str) -> AwsResult<()> {
+        self.count("put_secret_value");
+        self.timed(self.inner.put_secret_value(name, value)).await
     }
     async fn describe_network(&self, vpc: &str, subnets: &[String]) -> AwsResult<Option<crate::aws::Network>> {
         self.count("describe_network");

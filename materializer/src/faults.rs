@@ -201,6 +201,21 @@ impl<A: Aws> Aws for Faulty<A> {
     async fn put_secret(&self, name: &str, value: &str, formation: &str) -> AwsResult<String> {
         self.call("CreateSecret", self.inner.put_secret(name, value, formation)).await
     }
+    async fn describe_secret(&self, name: &str) -> AwsResult<Option<bool>> {
+        self.call("DescribeSecret", self.inner.describe_secret(name)).await
+    }
+    async fn restore_secret(&self, name: &str) -> AwsResult<()> {
+        self.call("RestoreSecret", self.inner.restore_secret(name)).await
+    }
+    async fn random_password(&self) -> AwsResult<String> {
+        self.call("GetRandomPassword", self.inner.random_password()).await
+    }
+    async fn secret_value(&self, name: &str) -> AwsResult<Option<String>> {
+        self.call("GetSecretValue", self.inner.secret_value(name)).await
+    }
+    async fn put_secret_value(&self, name: &str, value: &str) -> AwsResult<()> {
+        self.call("PutSecretValue", self.inner.put_secret_value(name, value)).await
+    }
     async fn describe_network(&self, vpc: &str, subnets: &[String]) -> AwsResult<Option<crate::aws::Network>> {
         self.call("DescribeNetwork", self.inner.describe_network(vpc, subnets)).await
     }

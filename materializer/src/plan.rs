@@ -46,6 +46,13 @@ pub enum Action {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         shares: Option<Vec<Share>>,
     },
+    /// Make an auxiliary's secret: a user name and a password Secrets Manager generates.
+    CreateSecret { name: String },
+    /// Cancel the scheduled deletion of an auxiliary's secret (left by an earlier formation or
+    /// auxiliary of the same name), which is then used as it is.
+    RestoreSecret { name: String },
+    /// Write a cache's endpoint (the formation stack's outputs) into its secret.
+    SecretEndpoint { name: String },
     /// Delete a routing stack this compile no longer has (its routing group has no HTTP
     /// service left); it exports nothing, so nothing else depends on it.
     DeleteStack { stack: String },
@@ -87,6 +94,9 @@ pub struct Observed {
     /// numbered around them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub rules: BTreeMap<String, gilliam_compiler::priority::DeployedRules>,
+    /// The auxiliaries' secrets: absent (`None`), scheduled for deletion (`true`), there.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, Option<bool>>,
 }
 
 impl Observed {
@@ -173,6 +183,9 @@ impl Plan {
                 Action::ContinueRollback { stack } => writeln!(out, "  ~ stack {stack}: continue its failed rollback"),
                 Action::CreateStack { stack, .. } => writeln!(out, "  + stack {stack}"),
                 Action::UpdateStack { stack, .. } => writeln!(out, "  ~ stack {stack}"),
+                Action::CreateSecret { name } => writeln!(out, "  + secret {name} (a generated password)"),
+                Action::RestoreSecret { name } => writeln!(out, "  ~ secret {name}: cancel its scheduled deletion and use it"),
+                Action::SecretEndpoint { name } => writeln!(out, "  ~ secret {name}: the cache's endpoint"),
                 Action::DeleteStack { stack } => writeln!(out, "  - stack {stack} (no HTTP service left in its routing group)"),
                 Action::Routing { stack, create, shares, .. } => {
                     writeln!(out, "  {} stack {stack}: weights {}", if *create { "+" } else { "~" }, weights(shares))

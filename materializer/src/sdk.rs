@@ -70,6 +70,10 @@ impl SdkAws {
     }
 }
 
+/// Characters a generated password never holds: they would need escaping in a connection URL
+/// or a shell, and some engines refuse them (RDS: `/`, `@`, `"`, space).
+pub const PASSWORD_EXCLUDES: &str = "\"@/\\ '`:;%+#?&=[]{}<>|^~$!,";
+
 /// Classifies an SDK error by its code, HTTP status and kind.
 fn classify<E>(e: aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::http::Response>) -> AwsError
 where
@@ -527,6 +531,35 @@ impl Aws for SdkAws {
             });
         }
         Ok(Some(net))
+    }
+
+    async fn describe_secret(&self, name: &str) -> AwsResult<Option<bool>> {
+        match self.secrets.describe_secret().secret_id(name).send().boxed().await.map_err(classify) {
+            Ok(out) => Ok(Some(out.deleted_date().is_some())),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn restore_secret(&self, name: &str) -> AwsResult<()> {
+        self.secrets.restore_secret().secret_id(name).send().boxed().await.map_err(classify).map(|_| ())
+    }
+
+    async fn random_password(&self) -> AwsResult<String> {
+        let out = self.secrets.get_random_password().password_length(32).exclude_characters(PASSWORD_EXCLUDES).send().boxed().await.map_err(classify)?;
+        out.random_password().map(str::to_string).ok_or_else(|| AwsError::Other("GetRandomPassword answered no password".into()))
+    }
+
+    async fn secret_value(&self, name: &str) -> AwsResult<Option<String>> {
+        match self.secrets.get_secret_value().secret_id(name).send().boxed().await.map_err(classify) {
+            Ok(out) => Ok(out.secret_string().map(str::to_string)),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn put_secret_value(&self, name: &str, value: &str) -> AwsResult<()> {
+        self.secrets.put_secret_value().secret_id(name).secret_string(value).send().boxed().await.map_err(classify).map(|_| ())
     }
 
     async fn put_secret(&self, name: &str, value: &str, formation: &str) -> AwsResult<String> {

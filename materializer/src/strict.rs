@@ -13,6 +13,7 @@
 //!   (`PriorityInUse`);
 //! - an export cannot be removed, nor its value changed, while another stack imports it, and a
 //!   stack whose exports are imported cannot be deleted; an import must name an existing export;
+//! - a target group that a listener rule forwards to cannot be deleted (`ResourceInUse`);
 //! - a target group that no listener rule forwards to is not health-checked: its targets are
 //!   reported `unused`.
 //!
@@ -300,6 +301,21 @@ impl<A: Aws> Aws for Strict<A> {
         if let Some(t) = &mine {
             Self::refuse(delete_problems(t, &others))?;
         }
+        // ELBv2 refuses to delete a target group a listener rule still forwards to.
+        if self.inner.describe_stack(name).await?.is_some() {
+            let routed = self.routed_target_groups().await?;
+            let in_use: Vec<String> = self
+                .inner
+                .stack_resources(name)
+                .await?
+                .into_iter()
+                .filter(|(_, arn, ty)| ty == "AWS::ElasticLoadBalancingV2::TargetGroup" && routed.contains(arn))
+                .map(|(id, _, _)| id)
+                .collect();
+            if !in_use.is_empty() {
+                return Err(AwsError::Invalid(format!("ResourceInUse: target groups {in_use:?} of stack {name} are in use by a listener rule")));
+            }
+        }
         self.inner.delete_stack(name).await?;
         self.templates().remove(name);
         Ok(())
@@ -347,6 +363,21 @@ impl<A: Aws> Aws for Strict<A> {
     }
     async fn put_secret(&self, name: &str, value: &str, formation: &str) -> AwsResult<String> {
         self.inner.put_secret(name, value, formation).await
+    }
+    async fn describe_secret(&self, name: &str) -> AwsResult<Option<bool>> {
+        self.inner.describe_secret(name).await
+    }
+    async fn restore_secret(&self, name: &str) -> AwsResult<()> {
+        self.inner.restore_secret(name).await
+    }
+    async fn random_password(&self) -> AwsResult<String> {
+        self.inner.random_password().await
+    }
+    async fn secret_value(&self, name: &str) -> AwsResult<Option<String>> {
+        self.inner.secret_value(name).await
+    }
+    async fn put_secret_value(&self, name: &str, value: &str) -> AwsResult<()> {
+        self.inner.put_secret_value(name, value).await
     }
     async fn describe_network(&self, vpc: &str, subnets: &[String]) -> AwsResult<Option<crate::aws::Network>> {
         self.inner.describe_network(vpc, subnets).await

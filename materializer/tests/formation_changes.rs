@@ -12,6 +12,7 @@ use gilliam_materializer::strict::Strict;
 use gilliam_tests::moto;
 use std::collections::BTreeMap;
 
+#[macro_use]
 mod common;
 use common::*;
 
@@ -114,6 +115,11 @@ async fn formation_changes_converge_on_strict_aws_and_traffic_stays_where_the_op
     for p in [8080, 9000, 9100] {
         assert!(formation["Resources"].get(format!("InstanceIngressInternal{p}")).is_some(), "port {p} open");
     }
+
+    // A release whose target groups the rules forward to cannot be deleted (real AWS refuses
+    // both the imported exports and the target groups in use): the strict layer says so.
+    let err = aws.delete_stack("shop-r4").await.expect_err("in use");
+    assert!(err.to_string().contains("in use by"), "{err}");
 
     // Every routed service goes; then a worker-only release: the routing stack is deleted once
     // empty, and the formation's exports stay for as long as anything imports them.
@@ -234,6 +240,7 @@ impl<A: Aws> Aws for RollingBack<A> {
     async fn set_capacity(&self, name: &str, min: u32, desired: u32, max: u32) -> gilliam_materializer::aws::AwsResult<()> {
         self.inner.set_capacity(name, min, desired, max).await
     }
+    pass_through_network_and_secrets!();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,7 @@
 //! targets are always healthy) aborts, puts the weights back at once and says why, for a
 //! `traffic` change and for a deploy.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -102,6 +103,7 @@ impl Aws for SickAfterFirstStep {
     async fn set_capacity(&self, n: &str, min: u32, d: u32, max: u32) -> AwsResult<()> {
         self.inner.set_capacity(n, min, d, max).await
     }
+    pass_through_network_and_secrets!();
 }
 
 fn history_tail(state: &gilliam_materializer::state::State, n: usize) -> Vec<String> {

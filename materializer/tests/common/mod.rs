@@ -94,3 +94,35 @@ pub fn opts() -> Options {
         ..Options::default()
     }
 }
+
+/// The seam calls a test wrapper of `self.inner` passes through unchanged: the network and the
+/// secrets (written once here rather than in every wrapper).
+#[allow(unused_macros)]
+macro_rules! pass_through_network_and_secrets {
+    () => {
+        async fn describe_network(&self, vpc: &str, subnets: &[String]) -> gilliam_materializer::aws::AwsResult<Option<gilliam_materializer::aws::Network>> {
+            self.inner.describe_network(vpc, subnets).await
+        }
+        async fn describe_secret(&self, name: &str) -> gilliam_materializer::aws::AwsResult<Option<bool>> {
+            self.inner.describe_secret(name).await
+        }
+        async fn restore_secret(&self, name: &str) -> gilliam_materializer::aws::AwsResult<()> {
+            self.inner.restore_secret(name).await
+        }
+        async fn random_password(&self) -> gilliam_materializer::aws::AwsResult<String> {
+            self.inner.random_password().await
+        }
+        async fn secret_value(&self, name: &str) -> gilliam_materializer::aws::AwsResult<Option<String>> {
+            self.inner.secret_value(name).await
+        }
+        async fn put_secret_value(&self, name: &str, value: &str) -> gilliam_materializer::aws::AwsResult<()> {
+            self.inner.put_secret_value(name, value).await
+        }
+        async fn put_secret(&self, name: &str, value: &str, formation: &str) -> gilliam_materializer::aws::AwsResult<String> {
+            self.inner.put_secret(name, value, formation).await
+        }
+        async fn delete_secret(&self, name: &str) -> gilliam_materializer::aws::AwsResult<()> {
+            self.inner.delete_secret(name).await
+        }
+    };
+}

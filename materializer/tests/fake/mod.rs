@@ -2,6 +2,8 @@
 //! state machine (scripted status sequences, failures with resource events), "No updates",
 //! throttling and server errors. Only what the converge touches is modelled.
 
+#![allow(dead_code)]
+
 use gilliam_materializer::aws::{Aws, AwsError, AwsResult, Group, Object, ObjectHead, PutCondition, Rule, Stack, StackEvent, StackRequest, TemplateSource};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
@@ -26,6 +28,10 @@ pub struct World {
     /// Errors the next calls of an operation return, in order.
     pub faults: BTreeMap<&'static str, VecDeque<AwsError>>,
     pub calls: Vec<&'static str>,
+    /// Secrets: name to (value, scheduled for deletion).
+    pub secrets: BTreeMap<String, (String, bool)>,
+    /// Outputs each stack reports.
+    pub outputs: BTreeMap<String, Vec<(String, String)>>,
     etags: u64,
 }
 
@@ -113,12 +119,18 @@ impl Aws for Fake {
     async fn describe_stack(&self, name: &str) -> AwsResult<Option<Stack>> {
         self.enter("describe_stack")?;
         Ok(self.with(|w| {
-            w.stacks.get_mut(name).map(|st| {
-                if let Some(next) = st.script.pop_front() {
-                    st.status = next;
-                }
-                Stack { name: name.into(), id: format!("id/{name}"), status: st.status.clone(), reason: None, outputs: vec![] }
-            })
+            w.stacks
+                .get_mut(name)
+                .map(|st| {
+                    if let Some(next) = st.script.pop_front() {
+                        st.status = next;
+                    }
+                    Stack { name: name.into(), id: format!("id/{name}"), status: st.status.clone(), reason: None, outputs: vec![] }
+                })
+                .map(|mut st| {
+                    st.outputs = w.outputs.get(name).cloned().unwrap_or_default();
+                    st
+                })
         }))
     }
     async fn create_stack(&self, req: &StackRequest) -> AwsResult<String> {
@@ -198,5 +210,40 @@ impl Aws for Fake {
     async fn set_capacity(&self, _name: &str, _min: u32, _desired: u32, _max: u32) -> AwsResult<()> {
         self.enter("set_capacity")?;
         Ok(())
+    }
+    /// The fake has no network to describe: the preflight is skipped.
+    async fn describe_network(&self, _vpc: &str, _subnets: &[String]) -> AwsResult<Option<gilliam_materializer::aws::Network>> {
+        self.enter("describe_network")?;
+        Ok(None)
+    }
+    async fn describe_secret(&self, name: &str) -> AwsResult<Option<bool>> {
+        self.enter("describe_secret")?;
+        Ok(self.with(|w| w.secrets.get(name).map(|(_, deleted)| *deleted)))
+    }
+    async fn restore_secret(&self, name: &str) -> AwsResult<()> {
+        self.enter("restore_secret")?;
+        self.with(|w| w.secrets.get_mut(name).map(|s| s.1 = false).ok_or_else(|| AwsError::Invalid("ResourceNotFoundException".into())))
+    }
+    async fn random_password(&self) -> AwsResult<String> {
+        self.enter("random_password")?;
+        Ok("generated-password-0123456789abc".into())
+    }
+    async fn secret_value(&self, name: &str) -> AwsResult<Option<String>> {
+        self.enter("secret_value")?;
+        Ok(self.with(|w| w.secrets.get(name).filter(|s| !s.1).map(|s| s.0.clone())))
+    }
+    async fn put_secret_value(&self, name: &str, value: &str) -> AwsResult<()> {
+        self.enter("put_secret_value")?;
+        self.with(|w| w.secrets.get_mut(name).map(|s| s.0 = value.to_string()).ok_or_else(|| AwsError::Invalid("ResourceNotFoundException".into())))
+    }
+    async fn put_secret(&self, name: &str, value: &str, _formation: &str) -> AwsResult<String> {
+        self.enter("put_secret")?;
+        self.with(|w| {
+            if w.secrets.contains_key(name) {
+                return Err(AwsError::Invalid(format!("ResourceExistsException: the secret {name} already exists")));
+            }
+            w.secrets.insert(name.to_string(), (value.to_string(), false));
+            Ok(format!("arn:secret:{name}"))
+        })
     }
 }

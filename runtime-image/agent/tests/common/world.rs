@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 pub const REGION: &str = "eu-west-1";
 pub const PASSWORD: &str = "s3cr3t-Pa55word-xyz";
+/// The database's own endpoint, which CloudFormation's SecretTargetAttachment writes into the
+/// secret beside the credentials (`host`, and `port` as a number).
+pub const DB_ENDPOINT: &str = "boot-db.c0ffee.eu-west-1.rds.amazonaws.com";
 
 /// The demo service: answers /healthz, /whoami (pid and uid), /env/NAME, and logs each request.
 pub const WEB: &str = r#"#!/usr/bin/env python3
@@ -344,7 +347,13 @@ pub fn world() -> (Moto, Aws, Recorder) {
     let moto = Moto::start();
     let aws = aws(&moto);
     aws.rt
-        .block_on(aws.secrets.create_secret().name("gilliam/boot/db").secret_string(format!(r#"{{"username":"app","password":"{PASSWORD}"}}"#)).send())
+        .block_on(
+            aws.secrets
+                .create_secret()
+                .name("gilliam/boot/db")
+                .secret_string(format!(r#"{{"username":"app","password":"{PASSWORD}","host":"{DB_ENDPOINT}","port":5432}}"#))
+                .send(),
+        )
         .expect("secret");
     (moto, aws, recorder())
 }
