@@ -4,7 +4,7 @@
 //! Exit codes: 0 success, 1 invalid input (every problem printed as file:line:column),
 //! 2 usage error (bad flags, unreadable or unwritable files), 3 internal error.
 
-use gilliam_cli::compile_cmd::{run, Args, CliError};
+use gilliam_compile::cmd::{run, Args, CliError};
 use std::process::ExitCode;
 
 // Compiling a large formation builds and drops millions of small JSON nodes; mimalloc does
@@ -13,5 +13,5 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    gilliam_cli::entry::main::<Args, CliError>(run, CliError::exit_code)
+    gilliam_compile::entry::main::<Args, CliError>(run, CliError::exit_code)
 }
