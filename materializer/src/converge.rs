@@ -546,7 +546,7 @@ impl<'a, A: Aws> Converger<'a, A> {
                 Action::CreateStack { stack, shares: None, .. } => self.create(&self.request(self.entry(stack)?)?, &mut report).await?,
                 Action::UpdateStack { stack, shares: None, .. } => self.update(&self.request(self.entry(stack)?)?, &mut report).await?,
                 Action::CreateStack { stack, shares: Some(shares), template_sha256 } | Action::UpdateStack { stack, shares: Some(shares), template_sha256 } => {
-                    self.rendered(stack, shares, template_sha256, plan, &mut report).await?;
+                    self.rendered(stack, shares, template_sha256, &plan.observed, &mut report).await?;
                 }
                 Action::CreateSecret { name } => {
                     let entry = self.secret_entry(name)?;
@@ -578,7 +578,7 @@ impl<'a, A: Aws> Converger<'a, A> {
                     self.wait(stack, false).await?;
                     report.changes.push(format!("- stack {stack}"));
                 }
-                Action::Routing { stack, shares, template_sha256, .. } => self.rendered(stack, shares, template_sha256, plan, &mut report).await?,
+                Action::Routing { stack, shares, template_sha256, .. } => self.rendered(stack, shares, template_sha256, &plan.observed, &mut report).await?,
                 Action::ShiftWhenHealthy { release, shares, strategy: Some(strategy) } => {
                     let strategy: Strategy = strategy.parse().map_err(|e: String| Error::Stale(format!("the plan's strategy: {e}")))?;
                     self.wait_healthy().await?;
@@ -589,7 +589,7 @@ impl<'a, A: Aws> Converger<'a, A> {
                             // the releases this converge retires, as an all-at-once shift does.
                             let rendered = routing_only(m, self.render(&from_plan(shares, m), &plan.observed.rules)?);
                             for (stack, body) in &rendered {
-                                self.rendered(stack, shares, &canonical_sha(body), plan, &mut report).await?;
+                                self.rendered(stack, shares, &canonical_sha(body), &plan.observed, &mut report).await?;
                             }
                             report.changes.push(format!("~ traffic: all to release {release} ({strategy})"));
                         }
@@ -606,7 +606,7 @@ impl<'a, A: Aws> Converger<'a, A> {
                     self.wait_healthy().await?;
                     let rendered = routing_only(m, self.render(&from_plan(shares, m), &plan.observed.rules)?);
                     for (stack, body) in &rendered {
-                        self.rendered(stack, shares, &canonical_sha(body), plan, &mut report).await?;
+                        self.rendered(stack, shares, &canonical_sha(body), &plan.observed, &mut report).await?;
                     }
                     report.changes.push(format!("~ traffic: all to release {release}"));
                 }
@@ -707,17 +707,8 @@ impl<'a, A: Aws> Converger<'a, A> {
                 observed.rules.insert(s.name.clone(), gilliam_compiler::priority::DeployedRules::from_template(&body));
             }
         }
-        let plan = Plan {
-            plan_version: PLAN_VERSION,
-            formation: m.formation.name.clone(),
-            release: m.release.number,
-            manifest_sha256: String::new(),
-            observed_sha256: observed.sha256(),
-            observed,
-            actions: Vec::new(),
-        };
-        for (stack, body) in routing_only(m, self.render(&shares, &plan.observed.rules)?) {
-            self.rendered(&stack, &to_plan(&shares), &canonical_sha(&body), &plan, &mut report).await?;
+        for (stack, body) in routing_only(m, self.render(&shares, &observed.rules)?) {
+            self.rendered(&stack, &to_plan(&shares), &canonical_sha(&body), &observed, &mut report).await?;
         }
         self.retire(stacks).await?;
         self.retire_secrets(release).await?;
@@ -823,8 +814,9 @@ impl<'a, A: Aws> Converger<'a, A> {
     /// by CloudFormation to the deployed template, whose weights may be older than ELBv2's (a
     /// flip writes ELBv2 only): the weights the plan observed are put back before the error
     /// is returned, so that a failed update never moves traffic.
-    async fn rendered(&self, stack: &str, shares: &[Share], template_sha256: &str, plan: &Plan, report: &mut Report) -> Result<(), Error> {
-        let rendered = self.render(&from_plan(shares, self.m()), &plan.observed.rules)?;
+    /// `observed` is what the plan saw: the deployed rules' priorities, and the weights.
+    async fn rendered(&self, stack: &str, shares: &[Share], template_sha256: &str, observed: &Observed, report: &mut Report) -> Result<(), Error> {
+        let rendered = self.render(&from_plan(shares, self.m()), &observed.rules)?;
         let body = rendered.get(stack).ok_or_else(|| Error::Compile(format!("stack {stack} is not in this compile")))?;
         if canonical_sha(body) != template_sha256 {
             return Err(Error::Compile(format!("stack {stack} rendered differently than when planned: plan again")));
@@ -856,7 +848,7 @@ impl<'a, A: Aws> Converger<'a, A> {
             }
             self.wait(stack, false).await?;
         }
-        let before: BTreeMap<u32, u32> = plan.observed.weights.iter().filter_map(|(n, w)| w.map(|w| (*n, w))).collect();
+        let before: BTreeMap<u32, u32> = observed.weights.iter().filter_map(|(n, w)| w.map(|w| (*n, w))).collect();
         if before.values().any(|w| *w > 0) {
             let ops = crate::ops::Ops::new(self.aws, crate::ops::Formation::from_manifest(self.m()), self.say);
             let writes = ops.reassert(self.m(), &before).await?;
