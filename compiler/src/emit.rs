@@ -877,20 +877,18 @@ pub(crate) fn route_order(r: &crate::app::Route) -> impl Ord {
     (host_rank, path_rank, std::cmp::Reverse(literal), r.host.clone(), r.path.clone())
 }
 
-/// The weighted forward of a service's rule: each live release that has the service, with its
-/// weight. When none of them carries traffic (a service new in a release that has none yet),
-/// the newest takes the rule: nothing else can answer it, and a target group in no rule is
-/// never health-checked by ELBv2 (its targets stay `unused`), so the release could never be
-/// found healthy. `None` only when no live release has the service.
+/// The weighted forward of a service's rule: each live release that has the service, with the
+/// weight `rule_weights` gives it. `None` only when no live release has the service.
 fn forward(ctx: &Ctx<'_>, svc: &str, public: bool) -> Option<Value> {
     let mut shares: Vec<(u32, u32)> =
         ctx.traffic.iter().filter(|t| if public { t.public.contains(svc) } else { t.internal.contains(svc) }).map(|t| (t.release, t.weight)).collect();
     shares.sort_unstable();
-    if !shares.iter().any(|(_, w)| *w > 0) {
-        shares.last_mut()?.1 = 1;
-    }
-    let groups: Vec<Value> =
-        shares.iter().map(|(n, w)| json!({ "TargetGroupArn": import(&names::target_group_export(ctx.f(), *n, svc, public)), "Weight": w })).collect();
+    let weights = crate::compile::rule_weights(&shares)?;
+    let groups: Vec<Value> = shares
+        .iter()
+        .zip(weights)
+        .map(|((n, _), w)| json!({ "TargetGroupArn": import(&names::target_group_export(ctx.f(), *n, svc, public)), "Weight": w }))
+        .collect();
     Some(json!([{ "Type": "forward", "ForwardConfig": { "TargetGroups": groups } }]))
 }
 
@@ -933,6 +931,9 @@ fn routing_template(ctx: &Ctx<'_>, g: u32) -> Result<Template, String> {
     let mut t = Template::new(format!("gilliam formation {f}, routing group {g} of {}: load balancers, listeners, routes, service names", ctx.groups));
     let members: Vec<&Svc<'_>> = ctx.http().filter(|s| s.group == Some(g)).collect();
     let routes = public_routes(ctx, g);
+    // The priorities the deployed stack's rules hold (none on a first deploy).
+    let none = crate::priority::DeployedRules::default();
+    let deployed = ctx.deployed_rules.get(&names::routing_stack(f, g)).unwrap_or(&none);
     if !routes.is_empty() {
         load_balancer(ctx, &mut t, g, true)?;
         let listener = if let Some(cert) = &ctx.stage.certificate {
@@ -961,7 +962,6 @@ fn routing_template(ctx: &Ctx<'_>, g: u32) -> Result<Template, String> {
             )?;
             "PublicHttpListener"
         };
-        let deployed = ctx.deployed_rules.get(&names::routing_stack(f, g)).cloned().unwrap_or_default();
         let ids: Vec<String> = routes.iter().map(|(_, r)| names::route_rule_id(r.host.as_deref(), r.path.as_deref())).collect();
         let keys: Vec<&str> = ids.iter().map(String::as_str).collect();
         let priorities = crate::priority::allocate(&keys, &deployed.on(listener), true).map_err(|e| format!("routing group {g}'s public listener: {e}"))?;
@@ -1004,7 +1004,6 @@ fn routing_template(ctx: &Ctx<'_>, g: u32) -> Result<Template, String> {
         )?;
         // Internal rules match one exact host each: any order will do, so every deployed rule
         // keeps its number.
-        let deployed = ctx.deployed_rules.get(&names::routing_stack(f, g)).cloned().unwrap_or_default();
         let ids: Vec<String> = members.iter().map(|s| format!("{}InternalRule", s.id)).collect();
         let keys: Vec<&str> = ids.iter().map(String::as_str).collect();
         let priorities =

@@ -20,7 +20,7 @@ pub mod runtime;
 pub mod stage;
 
 pub use compile::{
-    compile, compile_with, compile_with_traffic, Compiled, Error, Inputs, Options, Source, TrafficShare, MAX_WEIGHT, TARGET_GROUPS_PER_FORWARD,
+    compile, compile_with, compile_with_traffic, rule_weights, Compiled, Error, Inputs, Options, Source, TrafficShare, MAX_WEIGHT, TARGET_GROUPS_PER_FORWARD,
     TARGET_GROUPS_PER_LB,
 };
 pub use emit::{INLINE_USERDATA_BUDGET, RUNTIME_CONFIG_VERSION};

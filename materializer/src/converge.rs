@@ -9,6 +9,7 @@ use crate::bundle::{Bundle, BundleError};
 use crate::plan::{Action, Observed, Plan, Share, PLAN_VERSION};
 use crate::strategy::Strategy;
 use gilliam_compiler::manifest::{Manifest, StackEntry, StackRole};
+use gilliam_compiler::priority::DeployedRules;
 use gilliam_compiler::TrafficShare;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -139,6 +140,9 @@ impl Report {
         last.unwrap_or_else(|| plan.observed.weights.iter().map(|(n, w)| (*n, w.unwrap_or(0))).collect())
     }
 }
+
+/// A stack as deployed: its status and template (not read while busy), or `None`: no stack.
+type Deployed = Option<(String, Option<Vec<u8>>)>;
 
 static RETRY_BASE_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(200);
 
@@ -300,15 +304,8 @@ impl<'a, A: Aws> Converger<'a, A> {
         }
         // The routing stacks as deployed: their rules keep their priorities, and new rules are
         // numbered around them (real ELBv2 refuses a number a deployed rule still holds).
-        let mut deployed_routing = BTreeMap::new();
-        for g in 1..=m.formation.routing_groups {
-            let name = gilliam_compiler::names::routing_stack(&m.formation.name, g);
-            let d = self.stack_with_template(&name).await?;
-            if let Some((_, Some(body))) = &d {
-                observed.rules.insert(name.clone(), gilliam_compiler::priority::DeployedRules::from_template(body));
-            }
-            deployed_routing.insert(name, d);
-        }
+        let (mut deployed_routing, rules) = self.deployed_routing().await?;
+        observed.rules = rules;
         let rendered = self.render(&shares, &observed.rules)?;
 
         // The auxiliaries' secrets come before the formation stack that reads them. One that an
@@ -481,7 +478,7 @@ impl<'a, A: Aws> Converger<'a, A> {
     }
 
     /// A stack's status and its deployed template (not read while the stack is busy or empty).
-    async fn stack_with_template(&self, name: &str) -> Result<Option<(String, Option<Vec<u8>>)>, Error> {
+    async fn stack_with_template(&self, name: &str) -> Result<Deployed, Error> {
         let Some(st) = retry("describe stack", || self.aws.describe_stack(name)).await? else { return Ok(None) };
         let body = if st.status.ends_with("_IN_PROGRESS") || st.status == "ROLLBACK_COMPLETE" {
             None
@@ -535,14 +532,7 @@ impl<'a, A: Aws> Converger<'a, A> {
                     self.wait(stack, false).await?;
                     self.create(&self.request(self.entry(stack)?)?, &mut report).await?;
                 }
-                Action::ContinueRollback { stack } => {
-                    (self.say)(&format!("stack {stack}: continuing its failed rollback"));
-                    match retry("continue update rollback", || self.aws.continue_update_rollback(stack)).await {
-                        Ok(()) | Err(Error::Aws { err: AwsError::InProgress(_), .. }) => {}
-                        Err(e) => return Err(e),
-                    }
-                    self.wait(stack, false).await?;
-                }
+                Action::ContinueRollback { stack } => self.continue_rollback(stack).await?,
                 Action::CreateStack { stack, shares: None, .. } => self.create(&self.request(self.entry(stack)?)?, &mut report).await?,
                 Action::UpdateStack { stack, shares: None, .. } => self.update(&self.request(self.entry(stack)?)?, &mut report).await?,
                 Action::CreateStack { stack, shares: Some(shares), template_sha256 } | Action::UpdateStack { stack, shares: Some(shares), template_sha256 } => {
@@ -701,12 +691,11 @@ impl<'a, A: Aws> Converger<'a, A> {
         let shares: Vec<TrafficShare> = traffic.shares(m).into_iter().filter(|s| s.release != release).collect();
         let mut report = Report::default();
         // What a plan would observe: the weights, and the deployed rules' priorities.
-        let mut observed = Observed { weights: traffic.releases.iter().map(|(n, l)| (*n, l.weight)).collect(), ..Observed::default() };
-        for s in m.stacks.iter().filter(|s| s.role == StackRole::Routing) {
-            if let Some((_, Some(body))) = self.stack_with_template(&s.name).await? {
-                observed.rules.insert(s.name.clone(), gilliam_compiler::priority::DeployedRules::from_template(&body));
-            }
-        }
+        let observed = Observed {
+            weights: traffic.releases.iter().map(|(n, l)| (*n, l.weight)).collect(),
+            rules: self.deployed_routing().await?.1,
+            ..Observed::default()
+        };
         for (stack, body) in routing_only(m, self.render(&shares, &observed.rules)?) {
             self.rendered(&stack, &to_plan(&shares), &canonical_sha(&body), &observed, &mut report).await?;
         }
@@ -748,6 +737,32 @@ impl<'a, A: Aws> Converger<'a, A> {
             retry("delete a config secret", || self.aws.delete_secret(&name)).await?;
         }
         Ok(())
+    }
+
+    /// Finishes a rollback that failed (UPDATE_ROLLBACK_FAILED), then waits for it to settle.
+    async fn continue_rollback(&self, stack: &str) -> Result<(), Error> {
+        (self.say)(&format!("stack {stack}: continuing its failed rollback"));
+        match retry("continue update rollback", || self.aws.continue_update_rollback(stack)).await {
+            Ok(()) | Err(Error::Aws { err: AwsError::InProgress(_), .. }) => {}
+            Err(e) => return Err(e),
+        }
+        self.wait(stack, false).await.map(|_| ())
+    }
+
+    /// The formation's routing stacks as deployed (status and template, by name, `None` where
+    /// there is none), and the priorities their listener rules hold.
+    async fn deployed_routing(&self) -> Result<(BTreeMap<String, Deployed>, BTreeMap<String, DeployedRules>), Error> {
+        let m = self.m();
+        let (mut stacks, mut rules) = (BTreeMap::new(), BTreeMap::new());
+        for g in 1..=m.formation.routing_groups {
+            let name = gilliam_compiler::names::routing_stack(&m.formation.name, g);
+            let deployed = self.stack_with_template(&name).await?;
+            if let Some((_, Some(body))) = &deployed {
+                rules.insert(name.clone(), DeployedRules::from_template(body));
+            }
+            stacks.insert(name, deployed);
+        }
+        Ok((stacks, rules))
     }
 
     /// A cache's endpoint as the formation stack's outputs give it: (host, port).
@@ -841,12 +856,7 @@ impl<'a, A: Aws> Converger<'a, A> {
         let result = self.update(&req, report).await;
         let Err(Error::StackFailed { status, .. }) = &result else { return result };
         if status == "UPDATE_ROLLBACK_FAILED" {
-            (self.say)(&format!("stack {stack}: continuing its failed rollback"));
-            match retry("continue update rollback", || self.aws.continue_update_rollback(stack)).await {
-                Ok(()) | Err(Error::Aws { err: AwsError::InProgress(_), .. }) => {}
-                Err(e) => return Err(e),
-            }
-            self.wait(stack, false).await?;
+            self.continue_rollback(stack).await?;
         }
         let before: BTreeMap<u32, u32> = observed.weights.iter().filter_map(|(n, w)| w.map(|w| (*n, w))).collect();
         if before.values().any(|w| *w > 0) {
@@ -973,7 +983,7 @@ impl<'a, A: Aws> Converger<'a, A> {
 
     /// Renders the formation and routing stacks for these shares (and the deployed rules'
     /// priorities) with the compiler: stack name to template.
-    fn render(&self, shares: &[TrafficShare], rules: &BTreeMap<String, gilliam_compiler::priority::DeployedRules>) -> Result<BTreeMap<String, Vec<u8>>, Error> {
+    fn render(&self, shares: &[TrafficShare], rules: &BTreeMap<String, DeployedRules>) -> Result<BTreeMap<String, Vec<u8>>, Error> {
         let [app, rel, stage] = self.bundle.inputs()?;
         let inputs = gilliam_compiler::Inputs {
             app: gilliam_compiler::Source { name: "gilliam.yml", text: &app },

@@ -121,14 +121,16 @@ pub(crate) fn release_weights(pairs: impl Iterator<Item = (u32, u32)>) -> BTreeM
     out
 }
 
-/// The weights of one rule's target groups for the formation's weights `target` (release to
-/// weight): each release's own weight, or, when none of the rule's releases has any, 1 for the
-/// newest of them. `None` when the rule names no known release.
+/// The weights of one rule's target groups (by their release, `None` for a target group of no
+/// live release) for the formation's weights `target`, by `gilliam_compiler::rule_weights`.
+/// `None` when the rule names no known release.
 pub(crate) fn rule_weights(releases: &[Option<u32>], target: &BTreeMap<u32, u32>) -> Option<Vec<u32>> {
-    let mut w: Vec<u32> = releases.iter().map(|n| n.and_then(|n| target.get(&n).copied()).unwrap_or(0)).collect();
-    if w.iter().all(|w| *w == 0) {
-        let newest = releases.iter().enumerate().filter_map(|(i, n)| n.map(|n| (n, i))).max()?.1;
-        w[newest] = 1;
+    // The compiler's rule over the target groups of known releases; any other gets nothing.
+    let known: Vec<(usize, (u32, u32))> = releases.iter().enumerate().filter_map(|(i, n)| n.map(|n| (i, (n, target.get(&n).copied().unwrap_or(0))))).collect();
+    let pairs: Vec<(u32, u32)> = known.iter().map(|(_, p)| *p).collect();
+    let mut w = vec![0; releases.len()];
+    for ((i, _), weight) in known.iter().zip(gilliam_compiler::rule_weights(&pairs)?) {
+        w[*i] = weight;
     }
     Some(w)
 }
