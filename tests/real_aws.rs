@@ -81,6 +81,9 @@ impl World {
                 let others: BTreeMap<String, Value> = self.stacks.iter().filter(|(k, _)| *k != name).map(|(k, v)| (k.clone(), v.clone())).collect();
                 let problems = change_problems(name, self.stacks.get(name), t, &others);
                 assert!(problems.is_empty(), "release {n}, stack {name}:\n{}", problems.join("\n"));
+                if role == StackRole::Routing {
+                    test_rules_come_first(n, t);
+                }
                 self.stacks.insert(name.clone(), t.clone());
             }
         }
@@ -99,13 +102,48 @@ impl World {
     }
 }
 
-/// Public rules of a routing template: (priority, host, path) sorted by priority.
+/// Every weighted rule has its test-header twin on the same listener, with the same other
+/// conditions plus `X-Gilliam-Release: n`, forwarding to release `n` alone, and evaluated just
+/// before it: no other rule's priority lies between the two.
+fn test_rules_come_first(n: u32, t: &Value) {
+    let rules: BTreeMap<&String, &Value> =
+        t["Resources"].as_object().into_iter().flatten().filter(|(_, r)| r["Type"] == "AWS::ElasticLoadBalancingV2::ListenerRule").collect();
+    for (id, r) in rules.iter().filter(|(id, _)| !gilliam_compiler::names::is_test_rule(id)) {
+        let twin_id = gilliam_compiler::names::test_rule_id(id);
+        let twin = rules.get(&twin_id).unwrap_or_else(|| panic!("release {n}: {id} has no test-header twin"));
+        let (p, tp) = (&r["Properties"], &twin["Properties"]);
+        assert_eq!(p["ListenerArn"], tp["ListenerArn"], "{id}");
+        let mut want = p["Conditions"].as_array().cloned().unwrap_or_default();
+        want.push(serde_json::json!({ "Field": "http-header", "HttpHeaderConfig": { "HttpHeaderName": "X-Gilliam-Release", "Values": [n.to_string()] } }));
+        assert_eq!(tp["Conditions"], Value::Array(want), "{twin_id}");
+        let forward = tp["Actions"][0]["ForwardConfig"]["TargetGroups"].as_array().cloned().unwrap_or_default();
+        assert!(
+            forward.len() == 1 && forward[0]["TargetGroupArn"]["Fn::ImportValue"].as_str().is_some_and(|e| e.starts_with(&format!("shop-r{n}-"))),
+            "{twin_id}: {forward:?}"
+        );
+        let (hi, lo) = (p["Priority"].as_u64().unwrap_or(0), tp["Priority"].as_u64().unwrap_or(0));
+        let between = rules
+            .values()
+            .filter(|o| o["Properties"]["ListenerArn"] == p["ListenerArn"])
+            .filter_map(|o| o["Properties"]["Priority"].as_u64())
+            .filter(|q| lo < *q && *q < hi)
+            .count();
+        assert!(lo < hi && between == 0, "release {n}: {twin_id} ({lo}) just before {id} ({hi})");
+    }
+}
+
+/// Weighted public rules of a routing template (test-header twins left out): (priority, host,
+/// path) sorted by priority.
 fn public_rules(t: &Value) -> Vec<(u64, String, String)> {
     let mut out: Vec<(u64, String, String)> = t["Resources"]
         .as_object()
         .into_iter()
         .flatten()
-        .filter(|(_, r)| r["Type"] == "AWS::ElasticLoadBalancingV2::ListenerRule" && r["Properties"]["ListenerArn"]["Ref"] != "InternalListener")
+        .filter(|(id, r)| {
+            r["Type"] == "AWS::ElasticLoadBalancingV2::ListenerRule"
+                && r["Properties"]["ListenerArn"]["Ref"] != "InternalListener"
+                && !gilliam_compiler::names::is_test_rule(id)
+        })
         .map(|(_, r)| {
             let cond = |field: &str, key: &str| {
                 r["Properties"]["Conditions"]

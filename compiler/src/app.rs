@@ -211,11 +211,13 @@ pub struct App {
     pub services: Vec<Service>,
     /// `x-gilliam: {build: ...}`: the command `gilliam build` runs in the source tree first.
     pub build: Option<String>,
+    /// `x-gilliam: {analysis, hooks, stickiness}`: how traffic moving to a release is judged.
+    pub delivery: crate::delivery::Partial,
 }
 
 /// The top-level key for gilliam's own settings (not a service; `x-` as in other tools' files).
 pub const SETTINGS_KEY: &str = "x-gilliam";
-const SETTINGS_KEYS: &[&str] = &["build"];
+const SETTINGS_KEYS: &[&str] = &["build", "analysis", "hooks", "stickiness"];
 
 const PROCESS_KEYS: &[&str] = &["script", "ports", "env", "health", "scale", "instance_type", "routes", "internal"];
 const AUX_KEYS_POSTGRES: &[&str] = &["type", "version", "instance_type", "storage", "database"];
@@ -276,6 +278,7 @@ pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<App> {
     }
     let mut services = Vec::new();
     let mut build = None;
+    let mut delivery = crate::delivery::Partial::default();
     for (key, node) in entries {
         if key.name == SETTINGS_KEY {
             if let Some(m) = decode::map(node, sink, &format!("`{SETTINGS_KEY}`")) {
@@ -284,6 +287,7 @@ pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<App> {
                 if build.as_deref().is_some_and(|b| b.trim().is_empty()) {
                     sink.error_hint(node.pos, "`build` is empty", "give the command that builds the tree, e.g. `make dist`, or leave `build` out");
                 }
+                delivery = crate::delivery::decode(&mut f, sink, false);
                 f.finish(sink, SETTINGS_KEYS, &format!("`{SETTINGS_KEY}`"));
             }
             continue;
@@ -301,7 +305,7 @@ pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<App> {
         }
     }
     services.sort_by(|a, b| a.name.cmp(&b.name));
-    Some(App { services, build })
+    Some(App { services, build, delivery })
 }
 
 fn decode_service(name: &str, name_pos: Pos, node: &Node, sink: &mut Sink<'_>) -> Option<ServiceKind> {

@@ -120,6 +120,7 @@ pub(crate) struct Ctx<'a> {
     pub traffic: Vec<TrafficShare>,
     pub workers: usize,
     pub deployed_rules: BTreeMap<String, crate::priority::DeployedRules>,
+    pub delivery: mf::Delivery,
 }
 
 impl Ctx<'_> {
@@ -388,7 +389,8 @@ fn check<'a>(
     if !out.is_empty() {
         return None;
     }
-    Some(Ctx { stage, release, svcs, groups, parts: 1, live, traffic: shares, workers: 1, deployed_rules: BTreeMap::new() })
+    let delivery = crate::delivery::merge(&app.delivery, &stage.delivery);
+    Some(Ctx { stage, release, svcs, groups, parts: 1, live, traffic: shares, workers: 1, deployed_rules: BTreeMap::new(), delivery })
 }
 
 fn check_traffic(shares: &[TrafficShare], groups: u32, live: u32, sink: &mut Sink<'_>) {
@@ -451,11 +453,20 @@ fn overflow(svcs: &[Svc<'_>], k: u32, stage: &Stage, live: u32) -> Option<String
         if routed[g] * live > TARGET_GROUPS_PER_LB {
             return Some(format!("routing group {n}'s public load balancer would hold {} target groups ({} routed services x {live} live releases), over ELBv2's limit of {TARGET_GROUPS_PER_LB} per load balancer", routed[g] * live, routed[g]));
         }
-        if http[g] > rules {
-            return Some(format!("routing group {n}'s internal load balancer would need {} rules, over the quota of {rules} rules per load balancer", http[g]));
+        // Each rule has a twin for the test header (`X-Gilliam-Release`) just before it.
+        if 2 * http[g] > rules {
+            return Some(format!(
+                "routing group {n}'s internal load balancer would need {} rules ({} services, each with its test-header rule), over the quota of {rules} rules per load balancer",
+                2 * http[g],
+                http[g]
+            ));
         }
-        if routes[g] > rules {
-            return Some(format!("routing group {n}'s public load balancer would need {} rules, over the quota of {rules} rules per load balancer", routes[g]));
+        if 2 * routes[g] > rules {
+            return Some(format!(
+                "routing group {n}'s public load balancer would need {} rules ({} routes, each with its test-header rule), over the quota of {rules} rules per load balancer",
+                2 * routes[g],
+                routes[g]
+            ));
         }
     }
     let lbs: u32 = (0..k as usize).map(|g| u32::from(http[g] > 0) + u32::from(routed[g] > 0)).sum();
@@ -471,10 +482,15 @@ fn layout_groups(svcs: &mut [Svc<'_>], stage: &Stage, live: u32, sink: &mut Sink
     let limit_hint = "raise the quota with AWS and set it under `quotas:` in the stage file, lower `keep_releases`, or split the formation";
     for s in svcs.iter().filter(|s| s.routed()) {
         let n = s.s.process().map_or(0, |p| p.routes.len() as u32);
-        if n > stage.quotas.rules_per_load_balancer {
+        if 2 * n > stage.quotas.rules_per_load_balancer {
             sink.error_hint(
                 s.s.pos,
-                format!("service `{}` has {n} routes, over the quota of {} rules per load balancer", s.s.name, stage.quotas.rules_per_load_balancer),
+                format!(
+                    "service `{}` has {n} routes, which need {} rules with their test-header rules, over the quota of {} rules per load balancer",
+                    s.s.name,
+                    2 * n,
+                    stage.quotas.rules_per_load_balancer
+                ),
                 limit_hint,
             );
             return None;

@@ -889,7 +889,22 @@ fn forward(ctx: &Ctx<'_>, svc: &str, public: bool) -> Option<Value> {
         .zip(weights)
         .map(|((n, _), w)| json!({ "TargetGroupArn": import(&names::target_group_export(ctx.f(), *n, svc, public)), "Weight": w }))
         .collect();
-    Some(json!([{ "Type": "forward", "ForwardConfig": { "TargetGroups": groups } }]))
+    let mut config = json!({ "TargetGroups": groups });
+    if let Some(secs) = ctx.delivery.stickiness_seconds {
+        config["TargetGroupStickinessConfig"] = json!({ "Enabled": true, "DurationSeconds": secs });
+    }
+    Some(json!([{ "Type": "forward", "ForwardConfig": config }]))
+}
+
+/// The forward of a test-header rule: the compiled release's target group alone.
+fn test_forward(ctx: &Ctx<'_>, svc: &str, public: bool) -> Value {
+    let tg = import(&names::target_group_export(ctx.f(), ctx.release.number, svc, public));
+    json!([{ "Type": "forward", "ForwardConfig": { "TargetGroups": [{ "TargetGroupArn": tg, "Weight": 1 }] } }])
+}
+
+/// The condition that picks the compiled release out: `X-Gilliam-Release: N`.
+fn test_condition(ctx: &Ctx<'_>) -> Value {
+    obj! { "Field": "http-header", "HttpHeaderConfig": obj! { "HttpHeaderName": crate::delivery::TEST_HEADER, "Values": vec![ctx.release.number.to_string()] } }
 }
 
 fn not_found() -> Value {
@@ -962,12 +977,26 @@ fn routing_template(ctx: &Ctx<'_>, g: u32) -> Result<Template, String> {
             )?;
             "PublicHttpListener"
         };
-        let ids: Vec<String> = routes.iter().map(|(_, r)| names::route_rule_id(r.host.as_deref(), r.path.as_deref())).collect();
+        // Each route's rule comes just after its test-header twin, which sends a request
+        // carrying `X-Gilliam-Release: N` to the compiled release whatever the weights.
+        let ids: Vec<String> = routes
+            .iter()
+            .flat_map(|(_, r)| {
+                let id = names::route_rule_id(r.host.as_deref(), r.path.as_deref());
+                [names::test_rule_id(&id), id]
+            })
+            .collect();
         let keys: Vec<&str> = ids.iter().map(String::as_str).collect();
         let priorities = crate::priority::allocate(&keys, &deployed.on(listener), true).map_err(|e| format!("routing group {g}'s public listener: {e}"))?;
-        for (((s, r), id), prio) in routes.iter().zip(&ids).zip(priorities) {
-            let Some(actions) = forward(ctx, &s.s.name, true) else {
-                continue;
+        let pairs = routes.iter().flat_map(|sr| [(sr, true), (sr, false)]);
+        for ((((s, r), test), id), prio) in pairs.zip(&ids).zip(priorities) {
+            let actions = if test {
+                test_forward(ctx, &s.s.name, true)
+            } else {
+                let Some(actions) = forward(ctx, &s.s.name, true) else {
+                    continue;
+                };
+                actions
             };
             let mut conditions = Vec::new();
             if let Some(h) = &r.host {
@@ -975,6 +1004,9 @@ fn routing_template(ctx: &Ctx<'_>, g: u32) -> Result<Template, String> {
             }
             if let Some(p) = &r.path {
                 conditions.push(obj! { "Field": "path-pattern", "PathPatternConfig": obj! { "Values": vec![p.as_str()] } });
+            }
+            if test {
+                conditions.push(test_condition(ctx));
             }
             let mut rule = obj! { "ListenerArn": r#ref(listener), "Priority": prio, "Conditions": conditions, "Actions": actions };
             if let Some(rw) = &r.rewrite {
@@ -1002,22 +1034,34 @@ fn routing_template(ctx: &Ctx<'_>, g: u32) -> Result<Template, String> {
             "AWS::ElasticLoadBalancingV2::Listener",
             json!({ "LoadBalancerArn": r#ref("InternalLoadBalancer"), "Port": 80, "Protocol": "HTTP", "DefaultActions": not_found() }),
         )?;
-        // Internal rules match one exact host each: any order will do, so every deployed rule
-        // keeps its number.
-        let ids: Vec<String> = members.iter().map(|s| format!("{}InternalRule", s.id)).collect();
+        // Internal rules match one exact host each, so services may come in any order; but a
+        // service's test-header rule must come before its own rule.
+        let ids: Vec<String> = members
+            .iter()
+            .flat_map(|s| {
+                let id = format!("{}InternalRule", s.id);
+                [names::test_rule_id(&id), id]
+            })
+            .collect();
         let keys: Vec<&str> = ids.iter().map(String::as_str).collect();
         let priorities =
-            crate::priority::allocate(&keys, &deployed.on("InternalListener"), false).map_err(|e| format!("routing group {g}'s internal listener: {e}"))?;
-        for ((s, id), prio) in members.iter().zip(&ids).zip(priorities) {
+            crate::priority::allocate(&keys, &deployed.on("InternalListener"), true).map_err(|e| format!("routing group {g}'s internal listener: {e}"))?;
+        for (s, (pair, prio)) in members.iter().zip(ids.chunks(2).zip(priorities.chunks(2))) {
             let host = host(ctx, &s.s.name);
+            let host_condition = obj! { "Field": "host-header", "HostHeaderConfig": obj! { "Values": vec![host.as_str()] } };
+            t.add(
+                pair[0].clone(),
+                "AWS::ElasticLoadBalancingV2::ListenerRule",
+                obj! {
+                    "ListenerArn": r#ref("InternalListener"), "Priority": prio[0],
+                    "Conditions": vec![host_condition.clone(), test_condition(ctx)], "Actions": test_forward(ctx, &s.s.name, false),
+                },
+            )?;
             if let Some(actions) = forward(ctx, &s.s.name, false) {
                 t.add(
-                    id.clone(),
+                    pair[1].clone(),
                     "AWS::ElasticLoadBalancingV2::ListenerRule",
-                    obj! {
-                        "ListenerArn": r#ref("InternalListener"), "Priority": prio,
-                        "Conditions": vec![obj! { "Field": "host-header", "HostHeaderConfig": obj! { "Values": vec![host.as_str()] } }], "Actions": actions,
-                    },
+                    obj! { "ListenerArn": r#ref("InternalListener"), "Priority": prio[1], "Conditions": vec![host_condition], "Actions": actions },
                 )?;
             }
             t.add(
@@ -1145,6 +1189,8 @@ fn manifest(ctx: &Ctx<'_>, inputs: &Inputs<'_>, out: &mut Out, d: &Discovery, mu
                 })
             })
             .collect(),
+        test_route: ctx.http().next().is_some().then(|| mf::TestRoute { header: crate::delivery::TEST_HEADER.into(), value: n.to_string() }),
+        delivery: ctx.delivery.clone(),
     })
 }
 

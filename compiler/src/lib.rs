@@ -8,6 +8,7 @@ pub mod app;
 pub mod cfn;
 mod compile;
 mod decode;
+pub mod delivery;
 pub mod diag;
 mod emit;
 pub mod manifest;

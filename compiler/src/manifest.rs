@@ -37,6 +37,120 @@ pub struct Manifest {
     /// before the formation stack reads them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<SecretEntry>,
+    /// The header that reaches this release whatever its weight, on every public route and
+    /// internal name: `None` when the formation has no HTTP service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_route: Option<TestRoute>,
+    /// How traffic moving to a release is judged and announced.
+    #[serde(default, skip_serializing_if = "Delivery::is_default")]
+    pub delivery: Delivery,
+}
+
+/// A request carrying `header: value` reaches this release's target groups only, at any
+/// weight, through a listener rule evaluated just before each route's own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestRoute {
+    pub header: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Delivery {
+    /// Metric analysis between the steps of a gradual shift and during a bake window; `None`:
+    /// only target health is watched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<Analysis>,
+    #[serde(default, skip_serializing_if = "Hooks::is_empty")]
+    pub hooks: Hooks,
+    #[serde(default, skip_serializing_if = "Notifications::is_empty")]
+    pub notifications: Notifications,
+    /// During a split, a client stays with the release it first reached for this long (the
+    /// weighted forward's target group stickiness); `None`: every request is weighed anew.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stickiness_seconds: Option<u32>,
+}
+
+impl Delivery {
+    pub fn is_default(&self) -> bool {
+        *self == Delivery::default()
+    }
+}
+
+/// Thresholds a release must stay within, over the same window as its baseline (the release
+/// it takes traffic from).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Analysis {
+    /// Most 5xx answers from the release's targets, in percent of its requests.
+    pub max_error_rate_percent: f64,
+    /// Highest p99 target response time, in milliseconds; `None`: no absolute ceiling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_p99_ms: Option<u32>,
+    /// The release's error rate and p99 may be at most this multiple of the baseline's.
+    pub max_ratio_vs_baseline: f64,
+    /// Fewer requests than this in the window: too little traffic to judge (never a pass).
+    pub min_requests: u32,
+    /// How often the metrics are read while a step is watched.
+    pub interval_seconds: u32,
+    /// CloudWatch alarms that abort the shift when in ALARM.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alarms: Vec<String>,
+}
+
+/// Commands `gilliam` runs where it runs, around a traffic shift.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Hooks {
+    /// Runs when the new release is healthy, before any weight moves: failing stops the shift.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_traffic: Option<String>,
+    /// Runs after the last step: failing rolls the traffic back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_traffic: Option<String>,
+    /// Runs after an abort has put the traffic back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_abort: Option<String>,
+    /// A hook still running after this long is killed and counts as failed.
+    pub timeout_seconds: u32,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks { pre_traffic: None, post_traffic: None, on_abort: None, timeout_seconds: crate::delivery::DEFAULT_HOOK_TIMEOUT_SECONDS }
+    }
+}
+
+impl Hooks {
+    pub fn is_empty(&self) -> bool {
+        *self == Hooks::default()
+    }
+    /// Whether any hook is set.
+    pub fn any(&self) -> bool {
+        self.pre_traffic.is_some() || self.post_traffic.is_some() || self.on_abort.is_some()
+    }
+}
+
+/// Where deploy events are sent (see the README for the JSON body).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Notifications {
+    /// POSTed a JSON body per event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+    /// SNS topic ARN: the same JSON as the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sns_topic: Option<String>,
+    /// EventBridge bus name or ARN: the same JSON as the event's detail, source `gilliam`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_bus: Option<String>,
+}
+
+impl Notifications {
+    pub fn is_empty(&self) -> bool {
+        *self == Notifications::default()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -98,6 +98,16 @@ pub fn secret_name(formation: &str, aux: &str) -> String {
     format!("gilliam/{formation}/{aux}")
 }
 
+/// The logical ID of the test-header twin of rule `rule` (`Route1a2b3c4dTest`).
+pub fn test_rule_id(rule: &str) -> String {
+    format!("{rule}Test")
+}
+
+/// Whether a listener rule's logical ID is a test-header rule's: its forward is no weight.
+pub fn is_test_rule(logical: &str) -> bool {
+    logical.ends_with("Test")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

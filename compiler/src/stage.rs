@@ -43,6 +43,8 @@ pub struct Stage {
     pub auxiliary_image: Option<String>,
     pub routing_groups: Option<u32>,
     pub quotas: Quotas,
+    /// `analysis`, `hooks`, `stickiness`, `notifications`: over gilliam.yml's, key by key.
+    pub delivery: crate::delivery::Partial,
     pub root_pos: Pos,
 }
 
@@ -60,6 +62,10 @@ const KEYS: &[&str] = &[
     "auxiliary_image",
     "routing_groups",
     "quotas",
+    "analysis",
+    "hooks",
+    "stickiness",
+    "notifications",
 ];
 const DEFAULT_KEYS: &[&str] = &["instance_type", "root_volume_gb", "scale"];
 const QUOTA_KEYS: &[&str] = &["load_balancers", "rules_per_load_balancer"];
@@ -213,6 +219,7 @@ pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<Stage> {
         Some(n) => quotas(n, sink),
         None => Quotas { load_balancers: 50, rules_per_load_balancer: 100 },
     };
+    let delivery = crate::delivery::decode(&mut f, sink, true);
     f.finish(sink, KEYS, "the stage file");
     Some(Stage {
         formation: formation?,
@@ -231,6 +238,7 @@ pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<Stage> {
         auxiliary_image,
         routing_groups,
         quotas,
+        delivery,
         root_pos: root.pos,
     })
 }

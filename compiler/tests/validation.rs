@@ -288,3 +288,57 @@ fn route_rewrites_bind_their_variables_on_the_side_they_rewrite() {
     assert_eq!(found.len(), 4, "{found:?}");
     assert!(errors(&app("    - /v1/{rest}: /api/{rest}\n"), RELEASE, STAGE).is_empty());
 }
+
+#[test]
+fn delivery_settings_are_checked_where_they_are_written() {
+    let app = format!("{APP}x-gilliam:\n  analysis: {{max_error_rate: 1.5, max_p99_ms: fast, interval: 2d, min_requests: -1}}\n  hooks: {{pre_traffic: '', post_trafic: x, timeout: 3h}}\n  stickiness: 8d\n");
+    let stage =
+        format!("{STAGE}analysis: {{max_ratio_vs_baseline: 0.5, alarms: [ok, '']}}\nnotifications: {{webhook: ftp://x, sns_topic: topic, event_bus: 'a b'}}\n");
+    let e = errors(&app, RELEASE, &stage);
+    expect(&e, "gilliam.yml:8:63: `analysis.interval` `2d` is out of range", "between 1 and 3600 seconds");
+    expect(&e, "gilliam.yml:8:47: `analysis.max_p99_ms` must be a whole number", "");
+    expect(&e, "gilliam.yml:8:81: `analysis.min_requests` must be between 0 and", "");
+    expect(&e, "gilliam.yml:9:24: `hooks.pre_traffic` must not be empty", "");
+    expect(&e, "gilliam.yml:9:28: unknown key `post_trafic` in `hooks`", "did you mean `post_traffic`?");
+    expect(&e, "gilliam.yml:9:53: `hooks.timeout` `3h` is out of range", "between 1 and 7200 seconds");
+    expect(&e, "gilliam.yml:10:15: `stickiness` `8d` is out of range", "between 1 and 604800 seconds");
+    expect(&e, "stage.yml:7:35: `analysis.max_ratio_vs_baseline` must be a number from 1 to 1000", "");
+    expect(&e, "stage.yml:7:53: an alarm name must not be empty", "");
+    expect(&e, "stage.yml:8:26: bad webhook URL `ftp://x`", "http:// or https://");
+    expect(&e, "stage.yml:8:46: bad SNS topic `topic`", "arn:aws:sns:REGION:ACCOUNT:NAME");
+    expect(&e, "stage.yml:8:64: bad event bus `a b`", "EventBridge bus name");
+    // `notifications` belong to the stage file: where the account's endpoints are.
+    let e = errors(&format!("{APP}x-gilliam: {{notifications: {{webhook: http://x}}}}\n"), RELEASE, STAGE);
+    expect(&e, "gilliam.yml:7:13: unknown key `notifications` in `x-gilliam`", "allowed keys: build, analysis, hooks, stickiness");
+}
+
+#[test]
+fn delivery_settings_merge_with_the_stage_file_winning_key_by_key() {
+    let app = format!(
+        "{APP}x-gilliam:\n  analysis: {{max_error_rate: 2%, max_p99_ms: 300}}\n  hooks: {{pre_traffic: ./smoke, on_abort: ./page}}\n  stickiness: 10m\n"
+    );
+    let stage = format!("{STAGE}analysis: {{max_p99_ms: 900, alarms: [shop-5xx]}}\nhooks: {{on_abort: ./page-ops, timeout: 1m}}\nnotifications: {{webhook: 'https://hooks.example.com/x'}}\n");
+    let inputs = Inputs {
+        app: Source { name: "gilliam.yml", text: &app },
+        release: Source { name: "release.json", text: RELEASE },
+        stage: Source { name: "stage.yml", text: &stage },
+    };
+    let m = compile(&inputs).expect("compiles").manifest;
+    let a = m.delivery.analysis.expect("analysis on");
+    assert_eq!((a.max_error_rate_percent, a.max_p99_ms, a.max_ratio_vs_baseline, a.min_requests, a.interval_seconds), (2.0, Some(900), 1.5, 50, 60));
+    assert_eq!(a.alarms, ["shop-5xx"]);
+    assert_eq!(m.delivery.hooks.pre_traffic.as_deref(), Some("./smoke"));
+    assert_eq!(m.delivery.hooks.on_abort.as_deref(), Some("./page-ops"));
+    assert_eq!(m.delivery.hooks.timeout_seconds, 60);
+    assert_eq!(m.delivery.stickiness_seconds, Some(600));
+    assert_eq!(m.delivery.notifications.webhook.as_deref(), Some("https://hooks.example.com/x"));
+    let t = m.test_route.expect("a formation with HTTP services has a test route");
+    assert_eq!((t.header.as_str(), t.value.as_str()), ("X-Gilliam-Release", "3"));
+    // Without any of it: nothing in the manifest, and only health judges a shift.
+    let plain = Inputs {
+        app: Source { name: "gilliam.yml", text: APP },
+        release: Source { name: "release.json", text: RELEASE },
+        stage: Source { name: "stage.yml", text: STAGE },
+    };
+    assert!(compile(&plain).expect("compiles").manifest.delivery.is_default());
+}

@@ -1,0 +1,219 @@
+//! How a release is judged and announced while traffic moves to it: metric analysis
+//! thresholds, hooks, sticky sessions and notifications, read from `x-gilliam` in gilliam.yml
+//! and from the stage file (the stage file wins, key by key), and published in the manifest.
+
+use crate::decode::{self, Fields};
+use crate::diag::Sink;
+use crate::manifest::{Analysis, Delivery, Hooks, Notifications};
+use crate::node::{Node, Value};
+
+/// The header that reaches the newest release at any weight (`X-Gilliam-Release: 12`).
+pub const TEST_HEADER: &str = "X-Gilliam-Release";
+
+const ANALYSIS_KEYS: &[&str] = &["max_error_rate", "max_p99_ms", "max_ratio_vs_baseline", "min_requests", "interval", "alarms"];
+const HOOK_KEYS: &[&str] = &["pre_traffic", "post_traffic", "on_abort", "timeout"];
+const NOTIFY_KEYS: &[&str] = &["webhook", "sns_topic", "event_bus"];
+
+/// Defaults: a release is judged on at least 50 requests, with at most 1% of them 5xx, and
+/// neither its error rate nor its p99 more than 1.5 times the baseline's; checked every minute
+/// (ELBv2 publishes its metrics each minute).
+pub const DEFAULT_ANALYSIS: Analysis =
+    Analysis { max_error_rate_percent: 1.0, max_p99_ms: None, max_ratio_vs_baseline: 1.5, min_requests: 50, interval_seconds: 60, alarms: Vec::new() };
+pub const DEFAULT_HOOK_TIMEOUT_SECONDS: u32 = 600;
+
+/// The delivery settings of one file, each key only where the file gives it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Partial {
+    analysis: Option<PartialAnalysis>,
+    pre_traffic: Option<String>,
+    post_traffic: Option<String>,
+    on_abort: Option<String>,
+    hook_timeout: Option<u32>,
+    stickiness: Option<u32>,
+    webhook: Option<String>,
+    sns_topic: Option<String>,
+    event_bus: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+struct PartialAnalysis {
+    max_error_rate_percent: Option<f64>,
+    max_p99_ms: Option<u32>,
+    max_ratio_vs_baseline: Option<f64>,
+    min_requests: Option<u32>,
+    interval_seconds: Option<u32>,
+    alarms: Option<Vec<String>>,
+}
+
+/// `90`, `90s`, `5m`, `1h` as whole seconds within `lo..=hi`.
+fn seconds(n: &Node, sink: &mut Sink<'_>, what: &str, lo: u32, hi: u32) -> Option<u32> {
+    let text = decode::scalar_text(n, sink, what)?;
+    let (num, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => (&text[..i], &text[i..]),
+        None => (text.as_str(), "s"),
+    };
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => 0,
+    };
+    match num.trim().parse::<u64>() {
+        Ok(v) if mult > 0 && (u64::from(lo)..=u64::from(hi)).contains(&(v * mult)) => Some((v * mult) as u32),
+        Ok(_) if mult > 0 => {
+            sink.error_hint(n.pos, format!("{what} `{text}` is out of range"), format!("give between {lo} and {hi} seconds"));
+            None
+        }
+        _ => {
+            sink.error_hint(n.pos, format!("{what} `{text}` is not a duration"), "write whole seconds, minutes or hours: `30s`, `5m`, `1h`");
+            None
+        }
+    }
+}
+
+/// A number, or a percentage written `1%` or `0.5%` (returned in percent).
+fn percent(n: &Node, sink: &mut Sink<'_>, what: &str) -> Option<f64> {
+    let text = decode::scalar_text(n, sink, what)?;
+    let v = text.trim_end_matches('%').trim().parse::<f64>().ok().filter(|v| (0.0..=100.0).contains(v) && v.is_finite());
+    if v.is_none() {
+        sink.error_hint(n.pos, format!("{what} `{text}` is not a percentage"), "write a percentage from 0% to 100%, such as `1%` or `0.5%`");
+    }
+    v
+}
+
+fn command(n: &Node, sink: &mut Sink<'_>, what: &str) -> Option<String> {
+    let c = decode::string(n, sink, what)?;
+    if c.trim().is_empty() {
+        sink.error_hint(n.pos, format!("{what} is empty"), "give a shell command, or leave the key out");
+        return None;
+    }
+    Some(c)
+}
+
+fn analysis(n: &Node, sink: &mut Sink<'_>) -> Option<PartialAnalysis> {
+    // `analysis: true` (or `{}`) turns the defaults on.
+    if let Value::Bool(b) = n.value {
+        return b.then(PartialAnalysis::default);
+    }
+    let entries = decode::map(n, sink, "`analysis`")?;
+    let mut f = Fields::new(entries);
+    let mut a = PartialAnalysis {
+        max_error_rate_percent: f.get("max_error_rate").and_then(|n| percent(n, sink, "`analysis.max_error_rate`")),
+        max_p99_ms: f.get("max_p99_ms").and_then(|n| decode::int_in(n, sink, "`analysis.max_p99_ms`", 1, 600_000)).map(|v| v as u32),
+        max_ratio_vs_baseline: None,
+        min_requests: f.get("min_requests").and_then(|n| decode::int_in(n, sink, "`analysis.min_requests`", 0, 1_000_000_000)).map(|v| v as u32),
+        interval_seconds: f.get("interval").and_then(|n| seconds(n, sink, "`analysis.interval`", 1, 3600)),
+        alarms: None,
+    };
+    if let Some(n) = f.get("max_ratio_vs_baseline") {
+        let text = decode::scalar_text(n, sink, "`analysis.max_ratio_vs_baseline`");
+        match text.as_deref().map(str::parse::<f64>) {
+            Some(Ok(v)) if (1.0..=1000.0).contains(&v) => a.max_ratio_vs_baseline = Some(v),
+            Some(_) => sink.error_hint(
+                n.pos,
+                "`analysis.max_ratio_vs_baseline` must be a number from 1 to 1000",
+                "1.5 lets the new release be 50% worse than the baseline",
+            ),
+            None => {}
+        }
+    }
+    if let Some(list) = f.get("alarms").and_then(|n| decode::seq(n, sink, "`analysis.alarms`")) {
+        let mut alarms = Vec::new();
+        for item in list {
+            if let Some(s) = decode::string(item, sink, "an alarm name") {
+                if s.len() > 255 {
+                    sink.error_hint(item.pos, "an alarm name has at most 255 characters", "give the CloudWatch alarm's name");
+                } else if !alarms.contains(&s) {
+                    alarms.push(s);
+                }
+            }
+        }
+        if alarms.len() > 100 {
+            sink.error_hint(list[100].pos, "at most 100 alarms are watched", "combine them in a composite alarm");
+        }
+        a.alarms = Some(alarms);
+    }
+    f.finish(sink, ANALYSIS_KEYS, "`analysis`");
+    Some(a)
+}
+
+fn is_url(s: &str) -> bool {
+    let rest = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://"));
+    rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace))
+}
+
+/// Reads the delivery keys of one mapping (`x-gilliam` or the stage file's top level); the
+/// caller has already checked that no other keys are there.
+pub(crate) fn decode(f: &mut Fields<'_>, sink: &mut Sink<'_>, stage: bool) -> Partial {
+    let mut p = Partial::default();
+    if let Some(n) = f.get("analysis") {
+        p.analysis = analysis(n, sink);
+    }
+    if let Some(entries) = f.get("hooks").and_then(|n| decode::map(n, sink, "`hooks`")) {
+        let mut h = Fields::new(entries);
+        p.pre_traffic = h.get("pre_traffic").and_then(|n| command(n, sink, "`hooks.pre_traffic`"));
+        p.post_traffic = h.get("post_traffic").and_then(|n| command(n, sink, "`hooks.post_traffic`"));
+        p.on_abort = h.get("on_abort").and_then(|n| command(n, sink, "`hooks.on_abort`"));
+        p.hook_timeout = h.get("timeout").and_then(|n| seconds(n, sink, "`hooks.timeout`", 1, 7200));
+        h.finish(sink, HOOK_KEYS, "`hooks`");
+    }
+    // ELBv2's target group stickiness lasts 1 second to 7 days.
+    p.stickiness = f.get("stickiness").and_then(|n| seconds(n, sink, "`stickiness`", 1, 604_800));
+    if stage {
+        if let Some(entries) = f.get("notifications").and_then(|n| decode::map(n, sink, "`notifications`")) {
+            let mut nf = Fields::new(entries);
+            if let Some(n) = nf.get("webhook") {
+                p.webhook = decode::string(n, sink, "`notifications.webhook`")
+                    .filter(|s| decode::check(sink, n.pos, is_url(s), format!("bad webhook URL `{s}`"), "write an http:// or https:// URL"));
+            }
+            if let Some(n) = nf.get("sns_topic") {
+                p.sns_topic = decode::string(n, sink, "`notifications.sns_topic`").filter(|s| {
+                    let ok = s.starts_with("arn:") && s.split(':').nth(2) == Some("sns") && s.split(':').count() == 6;
+                    decode::check(sink, n.pos, ok, format!("bad SNS topic `{s}`"), "give the topic's ARN: arn:aws:sns:REGION:ACCOUNT:NAME")
+                });
+            }
+            if let Some(n) = nf.get("event_bus") {
+                p.event_bus = decode::string(n, sink, "`notifications.event_bus`").filter(|s| {
+                    let ok = s.len() <= 1600 && (s.starts_with("arn:") || s.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-/".contains(&c)));
+                    decode::check(sink, n.pos, ok, format!("bad event bus `{s}`"), "give an EventBridge bus name (`default`) or ARN")
+                });
+            }
+            nf.finish(sink, NOTIFY_KEYS, "`notifications`");
+        }
+    }
+    p
+}
+
+/// gilliam.yml's settings overlaid by the stage file's, key by key.
+pub(crate) fn merge(app: &Partial, stage: &Partial) -> Delivery {
+    let analysis = match (&app.analysis, &stage.analysis) {
+        (None, None) => None,
+        (a, s) => {
+            let d = DEFAULT_ANALYSIS;
+            let pick = |f: fn(&PartialAnalysis) -> Option<f64>, dv: f64| s.as_ref().and_then(f).or(a.as_ref().and_then(f)).unwrap_or(dv);
+            let pick_u = |f: fn(&PartialAnalysis) -> Option<u32>| s.as_ref().and_then(f).or(a.as_ref().and_then(f));
+            Some(Analysis {
+                max_error_rate_percent: pick(|p| p.max_error_rate_percent, d.max_error_rate_percent),
+                max_p99_ms: pick_u(|p| p.max_p99_ms),
+                max_ratio_vs_baseline: pick(|p| p.max_ratio_vs_baseline, d.max_ratio_vs_baseline),
+                min_requests: pick_u(|p| p.min_requests).unwrap_or(d.min_requests),
+                interval_seconds: pick_u(|p| p.interval_seconds).unwrap_or(d.interval_seconds),
+                alarms: s.as_ref().and_then(|p| p.alarms.clone()).or_else(|| a.as_ref().and_then(|p| p.alarms.clone())).unwrap_or_default(),
+            })
+        }
+    };
+    let or = |s: &Option<String>, a: &Option<String>| s.clone().or_else(|| a.clone());
+    let hooks = Hooks {
+        pre_traffic: or(&stage.pre_traffic, &app.pre_traffic),
+        post_traffic: or(&stage.post_traffic, &app.post_traffic),
+        on_abort: or(&stage.on_abort, &app.on_abort),
+        timeout_seconds: stage.hook_timeout.or(app.hook_timeout).unwrap_or(DEFAULT_HOOK_TIMEOUT_SECONDS),
+    };
+    Delivery {
+        analysis,
+        hooks,
+        notifications: Notifications { webhook: stage.webhook.clone(), sns_topic: stage.sns_topic.clone(), event_bus: stage.event_bus.clone() },
+        stickiness_seconds: stage.stickiness.or(app.stickiness),
+    }
+}
