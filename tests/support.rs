@@ -89,6 +89,21 @@ pub mod moto {
         PathBuf::from("moto_server")
     }
 
+    /// moto_server through `scripts/moto_server.py` (which adds the CloudWatch percentiles moto
+    /// lacks) with the Python beside it; moto_server itself where there is none.
+    fn command() -> Command {
+        let server = moto_server();
+        let python = server.with_file_name("python");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/moto_server.py");
+        if python.is_file() && script.is_file() {
+            let mut c = Command::new(python);
+            c.arg(script);
+            c
+        } else {
+            Command::new(server)
+        }
+    }
+
     /// The environment every process that talks to moto gets: dummy credentials, no metadata.
     pub const SAFE_ENV: &[(&str, &str)] = &[("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"), ("AWS_EC2_METADATA_DISABLED", "true")];
 
@@ -99,7 +114,7 @@ pub mod moto {
                 std::env::set_var(k, v);
             }
             std::env::remove_var("AWS_PROFILE");
-            let mut child = Command::new(moto_server())
+            let mut child = command()
                 .args(["-H", "127.0.0.1", "-p", "0"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
@@ -198,5 +213,65 @@ pub async fn finish_network(url: &str, region: &str, outputs: &std::collections:
             continue;
         }
         ec2.associate_route_table().subnet_id(&outputs[subnet]).route_table_id(&outputs[table]).send().await.expect("associate route table");
+    }
+}
+
+pub mod receiver {
+    //! An HTTP receiver on a free loopback port that answers 200 to every request and keeps the
+    //! bodies of what it was sent: where tests point webhooks and SNS HTTP subscriptions.
+
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Debug, Clone)]
+    pub struct Receiver {
+        pub url: String,
+        bodies: Arc<Mutex<Vec<(String, String)>>>,
+    }
+
+    impl Receiver {
+        pub fn start() -> Receiver {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+            let url = format!("http://{}", listener.local_addr().expect("address"));
+            let bodies: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+            let kept = bodies.clone();
+            std::thread::spawn(move || {
+                for stream in listener.incoming().flatten() {
+                    let kept = kept.clone();
+                    std::thread::spawn(move || {
+                        let mut reader = BufReader::new(stream);
+                        let mut first = String::new();
+                        if reader.read_line(&mut first).is_err() {
+                            return;
+                        }
+                        let path = first.split_whitespace().nth(1).unwrap_or("/").to_string();
+                        let mut len = 0usize;
+                        loop {
+                            let mut line = String::new();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                                break;
+                            }
+                            if let Some((k, v)) = line.split_once(':') {
+                                if k.eq_ignore_ascii_case("content-length") {
+                                    len = v.trim().parse().unwrap_or(0);
+                                }
+                            }
+                        }
+                        let mut body = vec![0; len];
+                        let _ = reader.read_exact(&mut body);
+                        kept.lock().expect("bodies").push((path, String::from_utf8_lossy(&body).into_owned()));
+                        let mut stream = reader.into_inner();
+                        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                    });
+                }
+            });
+            Receiver { url, bodies }
+        }
+
+        /// (path, body) of every request so far, in arrival order.
+        pub fn received(&self) -> Vec<(String, String)> {
+            self.bodies.lock().expect("bodies").clone()
+        }
     }
 }

@@ -103,6 +103,22 @@ pub struct Rule {
     pub arn: String,
     /// Target group ARN and weight, for a weighted forward; empty otherwise.
     pub forward: Vec<(String, u32)>,
+    /// The weighted forward's target group stickiness, in seconds, when enabled. A weight
+    /// write replaces the whole action, so it carries this back.
+    pub stickiness: Option<u32>,
+}
+
+/// One CloudWatch series to read: a metric, its dimensions, a statistic (`Sum`, `p99`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricQuery {
+    /// Names the result; a lowercase letter first, then letters, digits and `_`.
+    pub id: String,
+    pub namespace: String,
+    pub name: String,
+    pub dimensions: Vec<(String, String)>,
+    pub stat: String,
+    /// Seconds per datapoint (a multiple of 60).
+    pub period: u32,
 }
 
 /// The size of an object and the sha256 gilliam recorded in its metadata when it wrote it.
@@ -197,8 +213,9 @@ pub trait Aws: Send + Sync {
     fn list_exports(&self) -> impl Future<Output = AwsResult<Vec<(String, String)>>> + Send;
 
     fn describe_rules(&self, arns: &[String]) -> impl Future<Output = AwsResult<Vec<Rule>>> + Send;
-    /// Sets a rule's weighted forward: the whole list of target groups with their weights.
-    fn set_rule_weights(&self, arn: &str, forward: &[(String, u32)]) -> impl Future<Output = AwsResult<()>> + Send;
+    /// Sets a rule's weighted forward: the whole list of target groups with their weights, and
+    /// the forward's stickiness (seconds) when it has one.
+    fn set_rule_weights(&self, arn: &str, forward: &[(String, u32)], stickiness: Option<u32>) -> impl Future<Output = AwsResult<()>> + Send;
     /// The health state of each registered target ("healthy", "unhealthy", "initial", ...).
     fn target_health(&self, target_group_arn: &str) -> impl Future<Output = AwsResult<Vec<String>>> + Send;
 
@@ -236,4 +253,23 @@ pub trait Aws: Send + Sync {
         let _ = (name, value, formation);
         async { Err(AwsError::Other("this AWS client cannot store secrets".into())) }
     }
+
+    /// The datapoints of each query between `start` and `end` (seconds since the epoch), by
+    /// query id; a series with no data is absent or empty. One GetMetricData round.
+    fn metric_data(
+        &self,
+        queries: &[MetricQuery],
+        start: i64,
+        end: i64,
+    ) -> impl Future<Output = AwsResult<std::collections::BTreeMap<String, Vec<f64>>>> + Send;
+
+    /// The state (`OK`, `ALARM`, `INSUFFICIENT_DATA`) of each CloudWatch alarm named that
+    /// exists: (name, state).
+    fn alarm_states(&self, names: &[String]) -> impl Future<Output = AwsResult<Vec<(String, String)>>> + Send;
+
+    /// Publishes a message to an SNS topic.
+    fn publish(&self, topic: &str, subject: &str, message: &str) -> impl Future<Output = AwsResult<()>> + Send;
+
+    /// Puts one event on an EventBridge bus, source `gilliam`.
+    fn put_event(&self, bus: &str, detail_type: &str, detail: &str) -> impl Future<Output = AwsResult<()>> + Send;
 }

@@ -28,6 +28,10 @@ pub struct Options {
     pub health_timeout: Duration,
     /// How traffic moves to a new release (with `traffic_auto`).
     pub strategy: Strategy,
+    /// Judge the new release by the manifest's metric analysis (`--no-analysis` turns it off).
+    pub judge: bool,
+    /// Run the manifest's hooks around the shift (`--no-hooks` turns them off).
+    pub hooks: bool,
 }
 
 impl Default for Options {
@@ -38,6 +42,8 @@ impl Default for Options {
             stack_timeout: Duration::from_secs(3600),
             health_timeout: Duration::from_secs(900),
             strategy: Strategy::AllAtOnce,
+            judge: true,
+            hooks: true,
         }
     }
 }
@@ -569,11 +575,24 @@ impl<'a, A: Aws> Converger<'a, A> {
                     report.changes.push(format!("- stack {stack}"));
                 }
                 Action::Routing { stack, shares, template_sha256, .. } => self.rendered(stack, shares, template_sha256, &plan.observed, &mut report).await?,
-                Action::ShiftWhenHealthy { release, shares, strategy: Some(strategy) } => {
-                    let strategy: Strategy = strategy.parse().map_err(|e: String| Error::Stale(format!("the plan's strategy: {e}")))?;
+                // A gradual shift, or one with hooks or notifications, goes through the
+                // operator's path (ELBv2 writes, judged step by step); then the routing stacks
+                // catch up.
+                Action::ShiftWhenHealthy { release, shares, strategy } if strategy.is_some() || self.delivery_active() => {
+                    let strategy: Strategy = match strategy {
+                        Some(s) => s.parse().map_err(|e: String| Error::Stale(format!("the plan's strategy: {e}")))?,
+                        None => Strategy::AllAtOnce,
+                    };
                     self.wait_healthy().await?;
                     let ops = crate::ops::Ops::new(self.aws, crate::ops::Formation::from_manifest(m), self.say);
-                    match ops.shift(&BTreeMap::from([(*release, 100)]), strategy, self.opts.poll, self.opts.health_timeout).await {
+                    let shift = crate::ops::ShiftOptions {
+                        strategy,
+                        poll: self.opts.poll,
+                        health_timeout: self.opts.health_timeout,
+                        judge: self.opts.judge,
+                        hooks: self.opts.hooks,
+                    };
+                    match ops.shift_on(m, &BTreeMap::from([(*release, 100)]), &shift).await {
                         Ok(_) => {
                             // The routing stacks catch up with the weights now set, and drop
                             // the releases this converge retires, as an all-at-once shift does.
@@ -592,7 +611,7 @@ impl<'a, A: Aws> Converger<'a, A> {
                         Err(e) => return Err(e),
                     }
                 }
-                Action::ShiftWhenHealthy { release, shares, strategy: None } => {
+                Action::ShiftWhenHealthy { release, shares, strategy: _ } => {
                     self.wait_healthy().await?;
                     let rendered = routing_only(m, self.render(&from_plan(shares, m), &plan.observed.rules)?);
                     for (stack, body) in &rendered {
@@ -1000,6 +1019,13 @@ impl<'a, A: Aws> Converger<'a, A> {
             .filter(|s| s.role != StackRole::Release)
             .map(|s| (s.name.clone(), compiled.files.get(&s.template).cloned().unwrap_or_default()))
             .collect())
+    }
+
+    /// Whether the release's shift has hooks to run or people to tell: then even an
+    /// all-at-once shift goes through the operator's path.
+    fn delivery_active(&self) -> bool {
+        let d = &self.m().delivery;
+        (self.opts.hooks && d.hooks.any()) || !d.notifications.is_empty()
     }
 
     /// Waits until every HTTP service of the new release has its desired count of healthy

@@ -1,7 +1,7 @@
 //! A wrapper at the AWS seam that counts calls by operation, so that tests and benchmarks can
 //! assert how many (mutating) calls a command made.
 
-use crate::aws::{Aws, AwsResult, Group, Object, ObjectHead, PutCondition, Rule, Stack, StackEvent, StackRequest};
+use crate::aws::{Aws, AwsResult, Group, MetricQuery, Object, ObjectHead, PutCondition, Rule, Stack, StackEvent, StackRequest};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
@@ -120,9 +120,9 @@ impl<A: Aws> Aws for Counting<A> {
         self.count("describe_rules");
         self.timed(self.inner.describe_rules(arns)).await
     }
-    async fn set_rule_weights(&self, arn: &str, forward: &[(String, u32)]) -> AwsResult<()> {
+    async fn set_rule_weights(&self, arn: &str, forward: &[(String, u32)], stickiness: Option<u32>) -> AwsResult<()> {
         self.count("set_rule_weights");
-        self.timed(self.inner.set_rule_weights(arn, forward)).await
+        self.timed(self.inner.set_rule_weights(arn, forward, stickiness)).await
     }
     async fn target_health(&self, target_group_arn: &str) -> AwsResult<Vec<String>> {
         self.count("target_health");
@@ -135,6 +135,22 @@ impl<A: Aws> Aws for Counting<A> {
     async fn set_capacity(&self, name: &str, min: u32, desired: u32, max: u32) -> AwsResult<()> {
         self.count("set_capacity");
         self.timed(self.inner.set_capacity(name, min, desired, max)).await
+    }
+    async fn metric_data(&self, queries: &[MetricQuery], start: i64, end: i64) -> AwsResult<std::collections::BTreeMap<String, Vec<f64>>> {
+        self.count("metric_data");
+        self.timed(self.inner.metric_data(queries, start, end)).await
+    }
+    async fn alarm_states(&self, names: &[String]) -> AwsResult<Vec<(String, String)>> {
+        self.count("alarm_states");
+        self.timed(self.inner.alarm_states(names)).await
+    }
+    async fn publish(&self, topic: &str, subject: &str, message: &str) -> AwsResult<()> {
+        self.count("publish");
+        self.timed(self.inner.publish(topic, subject, message)).await
+    }
+    async fn put_event(&self, bus: &str, detail_type: &str, detail: &str) -> AwsResult<()> {
+        self.count("put_event");
+        self.timed(self.inner.put_event(bus, detail_type, detail)).await
     }
     async fn delete_secret(&self, name: &str) -> AwsResult<()> {
         self.count("delete_secret");

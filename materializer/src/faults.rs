@@ -7,7 +7,7 @@
 //! The binaries wrap their AWS client in it when `GILLIAM_FAULTS` is set (a testing facility:
 //! `rate=0.2,seed=7,slow_ms=300` or `kill_before_call=42`).
 
-use crate::aws::{Aws, AwsError, AwsResult, Group, Object, ObjectHead, PutCondition, Rule, Stack, StackEvent, StackRequest};
+use crate::aws::{Aws, AwsError, AwsResult, Group, MetricQuery, Object, ObjectHead, PutCondition, Rule, Stack, StackEvent, StackRequest};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -183,8 +183,8 @@ impl<A: Aws> Aws for Faulty<A> {
     async fn describe_rules(&self, arns: &[String]) -> AwsResult<Vec<Rule>> {
         self.call("DescribeRules", self.inner.describe_rules(arns)).await
     }
-    async fn set_rule_weights(&self, arn: &str, forward: &[(String, u32)]) -> AwsResult<()> {
-        self.call("ModifyRule", self.inner.set_rule_weights(arn, forward)).await
+    async fn set_rule_weights(&self, arn: &str, forward: &[(String, u32)], stickiness: Option<u32>) -> AwsResult<()> {
+        self.call("ModifyRule", self.inner.set_rule_weights(arn, forward, stickiness)).await
     }
     async fn target_health(&self, target_group_arn: &str) -> AwsResult<Vec<String>> {
         self.call("DescribeTargetHealth", self.inner.target_health(target_group_arn)).await
@@ -194,6 +194,18 @@ impl<A: Aws> Aws for Faulty<A> {
     }
     async fn set_capacity(&self, name: &str, min: u32, desired: u32, max: u32) -> AwsResult<()> {
         self.call("UpdateAutoScalingGroup", self.inner.set_capacity(name, min, desired, max)).await
+    }
+    async fn metric_data(&self, queries: &[MetricQuery], start: i64, end: i64) -> AwsResult<std::collections::BTreeMap<String, Vec<f64>>> {
+        self.call("GetMetricData", self.inner.metric_data(queries, start, end)).await
+    }
+    async fn alarm_states(&self, names: &[String]) -> AwsResult<Vec<(String, String)>> {
+        self.call("DescribeAlarms", self.inner.alarm_states(names)).await
+    }
+    async fn publish(&self, topic: &str, subject: &str, message: &str) -> AwsResult<()> {
+        self.call("Publish", self.inner.publish(topic, subject, message)).await
+    }
+    async fn put_event(&self, bus: &str, detail_type: &str, detail: &str) -> AwsResult<()> {
+        self.call("PutEvents", self.inner.put_event(bus, detail_type, detail)).await
     }
     async fn delete_secret(&self, name: &str) -> AwsResult<()> {
         self.call("DeleteSecret", self.inner.delete_secret(name)).await

@@ -5,6 +5,7 @@ pub mod aws;
 pub mod bundle;
 pub mod converge;
 pub mod counting;
+pub mod delivery;
 pub mod faults;
 pub mod lock;
 pub mod observe;

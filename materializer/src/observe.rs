@@ -42,8 +42,8 @@ pub(crate) fn parse_export<'a>(formation: &str, name: &'a str) -> Option<(u32, &
     logical.bytes().all(|b| b.is_ascii_alphanumeric()).then_some((number, logical, public))
 }
 
-/// The listener rules of the formation's routing stacks, as ELBv2 holds them now, each with
-/// its logical ID in its stack.
+/// The weighted listener rules of the formation's routing stacks (test-header rules left
+/// out), as ELBv2 holds them now, each with its logical ID in its stack.
 pub async fn routing_rules<A: Aws>(aws: &A, m: &Manifest) -> Result<Vec<(String, crate::aws::Rule)>, Error> {
     let mut out = Vec::new();
     for s in m.stacks.iter().filter(|s| s.role == StackRole::Routing) {
@@ -54,6 +54,8 @@ pub async fn routing_rules<A: Aws>(aws: &A, m: &Manifest) -> Result<Vec<(String,
             .await?
             .into_iter()
             .filter(|(_, _, ty)| ty == "AWS::ElasticLoadBalancingV2::ListenerRule")
+            // A test-header rule forwards to the newest release whatever the weights.
+            .filter(|(id, _, _)| !gilliam_compiler::names::is_test_rule(id))
             .map(|(id, arn, _)| (arn, id))
             .collect();
         let arns: Vec<String> = logical.keys().cloned().collect();

@@ -48,6 +48,7 @@ struct RuleView {
     logical: String,
     arn: String,
     forward: Vec<(String, u32, Option<u32>)>,
+    stickiness: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -57,7 +58,7 @@ pub struct ServiceHealth {
     pub desired: u32,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ReleaseRow {
     pub release: u32,
     pub revision: String,
@@ -65,7 +66,14 @@ pub struct ReleaseRow {
     pub stack_status: String,
     pub weight: u32,
     pub services: Vec<ServiceHealth>,
+    /// What the release served over the last `METRICS_WINDOW` (its target groups' load
+    /// balancer metrics); `None` when CloudWatch could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<crate::delivery::Sample>,
 }
+
+/// The window `releases` and `status` show metrics over.
+pub const METRICS_WINDOW: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct RouteRow {
@@ -78,7 +86,7 @@ pub struct RouteRow {
     pub weights: BTreeMap<u32, u32>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Status {
     pub formation: String,
     pub latest_release: u32,
@@ -98,6 +106,32 @@ pub struct TrafficChange {
     pub writes: usize,
 }
 
+/// How a bake window ended without a breach.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum WatchOutcome {
+    /// No bake window is recorded.
+    Nothing,
+    Passed(String),
+    /// Too little traffic to judge: said, never called a pass.
+    Unjudged(String),
+    /// The window was ended by a later change; nothing was done.
+    Superseded(String),
+}
+
+/// How a traffic shift runs, beyond where it goes.
+#[derive(Debug, Clone, Copy)]
+pub struct ShiftOptions {
+    pub strategy: Strategy,
+    /// Between health polls.
+    pub poll: Duration,
+    /// How long the releases gaining traffic may take to be healthy before the first step.
+    pub health_timeout: Duration,
+    /// Judge by the manifest's metric analysis (off: health only, `--no-analysis`).
+    pub judge: bool,
+    /// Run the manifest's hooks (off: `--no-hooks`).
+    pub hooks: bool,
+}
+
 pub struct Ops<'a, A: Aws> {
     aws: &'a A,
     f: Formation,
@@ -110,8 +144,9 @@ impl<A: Aws> std::fmt::Debug for Ops<'_, A> {
     }
 }
 
-/// One ELBv2 write: a rule's ARN and its whole weighted forward (target group, weight).
-type RuleWrite = (String, Vec<(String, u32)>);
+/// One ELBv2 write: a rule's ARN, its whole weighted forward (target group, weight), and the
+/// forward's stickiness (kept as it is).
+type RuleWrite = (String, Vec<(String, u32)>, Option<u32>);
 
 fn nothing_deployed(f: &Formation) -> Error {
     Error::Artifact(format!("formation {} has no published release in s3://{}/{}: deploy one first", f.name, f.bucket, f.prefix))
@@ -156,6 +191,7 @@ impl<'a, A: Aws> Ops<'a, A> {
             .map(|(logical, r)| RuleView {
                 logical,
                 arn: r.arn,
+                stickiness: r.stickiness,
                 forward: r
                     .forward
                     .into_iter()
@@ -183,7 +219,7 @@ impl<'a, A: Aws> Ops<'a, A> {
             };
             let new: Vec<(String, u32)> = r.forward.iter().zip(weights).map(|((tg, _, _), w)| (tg.clone(), w)).collect();
             if new.iter().zip(&r.forward).any(|((_, a), (_, b, _))| a != b) {
-                changes.push((r.arn.clone(), new));
+                changes.push((r.arn.clone(), new, r.stickiness));
             }
         }
         Ok(changes)
@@ -193,11 +229,20 @@ impl<'a, A: Aws> Ops<'a, A> {
     async fn write(&self, changes: &[RuleWrite]) -> Result<(), Error> {
         use futures_util::stream::{self, StreamExt};
         let results: Vec<Result<(), Error>> = stream::iter(changes.iter())
-            .map(|(arn, forward)| retry("set rule weights", move || self.aws.set_rule_weights(arn, forward)))
+            .map(|(arn, forward, sticky)| retry("set rule weights", move || self.aws.set_rule_weights(arn, forward, *sticky)))
             .buffer_unordered(8)
             .collect()
             .await;
         results.into_iter().collect::<Result<Vec<()>, Error>>().map(|_| ())
+    }
+
+    /// Each routed release's weight now (empty before the first deploy).
+    pub async fn weights_now(&self) -> Result<BTreeMap<u32, u32>, Error> {
+        match self.outputs().await {
+            Ok((m, _)) => Ok(Self::weights(&self.rules(&m).await?)),
+            Err(Error::Artifact(_)) => Ok(BTreeMap::new()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Puts the weights `target` back on every rule of the routing stacks `m` names, after a
@@ -254,77 +299,424 @@ impl<'a, A: Aws> Ops<'a, A> {
         let line: Vec<String> = after.iter().map(|(n, w)| format!("{n}={w}")).collect();
         state::update(self.aws, &self.f.bucket, &self.f.prefix, &self.f.name, |st| {
             st.traffic = after.clone();
+            // A bake window watches the weights it began with: any change ends it.
+            st.bake = None;
             st.history.push(state::event(format!("{label}traffic {}", line.join(" "))));
         })
         .await?;
         Ok(TrafficChange { before, after, writes: changes.len() })
     }
 
-    /// Moves traffic to `target` by `strategy`: before the first step, the releases gaining
-    /// traffic must have all their targets healthy (up to `health_timeout`); between steps
-    /// they are watched for `strategy.wait()`, and one unhealthy target aborts: the weights go
-    /// back to where they were at once, the history says why, and the result is
-    /// `Error::Aborted`. Each step is recorded in the history.
+    /// Moves traffic to `target` by `strategy`, judged as the published manifest says
+    /// (`shift_on`).
     pub async fn shift(&self, target: &BTreeMap<u32, u32>, strategy: Strategy, poll: Duration, health_timeout: Duration) -> Result<TrafficChange, Error> {
-        if strategy == Strategy::AllAtOnce {
-            return self.traffic(target).await;
-        }
         let (m, _) = self.outputs().await?;
-        let mut rules = self.rules(&m).await?;
+        self.shift_on(&m, target, &ShiftOptions { strategy, poll, health_timeout, judge: true, hooks: true }).await
+    }
+
+    /// Moves traffic to `target` by `opts.strategy`, on the routing of manifest `m`, whose
+    /// delivery settings say how the release is judged and who is told:
+    /// - before the first step of a gradual shift, the releases gaining traffic must have all
+    ///   their targets healthy (up to `health_timeout`); then the `pre_traffic` hook runs, and
+    ///   its failure stops the shift before any weight moves;
+    /// - between steps they are watched for the strategy's wait: one unhealthy target, or a
+    ///   metric breach (checked every `analysis.interval_seconds`), aborts; at the end of the
+    ///   wait the analysis must pass: too little traffic to judge aborts too;
+    /// - after the last step the `post_traffic` hook runs; its failure rolls the traffic back;
+    /// - an abort puts every weight back at once, records why in the history (which metric,
+    ///   which value, which threshold), runs `on_abort` and ends in `Error::Aborted`.
+    ///
+    /// Every step is recorded in the history and sent to the notification sinks.
+    pub async fn shift_on(&self, m: &Manifest, target: &BTreeMap<u32, u32>, opts: &ShiftOptions) -> Result<TrafficChange, Error> {
+        let strategy = opts.strategy;
+        let delivery = &m.delivery;
+        let hooks = if opts.hooks { delivery.hooks.clone() } else { gilliam_compiler::manifest::Hooks::default() };
+        let analysis = delivery.analysis.clone().filter(|_| opts.judge);
+        let active = hooks.any() || !delivery.notifications.is_empty();
+        if strategy == Strategy::AllAtOnce && !active {
+            let rules = self.rules(m).await?;
+            return self.traffic_on(&rules, target, "").await;
+        }
+        let mut rules = self.rules(m).await?;
         let before = Self::weights(&rules);
         let steps = strategy.steps(&before, target);
         let share = |w: &BTreeMap<u32, u32>, n: u32| f64::from(w.get(&n).copied().unwrap_or(0)) / f64::from(w.values().sum::<u32>().max(1));
         let last = steps.last().cloned().unwrap_or_default();
         let gaining: BTreeSet<u32> = last.keys().copied().filter(|n| share(&last, *n) > share(&before, *n)).collect();
+        // The release being judged: the newest gaining traffic; its baseline: the one losing
+        // the most.
+        let candidate = gaining.iter().max().copied();
+        let baseline = before
+            .keys()
+            .copied()
+            .filter(|n| !gaining.contains(n) && share(&before, *n) > share(&last, *n))
+            .max_by(|a, b| (share(&before, *a) - share(&last, *a)).total_cmp(&(share(&before, *b) - share(&last, *b))).then(a.cmp(b)));
         let watched: Vec<(u32, String)> = rules
             .iter()
             .flat_map(|r| r.forward.iter().filter_map(|(tg, _, n)| n.filter(|n| gaining.contains(n)).map(|n| (n, tg.clone()))))
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
+        let series = Self::series(&rules, &[candidate, baseline]);
+        let notifier = crate::delivery::Notifier::new(self.aws, delivery.notifications.clone(), &self.f.name, self.say);
+        let about = |extra: serde_json::Value| {
+            let mut v = serde_json::json!({ "release": candidate, "baseline": baseline, "strategy": strategy.to_string() });
+            if let (Some(o), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
+                o.extend(e);
+            }
+            v
+        };
+        let env = |hook: &str, traffic: &BTreeMap<u32, u32>, reason: Option<&str>| self.hook_env(m, hook, candidate, baseline, traffic, reason);
+        let timeout = Duration::from_secs(u64::from(hooks.timeout_seconds));
+
         // Healthy before any weight moves: nothing is changed when they never get there.
-        let deadline = tokio::time::Instant::now() + health_timeout;
-        loop {
-            let sick = self.unhealthy(&watched, true).await?;
-            if sick.is_empty() {
-                break;
+        if strategy != Strategy::AllAtOnce {
+            let deadline = tokio::time::Instant::now() + opts.health_timeout;
+            loop {
+                let sick = self.unhealthy(&watched, true).await?;
+                if sick.is_empty() {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    let why = format!("{strategy} not started, traffic unchanged: {} not healthy after {:?}", sick.join("; "), opts.health_timeout);
+                    notifier.send("aborted", about(serde_json::json!({ "reason": why, "traffic": before }))).await;
+                    return Err(Error::Timeout(why));
+                }
+                (self.say)(&format!("waiting for healthy targets: {}", sick.join("; ")));
+                tokio::time::sleep(opts.poll).await;
             }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Error::Timeout(format!("{strategy} not started, traffic unchanged: {} not healthy after {health_timeout:?}", sick.join("; "))));
+        }
+        if let Some(a) = &analysis {
+            // A misspelt alarm must not pass for a quiet one: checked before anything moves.
+            crate::delivery::alarms_firing(self.aws, &a.alarms).await?;
+        }
+        notifier.send("started", about(serde_json::json!({ "traffic": before, "target": target }))).await;
+        if let (Some(cmd), Some(_)) = (&hooks.pre_traffic, candidate) {
+            if let Err(why) = crate::delivery::run_hook("pre_traffic", cmd, &env("pre_traffic", &before, None), timeout, self.say).await {
+                let why = format!("{why}; traffic unchanged");
+                self.record(&format!("abort {strategy} ({why})")).await?;
+                self.after_abort(
+                    &hooks,
+                    &env("on_abort", &before, Some(&why)),
+                    &notifier,
+                    "aborted",
+                    about(serde_json::json!({ "reason": why, "traffic": before })),
+                )
+                .await;
+                return Err(Error::Aborted(format!("{strategy} aborted before any weight moved: {why}")));
             }
-            (self.say)(&format!("waiting for healthy targets: {}", sick.join("; ")));
-            tokio::time::sleep(poll).await;
         }
         let n = steps.len();
         let mut change = TrafficChange { before: before.clone(), after: before.clone(), writes: 0 };
         for (i, step) in steps.iter().enumerate() {
             let label = format!("{strategy} step {}/{n}: ", i + 1);
             let c = self.traffic_on(&rules, step, &label).await?;
+            let step_started = crate::state::epoch();
             change.writes += c.writes;
             change.after = c.after;
             let shown: Vec<String> = step.iter().map(|(r, w)| format!("{r}={w}")).collect();
             (self.say)(&format!("{label}traffic {}", shown.join(" ")));
+            notifier.send("step", about(serde_json::json!({ "step": { "index": i + 1, "of": n }, "traffic": step }))).await;
             if i + 1 == n {
                 break;
             }
-            rules = self.rules(&m).await?;
-            let until = tokio::time::Instant::now() + strategy.wait();
-            loop {
-                let sick = self.unhealthy(&watched, false).await?;
-                if !sick.is_empty() {
-                    let why = format!("{} during step {}/{n}", sick.join("; "), i + 1);
+            rules = self.rules(m).await?;
+            match self.watch_step(&watched, analysis.as_ref(), candidate, baseline, &series, step_started, strategy.wait(), opts.poll).await? {
+                None => {}
+                Some((why, breach)) => {
+                    let why = format!("{why} during step {}/{n}", i + 1);
                     (self.say)(&format!("aborting {strategy}: {why}; traffic back"));
                     let back = self.traffic_on(&rules, &before, &format!("abort {strategy} ({why}): ")).await?;
                     change.writes += back.writes;
+                    let fields = serde_json::json!({ "reason": why, "breach": breach, "traffic": before, "step": { "index": i + 1, "of": n } });
+                    self.after_abort(&hooks, &env("on_abort", &before, Some(&why)), &notifier, "aborted", about(fields)).await;
                     return Err(Error::Aborted(format!("{strategy} aborted: {why}; traffic is back where it was")));
                 }
-                if tokio::time::Instant::now() >= until {
-                    break;
-                }
-                tokio::time::sleep(poll.min(until - tokio::time::Instant::now())).await;
             }
         }
+        if let (Some(cmd), Some(_)) = (&hooks.post_traffic, candidate) {
+            if let Err(why) = crate::delivery::run_hook("post_traffic", cmd, &env("post_traffic", &change.after, None), timeout, self.say).await {
+                (self.say)(&format!("{why}: traffic back"));
+                let rules = self.rules(m).await?;
+                let back = self.traffic_on(&rules, &before, &format!("rollback ({why}): ")).await?;
+                change.writes += back.writes;
+                self.after_abort(
+                    &hooks,
+                    &env("on_abort", &before, Some(&why)),
+                    &notifier,
+                    "rolled_back",
+                    about(serde_json::json!({ "reason": why, "traffic": before })),
+                )
+                .await;
+                return Err(Error::Aborted(format!("{strategy}: {why}; traffic is back where it was")));
+            }
+        }
+        notifier.send("completed", about(serde_json::json!({ "traffic": change.after }))).await;
         Ok(change)
+    }
+
+    /// Opens a bake window over the weights now set: recorded in the published state, so that
+    /// `gilliam watch` on another machine can watch it (`watch`). `restore` is what a breach
+    /// puts back.
+    pub async fn begin_bake(&self, release: u32, restore: &BTreeMap<u32, u32>, duration: Duration) -> Result<state::Bake, Error> {
+        let (m, _) = self.outputs().await?;
+        let weights = Self::weights(&self.rules(&m).await?);
+        let baseline = restore.iter().filter(|(n, w)| **n != release && **w > 0).max_by_key(|(n, w)| (**w, **n)).map(|(n, _)| *n);
+        let now = state::epoch();
+        let bake = state::Bake {
+            release,
+            baseline,
+            restore: restore.clone(),
+            weights,
+            started: now,
+            until: now + duration.as_secs().max(1) as i64,
+            actor: state::actor(),
+        };
+        let r: Vec<String> = restore.iter().map(|(n, w)| format!("{n}={w}")).collect();
+        state::update(self.aws, &self.f.bucket, &self.f.prefix, &self.f.name, |st| {
+            st.bake = Some(bake.clone());
+            st.history.push(state::event(format!("bake release {release} for {}s (a breach restores {})", duration.as_secs(), r.join(" "))));
+        })
+        .await?;
+        Ok(bake)
+    }
+
+    /// Watches the bake window recorded in the state until it ends: the release's health every
+    /// `poll`, its metrics every analysis interval. A breach puts the window's `restore`
+    /// weights back under the deploy lock, provided the weights are still those the window
+    /// began with (a change by someone else ends the window instead), runs `on_abort`, tells
+    /// the notification sinks, and ends in `Error::Aborted`. No lock is held while watching:
+    /// an operator can always roll back meanwhile.
+    pub async fn watch(&self, poll: Duration, lock: crate::lock::LockOptions) -> Result<WatchOutcome, Error> {
+        use crate::delivery::Verdict;
+        let Some(bake) = self.state().await?.bake else {
+            return Ok(WatchOutcome::Nothing);
+        };
+        let (m, _) = self.outputs().await?;
+        let analysis = m.delivery.analysis.clone();
+        let rules = self.rules(&m).await?;
+        let watched: Vec<(u32, String)> = rules
+            .iter()
+            .flat_map(|r| r.forward.iter().filter_map(|(tg, _, n)| n.filter(|n| *n == bake.release).map(|n| (n, tg.clone()))))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let series = Self::series(&rules, &[Some(bake.release), bake.baseline]);
+        let notifier = crate::delivery::Notifier::new(self.aws, m.delivery.notifications.clone(), &self.f.name, self.say);
+        let about = |extra: serde_json::Value| {
+            let mut v = serde_json::json!({ "release": bake.release, "baseline": bake.baseline, "bake": { "started": bake.started, "until": bake.until } });
+            if let (Some(o), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
+                o.extend(e);
+            }
+            v
+        };
+        let interval = analysis.as_ref().map(|a| Duration::from_secs(u64::from(a.interval_seconds)));
+        let mut next_check = interval.map(|i| tokio::time::Instant::now() + i);
+        (self.say)(&format!("watching release {} until {}s after the epoch ({}s left)", bake.release, bake.until, (bake.until - state::epoch()).max(0)));
+        loop {
+            // The window is still this one (not ended elsewhere, not replaced by a new shift).
+            if self.state().await?.bake.as_ref() != Some(&bake) {
+                return Ok(WatchOutcome::Superseded(format!("the bake window of release {} was ended by a later change or another watcher", bake.release)));
+            }
+            let now = state::epoch();
+            let end = now >= bake.until;
+            let mut breach: Option<(String, Option<crate::delivery::Breach>)> = None;
+            let sick = self.unhealthy(&watched, false).await?;
+            if !sick.is_empty() {
+                breach = Some((sick.join("; "), None));
+            }
+            let mut last_verdict = None;
+            if breach.is_none() {
+                if let Some(a) = &analysis {
+                    if end || next_check.is_some_and(|t| tokio::time::Instant::now() >= t) {
+                        // The baseline is compared with only while it still has traffic.
+                        let baseline = bake.baseline.filter(|b| bake.weights.get(b).copied().unwrap_or(0) > 0);
+                        let (v, _) =
+                            crate::delivery::check(self.aws, a, bake.release, baseline, &series, bake.started, now.min(bake.until).max(bake.started + 1))
+                                .await?;
+                        if let Verdict::Breach(b) = &v {
+                            breach = Some((b.to_string(), Some(b.clone())));
+                        }
+                        last_verdict = Some(v);
+                        next_check = interval.map(|i| tokio::time::Instant::now() + i);
+                    }
+                }
+            }
+            if let Some((why, b)) = breach {
+                let why = format!("{why} during the bake of release {}", bake.release);
+                (self.say)(&format!("{why}: restoring traffic"));
+                let restored = crate::lock::with_lock(self.aws, &self.f, "bake rollback", lock, self.say, async {
+                    let rules = self.rules(&m).await?;
+                    if Self::weights(&rules) != bake.weights {
+                        return Ok(None);
+                    }
+                    Ok(Some(self.traffic_on(&rules, &bake.restore, &format!("bake rollback ({why}): ")).await?))
+                })
+                .await?;
+                if restored.is_none() {
+                    return Ok(WatchOutcome::Superseded(format!("{why}, but the traffic was changed since the bake began: left as it is")));
+                }
+                let env = self.hook_env(&m, "on_abort", Some(bake.release), bake.baseline, &bake.restore, Some(&why));
+                self.after_abort(
+                    &m.delivery.hooks,
+                    &env,
+                    &notifier,
+                    "rolled_back",
+                    about(serde_json::json!({ "reason": why, "breach": b, "traffic": bake.restore })),
+                )
+                .await;
+                let r: Vec<String> = bake.restore.iter().map(|(n, w)| format!("{n}={w}")).collect();
+                return Err(Error::Aborted(format!("{why}; traffic is back at {}", r.join(" "))));
+            }
+            if end {
+                let (line, outcome, verdict) = match last_verdict {
+                    Some(Verdict::Pass(what)) => (format!("bake of release {} passed: {what}", bake.release), WatchOutcome::Passed(what), "pass"),
+                    Some(Verdict::Inconclusive(why)) => {
+                        (format!("bake of release {} ended unjudged: {why}", bake.release), WatchOutcome::Unjudged(why), "inconclusive")
+                    }
+                    _ => {
+                        let what = "its targets stayed healthy (no metric analysis configured)".to_string();
+                        (format!("bake of release {} ended: {what}", bake.release), WatchOutcome::Passed(what), "healthy")
+                    }
+                };
+                state::update(self.aws, &self.f.bucket, &self.f.prefix, &self.f.name, |st| {
+                    if st.bake.as_ref() == Some(&bake) {
+                        st.bake = None;
+                        st.history.push(state::event(line.clone()));
+                    }
+                })
+                .await?;
+                notifier.send("baked", about(serde_json::json!({ "verdict": verdict, "summary": line, "traffic": bake.weights }))).await;
+                return Ok(outcome);
+            }
+            let mut sleep = poll.min(Duration::from_secs((bake.until - now).max(0) as u64));
+            if let Some(t) = next_check {
+                sleep = sleep.min(t.saturating_duration_since(tokio::time::Instant::now()));
+            }
+            tokio::time::sleep(sleep.max(Duration::from_millis(10))).await;
+        }
+    }
+
+    /// Watches one step for `wait`: health every `poll`, the metrics every analysis interval
+    /// and once more at the end, where only a pass lets the shift go on. `Some((why, breach))`
+    /// aborts.
+    #[allow(clippy::too_many_arguments)]
+    async fn watch_step(
+        &self,
+        watched: &[(u32, String)],
+        analysis: Option<&gilliam_compiler::manifest::Analysis>,
+        candidate: Option<u32>,
+        baseline: Option<u32>,
+        series: &[crate::delivery::Series],
+        started: i64,
+        wait: Duration,
+        poll: Duration,
+    ) -> Result<Option<(String, Option<crate::delivery::Breach>)>, Error> {
+        use crate::delivery::Verdict;
+        let until = tokio::time::Instant::now() + wait;
+        let interval = analysis.map(|a| Duration::from_secs(u64::from(a.interval_seconds)));
+        let mut next_check = interval.map(|i| tokio::time::Instant::now() + i);
+        loop {
+            let sick = self.unhealthy(watched, false).await?;
+            if !sick.is_empty() {
+                return Ok(Some((sick.join("; "), None)));
+            }
+            let now = tokio::time::Instant::now();
+            let end = now >= until;
+            if let (Some(a), Some(c)) = (analysis, candidate) {
+                if end || next_check.is_some_and(|t| now >= t) {
+                    let (verdict, _) = crate::delivery::check(self.aws, a, c, baseline, series, started, crate::state::epoch()).await?;
+                    match verdict {
+                        Verdict::Breach(b) => return Ok(Some((b.to_string(), Some(b)))),
+                        Verdict::Inconclusive(why) if end => return Ok(Some((format!("{why}: not judged healthy"), None))),
+                        Verdict::Pass(what) if end => (self.say)(&format!("analysis passed: {what}")),
+                        Verdict::Inconclusive(why) => (self.say)(&format!("analysis: {why}; still watching")),
+                        Verdict::Pass(_) => {}
+                    }
+                    next_check = interval.map(|i| now + i);
+                }
+            }
+            if end {
+                return Ok(None);
+            }
+            let mut sleep = poll.min(until - now);
+            if let Some(t) = next_check {
+                sleep = sleep.min(t.saturating_duration_since(now));
+            }
+            tokio::time::sleep(sleep.max(Duration::from_millis(1))).await;
+        }
+    }
+
+    /// The CloudWatch series of the given releases' target groups.
+    fn series(rules: &[RuleView], releases: &[Option<u32>]) -> Vec<crate::delivery::Series> {
+        rules
+            .iter()
+            .flat_map(|r| {
+                r.forward.iter().filter_map(|(tg, _, n)| n.filter(|n| releases.contains(&Some(*n))).and_then(|n| crate::delivery::Series::new(n, &r.arn, tg)))
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    }
+
+    /// The environment of a hook: the release, its baseline, the test header that reaches it,
+    /// the formation's URLs and the current traffic.
+    fn hook_env(
+        &self,
+        m: &Manifest,
+        hook: &str,
+        release: Option<u32>,
+        baseline: Option<u32>,
+        traffic: &BTreeMap<u32, u32>,
+        reason: Option<&str>,
+    ) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = m.internal_urls.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let t: Vec<String> = traffic.iter().map(|(n, w)| format!("{n}={w}")).collect();
+        env.push(("GILLIAM_HOOK".into(), hook.into()));
+        env.push(("GILLIAM_FORMATION".into(), self.f.name.clone()));
+        env.push(("GILLIAM_TRAFFIC".into(), t.join(" ")));
+        if let Some(n) = release {
+            env.push(("GILLIAM_RELEASE".into(), n.to_string()));
+            if let Some(tr) = &m.test_route {
+                // The header names the release being judged: the rules send it to the newest.
+                env.push(("GILLIAM_TEST_HEADER".into(), format!("{}: {n}", tr.header)));
+                env.push(("GILLIAM_TEST_HEADER_NAME".into(), tr.header.clone()));
+                env.push(("GILLIAM_TEST_HEADER_VALUE".into(), n.to_string()));
+            }
+        }
+        if let Some(b) = baseline {
+            env.push(("GILLIAM_BASELINE".into(), b.to_string()));
+        }
+        if let Some(u) = &m.formation.public_url {
+            env.push(("GILLIAM_PUBLIC_URL".into(), u.clone()));
+        }
+        if let Some(r) = reason {
+            env.push(("GILLIAM_REASON".into(), r.into()));
+        }
+        env
+    }
+
+    /// After an abort: the `on_abort` hook (its failure only said), then the notification.
+    async fn after_abort(
+        &self,
+        hooks: &gilliam_compiler::manifest::Hooks,
+        env: &[(String, String)],
+        notifier: &crate::delivery::Notifier<'_, A>,
+        event: &str,
+        fields: serde_json::Value,
+    ) {
+        if let Some(cmd) = &hooks.on_abort {
+            if let Err(e) = crate::delivery::run_hook("on_abort", cmd, env, Duration::from_secs(u64::from(hooks.timeout_seconds)), self.say).await {
+                (self.say)(&e);
+            }
+        }
+        notifier.send(event, fields).await;
+    }
+
+    /// One line in the history.
+    async fn record(&self, what: &str) -> Result<(), Error> {
+        state::update(self.aws, &self.f.bucket, &self.f.prefix, &self.f.name, |st| st.history.push(state::event(what))).await?;
+        Ok(())
     }
 
     /// Target groups (of the given releases) with unhealthy targets, described; with
@@ -382,15 +774,33 @@ impl<'a, A: Aws> Ops<'a, A> {
     }
 
     pub async fn releases(&self) -> Result<Vec<ReleaseRow>, Error> {
-        let weights = match self.outputs().await {
-            Ok((m, _)) => Self::weights(&self.rules(&m).await?),
-            Err(_) => BTreeMap::new(),
+        let rules = match self.outputs().await {
+            Ok((m, _)) => self.rules(&m).await?,
+            Err(_) => Vec::new(),
         };
-        self.release_rows(&weights).await
+        self.release_rows(&rules).await
     }
 
-    async fn release_rows(&self, weights: &BTreeMap<u32, u32>) -> Result<Vec<ReleaseRow>, Error> {
+    /// Each release's requests, 5xx and latency over the last `METRICS_WINDOW`, in one
+    /// GetMetricData round; `None` (said) when CloudWatch cannot be read.
+    async fn recent_metrics(&self, rules: &[RuleView], releases: &[u32]) -> Option<BTreeMap<u32, crate::delivery::Sample>> {
+        let wanted: Vec<Option<u32>> = releases.iter().map(|n| Some(*n)).collect();
+        let series = Self::series(rules, &wanted);
+        let now = state::epoch();
+        match crate::delivery::samples(self.aws, &series, now - METRICS_WINDOW.as_secs() as i64, now).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                (self.say)(&format!("metrics unavailable: {e}"));
+                None
+            }
+        }
+    }
+
+    async fn release_rows(&self, rules: &[RuleView]) -> Result<Vec<ReleaseRow>, Error> {
+        let weights = &Self::weights(rules);
         let st = self.state().await?;
+        let live: Vec<u32> = st.releases.iter().filter(|(_, r)| r.status == "live").map(|(n, _)| *n).collect();
+        let metrics = if rules.is_empty() { None } else { self.recent_metrics(rules, &live).await };
         let mut rows = Vec::new();
         for (n, r) in st.releases.iter().filter(|(_, r)| r.status == "live") {
             let stack_status = match r.stacks.first() {
@@ -418,6 +828,7 @@ impl<'a, A: Aws> Ops<'a, A> {
                 stack_status,
                 weight: weights.get(n).copied().unwrap_or(0),
                 services,
+                metrics: metrics.as_ref().and_then(|m| m.get(n).copied()),
             });
         }
         Ok(rows)
@@ -444,7 +855,7 @@ impl<'a, A: Aws> Ops<'a, A> {
             formation: m.formation.name.clone(),
             latest_release: m.release.number,
             public_url: m.formation.public_url.clone(),
-            releases: self.release_rows(&weights).await?,
+            releases: self.release_rows(&rules).await?,
             traffic: weights,
             routes,
             internal_urls: m.internal_urls.clone(),

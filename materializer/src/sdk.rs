@@ -2,7 +2,7 @@
 //! an optional endpoint URL for a local emulator, and the SDK clients. Errors are classified
 //! into [`AwsError`] here, once.
 
-use crate::aws::{Aws, AwsError, AwsResult, Group, Object, ObjectHead, PutCondition, Rule, Stack, StackEvent, StackRequest, TemplateSource};
+use crate::aws::{Aws, AwsError, AwsResult, Group, MetricQuery, Object, ObjectHead, PutCondition, Rule, Stack, StackEvent, StackRequest, TemplateSource};
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_autoscaling as asg;
 use aws_sdk_cloudformation as cfn;
@@ -29,6 +29,9 @@ pub struct SdkAws {
     asg: asg::Client,
     secrets: aws_sdk_secretsmanager::Client,
     ec2: aws_sdk_ec2::Client,
+    cloudwatch: aws_sdk_cloudwatch::Client,
+    sns: aws_sdk_sns::Client,
+    events: aws_sdk_eventbridge::Client,
 }
 
 /// The HTTP client every gilliam AWS client uses: rustls with ring.
@@ -66,6 +69,9 @@ impl SdkAws {
             asg: asg::Client::new(&conf),
             secrets: aws_sdk_secretsmanager::Client::new(&conf),
             ec2: aws_sdk_ec2::Client::new(&conf),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(&conf),
+            sns: aws_sdk_sns::Client::new(&conf),
+            events: aws_sdk_eventbridge::Client::new(&conf),
         }
     }
 }
@@ -396,19 +402,28 @@ impl Aws for SdkAws {
                         f.target_groups().iter().map(|t| (t.target_group_arn().unwrap_or_default().to_string(), t.weight().unwrap_or(1).max(0) as u32))
                     })
                     .collect();
-                out.push(Rule { arn: r.rule_arn().unwrap_or_default().to_string(), forward });
+                let stickiness = r
+                    .actions()
+                    .iter()
+                    .filter_map(|a| a.forward_config())
+                    .filter_map(|f| f.target_group_stickiness_config())
+                    .find(|c| c.enabled() == Some(true))
+                    .map(|c| c.duration_seconds().unwrap_or(3600).max(1) as u32);
+                out.push(Rule { arn: r.rule_arn().unwrap_or_default().to_string(), forward, stickiness });
             }
         }
         Ok(out)
     }
 
-    async fn set_rule_weights(&self, arn: &str, forward: &[(String, u32)]) -> AwsResult<()> {
+    async fn set_rule_weights(&self, arn: &str, forward: &[(String, u32)], stickiness: Option<u32>) -> AwsResult<()> {
         let groups: Vec<elb::types::TargetGroupTuple> =
             forward.iter().map(|(tg, w)| elb::types::TargetGroupTuple::builder().target_group_arn(tg).weight(*w as i32).build()).collect();
-        let action = elb::types::Action::builder()
-            .r#type(elb::types::ActionTypeEnum::Forward)
-            .forward_config(elb::types::ForwardActionConfig::builder().set_target_groups(Some(groups)).build())
-            .build();
+        let mut config = elb::types::ForwardActionConfig::builder().set_target_groups(Some(groups));
+        if let Some(secs) = stickiness {
+            config =
+                config.target_group_stickiness_config(elb::types::TargetGroupStickinessConfig::builder().enabled(true).duration_seconds(secs as i32).build());
+        }
+        let action = elb::types::Action::builder().r#type(elb::types::ActionTypeEnum::Forward).forward_config(config.build()).build();
         self.elb.modify_rule().rule_arn(arn).actions(action).send().boxed().await.map_err(classify)?;
         Ok(())
     }
@@ -566,6 +581,77 @@ impl Aws for SdkAws {
         let tag = aws_sdk_secretsmanager::types::Tag::builder().key("gilliam:formation").value(formation).build();
         let out = self.secrets.create_secret().name(name).secret_string(value).tags(tag).send().boxed().await.map_err(classify)?;
         Ok(out.arn().unwrap_or_default().to_string())
+    }
+
+    async fn metric_data(&self, queries: &[MetricQuery], start: i64, end: i64) -> AwsResult<std::collections::BTreeMap<String, Vec<f64>>> {
+        use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
+        use aws_smithy_types::DateTime;
+        let mut out: std::collections::BTreeMap<String, Vec<f64>> = std::collections::BTreeMap::new();
+        // GetMetricData takes up to 500 queries per call.
+        for chunk in queries.chunks(500) {
+            let qs: Vec<MetricDataQuery> = chunk
+                .iter()
+                .map(|q| {
+                    let dims: Vec<Dimension> = q.dimensions.iter().map(|(n, v)| Dimension::builder().name(n).value(v).build()).collect();
+                    let metric = Metric::builder().namespace(&q.namespace).metric_name(&q.name).set_dimensions(Some(dims)).build();
+                    let stat = MetricStat::builder().metric(metric).period(q.period as i32).stat(&q.stat).build();
+                    MetricDataQuery::builder().id(&q.id).metric_stat(stat).return_data(true).build()
+                })
+                .collect();
+            let mut token: Option<String> = None;
+            loop {
+                let page = self
+                    .cloudwatch
+                    .get_metric_data()
+                    .set_metric_data_queries(Some(qs.clone()))
+                    .start_time(DateTime::from_secs(start))
+                    .end_time(DateTime::from_secs(end))
+                    .set_next_token(token.clone())
+                    .send()
+                    .boxed()
+                    .await
+                    .map_err(classify)?;
+                for r in page.metric_data_results() {
+                    out.entry(r.id().unwrap_or_default().to_string()).or_default().extend(r.values().iter().copied());
+                }
+                token = page.next_token().map(str::to_string);
+                if token.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn alarm_states(&self, names: &[String]) -> AwsResult<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for chunk in names.chunks(100) {
+            let page = self.cloudwatch.describe_alarms().set_alarm_names(Some(chunk.to_vec())).send().boxed().await.map_err(classify)?;
+            for a in page.metric_alarms() {
+                out.push((a.alarm_name().unwrap_or_default().to_string(), a.state_value().map(|s| s.as_str().to_string()).unwrap_or_default()));
+            }
+            for a in page.composite_alarms() {
+                out.push((a.alarm_name().unwrap_or_default().to_string(), a.state_value().map(|s| s.as_str().to_string()).unwrap_or_default()));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn publish(&self, topic: &str, subject: &str, message: &str) -> AwsResult<()> {
+        // SNS subjects hold at most 100 printable ASCII characters.
+        let subject: String = subject.chars().filter(|c| c.is_ascii() && !c.is_ascii_control()).take(100).collect();
+        self.sns.publish().topic_arn(topic).subject(subject).message(message).send().boxed().await.map_err(classify).map(|_| ())
+    }
+
+    async fn put_event(&self, bus: &str, detail_type: &str, detail: &str) -> AwsResult<()> {
+        let entry =
+            aws_sdk_eventbridge::types::PutEventsRequestEntry::builder().event_bus_name(bus).source("gilliam").detail_type(detail_type).detail(detail).build();
+        let out = self.events.put_events().entries(entry).send().boxed().await.map_err(classify)?;
+        if out.failed_entry_count() > 0 {
+            let why = out.entries().iter().filter_map(|e| e.error_message()).collect::<Vec<_>>().join("; ");
+            return Err(AwsError::Other(format!("EventBridge refused the event: {why}")));
+        }
+        Ok(())
     }
 }
 

@@ -26,6 +26,31 @@ pub struct State {
     /// recognises its own write (two writers never write the same bytes).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub write_id: String,
+    /// A bake window being watched (`--bake`, `gilliam watch`): cleared when it ends, when
+    /// the traffic is rolled back, or by the next traffic change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bake: Option<Bake>,
+}
+
+/// After a shift, the release is watched until `until`; a breach puts `restore` back, provided
+/// the weights are still `weights` (a later change by someone else voids the window).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bake {
+    pub release: u32,
+    /// The release it took traffic from, compared with while it still has traffic.
+    pub baseline: Option<u32>,
+    pub restore: BTreeMap<u32, u32>,
+    pub weights: BTreeMap<u32, u32>,
+    /// Seconds since the epoch.
+    pub started: i64,
+    pub until: i64,
+    pub actor: String,
+}
+
+/// Seconds since the epoch, from the system clock.
+pub fn epoch() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Unique per call in this process, and across processes and hosts.

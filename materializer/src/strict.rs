@@ -19,7 +19,7 @@
 //!
 //! What it cannot model is said in ARCHITECTURE.md ("What the strict layer cannot show").
 
-use crate::aws::{Aws, AwsError, AwsResult, Group, Object, ObjectHead, PutCondition, Rule, Stack, StackEvent, StackRequest, TemplateSource};
+use crate::aws::{Aws, AwsError, AwsResult, Group, MetricQuery, Object, ObjectHead, PutCondition, Rule, Stack, StackEvent, StackRequest, TemplateSource};
 use gilliam_compiler::priority::{transition_conflict, MAX_PRIORITY};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -338,11 +338,14 @@ impl<A: Aws> Aws for Strict<A> {
     async fn describe_rules(&self, arns: &[String]) -> AwsResult<Vec<Rule>> {
         self.inner.describe_rules(arns).await
     }
-    async fn set_rule_weights(&self, arn: &str, forward: &[(String, u32)]) -> AwsResult<()> {
+    async fn set_rule_weights(&self, arn: &str, forward: &[(String, u32)], stickiness: Option<u32>) -> AwsResult<()> {
         if forward.len() > 5 || forward.iter().any(|(_, w)| *w > 999) {
             return Err(AwsError::Invalid(format!("rule {arn}: at most 5 target groups, weights 0..999")));
         }
-        self.inner.set_rule_weights(arn, forward).await
+        if stickiness.is_some_and(|s| !(1..=604_800).contains(&s)) {
+            return Err(AwsError::Invalid(format!("rule {arn}: target group stickiness lasts 1 to 604800 seconds")));
+        }
+        self.inner.set_rule_weights(arn, forward, stickiness).await
     }
     async fn target_health(&self, target_group_arn: &str) -> AwsResult<Vec<String>> {
         let states = self.inner.target_health(target_group_arn).await?;
@@ -357,6 +360,40 @@ impl<A: Aws> Aws for Strict<A> {
     }
     async fn set_capacity(&self, name: &str, min: u32, desired: u32, max: u32) -> AwsResult<()> {
         self.inner.set_capacity(name, min, desired, max).await
+    }
+    async fn metric_data(&self, queries: &[MetricQuery], start: i64, end: i64) -> AwsResult<std::collections::BTreeMap<String, Vec<f64>>> {
+        // GetMetricData's own rules: at most 500 queries, ids start with a lowercase letter,
+        // periods are multiples of 60 (for data older than three hours) and StartTime < EndTime.
+        if queries.len() > 500 || start >= end {
+            return Err(AwsError::Invalid("GetMetricData: at most 500 queries, and StartTime before EndTime".into()));
+        }
+        for q in queries {
+            let ok_id = q.id.starts_with(|c: char| c.is_ascii_lowercase()) && q.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok_id || q.period == 0 || q.period % 60 != 0 || q.dimensions.len() > 30 {
+                return Err(AwsError::Invalid(format!("GetMetricData: bad query {q:?}")));
+            }
+        }
+        self.inner.metric_data(queries, start, end).await
+    }
+    async fn alarm_states(&self, names: &[String]) -> AwsResult<Vec<(String, String)>> {
+        if names.len() > 100 {
+            return Err(AwsError::Invalid("DescribeAlarms: at most 100 alarm names".into()));
+        }
+        self.inner.alarm_states(names).await
+    }
+    async fn publish(&self, topic: &str, subject: &str, message: &str) -> AwsResult<()> {
+        // SNS: a subject of at most 100 printable ASCII characters, a message under 256 KiB.
+        if subject.len() > 100 || !subject.chars().all(|c| c.is_ascii() && !c.is_ascii_control()) || message.len() > 256 * 1024 {
+            return Err(AwsError::Invalid("Publish: subject at most 100 printable ASCII characters, message under 256 KiB".into()));
+        }
+        self.inner.publish(topic, subject, message).await
+    }
+    async fn put_event(&self, bus: &str, detail_type: &str, detail: &str) -> AwsResult<()> {
+        // EventBridge: an entry under 256 KiB, a detail that is a JSON object.
+        if detail.len() + detail_type.len() > 256 * 1024 || !detail.trim_start().starts_with('{') {
+            return Err(AwsError::Invalid("PutEvents: an entry under 256 KiB whose detail is a JSON object".into()));
+        }
+        self.inner.put_event(bus, detail_type, detail).await
     }
     async fn delete_secret(&self, name: &str) -> AwsResult<()> {
         self.inner.delete_secret(name).await

@@ -157,7 +157,7 @@ impl<A: Aws> RollingBack<A> {
                 .iter()
                 .map(|g| (exports[g["TargetGroupArn"]["Fn::ImportValue"].as_str().expect("import")].clone(), g["Weight"].as_u64().expect("weight") as u32))
                 .collect();
-            self.inner.set_rule_weights(&physical[id], &forward).await.expect("rollback weights");
+            self.inner.set_rule_weights(&physical[id], &forward, None).await.expect("rollback weights");
         }
     }
 }
@@ -228,8 +228,8 @@ impl<A: Aws> Aws for RollingBack<A> {
     async fn describe_rules(&self, arns: &[String]) -> gilliam_materializer::aws::AwsResult<Vec<gilliam_materializer::aws::Rule>> {
         self.inner.describe_rules(arns).await
     }
-    async fn set_rule_weights(&self, arn: &str, forward: &[(String, u32)]) -> gilliam_materializer::aws::AwsResult<()> {
-        self.inner.set_rule_weights(arn, forward).await
+    async fn set_rule_weights(&self, arn: &str, forward: &[(String, u32)], stickiness: Option<u32>) -> gilliam_materializer::aws::AwsResult<()> {
+        self.inner.set_rule_weights(arn, forward, stickiness).await
     }
     async fn target_health(&self, arn: &str) -> gilliam_materializer::aws::AwsResult<Vec<String>> {
         self.inner.target_health(arn).await

@@ -76,13 +76,13 @@ async fn deploy_two_releases_shift_and_converge_again() {
     let rules = rule_arns(&aws.inner).await;
     let rule = aws.inner.describe_rules(&rules[..1]).await.expect("rules").remove(0);
     let flipped: Vec<(String, u32)> = rule.forward.iter().map(|(tg, w)| (tg.clone(), 100 - *w)).collect();
-    aws.inner.set_rule_weights(&rule.arn, &flipped).await.expect("flip one rule");
+    aws.inner.set_rule_weights(&rule.arn, &flipped, rule.stickiness).await.expect("flip one rule");
     aws.reset();
     let err = Converger::new(&aws, &r3, opts(), &say).apply(&plan).await.expect_err("stale");
     assert!(err.to_string().contains("traffic weights changed"), "{err}");
     assert_eq!(aws.mutations(), BTreeMap::new(), "a refused plan changes nothing");
     assert_eq!(aws.inner.describe_stack("shop-r3").await.expect("describe"), None);
-    aws.inner.set_rule_weights(&rule.arn, &rule.forward).await.expect("flip back");
+    aws.inner.set_rule_weights(&rule.arn, &rule.forward, rule.stickiness).await.expect("flip back");
     let plan = Converger::new(&aws, &r3, opts(), &say).plan().await.unwrap_or_else(|e| panic!("{e}"));
     Converger::new(&aws, &r3, opts(), &say).apply(&plan).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(weights(&aws).await, BTreeMap::from([(1, 0), (2, 0), (3, 100)]));

@@ -81,13 +81,13 @@ impl Aws for SickAfterFirstStep {
     async fn describe_rules(&self, arns: &[String]) -> AwsResult<Vec<Rule>> {
         self.inner.describe_rules(arns).await
     }
-    async fn set_rule_weights(&self, arn: &str, forward: &[(String, u32)]) -> AwsResult<()> {
+    async fn set_rule_weights(&self, arn: &str, forward: &[(String, u32)], stickiness: Option<u32>) -> AwsResult<()> {
         if let Some((_, arns)) = &*self.sick.lock().expect("sick") {
             if forward.iter().any(|(tg, w)| *w > 0 && arns.contains(tg)) {
                 self.tripped.store(true, Ordering::SeqCst);
             }
         }
-        self.inner.set_rule_weights(arn, forward).await
+        self.inner.set_rule_weights(arn, forward, stickiness).await
     }
     async fn target_health(&self, tg: &str) -> AwsResult<Vec<String>> {
         let states = self.inner.target_health(tg).await?;

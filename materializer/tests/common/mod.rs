@@ -54,13 +54,24 @@ pub fn compile_in(tag: &str, stage: &str, number: u32, artifact_key: &str, sha: 
     Bundle::load(&dir).expect("bundle loads")
 }
 
-/// The routing stack's listener rules.
+/// The routing stack's weighted listener rules (test-header rules left out).
 pub async fn rule_arns<A: Aws>(aws: &A) -> Vec<String> {
     aws.stack_resources("shop-routing-1")
         .await
         .expect("resources")
         .into_iter()
-        .filter(|r| r.2 == "AWS::ElasticLoadBalancingV2::ListenerRule")
+        .filter(|r| r.2 == "AWS::ElasticLoadBalancingV2::ListenerRule" && !gilliam_compiler::names::is_test_rule(&r.0))
+        .map(|r| r.1)
+        .collect()
+}
+
+/// The routing stack's test-header rules.
+pub async fn test_rule_arns<A: Aws>(aws: &A) -> Vec<String> {
+    aws.stack_resources("shop-routing-1")
+        .await
+        .expect("resources")
+        .into_iter()
+        .filter(|r| r.2 == "AWS::ElasticLoadBalancingV2::ListenerRule" && gilliam_compiler::names::is_test_rule(&r.0))
         .map(|r| r.1)
         .collect()
 }
@@ -95,8 +106,8 @@ pub fn opts() -> Options {
     }
 }
 
-/// The seam calls a test wrapper of `self.inner` passes through unchanged: the network and the
-/// secrets (written once here rather than in every wrapper).
+/// The seam calls a test wrapper of `self.inner` passes through unchanged: the network, the
+/// secrets, metrics and notifications (written once here rather than in every wrapper).
 #[allow(unused_macros)]
 macro_rules! pass_through_network_and_secrets {
     () => {
@@ -123,6 +134,23 @@ macro_rules! pass_through_network_and_secrets {
         }
         async fn delete_secret(&self, name: &str) -> gilliam_materializer::aws::AwsResult<()> {
             self.inner.delete_secret(name).await
+        }
+        async fn metric_data(
+            &self,
+            queries: &[gilliam_materializer::aws::MetricQuery],
+            start: i64,
+            end: i64,
+        ) -> gilliam_materializer::aws::AwsResult<std::collections::BTreeMap<String, Vec<f64>>> {
+            self.inner.metric_data(queries, start, end).await
+        }
+        async fn alarm_states(&self, names: &[String]) -> gilliam_materializer::aws::AwsResult<Vec<(String, String)>> {
+            self.inner.alarm_states(names).await
+        }
+        async fn publish(&self, topic: &str, subject: &str, message: &str) -> gilliam_materializer::aws::AwsResult<()> {
+            self.inner.publish(topic, subject, message).await
+        }
+        async fn put_event(&self, bus: &str, detail_type: &str, detail: &str) -> gilliam_materializer::aws::AwsResult<()> {
+            self.inner.put_event(bus, detail_type, detail).await
         }
     };
 }

@@ -195,8 +195,29 @@ impl Aws for Fake {
         self.enter("describe_rules")?;
         Ok(vec![])
     }
-    async fn set_rule_weights(&self, _arn: &str, _forward: &[(String, u32)]) -> AwsResult<()> {
+    async fn set_rule_weights(&self, _arn: &str, _forward: &[(String, u32)], _stickiness: Option<u32>) -> AwsResult<()> {
         self.enter("set_rule_weights")?;
+        Ok(())
+    }
+    async fn metric_data(
+        &self,
+        _queries: &[gilliam_materializer::aws::MetricQuery],
+        _start: i64,
+        _end: i64,
+    ) -> AwsResult<std::collections::BTreeMap<String, Vec<f64>>> {
+        self.enter("metric_data")?;
+        Ok(Default::default())
+    }
+    async fn alarm_states(&self, _names: &[String]) -> AwsResult<Vec<(String, String)>> {
+        self.enter("alarm_states")?;
+        Ok(vec![])
+    }
+    async fn publish(&self, _topic: &str, _subject: &str, _message: &str) -> AwsResult<()> {
+        self.enter("publish")?;
+        Ok(())
+    }
+    async fn put_event(&self, _bus: &str, _detail_type: &str, _detail: &str) -> AwsResult<()> {
+        self.enter("put_event")?;
         Ok(())
     }
     async fn target_health(&self, _arn: &str) -> AwsResult<Vec<String>> {
