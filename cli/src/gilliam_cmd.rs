@@ -2,11 +2,12 @@
 //! state; nothing depends on a local state file.
 
 use crate::compile_cmd;
+use crate::judging::Judging;
 use clap::{Parser, Subcommand, ValueEnum};
 use gilliam_materializer::bundle::Bundle;
 use gilliam_materializer::converge::{Converger, Error, Options};
 use gilliam_materializer::lock::{self, LockOptions};
-use gilliam_materializer::ops::{Formation, Ops};
+use gilliam_materializer::ops::{Formation, Ops, ShiftOptions};
 use gilliam_materializer::sdk::{connect_from_env, Endpoint};
 use gilliam_materializer::strategy::Strategy;
 use std::collections::BTreeMap;
@@ -24,7 +25,7 @@ pub enum Output {
     name = "gilliam",
     version,
     about = "Deploy releases, move traffic between them, roll back, scale and retire: the operator's CLI.",
-    after_help = "Exit codes: 0 success, 1 invalid input, 2 usage error, 3 internal error, 4 refused or failed in AWS."
+    after_help = "Exit codes: 0 success, 1 invalid input, 2 usage error, 3 internal error, 4 refused or failed in AWS, 5 a traffic shift or bake was aborted (a breach, an unhealthy target, too little traffic to judge, a failed hook) and the traffic put back."
 )]
 pub struct Args {
     /// The stage file: which formation, where.
@@ -67,6 +68,8 @@ pub enum Verb {
         /// new release turns unhealthy.
         #[arg(long, default_value = "all-at-once", value_parser = parse_strategy)]
         strategy: Strategy,
+        #[command(flatten)]
+        judging: Judging,
     },
     /// Package a source tree as a release: run the build command of gilliam.yml, pack the tree
     /// reproducibly, upload it (content-addressed, once), allocate the release number, write
@@ -113,6 +116,21 @@ pub enum Verb {
         /// Seconds between health polls during a gradual shift.
         #[arg(long, default_value = "5")]
         poll: f64,
+        #[command(flatten)]
+        judging: Judging,
+    },
+    /// Watch the bake window a deploy or traffic change recorded (`--bake`), from any machine:
+    /// health and metrics until it ends; a breach puts the earlier traffic back (under the
+    /// deploy lock, and only if no one changed the traffic since). With --for, open a window
+    /// over the release serving now first.
+    Watch {
+        /// Open a bake window of this long over the newest release with traffic (a breach
+        /// sends all traffic to the release before it).
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+        for_: Option<Duration>,
+        /// Seconds between health polls.
+        #[arg(long, default_value = "5")]
+        poll: f64,
     },
     /// All traffic back to the previous release that is still running.
     Rollback,
@@ -129,6 +147,17 @@ pub enum Verb {
     History,
     /// The published outputs (the latest manifest).
     Outputs,
+    /// Shell completions for gilliam, gilliam-materialize or gilliam-compile, on stdout
+    /// (`gilliam completions bash > /etc/bash_completion.d/gilliam`). Reads no stage file.
+    Completions {
+        shell: clap_complete::Shell,
+        /// Which binary the completions are for.
+        #[arg(long = "for", default_value = "gilliam", value_parser = ["gilliam", "gilliam-materialize", "gilliam-compile"])]
+        for_: String,
+    },
+    /// Man pages of the three binaries and of each gilliam verb (`gilliam-deploy.1`), written
+    /// into DIR (`gilliam man /usr/local/share/man/man1`). Reads no stage file.
+    Man { dir: PathBuf },
     /// Break the formation's deploy lock (after a crashed deploy on another machine). Asks for
     /// the formation's name unless --yes.
     Unlock {
@@ -148,11 +177,18 @@ async fn deploy_files<A: gilliam_materializer::aws::Aws>(
     release: &Path,
     out: &Path,
     opts: Options,
+    judging: &Judging,
     lock_opts: LockOptions,
     say: &(dyn Fn(&str) + Sync),
 ) -> Result<(), Failure> {
     compile_into(stage, app, release, out)?;
     let bundle = Bundle::load(out).map_err(|e| Failure { code: 1, message: e.0 })?;
+    let opts = Options { judge: !judging.no_analysis, hooks: !judging.no_hooks, ..opts };
+    let ops = Ops::new(aws, formation.clone(), say);
+    // What a breach during the bake puts back: the traffic before this deploy.
+    let restore = if judging.bake.is_some() && opts.traffic_auto { ops.weights_now().await.map_err(aws_failure)? } else { BTreeMap::new() };
+    let poll = opts.poll;
+    let traffic_auto = opts.traffic_auto;
     let c = Converger::new(aws, &bundle, opts, say);
     let what = format!("deploy release {}", bundle.manifest.release.number);
     let plan = c.plan().await.map_err(aws_failure)?;
@@ -164,6 +200,11 @@ async fn deploy_files<A: gilliam_materializer::aws::Aws>(
     let report = lock::with_lock(aws, formation, &what, lock_opts, say, crate::materialize_cmd::apply_fresh(&c, &plan)).await.map_err(aws_failure)?;
     let w: Vec<String> = report.traffic.iter().map(|(n, w)| format!("{n}={w}")).collect();
     println!("deployed release {} of {}; traffic {}", bundle.manifest.release.number, formation.name, w.join(" "));
+    if traffic_auto {
+        if let Some(line) = crate::judging::bake_after(&ops, judging, bundle.manifest.release.number, &restore, poll, lock_opts).await.map_err(aws_failure)? {
+            println!("{line}");
+        }
+    }
     Ok(())
 }
 
@@ -238,7 +279,7 @@ async fn config_release<A: gilliam_materializer::aws::Aws>(
     let release_path = dir.join("release.json");
     crate::build_cmd::write_release(&release_path, &rel).map_err(|m| Failure { code: 1, message: m })?;
     println!("release {number}: release {latest}'s artifact with config {}", what.join(" "));
-    deploy_files(aws, formation, stage, &app_path, &release_path, &dir.join("out"), opts, lock_opts, say).await
+    deploy_files(aws, formation, stage, &app_path, &release_path, &dir.join("out"), opts, &Judging::default(), lock_opts, say).await
 }
 
 /// `gilliam build`: returns the release number and its metadata file.
@@ -319,6 +360,22 @@ pub enum EnvChange {
     },
 }
 
+/// Requests, 5xx rate and p99 as table cells (`-` where unknown).
+fn metric_columns(m: Option<&gilliam_materializer::delivery::Sample>) -> (String, String, String) {
+    match m {
+        None => ("-".into(), "-".into(), "-".into()),
+        Some(m) => (
+            format!("{}", m.requests as u64),
+            if m.requests > 0.0 { format!("{:.1}%", m.error_rate_percent()) } else { "-".into() },
+            m.p99_ms.map_or("-".into(), |p| format!("{p:.0}ms")),
+        ),
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    gilliam_materializer::strategy::parse_duration(s)
+}
+
 fn parse_strategy(s: &str) -> Result<Strategy, String> {
     s.parse()
 }
@@ -360,6 +417,7 @@ fn usage(m: impl Into<String>) -> Failure {
 fn aws_failure(e: Error) -> Failure {
     match e {
         Error::Bundle(b) => Failure { code: 1, message: b.0 },
+        Error::Aborted(m) => Failure { code: 5, message: m },
         Error::Compile(m) => Failure { code: 3, message: format!("{m}\nthis is a bug in gilliam: please report it") },
         other => Failure { code: 4, message: other.to_string() },
     }
@@ -400,7 +458,52 @@ fn compile_into(stage_path: &Path, app: &Path, release: &Path, out: &Path) -> Re
     compile_cmd::compile_to(app, release, stage_path, out).map(|_| ()).map_err(|e| Failure { code: e.exit_code(), message: e.message().to_string() })
 }
 
+/// The clap definition of one of the three binaries.
+fn definition(binary: &str) -> clap::Command {
+    use clap::CommandFactory;
+    match binary {
+        "gilliam-materialize" => crate::materialize_cmd::Args::command(),
+        "gilliam-compile" => compile_cmd::Args::command(),
+        _ => Args::command(),
+    }
+}
+
+/// `gilliam completions` and `gilliam man`: generated from the clap definitions.
+fn generate(verb: &Verb) -> Result<(), Failure> {
+    let io = |path: &Path, e: std::io::Error| Failure { code: 2, message: format!("{}: {e}", path.display()) };
+    match verb {
+        Verb::Completions { shell, for_ } => {
+            clap_complete::generate(*shell, &mut definition(for_), for_.as_str(), &mut std::io::stdout());
+        }
+        Verb::Man { dir } => {
+            std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+            let mut pages = Vec::new();
+            for binary in ["gilliam", "gilliam-materialize", "gilliam-compile"] {
+                let cmd = definition(binary);
+                if binary == "gilliam" {
+                    for sub in cmd.get_subcommands() {
+                        pages.push((format!("gilliam-{}", sub.get_name()), sub.clone().name(format!("gilliam-{}", sub.get_name()))));
+                    }
+                }
+                pages.push((binary.to_string(), cmd));
+            }
+            for (name, cmd) in pages {
+                let path = dir.join(format!("{name}.1"));
+                let mut page = Vec::new();
+                clap_mangen::Man::new(cmd).render(&mut page).map_err(|e| io(&path, e))?;
+                std::fs::write(&path, page).map_err(|e| io(&path, e))?;
+                println!("{}", path.display());
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 pub async fn run(args: &Args) -> Result<(), Failure> {
+    if matches!(args.verb, Verb::Completions { .. } | Verb::Man { .. }) {
+        return generate(&args.verb);
+    }
     let text = compile_cmd::read(&args.stage).map_err(|e| usage(e.to_string().trim_start_matches("gilliam-compile: ").to_string()))?;
     let name = args.stage.display().to_string();
     let stage =
@@ -417,7 +520,10 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
     };
     let json = args.output == Output::Json;
     match &args.verb {
-        Verb::Deploy { files, traffic, poll, strategy } => {
+        Verb::Deploy { files, traffic, poll, strategy, judging } => {
+            if traffic == "manual" && judging.bake.is_some() {
+                return Err(usage("--bake watches the traffic a deploy moves; with --traffic manual there is none"));
+            }
             if traffic == "manual" && *strategy != Strategy::AllAtOnce {
                 return Err(usage("--strategy moves traffic; with --traffic manual there is none to move"));
             }
@@ -432,7 +538,7 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
                 }
             };
             let opts = Options { traffic_auto: traffic == "auto", poll: Duration::from_secs_f64(poll.max(0.05)), strategy: *strategy, ..Options::default() };
-            deploy_files(&aws, &formation, &args.stage, &files.app, &release, &files.out, opts, lock_opts, &say).await?;
+            deploy_files(&aws, &formation, &args.stage, &files.app, &release, &files.out, opts, judging, lock_opts, &say).await?;
         }
         Verb::Plan { files } => {
             let release = files.release.as_ref().ok_or_else(|| usage("plan needs --release FILE (gilliam build writes one)"))?;
@@ -493,11 +599,15 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
             if json {
                 print_json(&rows);
             } else {
-                println!("{:>7}  {:<12} {:<20} {:<16} {:>6}  services (in service/desired)", "release", "revision", "created", "stack", "weight");
+                println!(
+                    "{:>7}  {:<12} {:<20} {:<16} {:>6}  {:>8} {:>6} {:>7}  services (in service/desired)",
+                    "release", "revision", "created", "stack", "weight", "requests", "5xx", "p99"
+                );
                 for r in rows {
                     let svcs: Vec<String> = r.services.iter().map(|s| format!("{} {}/{}", s.service, s.in_service, s.desired)).collect();
+                    let (req, err, p99) = metric_columns(r.metrics.as_ref());
                     println!(
-                        "{:>7}  {:<12} {:<20} {:<16} {:>6}  {}",
+                        "{:>7}  {:<12} {:<20} {:<16} {:>6}  {req:>8} {err:>6} {p99:>7}  {}",
                         r.release,
                         r.revision.chars().take(12).collect::<String>(),
                         r.created,
@@ -506,6 +616,10 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
                         svcs.join(", ")
                     );
                 }
+                println!(
+                    "(requests, 5xx rate and p99 target response time over the last {} minutes)",
+                    gilliam_materializer::ops::METRICS_WINDOW.as_secs() / 60
+                );
             }
         }
         Verb::Status => {
@@ -531,17 +645,65 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
                 }
                 for r in &s.releases {
                     let svcs: Vec<String> = r.services.iter().map(|x| format!("{} {}/{}", x.service, x.in_service, x.desired)).collect();
-                    println!("  release {} ({}, weight {}): {}", r.release, r.stack_status, r.weight, svcs.join(", "));
+                    let (req, err, p99) = metric_columns(r.metrics.as_ref());
+                    println!(
+                        "  release {} ({}, weight {}): {}; last 5 min: {req} requests, {err} 5xx, p99 {p99}",
+                        r.release,
+                        r.stack_status,
+                        r.weight,
+                        svcs.join(", ")
+                    );
                 }
             }
         }
-        Verb::Traffic { weights, strategy, poll } => {
+        Verb::Traffic { weights, strategy, poll, judging } => {
             let target = parse_weights(weights)?;
             let w: Vec<String> = target.iter().map(|(n, w)| format!("{n}={w}")).collect();
-            let work = ops.shift(&target, *strategy, Duration::from_secs_f64(poll.max(0.05)), Options::default().health_timeout);
+            let poll = Duration::from_secs_f64(poll.max(0.05));
+            let shift = ShiftOptions {
+                strategy: *strategy,
+                poll,
+                health_timeout: Options::default().health_timeout,
+                judge: !judging.no_analysis,
+                hooks: !judging.no_hooks,
+            };
+            let work = async {
+                let (m, _) = ops.outputs().await?;
+                ops.shift_on(&m, &target, &shift).await
+            };
             let c = lock::with_lock(&aws, &formation, &format!("traffic {}", w.join(" ")), lock_opts, &say, work).await.map_err(aws_failure)?;
             let a: Vec<String> = c.after.iter().map(|(n, w)| format!("{n}={w}")).collect();
             println!("traffic {} ({} rule{} changed)", a.join(" "), c.writes, if c.writes == 1 { "" } else { "s" });
+            // The release baked: the newest one that gained traffic.
+            let gained = c.after.iter().filter(|(n, w)| **w > c.before.get(n).copied().unwrap_or(0)).map(|(n, _)| *n).max();
+            if let Some(release) = gained {
+                if let Some(line) = crate::judging::bake_after(&ops, judging, release, &c.before, poll, lock_opts).await.map_err(aws_failure)? {
+                    println!("{line}");
+                }
+            } else if judging.bake.is_some() {
+                println!("no release gained traffic: nothing to bake");
+            }
+        }
+        Verb::Watch { for_, poll } => {
+            let poll = Duration::from_secs_f64(poll.max(0.05));
+            if let Some(d) = for_ {
+                if ops.state().await.map_err(aws_failure)?.bake.is_some() {
+                    return Err(usage("a bake window is already recorded: run `gilliam watch` without --for to watch it"));
+                }
+                let weights = ops.weights_now().await.map_err(aws_failure)?;
+                let Some(&serving) = weights.iter().filter(|(_, w)| **w > 0).map(|(n, _)| n).max() else {
+                    return Err(Failure { code: 4, message: "no release carries traffic: nothing to watch".into() });
+                };
+                let Some(&previous) = weights.keys().filter(|n| **n < serving).max() else {
+                    return Err(Failure {
+                        code: 4,
+                        message: format!("release {serving} serves and no earlier release runs: a breach would have nowhere to go"),
+                    });
+                };
+                ops.begin_bake(serving, &BTreeMap::from([(previous, 100)]), *d).await.map_err(aws_failure)?;
+            }
+            let outcome = ops.watch(poll, lock_opts).await.map_err(aws_failure)?;
+            println!("{}", crate::judging::describe(&outcome));
         }
         Verb::Rollback => {
             let (to, c) = lock::with_lock(&aws, &formation, "rollback", lock_opts, &say, ops.rollback()).await.map_err(aws_failure)?;
@@ -571,6 +733,7 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
             let (_, bytes) = ops.outputs().await.map_err(aws_failure)?;
             print!("{}", String::from_utf8_lossy(&bytes));
         }
+        Verb::Completions { .. } | Verb::Man { .. } => generate(&args.verb)?,
         Verb::Unlock { yes } => {
             let Some((held, _)) = lock::read(&aws, &formation).await.map_err(aws_failure)? else {
                 println!("formation {} has no deploy lock", formation.name);

@@ -6,5 +6,6 @@ pub mod build_cmd;
 pub use gilliam_compile::cmd as compile_cmd;
 pub mod entry;
 pub mod gilliam_cmd;
+pub mod judging;
 pub mod materialize_cmd;
 pub mod progress;

@@ -26,7 +26,7 @@ pub enum TrafficMode {
     name = "gilliam-materialize",
     version,
     about,
-    after_help = "Exit codes: 0 success (or nothing to do), 1 invalid input (directory, plan file), 2 usage error, 3 internal error, 4 refused or failed in AWS (artifact, stale plan, immutable release, failed stack, timeout)."
+    after_help = "Exit codes: 0 success (or nothing to do), 1 invalid input (directory, plan file), 2 usage error, 3 internal error, 4 refused or failed in AWS (artifact, stale plan, immutable release, failed stack, timeout), 5 the traffic shift or bake was aborted (a breach, an unhealthy target, too little traffic to judge, a failed hook) and the traffic put back."
 )]
 pub struct Args {
     /// The output directory of gilliam-compile.
@@ -58,6 +58,8 @@ pub struct Args {
     /// release turns unhealthy.
     #[arg(long, default_value = "all-at-once", value_parser = parse_strategy)]
     pub strategy: Strategy,
+    #[command(flatten)]
+    pub judging: crate::judging::Judging,
     /// How long to wait for the formation's deploy lock when another deploy or traffic change
     /// holds it (0: refuse at once, naming the holder).
     #[arg(long, value_name = "SECONDS", default_value = "300")]
@@ -68,6 +70,16 @@ pub struct Args {
     /// Print no progress, only the plan and the result.
     #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// How the plan is printed on stdout: `text`, or `json` (the saved plan's versioned JSON;
+    /// every other line then goes to stderr, so that stdout is the plan alone).
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
 }
 
 #[derive(Debug)]
@@ -76,6 +88,8 @@ pub enum CliError {
     /// Arguments that make no sense together.
     Usage(String),
     Refused(String),
+    /// The shift or bake judged the release bad and put the traffic back.
+    Aborted(String),
     Internal(String),
 }
 
@@ -86,6 +100,7 @@ impl CliError {
             CliError::Usage(_) => 2,
             CliError::Internal(_) => 3,
             CliError::Refused(_) => 4,
+            CliError::Aborted(_) => 5,
         }
     }
 }
@@ -93,7 +108,7 @@ impl CliError {
 impl std::fmt::Display for CliError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CliError::Input(m) | CliError::Refused(m) | CliError::Usage(m) => write!(f, "gilliam-materialize: {m}"),
+            CliError::Input(m) | CliError::Refused(m) | CliError::Usage(m) | CliError::Aborted(m) => write!(f, "gilliam-materialize: {m}"),
             CliError::Internal(m) => write!(f, "gilliam-materialize: {m}\nthis is a bug in gilliam: please report it"),
         }
     }
@@ -113,10 +128,15 @@ pub fn lock_options(wait: f64) -> LockOptions {
 pub async fn apply_fresh<A: gilliam_materializer::aws::Aws>(c: &Converger<'_, A>, earlier: &Plan) -> Result<gilliam_materializer::converge::Report, Error> {
     let fresh = c.plan().await?;
     if fresh.actions != earlier.actions {
-        println!("AWS changed while waiting for the deploy lock; the plan now is:");
-        print!("{}", fresh.render());
+        // On stderr: stdout may be holding a JSON plan (`--output json`).
+        eprintln!("AWS changed while waiting for the deploy lock; the plan now is:");
+        eprint!("{}", fresh.render());
     }
     c.apply_unchecked(&fresh).await
+}
+
+fn opts_poll(args: &Args) -> Duration {
+    Duration::from_secs_f64(args.poll.max(0.05))
 }
 
 fn parse_strategy(s: &str) -> Result<Strategy, String> {
@@ -127,6 +147,7 @@ fn classify(e: Error) -> CliError {
     match e {
         Error::Bundle(b) => CliError::Input(b.0),
         Error::Compile(m) => CliError::Internal(m),
+        Error::Aborted(m) => CliError::Aborted(m),
         other => CliError::Refused(other.to_string()),
     }
 }
@@ -147,10 +168,15 @@ pub async fn run(args: &Args) -> Result<(), CliError> {
     if args.traffic == TrafficMode::Manual && args.strategy != Strategy::AllAtOnce {
         return Err(CliError::Usage("--strategy moves traffic; with --traffic manual there is none to move".into()));
     }
+    if args.traffic == TrafficMode::Manual && args.judging.bake.is_some() {
+        return Err(CliError::Usage("--bake watches the traffic a converge moves; with --traffic manual there is none".into()));
+    }
     let opts = Options {
         traffic_auto: args.traffic == TrafficMode::Auto,
         poll: Duration::from_secs_f64(args.poll.max(0.05)),
         strategy: args.strategy,
+        judge: !args.judging.no_analysis,
+        hooks: !args.judging.no_hooks,
         ..Options::default()
     };
     let c = Converger::new(&aws, &bundle, opts, &say);
@@ -158,17 +184,24 @@ pub async fn run(args: &Args) -> Result<(), CliError> {
         Some(p) => p,
         None => c.plan().await.map_err(classify)?,
     };
-    print!("{}", plan.render());
+    let json = args.output == Output::Json;
+    // In JSON mode stdout holds the plan alone; what a person reads goes to stderr.
+    let tell = |line: &str| if json { eprintln!("{line}") } else { println!("{line}") };
+    if json {
+        println!("{}", String::from_utf8_lossy(&plan.to_json()).trim_end());
+    } else {
+        print!("{}", plan.render());
+    }
     if args.plan_only {
         if let Some(out) = &args.out {
             std::fs::write(out, plan.to_json()).map_err(|e| CliError::Input(format!("cannot write {}: {e}", out.display())))?;
-            println!("plan saved to {}; apply it with --plan {}", out.display(), out.display());
+            tell(&format!("plan saved to {}; apply it with --plan {}", out.display(), out.display()));
         }
         return Ok(());
     }
     // A saved plan is always checked against AWS first, even an empty one.
     if plan.is_empty() && args.plan.is_none() {
-        println!("nothing to do: no AWS call that changes anything was made");
+        tell("nothing to do: no AWS call that changes anything was made");
         return Ok(());
     }
     // The plan above was made without the lock (planning only reads, and an up-to-date formation
@@ -181,6 +214,10 @@ pub async fn run(args: &Args) -> Result<(), CliError> {
     };
     let what = format!("converge release {}", bundle.manifest.release.number);
     let saved = args.plan.is_some();
+    let formation = Formation::from_manifest(&bundle.manifest);
+    let ops = gilliam_materializer::ops::Ops::new(&aws, formation.clone(), &say);
+    // What a breach during the bake puts back: the traffic before this converge.
+    let restore = if args.judging.bake.is_some() { ops.weights_now().await.map_err(classify)? } else { Default::default() };
     let report = lock::with_lock(&aws, &Formation::from_manifest(&bundle.manifest), &what, lock_opts, &say, async {
         if saved {
             c.apply(&plan).await
@@ -191,10 +228,17 @@ pub async fn run(args: &Args) -> Result<(), CliError> {
     .await
     .map_err(classify)?;
     for line in &report.changes {
-        println!("{line}");
+        tell(line);
     }
     let weights: Vec<String> = report.traffic.iter().map(|(n, w)| format!("{n}={w}")).collect();
-    println!("release {} of formation {} converged; traffic {}", bundle.manifest.release.number, bundle.manifest.formation.name, weights.join(" "));
+    tell(&format!("release {} of formation {} converged; traffic {}", bundle.manifest.release.number, bundle.manifest.formation.name, weights.join(" ")));
+    if args.traffic == TrafficMode::Auto {
+        let bake =
+            crate::judging::bake_after(&ops, &args.judging, bundle.manifest.release.number, &restore, opts_poll(args), lock_opts).await.map_err(classify)?;
+        if let Some(line) = bake {
+            tell(&line);
+        }
+    }
     if std::env::var_os("GILLIAM_FAULTS").is_some() {
         eprintln!("gilliam: GILLIAM_FAULTS: {} AWS calls, faults injected {:?}", aws.calls(), aws.injected());
     }

@@ -1,6 +1,6 @@
 //! What CloudFormation is doing while a command waits, on stderr: on a terminal a live line
 //! that is rewritten in place, elsewhere (CI logs) plain lines. Resource events (lines the
-//! materializer indents) need `-v`; `-q` silences everything.
+//! materializer indents) need `-v`; hooks' output always scrolls; `-q` silences everything.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
@@ -24,6 +24,8 @@ impl Progress {
         if self.quiet || (event && !self.verbose) {
             return;
         }
+        // A hook's output scrolls like events, and is always shown.
+        let event = event || line.starts_with("hook ");
         let mut live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut err = std::io::stderr().lock();
         if !self.tty {

@@ -27,6 +27,14 @@ async fn operator_session() {
     let weights: Vec<(u64, u64)> =
         rows.as_array().expect("rows").iter().map(|r| (r["release"].as_u64().unwrap_or(0), r["weight"].as_u64().unwrap_or(0))).collect();
     assert_eq!(weights, vec![(1, 0), (2, 100)]);
+    // Each release's load balancer metrics over the last minutes (none served here: zero, and
+    // no rate or latency made up).
+    for r in rows.as_array().expect("rows") {
+        assert_eq!(r["metrics"]["requests"], 0.0, "{r}");
+        assert!(r["metrics"].get("p99_ms").is_none(), "{r}");
+    }
+    let o = g(&["releases"]);
+    assert!(text(&o).contains("requests    5xx     p99"), "{}", text(&o));
 
     let o = g(&["traffic", "1=90", "2=10"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
@@ -66,6 +74,12 @@ async fn operator_session() {
     assert!(text(&o).contains("no AWS call that changes anything"), "{}", text(&o));
     let o = m(&["--from", &out2, "--plan-only", "--out", &plan]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // `--output json`: stdout is the plan alone, the same JSON as the saved file.
+    let o = m(&["--from", &out2, "--plan-only", "--output", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let printed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("stdout is JSON: {e}: {}", text(&o)));
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&plan).expect("saved plan")).expect("saved plan is JSON");
+    assert_eq!(printed, saved);
     assert_eq!(g(&["traffic", "2"]).status.code(), Some(0));
     let o = m(&["--from", &out2, "--plan", &plan]);
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
@@ -176,4 +190,28 @@ async fn corrupt_or_foreign_published_files_are_errors_never_panics_or_wrong_dep
     assert_ne!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("sha256"), "{}", text(&o));
     assert!(aws.describe_stack("shop-r1").await.expect("describe").is_some(), "nothing retired on a corrupt bundle");
+}
+
+#[test]
+fn completions_and_man_pages_come_from_the_clap_definitions() {
+    let gilliam = |args: &[&str]| std::process::Command::new(env!("CARGO_BIN_EXE_gilliam")).args(args).output().expect("run gilliam");
+    // No stage file is needed (none exists in the test's directory).
+    let o = gilliam(&["completions", "bash"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let bash = String::from_utf8_lossy(&o.stdout);
+    for word in ["deploy", "watch", "rollback", "--bake", "--strategy"] {
+        assert!(bash.contains(word), "{word} in the bash completions");
+    }
+    let o = gilliam(&["completions", "fish", "--for", "gilliam-materialize"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("plan-only"), "gilliam-materialize's flags");
+    assert_eq!(gilliam(&["completions", "tcsh"]).status.code(), Some(2), "an unknown shell is a usage error");
+
+    let dir = gilliam_tests::scratch("man-pages");
+    let o = gilliam(&["man", &dir.display().to_string()]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    for page in ["gilliam.1", "gilliam-deploy.1", "gilliam-watch.1", "gilliam-materialize.1", "gilliam-compile.1"] {
+        let text = std::fs::read_to_string(dir.join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(text.starts_with(".ie") || text.contains(".TH"), "{page} is a man page");
+    }
+    assert!(std::fs::read_to_string(dir.join("gilliam-deploy.1")).expect("page").contains("bake"), "the deploy page documents --bake");
 }
