@@ -215,3 +215,62 @@ fn completions_and_man_pages_come_from_the_clap_definitions() {
     }
     assert!(std::fs::read_to_string(dir.join("gilliam-deploy.1")).expect("page").contains("bake"), "the deploy page documents --bake");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_deploys_the_same_artifact_and_config_to_the_next_stage_and_refuses_another_artifact() {
+    use gilliam_materializer::aws::{Aws, PutCondition};
+    use gilliam_materializer::sdk::{Endpoint, SdkAws};
+    let Session { moto, dir, stage, app } = session("promote").await;
+    let staging = |args: &[&str]| gilliam(&moto, &stage, None, args);
+    let rel = dir.join("release-1.json").display().to_string();
+    let o = staging(&["deploy", "--app", &app, "--release", &rel, "--out", &dir.join("out-1").display().to_string(), "--poll", "0.1"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = staging(&["env", "set", "FEATURE=on", "--poll", "0.1"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // The next stage: another formation with a bucket of its own, in the same network.
+    let prod = dir.join("prod.yml");
+    let text_of = |p: &str| std::fs::read_to_string(p).expect("stage");
+    std::fs::write(&prod, text_of(&stage).replace("formation: shop", "formation: shop-prod").replace("gilliam-cli-outputs", "gilliam-cli-prod"))
+        .expect("prod stage");
+    let prod = prod.display().to_string();
+    let out = dir.join("promoted").display().to_string();
+    let promote = |extra: &[&str]| {
+        let mut args = vec!["promote", "--from", &stage, "--to", &prod, "--poll", "0.1", "--out", &out];
+        args.extend_from_slice(extra);
+        gilliam(&moto, "/nonexistent.yml", Some(&dir), &args)
+    };
+    let o = promote(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("release 1 of shop-prod: release 2 of shop (artifact "), "{}", text(&o));
+    let aws = SdkAws::connect(&Endpoint { url: Some(moto.url.clone()), region: Some(REGION.into()) }).await;
+    let published = |bucket: &str, formation: &str| {
+        let aws = &aws;
+        let key = format!("gilliam/{formation}/manifest.json");
+        let bucket = bucket.to_string();
+        async move { serde_json::from_slice::<serde_json::Value>(&aws.get_object(&bucket, &key).await.expect("get").expect("published").body).expect("json") }
+    };
+    let (s, p) = (published("gilliam-cli-outputs", "shop").await, published("gilliam-cli-prod", "shop-prod").await);
+    assert_eq!(p["release"]["artifact_sha256"], s["release"]["artifact_sha256"], "the same artifact, by digest");
+    assert_eq!(p["release"]["config"], s["release"]["config"], "the same config");
+    assert_eq!(p["release"]["config"]["FEATURE"], "on");
+    assert!(
+        p["release"]["artifact_url"].as_str().is_some_and(|u| u.starts_with("s3://gilliam-cli-prod/gilliam/shop-prod/artifacts/")),
+        "copied into the target's bucket: {}",
+        p["release"]
+    );
+    let o = gilliam(&moto, &prod, None, &["history"]);
+    assert!(text(&o).contains("promote release 2 of shop as release 1 (artifact "), "{}", text(&o));
+
+    // An artifact at the target's content address that is not the release's: refused.
+    let key = p["release"]["artifact_url"].as_str().expect("url").trim_start_matches("s3://gilliam-cli-prod/").to_string();
+    aws.put_object("gilliam-cli-prod", &key, b"something else".to_vec(), PutCondition::Always).await.expect("tamper");
+    let o = promote(&["1"]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(text(&o).contains("holds another artifact") && text(&o).contains("refused"), "{}", text(&o));
+    let o = gilliam(&moto, &prod, None, &["--output", "json", "releases"]);
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(rows.as_array().map(Vec::len), Some(1), "nothing deployed by the refused promotion");
+    // The same stage twice is a usage error.
+    let o = gilliam(&moto, "/nonexistent.yml", None, &["promote", "--from", &stage, "--to", &stage]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
