@@ -7,14 +7,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --locked -q --bins
+# Only what the demo runs: the operator's CLI.
+cargo build --locked -q -p gilliam-cli --bin gilliam
 
 export GILLIAM_ACTOR="${USER:-demo}" AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo AWS_EC2_METADATA_DISABLED=true AWS_REGION=eu-west-1
 unset AWS_PROFILE AWS_SESSION_TOKEN
 work=.gilliam/demo
 rm -rf "$work" && mkdir -p "$work"
 
-.venv/bin/moto_server -H 127.0.0.1 -p 0 >"$work/moto.log" 2>&1 &
+.venv/bin/python scripts/moto_server.py -H 127.0.0.1 -p 0 >"$work/moto.log" 2>&1 &
 moto=$!
 trap 'kill $moto 2>/dev/null; wait $moto 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
