@@ -225,7 +225,8 @@ async fn promote_deploys_the_same_artifact_and_config_to_the_next_stage_and_refu
     let rel = dir.join("release-1.json").display().to_string();
     let o = staging(&["deploy", "--app", &app, "--release", &rel, "--out", &dir.join("out-1").display().to_string(), "--poll", "0.1"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let o = staging(&["env", "set", "FEATURE=on", "--poll", "0.1"]);
+    // From the scratch directory: `env set` writes its files under .gilliam/ where it runs.
+    let o = gilliam(&moto, &stage, Some(&dir), &["env", "set", "FEATURE=on", "--poll", "0.1"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     // The next stage: another formation with a bucket of its own, in the same network.
     let prod = dir.join("prod.yml");
