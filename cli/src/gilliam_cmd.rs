@@ -628,11 +628,7 @@ async fn promote(args: &Args) -> Result<(), Failure> {
     std::fs::write(&app_path, &app).map_err(|e| Failure { code: 1, message: format!("{}: {e}", app_path.display()) })?;
     crate::build_cmd::write_release(&release_path, &rel).map_err(|m| Failure { code: 1, message: m })?;
     println!("release {number} of {}: release {n} of {} (artifact {sha}, config and gilliam.yml {})", df.name, sf.name, &digest[..16]);
-    let lock_opts = LockOptions {
-        wait: Duration::from_secs_f64(args.lock_wait.max(0.0)),
-        poll: Duration::from_secs(2).min(Duration::from_secs_f64(args.lock_wait.max(0.1))),
-        ..LockOptions::default()
-    };
+    let lock_opts = crate::materialize_cmd::lock_options(args.lock_wait);
     let opts = Options { poll: Duration::from_secs_f64(poll.max(0.05)), strategy: *strategy, ..Options::default() };
     deploy_files(&b, &df, to, &app_path, &release_path, &out.join("out"), opts, judging, lock_opts, &say).await?;
     let line = format!("{purpose} as release {number} (artifact {sha}, config and gilliam.yml {})", &digest[..16]);
@@ -658,11 +654,7 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
     let progress = crate::progress::Progress::new(args.verbose, args.quiet);
     let say = |line: &str| progress.say(line);
     let ops = Ops::new(&aws, formation.clone(), &say);
-    let lock_opts = LockOptions {
-        wait: Duration::from_secs_f64(args.lock_wait.max(0.0)),
-        poll: Duration::from_secs(2).min(Duration::from_secs_f64(args.lock_wait.max(0.1))),
-        ..LockOptions::default()
-    };
+    let lock_opts = crate::materialize_cmd::lock_options(args.lock_wait);
     let json = args.output == Output::Json;
     match &args.verb {
         Verb::Deploy { files, traffic, poll, strategy, judging } => {

@@ -207,11 +207,7 @@ pub async fn run(args: &Args) -> Result<(), CliError> {
     // The plan above was made without the lock (planning only reads, and an up-to-date formation
     // needs no lock at all); under the lock a saved plan is checked against AWS again, and an
     // unsaved one is made again, since another deploy may have run while this one waited.
-    let lock_opts = LockOptions {
-        wait: Duration::from_secs_f64(args.lock_wait.max(0.0)),
-        poll: Duration::from_secs(2).min(Duration::from_secs_f64(args.lock_wait.max(0.1))),
-        ..LockOptions::default()
-    };
+    let lock_opts = lock_options(args.lock_wait);
     let what = format!("converge release {}", bundle.manifest.release.number);
     let saved = args.plan.is_some();
     let formation = Formation::from_manifest(&bundle.manifest);

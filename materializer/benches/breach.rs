@@ -105,30 +105,7 @@ impl Aws for Bench {
     async fn set_capacity(&self, n: &str, min: u32, d: u32, max: u32) -> AwsResult<()> {
         self.inner.set_capacity(n, min, d, max).await
     }
-    async fn describe_network(&self, vpc: &str, subnets: &[String]) -> AwsResult<Option<gilliam_materializer::aws::Network>> {
-        self.inner.describe_network(vpc, subnets).await
-    }
-    async fn describe_secret(&self, name: &str) -> AwsResult<Option<bool>> {
-        self.inner.describe_secret(name).await
-    }
-    async fn restore_secret(&self, name: &str) -> AwsResult<()> {
-        self.inner.restore_secret(name).await
-    }
-    async fn random_password(&self) -> AwsResult<String> {
-        self.inner.random_password().await
-    }
-    async fn secret_value(&self, name: &str) -> AwsResult<Option<String>> {
-        self.inner.secret_value(name).await
-    }
-    async fn put_secret_value(&self, name: &str, value: &str) -> AwsResult<()> {
-        self.inner.put_secret_value(name, value).await
-    }
-    async fn put_secret(&self, name: &str, value: &str, formation: &str) -> AwsResult<String> {
-        self.inner.put_secret(name, value, formation).await
-    }
-    async fn delete_secret(&self, name: &str) -> AwsResult<()> {
-        self.inner.delete_secret(name).await
-    }
+    pass_through_network_and_secrets!();
     async fn metric_data(&self, queries: &[MetricQuery], start: i64, end: i64) -> AwsResult<BTreeMap<String, Vec<f64>>> {
         self.metric_calls.fetch_add(1, Ordering::Relaxed);
         // The real round trip, then the answer of a release that is fine or failing.
@@ -181,13 +158,7 @@ fn main() {
         let interval = Duration::from_secs(1);
         let stage = network(&aws.inner, &moto.url).await + "analysis: {max_error_rate: 1%, min_requests: 50, interval: 1s, alarms: [shop-5xx]}\n";
         let cw = {
-            let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                .region(aws_config::Region::new(REGION))
-                .endpoint_url(&moto.url)
-                .http_client(gilliam_materializer::sdk::http_client())
-                .load()
-                .await;
-            aws_sdk_cloudwatch::Client::new(&conf)
+            aws_sdk_cloudwatch::Client::new(&sdk_config(&moto.url).await)
         };
         cw.put_metric_alarm()
             .alarm_name("shop-5xx")

@@ -80,12 +80,7 @@ impl World {
     /// 5xx, answered in `latency` seconds, on its first target group.
     async fn serve(&self, n: u32, requests: f64, errors: f64, latency: f64) {
         use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
-        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(REGION))
-            .endpoint_url(&self.url)
-            .http_client(gilliam_materializer::sdk::http_client())
-            .load()
-            .await;
+        let conf = sdk_config(&self.url).await;
         let cw = aws_sdk_cloudwatch::Client::new(&conf);
         let s = &self.series(n).await[0];
         let dims = vec![
@@ -297,12 +292,7 @@ async fn too_little_traffic_is_not_judged_healthy_failing_hooks_stop_or_roll_bac
 async fn the_test_header_reaches_only_the_new_release_and_weighted_forwards_stay_sticky() {
     let w = world("delivery-header", |r, _| format!("stickiness: 1h\nnotifications: {{sns_topic: arn:aws:sns:{REGION}:123456789012:deploys}}\n# {}\n", r.url))
         .await;
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(REGION))
-        .endpoint_url(&w.url)
-        .http_client(gilliam_materializer::sdk::http_client())
-        .load()
-        .await;
+    let conf = sdk_config(&w.url).await;
     let elb = aws_sdk_elasticloadbalancingv2::Client::new(&conf);
     let exports: BTreeMap<String, String> = w.aws.list_exports().await.expect("exports").into_iter().map(|(k, v)| (v, k)).collect();
 

@@ -241,6 +241,7 @@ impl<A: Aws> Aws for RollingBack<A> {
         self.inner.set_capacity(name, min, desired, max).await
     }
     pass_through_network_and_secrets!();
+    pass_through_metrics_and_notifications!();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

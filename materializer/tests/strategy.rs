@@ -104,6 +104,7 @@ impl Aws for SickAfterFirstStep {
         self.inner.set_capacity(n, min, d, max).await
     }
     pass_through_network_and_secrets!();
+    pass_through_metrics_and_notifications!();
 }
 
 fn history_tail(state: &gilliam_materializer::state::State, n: usize) -> Vec<String> {

@@ -33,6 +33,17 @@ pub async fn network<A: Aws>(aws: &A, url: &str) -> String {
     )
 }
 
+/// The SDK's configuration for the moto at `url`: for the clients a test uses to act as AWS
+/// itself would (putting metrics, reading rules in full).
+pub async fn sdk_config(url: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .endpoint_url(url)
+        .http_client(gilliam_materializer::sdk::http_client())
+        .load()
+        .await
+}
+
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -106,8 +117,8 @@ pub fn opts() -> Options {
     }
 }
 
-/// The seam calls a test wrapper of `self.inner` passes through unchanged: the network, the
-/// secrets, metrics and notifications (written once here rather than in every wrapper).
+/// The seam calls a test wrapper of `self.inner` passes through unchanged: the network and the
+/// secrets (written once here rather than in every wrapper).
 #[allow(unused_macros)]
 macro_rules! pass_through_network_and_secrets {
     () => {
@@ -135,6 +146,13 @@ macro_rules! pass_through_network_and_secrets {
         async fn delete_secret(&self, name: &str) -> gilliam_materializer::aws::AwsResult<()> {
             self.inner.delete_secret(name).await
         }
+    };
+}
+
+/// The metric and notification calls, passed through to `self.inner`.
+#[allow(unused_macros)]
+macro_rules! pass_through_metrics_and_notifications {
+    () => {
         async fn metric_data(
             &self,
             queries: &[gilliam_materializer::aws::MetricQuery],
