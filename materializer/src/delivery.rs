@@ -336,18 +336,27 @@ impl<'a, A: Aws> Notifier<'a, A> {
     }
 }
 
-/// POSTs a JSON body; up to three attempts, ten seconds each.
+/// POSTs a JSON body; up to three attempts, ten seconds each. `http://` goes without TLS (and
+/// needs no root certificates on the machine); `https://` verifies against the system's roots.
 async fn post(url: &str, body: &str) -> Result<(), String> {
-    use http_body_util::Full;
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
+    if url.starts_with("http://") {
+        return attempts(&Client::builder(TokioExecutor::new()).build_http(), url, body).await;
+    }
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_native_roots()
-        .map_err(|e| format!("no TLS root certificates: {e}"))?
-        .https_or_http()
+        .map_err(|e| format!("no TLS root certificates on this machine for {url}: {e}"))?
+        .https_only()
         .enable_http1()
         .build();
-    let client: Client<_, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    attempts(&Client::builder(TokioExecutor::new()).build(connector), url, body).await
+}
+
+async fn attempts<C>(client: &hyper_util::client::legacy::Client<C, http_body_util::Full<bytes::Bytes>>, url: &str, body: &str) -> Result<(), String>
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
     let mut last = String::new();
     for attempt in 0..3u32 {
         if attempt > 0 {
@@ -356,7 +365,7 @@ async fn post(url: &str, body: &str) -> Result<(), String> {
         let req = hyper::Request::post(url)
             .header("content-type", "application/json")
             .header("user-agent", concat!("gilliam/", env!("CARGO_PKG_VERSION")))
-            .body(Full::new(bytes::Bytes::from(body.to_string())))
+            .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
             .map_err(|e| format!("bad webhook URL {url}: {e}"))?;
         match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await {
             Ok(Ok(resp)) if resp.status().is_success() => return Ok(()),
