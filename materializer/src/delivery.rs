@@ -271,6 +271,14 @@ pub async fn run_hook(name: &str, cmd: &str, env: &[(String, String)], timeout: 
     }
 }
 
+/// `base` (a JSON object) with the fields of `extra` (another) added or replaced.
+pub fn with_fields(mut base: serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
+    if let (Some(b), serde_json::Value::Object(e)) = (base.as_object_mut(), extra) {
+        b.extend(e);
+    }
+    base
+}
+
 /// The JSON schema name of a notification body.
 pub const EVENT_SCHEMA: &str = "gilliam.deploy-event/1";
 
@@ -297,17 +305,14 @@ impl<'a, A: Aws> Notifier<'a, A> {
     /// The body sent for `event`: the schema, the event, formation, actor and time, and the
     /// event's own fields.
     pub fn body(&self, event: &str, fields: serde_json::Value) -> serde_json::Value {
-        let mut body = serde_json::json!({
+        let body = serde_json::json!({
             "schema": EVENT_SCHEMA,
             "event": event,
             "formation": self.formation,
             "actor": crate::state::actor(),
             "time": crate::state::now(),
         });
-        if let (Some(b), serde_json::Value::Object(f)) = (body.as_object_mut(), fields) {
-            b.extend(f);
-        }
-        body
+        with_fields(body, fields)
     }
 
     pub async fn send(&self, event: &str, fields: serde_json::Value) {

@@ -359,13 +359,8 @@ impl<'a, A: Aws> Ops<'a, A> {
             .collect();
         let series = Self::series(&rules, &[candidate, baseline]);
         let notifier = crate::delivery::Notifier::new(self.aws, delivery.notifications.clone(), &self.f.name, self.say);
-        let about = |extra: serde_json::Value| {
-            let mut v = serde_json::json!({ "release": candidate, "baseline": baseline, "strategy": strategy.to_string() });
-            if let (Some(o), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
-                o.extend(e);
-            }
-            v
-        };
+        let about =
+            |extra| crate::delivery::with_fields(serde_json::json!({ "release": candidate, "baseline": baseline, "strategy": strategy.to_string() }), extra);
         let env = |hook: &str, traffic: &BTreeMap<u32, u32>, reason: Option<&str>| self.hook_env(m, hook, candidate, baseline, traffic, reason);
         let timeout = Duration::from_secs(u64::from(hooks.timeout_seconds));
 
@@ -503,13 +498,8 @@ impl<'a, A: Aws> Ops<'a, A> {
             .collect();
         let series = Self::series(&rules, &[Some(bake.release), bake.baseline]);
         let notifier = crate::delivery::Notifier::new(self.aws, m.delivery.notifications.clone(), &self.f.name, self.say);
-        let about = |extra: serde_json::Value| {
-            let mut v = serde_json::json!({ "release": bake.release, "baseline": bake.baseline, "bake": { "started": bake.started, "until": bake.until } });
-            if let (Some(o), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
-                o.extend(e);
-            }
-            v
-        };
+        let window = serde_json::json!({ "release": bake.release, "baseline": bake.baseline, "bake": { "started": bake.started, "until": bake.until } });
+        let about = |extra| crate::delivery::with_fields(window.clone(), extra);
         let interval = analysis.as_ref().map(|a| Duration::from_secs(u64::from(a.interval_seconds)));
         let mut next_check = interval.map(|i| tokio::time::Instant::now() + i);
         (self.say)(&format!("watching release {} until {}s after the epoch ({}s left)", bake.release, bake.until, (bake.until - state::epoch()).max(0)));
