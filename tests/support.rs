@@ -192,28 +192,27 @@ pub fn network_template(region: &str) -> String {
 /// through EC2 on the emulator at `url`; `outputs` are the template's stack outputs. Real
 /// CloudFormation needs none of it.
 pub async fn finish_network(url: &str, region: &str, outputs: &std::collections::BTreeMap<String, String>) {
-    use aws_sdk_ec2::types::AttributeBooleanValue;
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring))
-        .build_https();
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(http)
-        .region(aws_config::Region::new(region.to_string()))
-        .endpoint_url(url)
-        .load()
-        .await;
-    let ec2 = aws_sdk_ec2::Client::new(&conf);
-    let on = || AttributeBooleanValue::builder().value(true).build();
+    use gilliam_ec2::Params;
+    let ec2 = ec2(url, region);
     let vpc = &outputs["Vpc"];
-    ec2.modify_vpc_attribute().vpc_id(vpc).enable_dns_support(on()).send().await.expect("enable DNS support");
-    ec2.modify_vpc_attribute().vpc_id(vpc).enable_dns_hostnames(on()).send().await.expect("enable DNS host names");
+    for attr in ["EnableDnsSupport", "EnableDnsHostnames"] {
+        ec2.call("ModifyVpcAttribute", &Params::new().set("VpcId", vpc).set(format!("{attr}.Value"), "true")).await.expect(attr);
+    }
     for (subnet, table) in [("A", "PublicRoutes"), ("B", "PublicRoutes"), ("C", "PrivateRoutes"), ("D", "PrivateRoutes")] {
-        let done = ec2.describe_route_tables().route_table_ids(&outputs[table]).send().await.expect("route table");
-        if done.route_tables().iter().flat_map(|t| t.associations()).any(|a| a.subnet_id() == Some(outputs[subnet].as_str())) {
+        let done = ec2.call_all("DescribeRouteTables", &Params::new().list("RouteTableId", &[&outputs[table]]), "routeTableSet").await.expect("route table");
+        if done.iter().flat_map(|t| t.items("associationSet")).any(|a| a.text("subnetId") == Some(outputs[subnet].as_str())) {
             continue;
         }
-        ec2.associate_route_table().subnet_id(&outputs[subnet]).route_table_id(&outputs[table]).send().await.expect("associate route table");
+        let associate = Params::new().set("SubnetId", &outputs[subnet]).set("RouteTableId", &outputs[table]);
+        ec2.call("AssociateRouteTable", &associate).await.expect("associate route table");
     }
+}
+
+/// The narrow EC2 client against the emulator at `url`, with the tests' dummy credentials.
+pub fn ec2(url: &str, region: &str) -> gilliam_ec2::Ec2 {
+    use aws_credential_types::provider::SharedCredentialsProvider;
+    let creds = aws_credential_types::Credentials::new("testing", "testing", None, None, "tests");
+    gilliam_ec2::Ec2::with(url, region, Some(SharedCredentialsProvider::new(creds)), 3).expect("EC2 client for the emulator")
 }
 
 pub mod receiver {

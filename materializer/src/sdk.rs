@@ -28,7 +28,8 @@ pub struct SdkAws {
     elb: elb::Client,
     asg: asg::Client,
     secrets: aws_sdk_secretsmanager::Client,
-    ec2: aws_sdk_ec2::Client,
+    /// The narrow EC2 client; an endpoint it cannot use is reported at the first EC2 call.
+    ec2: std::sync::Arc<Result<gilliam_ec2::Ec2, gilliam_ec2::Ec2Error>>,
     cloudwatch: aws_sdk_cloudwatch::Client,
     sns: aws_sdk_sns::Client,
     events: aws_sdk_eventbridge::Client,
@@ -68,7 +69,7 @@ impl SdkAws {
             elb: elb::Client::new(&conf),
             asg: asg::Client::new(&conf),
             secrets: aws_sdk_secretsmanager::Client::new(&conf),
-            ec2: aws_sdk_ec2::Client::new(&conf),
+            ec2: std::sync::Arc::new(gilliam_ec2::Ec2::new(&conf, 3)),
             cloudwatch: aws_sdk_cloudwatch::Client::new(&conf),
             sns: aws_sdk_sns::Client::new(&conf),
             events: aws_sdk_eventbridge::Client::new(&conf),
@@ -106,6 +107,16 @@ fn source_chain(e: &dyn std::error::Error) -> String {
         cur = s.source();
     }
     out.join(": ")
+}
+
+/// Classifies a failed EC2 call the same way: by EC2's code and the HTTP status; a call that
+/// never got an answer (time-out, connection) is transient.
+fn classify_ec2(e: gilliam_ec2::Ec2Error) -> AwsError {
+    match (&e.code, e.status) {
+        (Some(code), Some(status)) => classify_service(code, &e.message, status),
+        _ if e.kind == gilliam_ec2::ErrorKind::Transient || e.kind == gilliam_ec2::ErrorKind::Throttled => AwsError::Transient(e.to_string()),
+        _ => AwsError::Other(e.to_string()),
+    }
 }
 
 /// The classification itself, on plain values so that it can be tested without the SDK.
@@ -481,68 +492,58 @@ impl Aws for SdkAws {
 
     async fn describe_network(&self, vpc: &str, subnets: &[String]) -> AwsResult<Option<crate::aws::Network>> {
         use crate::aws::{Network, RouteTable, Subnet, Vpc, VpcEndpoint};
-        use aws_sdk_ec2::types::{Filter, VpcAttributeName};
-        let by_vpc = Filter::builder().name("vpc-id").values(vpc).build();
+        use gilliam_ec2::Params;
+        let ec2 = (*self.ec2).as_ref().map_err(|e| AwsError::Other(e.to_string()))?;
+        let by_vpc = Params::new().filter("vpc-id", &[vpc]);
         let mut net = Network::default();
         // Filters rather than ids: a missing VPC or subnet is an answer here, not an error.
-        let vpcs = self.ec2.describe_vpcs().filters(by_vpc.clone()).send().boxed().await.map_err(classify)?;
-        if !vpcs.vpcs().is_empty() {
-            let attr = |name: VpcAttributeName| self.ec2.describe_vpc_attribute().vpc_id(vpc).attribute(name).send().boxed();
-            let support = attr(VpcAttributeName::EnableDnsSupport).await.map_err(classify)?;
-            let hostnames = attr(VpcAttributeName::EnableDnsHostnames).await.map_err(classify)?;
-            net.vpc = Some(Vpc {
-                dns_support: support.enable_dns_support().and_then(|a| a.value()).unwrap_or(false),
-                dns_hostnames: hostnames.enable_dns_hostnames().and_then(|a| a.value()).unwrap_or(false),
-            });
+        let vpcs = ec2.call_all("DescribeVpcs", &by_vpc, "vpcSet").boxed().await.map_err(classify_ec2)?;
+        if !vpcs.is_empty() {
+            let attr = |name: &'static str| {
+                let params = Params::new().set("VpcId", vpc).set("Attribute", name);
+                async move { ec2.call("DescribeVpcAttribute", &params).await }.boxed()
+            };
+            let on = |answer: &gilliam_ec2::Node, name: &str| answer.child(name).and_then(|a| a.flag("value")).unwrap_or(false);
+            let support = attr("enableDnsSupport").await.map_err(classify_ec2)?;
+            let hostnames = attr("enableDnsHostnames").await.map_err(classify_ec2)?;
+            net.vpc = Some(Vpc { dns_support: on(&support, "enableDnsSupport"), dns_hostnames: on(&hostnames, "enableDnsHostnames") });
         }
         if !subnets.is_empty() {
-            let ids = Filter::builder().name("subnet-id").set_values(Some(subnets.to_vec())).build();
-            let out = self.ec2.describe_subnets().filters(ids).send().boxed().await.map_err(classify)?;
-            for s in out.subnets() {
+            let ids = Params::new().filter("subnet-id", subnets);
+            for s in ec2.call_all("DescribeSubnets", &ids, "subnetSet").boxed().await.map_err(classify_ec2)? {
+                let text = |name: &str| s.text(name).unwrap_or_default().to_string();
                 net.subnets.insert(
-                    s.subnet_id().unwrap_or_default().to_string(),
-                    Subnet {
-                        vpc: s.vpc_id().unwrap_or_default().to_string(),
-                        zone: s.availability_zone().unwrap_or_default().to_string(),
-                        map_public_ip: s.map_public_ip_on_launch().unwrap_or(false),
-                    },
+                    text("subnetId"),
+                    Subnet { vpc: text("vpcId"), zone: text("availabilityZone"), map_public_ip: s.flag("mapPublicIpOnLaunch").unwrap_or(false) },
                 );
             }
         }
-        let tables = self.ec2.describe_route_tables().filters(by_vpc.clone()).send().boxed().await.map_err(classify)?;
-        for t in tables.route_tables() {
+        for t in ec2.call_all("DescribeRouteTables", &by_vpc, "routeTableSet").boxed().await.map_err(classify_ec2)? {
+            const TARGETS: [&str; 6] = ["natGatewayId", "gatewayId", "instanceId", "transitGatewayId", "networkInterfaceId", "vpcPeeringConnectionId"];
             let routes = t
-                .routes()
-                .iter()
+                .items("routeSet")
                 .filter_map(|r| {
-                    let dest = r.destination_cidr_block().or(r.destination_prefix_list_id())?.to_string();
-                    let target = r
-                        .nat_gateway_id()
-                        .or(r.gateway_id())
-                        .or(r.instance_id())
-                        .or(r.transit_gateway_id())
-                        .or(r.network_interface_id())
-                        .or(r.vpc_peering_connection_id())?;
+                    let dest = r.text("destinationCidrBlock").or(r.text("destinationPrefixListId"))?.to_string();
+                    let target = TARGETS.iter().find_map(|k| r.text(k))?;
                     Some((dest, target.to_string()))
                 })
                 .collect();
             net.route_tables.insert(
-                t.route_table_id().unwrap_or_default().to_string(),
+                t.text("routeTableId").unwrap_or_default().to_string(),
                 RouteTable {
-                    main: t.associations().iter().any(|a| a.main().unwrap_or(false)),
-                    subnets: t.associations().iter().filter_map(|a| a.subnet_id().map(str::to_string)).collect(),
+                    main: t.items("associationSet").any(|a| a.flag("main").unwrap_or(false)),
+                    subnets: t.items("associationSet").filter_map(|a| a.text("subnetId").map(str::to_string)).collect(),
                     routes,
                 },
             );
         }
-        let endpoints = self.ec2.describe_vpc_endpoints().filters(by_vpc).send().boxed().await.map_err(classify)?;
-        for e in endpoints.vpc_endpoints() {
+        for e in ec2.call_all("DescribeVpcEndpoints", &by_vpc, "vpcEndpointSet").boxed().await.map_err(classify_ec2)? {
             net.endpoints.push(VpcEndpoint {
-                service: e.service_name().unwrap_or_default().to_string(),
-                kind: e.vpc_endpoint_type().map(|t| t.as_str().to_string()).unwrap_or_default(),
-                private_dns: e.private_dns_enabled().unwrap_or(false),
-                route_tables: e.route_table_ids().to_vec(),
-                subnets: e.subnet_ids().to_vec(),
+                service: e.text("serviceName").unwrap_or_default().to_string(),
+                kind: e.text("vpcEndpointType").unwrap_or_default().to_string(),
+                private_dns: e.flag("privateDnsEnabled").unwrap_or(false),
+                route_tables: e.texts("routeTableIdSet"),
+                subnets: e.texts("subnetIdSet"),
             });
         }
         Ok(Some(net))

@@ -17,7 +17,8 @@ pub struct SdkCloud {
     s3: aws_sdk_s3::Client,
     cfn: aws_sdk_cloudformation::Client,
     secrets: aws_sdk_secretsmanager::Client,
-    ec2: aws_sdk_ec2::Client,
+    /// The narrow EC2 client; an endpoint it cannot use is reported at the first EC2 call.
+    ec2: Result<gilliam_ec2::Ec2, gilliam_ec2::Ec2Error>,
 }
 
 /// A failed SDK call, with AWS's error code; a request that could not be signed or sent for
@@ -68,7 +69,7 @@ impl SdkCloud {
             s3: aws_sdk_s3::Client::from_conf(s3conf),
             cfn: aws_sdk_cloudformation::Client::new(&conf),
             secrets: aws_sdk_secretsmanager::Client::new(&conf),
-            ec2: aws_sdk_ec2::Client::new(&conf),
+            ec2: gilliam_ec2::Ec2::new(&conf, 6),
             rt,
         })
     }
@@ -101,35 +102,40 @@ impl SdkCloud {
     }
 
     async fn attach_async(&self, tag_key: &str, tag_value: &str, instance: &str) -> Result<Attached, CloudError> {
-        use aws_sdk_ec2::types::Filter;
-        let filter = Filter::builder().name(format!("tag:{tag_key}")).values(tag_value).build();
+        use gilliam_ec2::Params;
+        let ec2 = self.ec2.as_ref().map_err(|e| ec2_err("DescribeNetworkInterfaces", e.clone()))?;
+        let filter = Params::new().filter(&format!("tag:{tag_key}"), &[tag_value]);
         let mut attached = Attached::default();
-        let enis = self.ec2.describe_network_interfaces().filters(filter.clone()).send().await.map_err(|e| err("DescribeNetworkInterfaces", e))?;
-        if let Some(eni) = enis.network_interfaces().first() {
-            let id = eni.network_interface_id().unwrap_or_default().to_string();
-            let ip = eni.private_ip_address().unwrap_or_default().to_string();
-            if eni.attachment().and_then(|a| a.instance_id()) != Some(instance) {
-                self.ec2
-                    .attach_network_interface()
-                    .network_interface_id(&id)
-                    .instance_id(instance)
-                    .device_index(1)
-                    .send()
-                    .await
-                    .map_err(|e| err("AttachNetworkInterface", e))?;
+        let enis = ec2.call_all("DescribeNetworkInterfaces", &filter, "networkInterfaceSet").await.map_err(|e| ec2_err("DescribeNetworkInterfaces", e))?;
+        if let Some(eni) = enis.first() {
+            let id = eni.text("networkInterfaceId").unwrap_or_default().to_string();
+            let ip = eni.text("privateIpAddress").unwrap_or_default().to_string();
+            if eni.child("attachment").and_then(|a| a.text("instanceId")) != Some(instance) {
+                let attach = Params::new().set("NetworkInterfaceId", &id).set("InstanceId", instance).set("DeviceIndex", "1");
+                ec2.call("AttachNetworkInterface", &attach).await.map_err(|e| ec2_err("AttachNetworkInterface", e))?;
             }
             attached.interface = Some((id, ip));
         }
-        let vols = self.ec2.describe_volumes().filters(filter).send().await.map_err(|e| err("DescribeVolumes", e))?;
-        if let Some(v) = vols.volumes().first() {
-            let id = v.volume_id().unwrap_or_default().to_string();
-            if !v.attachments().iter().any(|a| a.instance_id() == Some(instance)) {
-                self.ec2.attach_volume().volume_id(&id).instance_id(instance).device("/dev/xvdf").send().await.map_err(|e| err("AttachVolume", e))?;
+        let vols = ec2.call_all("DescribeVolumes", &filter, "volumeSet").await.map_err(|e| ec2_err("DescribeVolumes", e))?;
+        if let Some(v) = vols.first() {
+            let id = v.text("volumeId").unwrap_or_default().to_string();
+            if !v.items("attachmentSet").any(|a| a.text("instanceId") == Some(instance)) {
+                let attach = Params::new().set("VolumeId", &id).set("InstanceId", instance).set("Device", "/dev/xvdf");
+                ec2.call("AttachVolume", &attach).await.map_err(|e| ec2_err("AttachVolume", e))?;
             }
             attached.volume = Some(id);
         }
         Ok(attached)
     }
+}
+
+/// A failed EC2 call, with EC2's error code; unusable credentials get [`NO_CREDENTIALS`].
+fn ec2_err(call: &'static str, e: gilliam_ec2::Ec2Error) -> CloudError {
+    let code = match e.kind {
+        gilliam_ec2::ErrorKind::NoCredentials if e.code.is_none() => Some(NO_CREDENTIALS.to_string()),
+        _ => e.code.clone(),
+    };
+    CloudError { call, message: e.to_string(), code }
 }
 
 impl Cloud for SdkCloud {

@@ -10,6 +10,7 @@ mod common;
 
 use common::world::*;
 use common::{tarball, Kind};
+use gilliam_ec2::Params;
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -147,52 +148,27 @@ fn an_etcd_member_attaches_its_interface_and_volume_then_signals() {
     // The member's network interface and volume, tagged as the formation stack tags them, and
     // the instance the Auto Scaling group would have started.
     let ec2 = &aws.ec2;
-    let tag = |t: aws_sdk_ec2::types::ResourceType| {
-        aws_sdk_ec2::types::TagSpecification::builder()
-            .resource_type(t)
-            .tags(aws_sdk_ec2::types::Tag::builder().key("gilliam:member").value("boot/etcd-0").build())
-            .build()
+    // Tagged at creation, as the formation stack tags them.
+    let tagged = |p: Params, kind: &str| {
+        p.set("TagSpecification.1.ResourceType", kind)
+            .set("TagSpecification.1.Tag.1.Key", "gilliam:member")
+            .set("TagSpecification.1.Tag.1.Value", "boot/etcd-0")
     };
     let (eni, vol, instance) = aws.rt.block_on(async {
-        let vpc = ec2.create_vpc().cidr_block("10.1.0.0/16").send().await.expect("vpc").vpc.expect("vpc").vpc_id.expect("id");
-        let subnet = ec2
-            .create_subnet()
-            .vpc_id(&vpc)
-            .cidr_block("10.1.1.0/24")
-            .availability_zone("eu-west-1a")
-            .send()
-            .await
-            .expect("subnet")
-            .subnet
-            .expect("subnet")
-            .subnet_id
-            .expect("id");
-        let eni = ec2
-            .create_network_interface()
-            .subnet_id(&subnet)
-            .tag_specifications(tag(aws_sdk_ec2::types::ResourceType::NetworkInterface))
-            .send()
-            .await
-            .expect("eni")
-            .network_interface
-            .expect("eni")
-            .network_interface_id
-            .expect("id");
-        let vol = ec2
-            .create_volume()
-            .availability_zone("eu-west-1a")
-            .size(20)
-            .encrypted(true)
-            .tag_specifications(tag(aws_sdk_ec2::types::ResourceType::Volume))
-            .send()
-            .await
-            .expect("volume")
-            .volume_id
-            .expect("id");
-        let images = ec2.describe_images().send().await.expect("images");
-        let image = images.images().first().and_then(|i| i.image_id()).expect("moto has images").to_string();
-        let run = ec2.run_instances().image_id(image).min_count(1).max_count(1).subnet_id(&subnet).send().await.expect("instance");
-        (eni, vol, run.instances()[0].instance_id().expect("id").to_string())
+        let call = |action: &'static str, p: Params| async move { ec2.call(action, &p).await.unwrap_or_else(|e| panic!("{e}")) };
+        let vpc = call("CreateVpc", Params::new().set("CidrBlock", "10.1.0.0/16")).await;
+        let vpc = vpc.child("vpc").and_then(|v| v.text("vpcId")).expect("vpc id").to_string();
+        let subnet = call("CreateSubnet", Params::new().set("VpcId", &vpc).set("CidrBlock", "10.1.1.0/24").set("AvailabilityZone", "eu-west-1a")).await;
+        let subnet = subnet.child("subnet").and_then(|s| s.text("subnetId")).expect("subnet id").to_string();
+        let eni = call("CreateNetworkInterface", tagged(Params::new().set("SubnetId", &subnet), "network-interface")).await;
+        let eni = eni.child("networkInterface").and_then(|n| n.text("networkInterfaceId")).expect("eni id").to_string();
+        let vol = call("CreateVolume", tagged(Params::new().set("AvailabilityZone", "eu-west-1a").set("Size", "20").set("Encrypted", "true"), "volume")).await;
+        let vol = vol.text("volumeId").expect("volume id").to_string();
+        let images = call("DescribeImages", Params::new()).await;
+        let image = images.items("imagesSet").find_map(|i| i.text("imageId")).expect("moto has images").to_string();
+        let run = call("RunInstances", Params::new().set("ImageId", image).set("MinCount", "1").set("MaxCount", "1").set("SubnetId", &subnet)).await;
+        let instance = run.items("instancesSet").find_map(|i| i.text("instanceId")).expect("instance id").to_string();
+        (eni, vol, instance)
     });
     // etcd itself is a stand-in that records its arguments and answers /health.
     let fake = b.dir.join("etcd");
@@ -212,12 +188,11 @@ fn an_etcd_member_attaches_its_interface_and_volume_then_signals() {
     let s = wait_for("the member's signal", Duration::from_secs(60), || cfn.signal_for("AuxEtcdMember0Group"));
     assert_eq!((s["Status"].as_str(), s["UniqueId"].as_str()), ("SUCCESS", instance.as_str()), "{}", agent.text());
     let (eni_at, vol_at) = aws.rt.block_on(async {
-        let e = ec2.describe_network_interfaces().network_interface_ids(&eni).send().await.expect("eni");
-        let v = ec2.describe_volumes().volume_ids(&vol).send().await.expect("vol");
-        (
-            e.network_interfaces()[0].attachment().and_then(|a| a.instance_id()).map(str::to_string),
-            v.volumes()[0].attachments().first().and_then(|a| a.instance_id()).map(str::to_string),
-        )
+        let e = ec2.call("DescribeNetworkInterfaces", &Params::new().list("NetworkInterfaceId", &[&eni])).await.expect("eni");
+        let v = ec2.call("DescribeVolumes", &Params::new().list("VolumeId", &[&vol])).await.expect("vol");
+        let eni_at = e.items("networkInterfaceSet").next().and_then(|n| n.child("attachment")).and_then(|a| a.text("instanceId")).map(str::to_string);
+        let vol_at = v.items("volumeSet").next().and_then(|v| v.items("attachmentSet").next()).and_then(|a| a.text("instanceId")).map(str::to_string);
+        (eni_at, vol_at)
     });
     assert_eq!(eni_at.as_deref(), Some(instance.as_str()), "interface attached to the member's instance");
     assert_eq!(vol_at.as_deref(), Some(instance.as_str()), "volume attached to the member's instance");

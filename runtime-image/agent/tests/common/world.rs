@@ -179,7 +179,7 @@ pub struct Aws {
     pub rt: tokio::runtime::Runtime,
     pub s3: aws_sdk_s3::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
-    pub ec2: aws_sdk_ec2::Client,
+    pub ec2: gilliam_ec2::Ec2,
 }
 
 pub fn aws(moto: &Moto) -> Aws {
@@ -192,7 +192,7 @@ pub fn aws(moto: &Moto) -> Aws {
             .load(),
     );
     let s3conf = aws_sdk_s3::config::Builder::from(&conf).force_path_style(true).build();
-    Aws { s3: aws_sdk_s3::Client::from_conf(s3conf), secrets: aws_sdk_secretsmanager::Client::new(&conf), ec2: aws_sdk_ec2::Client::new(&conf), rt }
+    Aws { s3: aws_sdk_s3::Client::from_conf(s3conf), secrets: aws_sdk_secretsmanager::Client::new(&conf), ec2: gilliam_tests::ec2(&moto.url, REGION), rt }
 }
 
 impl Aws {
