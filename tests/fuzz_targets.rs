@@ -58,7 +58,8 @@ fn sample_plan() -> Vec<u8> {
             Action::SecretEndpoint { name: "gilliam/f/cache".into() },
             Action::Routing { stack: "f-routing-1".into(), create: false, shares: vec![share(1, 100), share(2, 0)], template_sha256: "03".repeat(32) },
             Action::ShiftWhenHealthy { release: 2, shares: vec![share(1, 0), share(2, 100)], strategy: Some("canary:10:300s".into()) },
-            Action::Record { release: 2, retired: vec![], deploy: true },
+            Action::Cool { release: 1, stacks: vec!["f-r1".into()] },
+            Action::Record { release: 2, retired: vec![], cooled: vec![1], deploy: true },
         ],
     };
     plan.to_json()

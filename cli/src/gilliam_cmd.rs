@@ -51,6 +51,23 @@ pub struct Args {
     pub verb: Verb,
 }
 
+/// How long a cold release may take to warm.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Warming {
+    /// Give up warming a cold release after this long (traffic is then left as it was).
+    #[arg(long = "warm-timeout", value_name = "DURATION", value_parser = parse_duration, default_value = "15m")]
+    warm_timeout: Duration,
+    /// Seconds between looks at a warming release's instances and targets.
+    #[arg(long = "warm-poll", default_value = "10")]
+    warm_poll: f64,
+}
+
+impl Warming {
+    fn options(&self) -> gilliam_materializer::ops::WarmOptions {
+        gilliam_materializer::ops::WarmOptions { timeout: self.warm_timeout, poll: Duration::from_secs_f64(self.warm_poll.max(0.05)) }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Verb {
     /// Compile and materialize a release in one go.
@@ -132,8 +149,19 @@ pub enum Verb {
         #[arg(long, default_value = "5")]
         poll: f64,
     },
-    /// All traffic back to the previous release that is still running.
-    Rollback,
+    /// All traffic back to the previous release that is still running, or cold (warmed first:
+    /// its groups back to size, routed, healthy; the time it took is printed).
+    Rollback {
+        #[command(flatten)]
+        warming: Warming,
+    },
+    /// Bring a cold release back (groups to their recorded size, in service, routed at weight
+    /// 0, targets healthy) without moving traffic; then `gilliam traffic` can reach it.
+    Warm {
+        release: u32,
+        #[command(flatten)]
+        warming: Warming,
+    },
     /// Scale services of one release: `scale -r12 api=10 worker=2`.
     Scale {
         #[arg(short = 'r', long = "release", value_name = "RELEASE")]
@@ -748,7 +776,7 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
                         r.release,
                         r.revision.chars().take(12).collect::<String>(),
                         r.created,
-                        r.stack_status,
+                        if r.cold { format!("{} cold", r.stack_status) } else { r.stack_status.clone() },
                         r.weight,
                         svcs.join(", ")
                     );
@@ -786,7 +814,7 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
                     println!(
                         "  release {} ({}, weight {}): {}; last 5 min: {req} requests, {err} 5xx, p99 {p99}",
                         r.release,
-                        r.stack_status,
+                        if r.cold { format!("{}, cold", r.stack_status) } else { r.stack_status.clone() },
                         r.weight,
                         svcs.join(", ")
                     );
@@ -842,9 +870,19 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
             let outcome = ops.watch(poll, lock_opts).await.map_err(aws_failure)?;
             println!("{}", crate::judging::describe(&outcome));
         }
-        Verb::Rollback => {
-            let (to, c) = lock::with_lock(&aws, &formation, "rollback", lock_opts, &say, ops.rollback()).await.map_err(aws_failure)?;
-            println!("rolled back to release {to} ({} rule{} changed)", c.writes, if c.writes == 1 { "" } else { "s" });
+        Verb::Rollback { warming } => {
+            let r = lock::with_lock(&aws, &formation, "rollback", lock_opts, &say, ops.rollback(&warming.options())).await.map_err(aws_failure)?;
+            if let Some(w) = &r.warmed {
+                println!("release {} was cold: warmed in {} ({} instance(s))", w.release, w.took(), w.instances);
+            }
+            let c = &r.change;
+            println!("rolled back to release {} ({} rule{} changed)", r.release, c.writes, if c.writes == 1 { "" } else { "s" });
+        }
+        Verb::Warm { release, warming } => {
+            let w = lock::with_lock(&aws, &formation, &format!("warm release {release}"), lock_opts, &say, ops.warm(*release, &warming.options()))
+                .await
+                .map_err(aws_failure)?;
+            println!("release {} warmed in {} ({} instance(s) in service, targets healthy, weight 0)", w.release, w.took(), w.instances);
         }
         Verb::Scale { release, counts } => {
             let counts = parse_counts(counts)?;

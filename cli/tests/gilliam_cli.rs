@@ -54,6 +54,10 @@ async fn operator_session() {
     assert!(text(&o).contains("nothing to roll back to"), "{}", text(&o));
 
     // Refusals (4), usage errors (2), invalid input (1).
+    let o = g(&["warm", "1"]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(text(&o).contains("release 1 is live, not cold: nothing to warm"), "{}", text(&o));
+    assert_eq!(g(&["warm", "1", "--warm-timeout", "soon"]).status.code(), Some(2));
     assert_eq!(g(&["traffic", "7"]).status.code(), Some(4));
     assert_eq!(g(&["retire", "1"]).status.code(), Some(4), "release 1 carries traffic");
     assert_eq!(g(&["scale", "-r2", "api=99"]).status.code(), Some(4), "over api's max");
@@ -90,6 +94,40 @@ async fn operator_session() {
     let o = g(&["history"]);
     let h = text(&o);
     assert!(h.contains("ci") && h.contains("deploy release 2") && h.contains("traffic 1=90 2=10"), "{h}");
+}
+
+/// The cold tier from the command line: with `keep_releases: 0` and `cold_releases: 1`, the
+/// release before the serving one shows as cold, `traffic` to it is refused with the way out,
+/// and `rollback` warms it first and says how long that took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_to_a_cold_release_warms_it_and_says_how_long_it_took() {
+    let Session { moto, dir, stage, app } = session("cold").await;
+    let text_of = std::fs::read_to_string(&stage).expect("stage");
+    assert!(text_of.contains("keep_releases: "), "{text_of}");
+    let cold: String =
+        text_of.lines().map(|l| if l.starts_with("keep_releases:") { "keep_releases: 0\ncold_releases: 1" } else { l }).collect::<Vec<_>>().join("\n") + "\n";
+    std::fs::write(&stage, cold).expect("stage");
+    let g = |args: &[&str]| gilliam(&moto, &stage, None, args);
+    for n in ["1", "2"] {
+        let rel = dir.join(format!("release-{n}.json")).display().to_string();
+        let out = dir.join(format!("out-{n}")).display().to_string();
+        let o = g(&["deploy", "--app", &app, "--release", &rel, "--out", &out, "--poll", "0.1"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    }
+    let o = g(&["releases"]);
+    let row = text(&o).lines().find(|l| l.trim_start().starts_with("1 ")).map(str::to_string).unwrap_or_default();
+    assert!(row.contains("cold"), "release 1 is cold: {}", text(&o));
+    let o = g(&["traffic", "1"]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(text(&o).contains("release 1 is cold") && text(&o).contains("gilliam warm 1"), "{}", text(&o));
+    let o = g(&["rollback", "--warm-poll", "0.1", "--warm-timeout", "2m"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(out.contains("release 1 was cold: warmed in ") && out.contains("rolled back to release 1"), "{}", text(&o));
+    let o = g(&["--output", "json", "status"]);
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(s["traffic"], serde_json::json!({ "1": 100, "2": 0 }));
+    assert!(s["releases"].as_array().expect("rows").iter().all(|r| r["cold"] == false), "{s}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1149,6 +1149,7 @@ fn manifest(ctx: &Ctx<'_>, inputs: &Inputs<'_>, out: &mut Out, d: &Discovery, mu
             s3_prefix: ctx.prefix(),
             internal_domain: ctx.domain(),
             keep_releases: ctx.stage.keep_releases,
+            cold_releases: ctx.stage.cold_releases,
             max_live_releases: ctx.live,
             routing_groups: ctx.groups,
             https: ctx.https(),

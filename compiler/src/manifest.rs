@@ -181,6 +181,10 @@ pub struct FormationInfo {
     /// Private DNS zone in which services and auxiliaries are named.
     pub internal_domain: String,
     pub keep_releases: u32,
+    /// Releases kept cold beyond `keep_releases`: no traffic, no routing, groups at zero,
+    /// stacks kept; a rollback to one warms it first.
+    #[serde(default)]
+    pub cold_releases: u32,
     /// Releases that can be live at once: the serving one, those kept, one being deployed.
     pub max_live_releases: u32,
     pub routing_groups: u32,

@@ -40,6 +40,9 @@ pub struct Stage {
     pub defaults: Defaults,
     pub outputs_bucket: String,
     pub keep_releases: u32,
+    /// Releases kept cold beyond `keep_releases`: out of routing, Auto Scaling groups at zero,
+    /// stacks (target groups, launch templates) kept, so that a rollback to one only warms it.
+    pub cold_releases: u32,
     pub auxiliary_image: Option<String>,
     pub routing_groups: Option<u32>,
     pub quotas: Quotas,
@@ -59,6 +62,7 @@ const KEYS: &[&str] = &[
     "defaults",
     "outputs_bucket",
     "keep_releases",
+    "cold_releases",
     "auxiliary_image",
     "routing_groups",
     "quotas",
@@ -73,6 +77,10 @@ const QUOTA_KEYS: &[&str] = &["load_balancers", "rules_per_load_balancer"];
 /// Most previous releases kept running: with the serving release and one being deployed, a
 /// weighted forward then names at most 5 target groups, the ELBv2 limit.
 pub const MAX_KEEP_RELEASES: u32 = 3;
+/// Cold releases hold no listener rule, so ELBv2's limits do not bound them; their stacks and
+/// target groups still count against the account's quotas (CloudFormation stacks, target
+/// groups per region), and each is one more stack to list: a dozen is plenty for rollback.
+pub const MAX_COLD_RELEASES: u32 = 12;
 
 pub(crate) fn is_formation_name(s: &str) -> bool {
     let b = s.as_bytes();
@@ -210,6 +218,7 @@ pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<Stage> {
         }
     };
     let keep_releases = f.get("keep_releases").and_then(|n| decode::int_in(n, sink, "`keep_releases`", 0, MAX_KEEP_RELEASES as i64)).map_or(2, |v| v as u32);
+    let cold_releases = f.get("cold_releases").and_then(|n| decode::int_in(n, sink, "`cold_releases`", 0, MAX_COLD_RELEASES as i64)).map_or(0, |v| v as u32);
     let auxiliary_image = f.get("auxiliary_image").and_then(|n| {
         decode::string(n, sink, "`auxiliary_image`")
             .filter(|s| decode::check(sink, n.pos, is_aws_id(s, "ami-"), format!("bad image id `{s}`"), "give an AMI id such as `ami-0123456789abcdef0`"))
@@ -235,6 +244,7 @@ pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<Stage> {
         defaults,
         outputs_bucket: outputs_bucket?,
         keep_releases,
+        cold_releases,
         auxiliary_image,
         routing_groups,
         quotas,

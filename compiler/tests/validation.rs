@@ -163,6 +163,10 @@ fn stage_problems() {
     expect(&e, "stage.yml:6:17: bad bucket name `Bucket_A`", "");
     let e = errors(APP, RELEASE, &format!("{STAGE}keep_releases: 4\n"));
     expect(&e, "stage.yml:7:16: `keep_releases` must be between 0 and 3, found 4", "");
+    let e = errors(APP, RELEASE, &format!("{STAGE}cold_releases: 13\n"));
+    expect(&e, "stage.yml:7:16: `cold_releases` must be between 0 and 12, found 13", "");
+    let e = errors(APP, RELEASE, &format!("{STAGE}cold_releases: many\n"));
+    assert!(e.iter().any(|(msg, _)| msg.starts_with("stage.yml:7:16: `cold_releases`")), "{e:?}");
     let e = errors(APP, RELEASE, &STAGE.replace("public_subnets: [subnet-00000001, subnet-00000002]", "public_subnets: [subnet-00000001]"));
     expect(&e, "stage.yml:4:17: services with routes need a public load balancer, which needs at least 2 `public_subnets`", "two or more");
 }

@@ -121,7 +121,7 @@ async fn main() {
         flip_calls = aws.calls().values().sum::<usize>();
         aws.reset();
         let t = Instant::now();
-        let (_, c) = ops.rollback().await.unwrap_or_else(|e| panic!("{e}"));
+        let c = ops.rollback(&Default::default()).await.unwrap_or_else(|e| panic!("{e}")).change;
         rollbacks.push(t.elapsed());
         rb_writes = c.writes;
     }

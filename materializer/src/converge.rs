@@ -297,7 +297,8 @@ impl<'a, A: Aws> Converger<'a, A> {
         let traffic = crate::observe::traffic(self.aws, m).await?;
         observed.weights = traffic.releases.iter().map(|(n, l)| (*n, l.weight)).collect();
         let number = m.release.number;
-        let mut shares = traffic.shares(m);
+        let (state, _) = crate::state::read(self.aws, &bucket, &m.formation.s3_prefix, &m.formation.name).await?;
+        let mut shares = routed_shares(&traffic, m, &state, None);
         if !shares.iter().any(|s| s.release == number) {
             shares.push(traffic.share_for_new(m, 0));
         }
@@ -406,7 +407,6 @@ impl<'a, A: Aws> Converger<'a, A> {
         }
         // Retention: this release and the newest `keep_releases` others stay; an older one goes
         // once no traffic reaches it. Its target groups leave the rules before its stacks go.
-        let (state, _) = crate::state::read(self.aws, &bucket, &m.formation.s3_prefix, &m.formation.name).await?;
         let state_key = crate::state::key(&m.formation.s3_prefix);
         observed.objects.insert(state_key.clone(), self.object_sha(&bucket, &state_key, observed.bucket_exists).await?);
         let new_weight = shares.iter().find(|s| s.release == number).map_or(0, |s| s.weight);
@@ -421,12 +421,19 @@ impl<'a, A: Aws> Converger<'a, A> {
         let recorded = state.releases.get(&number).is_some_and(|r| r.status == "live");
         let shifting = self.opts.traffic_auto && serving && new_weight == 0 && (creating || !recorded);
         let mut live: BTreeSet<u32> = shares.iter().map(|s| s.release).collect();
-        live.extend(state.releases.iter().filter(|(_, r)| r.status == "live").map(|(n, _)| *n));
+        live.extend(state.releases.iter().filter(|(_, r)| r.status == "live" || r.status == "cold").map(|(n, _)| *n));
         let mut older: Vec<u32> = live.iter().copied().filter(|n| *n != number).collect();
         older.sort_unstable_by(|a, b| b.cmp(a));
         let after_weight = |n: u32| if shifting { 0 } else { shares.iter().find(|s| s.release == n).map_or(0, |s| s.weight) };
-        let retire: Vec<u32> = older.iter().skip(m.formation.keep_releases as usize).copied().filter(|n| after_weight(*n) == 0).collect();
-        let without = |v: &[TrafficShare]| -> Vec<TrafficShare> { v.iter().filter(|s| !retire.contains(&s.release)).cloned().collect() };
+        // Past the newest `keep_releases`, releases without traffic go to the cold tier (the
+        // next `cold_releases` of them, newest first), and past that they are retired.
+        let beyond: Vec<u32> = older.iter().skip(m.formation.keep_releases as usize).copied().filter(|n| after_weight(*n) == 0).collect();
+        let (cold, retire) = beyond.split_at(beyond.len().min(m.formation.cold_releases as usize));
+        let retire = retire.to_vec();
+        let is_cold = |n: &u32| state.releases.get(n).is_some_and(|r| r.status == "cold");
+        let cool: Vec<u32> = cold.iter().copied().filter(|n| !is_cold(n)).collect();
+        let without =
+            |v: &[TrafficShare]| -> Vec<TrafficShare> { v.iter().filter(|s| !retire.contains(&s.release) && !cool.contains(&s.release)).cloned().collect() };
         if shifting {
             let mut shifted = without(&shares);
             for s in &mut shifted {
@@ -434,21 +441,24 @@ impl<'a, A: Aws> Converger<'a, A> {
             }
             let strategy = (self.opts.strategy != Strategy::AllAtOnce).then(|| self.opts.strategy.to_string());
             actions.push(Action::ShiftWhenHealthy { release: number, shares: to_plan(&shifted), strategy });
-        } else if !retire.is_empty() {
+        } else if !retire.is_empty() || !cool.is_empty() {
             let kept = without(&shares);
             for (stack, body) in routing_only(m, self.render(&kept, &observed.rules)?) {
                 actions.push(Action::Routing { stack, create: false, shares: to_plan(&kept), template_sha256: canonical_sha(&body) });
             }
         }
+        let stacks_of = |n: &u32| match state.releases.get(n) {
+            Some(r) => r.stacks.clone(),
+            None => vec![gilliam_compiler::names::release_stack(&m.formation.name, *n, 1, 1)],
+        };
+        for n in &cool {
+            actions.push(Action::Cool { release: *n, stacks: stacks_of(n) });
+        }
         for n in &retire {
-            let stacks = match state.releases.get(n) {
-                Some(r) => r.stacks.clone(),
-                None => vec![gilliam_compiler::names::release_stack(&m.formation.name, *n, 1, 1)],
-            };
-            actions.push(Action::Retire { release: *n, stacks });
+            actions.push(Action::Retire { release: *n, stacks: stacks_of(n) });
         }
         if !actions.is_empty() || !recorded {
-            actions.push(Action::Record { release: number, retired: retire.clone(), deploy: creating || !recorded });
+            actions.push(Action::Record { release: number, retired: retire.clone(), cooled: cool.clone(), deploy: creating || !recorded });
         }
 
         let manifest = self.manifest_bytes()?;
@@ -622,7 +632,7 @@ impl<'a, A: Aws> Converger<'a, A> {
                 // An aborted deploy is not the formation's latest: its own manifest is published
                 // (the ports and secrets of a live release are read from it), the latest is not.
                 Action::Publish { key, .. } if aborted.is_some() && *key == format!("{}manifest.json", m.formation.s3_prefix) => {}
-                Action::Retire { .. } if aborted.is_some() => {}
+                Action::Retire { .. } | Action::Cool { .. } if aborted.is_some() => {}
                 Action::Publish { key, .. } => {
                     let body = self.manifest_bytes()?;
                     retry("publish", || self.aws.put_object(bucket, key, body.clone(), PutCondition::Always)).await?;
@@ -633,20 +643,24 @@ impl<'a, A: Aws> Converger<'a, A> {
                     self.retire_secrets(*release).await?;
                     report.changes.push(format!("- release {release} (scaled to zero, stacks deleted)"));
                 }
-                Action::Record { release, retired, deploy } => {
+                Action::Cool { release, stacks } => {
+                    self.scale_to_zero(stacks).await?;
+                    report.changes.push(format!("~ release {release} cold (scaled to zero; stacks and target groups kept)"));
+                }
+                Action::Record { release, retired, cooled, deploy } => {
                     let record = self.record();
-                    let (traffic, weights, retired) = match &aborted {
-                        None => (report.traffic_line(plan), report.final_weights(plan), retired.clone()),
+                    let (traffic, weights, retired, cooled) = match &aborted {
+                        None => (report.traffic_line(plan), report.final_weights(plan), retired.clone(), cooled.clone()),
                         Some((why, before)) => {
                             let w: Vec<String> = before.iter().map(|(n, w)| format!("{n}={w}")).collect();
-                            (format!("{why}; traffic {}", w.join(" ")), before.clone(), Vec::new())
+                            (format!("{why}; traffic {}", w.join(" ")), before.clone(), Vec::new(), Vec::new())
                         }
                     };
-                    let retired = &retired;
+                    let (retired, cooled) = (&retired, &cooled);
                     crate::state::update(self.aws, bucket, &m.formation.s3_prefix, &m.formation.name, |st| {
                         st.releases.insert(*release, record.clone());
                         st.reserved.remove(release);
-                        st.traffic = weights.iter().copied().filter(|(n, _)| !retired.contains(n)).collect();
+                        st.traffic = weights.iter().copied().filter(|(n, _)| !retired.contains(n) && !cooled.contains(n)).collect();
                         let verb = if *deploy { "deploy" } else { "converge" };
                         let mut what = format!("{verb} release {release} ({traffic})");
                         for n in retired {
@@ -654,6 +668,12 @@ impl<'a, A: Aws> Converger<'a, A> {
                                 r.status = "retired".into();
                             }
                             what.push_str(&format!("; retire release {n}"));
+                        }
+                        for n in cooled {
+                            if let Some(r) = st.releases.get_mut(n) {
+                                r.status = "cold".into();
+                            }
+                            what.push_str(&format!("; cool release {n}"));
                         }
                         st.history.push(crate::state::event(what));
                     })
@@ -681,6 +701,18 @@ impl<'a, A: Aws> Converger<'a, A> {
     /// Retention of one release: every Auto Scaling group to zero (instances drain from their
     /// target groups), then its stacks deleted.
     pub(crate) async fn retire(&self, stacks: &[String]) -> Result<(), Error> {
+        for stack in self.scale_to_zero(stacks).await? {
+            (self.say)(&format!("stack {stack}: deleting"));
+            retry("delete stack", || self.aws.delete_stack(stack)).await?;
+            self.wait(stack, false).await?;
+        }
+        Ok(())
+    }
+
+    /// Scales every Auto Scaling group of `stacks` to zero (min, desired and max, so that no
+    /// scaling policy brings one back); returns the stacks that exist.
+    pub(crate) async fn scale_to_zero<'s>(&self, stacks: &'s [String]) -> Result<Vec<&'s String>, Error> {
+        let mut present = Vec::new();
         for stack in stacks {
             if retry("describe stack", || self.aws.describe_stack(stack)).await?.is_none() {
                 continue;
@@ -695,19 +727,27 @@ impl<'a, A: Aws> Converger<'a, A> {
                 (self.say)(&format!("stack {stack}: scaling {g} to zero"));
                 retry("scale to zero", || self.aws.set_capacity(g, 0, 0, 0)).await?;
             }
-            (self.say)(&format!("stack {stack}: deleting"));
-            retry("delete stack", || self.aws.delete_stack(stack)).await?;
-            self.wait(stack, false).await?;
+            present.push(stack);
         }
-        Ok(())
+        Ok(present)
     }
 
-    /// Removes one release: routing re-rendered with the observed weights but without it, then
-    /// its Auto Scaling groups to zero and its stacks deleted.
-    pub async fn retire_release(&self, release: u32, stacks: &[String]) -> Result<Report, Error> {
+    /// Renders and applies the routing stacks for the releases routed now (cold ones left out)
+    /// plus `include`, at the weights ELBv2 holds: how a warmed release rejoins the forwards.
+    pub async fn route_with(&self, include: u32) -> Result<Report, Error> {
+        self.reroute(Some(include), None).await
+    }
+
+    /// Renders and applies the routing stacks at the weights ELBv2 holds, for the releases
+    /// routed now (cold ones left out) plus `include`, less `exclude`.
+    async fn reroute(&self, include: Option<u32>, exclude: Option<u32>) -> Result<Report, Error> {
         let m = self.m();
         let traffic = crate::observe::traffic(self.aws, m).await?;
-        let shares: Vec<TrafficShare> = traffic.shares(m).into_iter().filter(|s| s.release != release).collect();
+        let (state, _) = crate::state::read(self.aws, &m.formation.outputs_bucket, &m.formation.s3_prefix, &m.formation.name).await?;
+        let shares: Vec<TrafficShare> = routed_shares(&traffic, m, &state, include).into_iter().filter(|s| Some(s.release) != exclude).collect();
+        if let Some(n) = include.filter(|n| !shares.iter().any(|s| s.release == *n)) {
+            return Err(Error::Artifact(format!("release {n} has no stack exports: its stacks are gone; deploy it again")));
+        }
         let mut report = Report::default();
         // What a plan would observe: the weights, and the deployed rules' priorities.
         let observed = Observed {
@@ -718,6 +758,13 @@ impl<'a, A: Aws> Converger<'a, A> {
         for (stack, body) in routing_only(m, self.render(&shares, &observed.rules)?) {
             self.rendered(&stack, &to_plan(&shares), &canonical_sha(&body), &observed, &mut report).await?;
         }
+        Ok(report)
+    }
+
+    /// Removes one release: routing re-rendered with the observed weights but without it, then
+    /// its Auto Scaling groups to zero and its stacks deleted.
+    pub async fn retire_release(&self, release: u32, stacks: &[String]) -> Result<Report, Error> {
+        let mut report = self.reroute(None, Some(release)).await?;
         self.retire(stacks).await?;
         self.retire_secrets(release).await?;
         report.changes.push(format!("- release {release}"));
@@ -1093,6 +1140,17 @@ fn routing_shape(bytes: &[u8]) -> Option<serde_json::Value> {
 }
 
 /// The routing stacks among rendered ones.
+/// The releases the routing renders for: every release whose stacks export target groups, but
+/// the cold ones (out of routing by design) unless `include` names one or ELBv2 still gives one
+/// traffic (someone routed it by hand: leaving it out would cut that traffic).
+fn routed_shares(traffic: &crate::observe::ObservedTraffic, m: &Manifest, state: &crate::state::State, include: Option<u32>) -> Vec<TrafficShare> {
+    traffic
+        .shares(m)
+        .into_iter()
+        .filter(|s| Some(s.release) == include || s.weight > 0 || state.releases.get(&s.release).is_none_or(|r| r.status != "cold"))
+        .collect()
+}
+
 fn routing_only(m: &Manifest, rendered: BTreeMap<String, Vec<u8>>) -> BTreeMap<String, Vec<u8>> {
     rendered.into_iter().filter(|(name, _)| m.stacks.iter().any(|s| &s.name == name && s.role == StackRole::Routing)).collect()
 }

@@ -63,6 +63,8 @@ pub struct ReleaseRow {
     pub release: u32,
     pub revision: String,
     pub created: String,
+    /// In the cold tier: scaled to zero and out of routing (`gilliam warm`).
+    pub cold: bool,
     pub stack_status: String,
     pub weight: u32,
     pub services: Vec<ServiceHealth>,
@@ -104,6 +106,48 @@ pub struct TrafficChange {
     pub after: BTreeMap<u32, u32>,
     /// ELBv2 writes made: one per rule whose weights changed.
     pub writes: usize,
+}
+
+/// How long a cold release may take to warm, and how often it is looked at meanwhile.
+#[derive(Debug, Clone, Copy)]
+pub struct WarmOptions {
+    pub timeout: Duration,
+    pub poll: Duration,
+}
+
+impl Default for WarmOptions {
+    fn default() -> Self {
+        WarmOptions { timeout: Duration::from_secs(900), poll: Duration::from_secs(10) }
+    }
+}
+
+/// A cold release brought back.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Warmed {
+    pub release: u32,
+    /// From the first capacity change to every target healthy.
+    pub seconds: u64,
+    pub instances: u32,
+}
+
+impl Warmed {
+    /// `2m05s`, `40s`.
+    pub fn took(&self) -> String {
+        match (self.seconds / 60, self.seconds % 60) {
+            (0, s) => format!("{s}s"),
+            (m, s) => format!("{m}m{s:02}s"),
+        }
+    }
+}
+
+/// What a rollback did: the release now serving, the traffic change, and the warm-up when the
+/// release was cold.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Rollback {
+    pub release: u32,
+    pub change: TrafficChange,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warmed: Option<Warmed>,
 }
 
 /// How a bake window ended without a breach.
@@ -281,6 +325,11 @@ impl<'a, A: Aws> Ops<'a, A> {
         }
         let attached: BTreeSet<u32> = rules.iter().flat_map(|r| r.forward.iter().filter_map(|(_, _, n)| *n)).collect();
         if let Some(n) = target.keys().find(|n| !attached.contains(n)) {
+            if self.state().await?.releases.get(n).is_some_and(|r| r.status == "cold") {
+                return refuse(format!(
+                    "release {n} is cold (scaled to zero, out of routing): warm it first with `gilliam warm {n}`, or `gilliam rollback` to it"
+                ));
+            }
             let live: Vec<String> = attached.iter().map(u32::to_string).collect();
             return refuse(format!(
                 "release {n} is not routed (routed releases: {}); deploy it first",
@@ -727,20 +776,142 @@ impl<'a, A: Aws> Ops<'a, A> {
         Ok(out)
     }
 
-    /// All traffic back to the newest routed release older than the newest one with traffic.
-    pub async fn rollback(&self) -> Result<(u32, TrafficChange), Error> {
+    /// All traffic back to the newest release older than the newest one with traffic: a
+    /// routed one, or a cold one, which is warmed first (`warm`, with `warming`'s limits).
+    pub async fn rollback(&self, warming: &WarmOptions) -> Result<Rollback, Error> {
         let (m, _) = self.outputs().await?;
-        let rules = self.rules(&m).await?;
+        let mut rules = self.rules(&m).await?;
         let weights = Self::weights(&rules);
         // The newest release with any traffic: during a 90/10 canary, rollback aborts the canary.
         let Some((&serving, _)) = weights.iter().filter(|(_, w)| **w > 0).max_by_key(|(n, _)| **n) else {
             return Err(Error::Artifact("no release carries traffic: nothing to roll back from".into()));
         };
-        let Some(&previous) = weights.keys().filter(|n| **n < serving).max() else {
-            return Err(Error::Artifact(format!("release {serving} serves and no earlier release is still running: nothing to roll back to")));
+        let st = self.state().await?;
+        let cold: BTreeSet<u32> = st.releases.iter().filter(|(_, r)| r.status == "cold").map(|(n, _)| *n).collect();
+        let Some(previous) = weights.keys().chain(cold.iter()).copied().filter(|n| *n < serving).max() else {
+            return Err(Error::Artifact(format!("release {serving} serves and no earlier release is still running or cold: nothing to roll back to")));
+        };
+        let warmed = if cold.contains(&previous) && !weights.contains_key(&previous) {
+            let w = self.warm(previous, warming).await?;
+            rules = self.rules(&m).await?;
+            Some(w)
+        } else {
+            None
         };
         let change = self.traffic_on(&rules, &BTreeMap::from([(previous, 100)]), "").await?;
-        Ok((previous, change))
+        Ok(Rollback { release: previous, change, warmed })
+    }
+
+    /// Brings a cold release back to where a flip can reach it: its Auto Scaling groups to
+    /// their recorded size, every instance in service, the release back in the routing (at
+    /// weight 0) and its targets healthy. It is recorded live once its instances are up;
+    /// traffic is not touched. Says, and returns, how long it took.
+    pub async fn warm(&self, release: u32, opts: &WarmOptions) -> Result<Warmed, Error> {
+        let started = tokio::time::Instant::now();
+        let deadline = started + opts.timeout;
+        let st = self.state().await?;
+        let Some(record) = st.releases.get(&release) else {
+            return Err(Error::Artifact(format!("release {release} is not recorded in formation {}", self.f.name)));
+        };
+        if record.status != "cold" {
+            return Err(Error::Artifact(format!("release {release} is {}, not cold: nothing to warm", record.status)));
+        }
+        let groups = self.groups(record).await?;
+        let published = self.published_scales(release).await?;
+        let mut sizes: Vec<(String, String, u32, u32, u32)> = Vec::new();
+        for (svc, name) in &groups {
+            let s = published.get(svc);
+            // As gilliam last set it (`gilliam scale`), else as compiled.
+            let desired = record.scale.get(svc).copied().or(s.map(|s| s.desired)).unwrap_or(1);
+            let (min, max) = s.map_or((desired, desired), |s| (s.min.min(desired), s.max.max(desired)));
+            sizes.push((svc.clone(), name.clone(), min, desired, max));
+        }
+        for (svc, name, min, desired, max) in &sizes {
+            (self.say)(&format!("warming release {release}: {svc} to {desired} instance(s)"));
+            retry("set capacity", || self.aws.set_capacity(name, *min, *desired, *max)).await?;
+        }
+        let names: Vec<String> = sizes.iter().map(|(_, n, ..)| n.clone()).collect();
+        let short = || async {
+            let found: BTreeMap<String, crate::aws::Group> = if names.is_empty() {
+                BTreeMap::new()
+            } else {
+                retry("describe groups", || self.aws.describe_groups(&names)).await?.into_iter().map(|g| (g.name.clone(), g)).collect()
+            };
+            Ok(sizes
+                .iter()
+                .filter_map(|(svc, name, _, desired, _)| {
+                    let up = found.get(name).map_or(0, |g| g.in_service);
+                    (up < *desired).then(|| format!("{svc} {up} of {desired} in service"))
+                })
+                .collect())
+        };
+        let late = |what: String| {
+            format!("release {release} not warm after {:?}: {what}; traffic unchanged, its groups stay at their size: run `gilliam warm {release}` again, or `gilliam retire {release}`", opts.timeout)
+        };
+        self.until_none(deadline, opts.poll, "waiting for instances", short, late).await?;
+        let instances: u32 = sizes.iter().map(|(_, _, _, d, _)| *d).sum();
+        // Live from here on: the next converge routes it and keeps it, whatever happens below.
+        state::update(self.aws, &self.f.bucket, &self.f.prefix, &self.f.name, |st| {
+            if let Some(r) = st.releases.get_mut(&release) {
+                r.status = "live".into();
+            }
+        })
+        .await?;
+        let (m, _) = self.outputs().await?;
+        let bundle: Bundle = crate::bundle::from_s3(self.aws, &self.f.bucket, &self.f.prefix, m.release.number).await.map_err(Error::Bundle)?;
+        Box::pin(Converger::new(self.aws, &bundle, Options::default(), self.say).route_with(release)).await?;
+        let rules = self.rules(&m).await?;
+        let watched: Vec<(u32, String)> = rules
+            .iter()
+            .flat_map(|r| r.forward.iter().filter(|(_, _, n)| *n == Some(release)).map(|(tg, _, _)| (release, tg.clone())))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let late = |what: String| format!("release {release} is routed (weight 0) but not healthy after {:?}: {what}; traffic unchanged", opts.timeout);
+        self.until_none(deadline, opts.poll, "waiting for healthy targets", || self.unhealthy(&watched, true), late).await?;
+        let seconds = started.elapsed().as_secs();
+        let warmed = Warmed { release, seconds, instances };
+        self.record(&format!("warm release {release}: {instances} instance(s) in service and healthy in {}", warmed.took())).await?;
+        Ok(warmed)
+    }
+
+    /// Polls `lacking` (what is not there yet, described) every `poll`, saying what it waits
+    /// for, until it answers nothing; past `deadline`, a time-out worded by `late`.
+    async fn until_none<F, Fut>(
+        &self,
+        deadline: tokio::time::Instant,
+        poll: Duration,
+        waiting: &str,
+        lacking: F,
+        late: impl Fn(String) -> String,
+    ) -> Result<(), Error>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<String>, Error>>,
+    {
+        loop {
+            let what = lacking().await?;
+            if what.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Timeout(late(what.join("; "))));
+            }
+            (self.say)(&format!("{waiting}: {}", what.join("; ")));
+            tokio::time::sleep(poll).await;
+        }
+    }
+
+    /// Each service's scale as compiled for `release` (its published manifest); empty when it
+    /// cannot be read.
+    async fn published_scales(&self, release: u32) -> Result<BTreeMap<String, gilliam_compiler::manifest::Scale>, Error> {
+        let key = format!("{}releases/{release}/manifest.json", self.f.prefix);
+        Ok(match retry("read the release's manifest", || self.aws.get_object(&self.f.bucket, &key)).await? {
+            Some(o) => serde_json::from_slice::<Manifest>(&o.body)
+                .map(|m| m.services.into_iter().filter_map(|s| s.scale.map(|x| (s.name, x))).collect())
+                .unwrap_or_default(),
+            None => BTreeMap::new(),
+        })
     }
 
     /// Physical Auto Scaling group names of a release's services.
@@ -792,7 +963,7 @@ impl<'a, A: Aws> Ops<'a, A> {
         let live: Vec<u32> = st.releases.iter().filter(|(_, r)| r.status == "live").map(|(n, _)| *n).collect();
         let metrics = if rules.is_empty() { None } else { self.recent_metrics(rules, &live).await };
         let mut rows = Vec::new();
-        for (n, r) in st.releases.iter().filter(|(_, r)| r.status == "live") {
+        for (n, r) in st.releases.iter().filter(|(_, r)| r.status == "live" || r.status == "cold") {
             let stack_status = match r.stacks.first() {
                 Some(s) => retry("describe stack", || self.aws.describe_stack(s)).await?.map_or("MISSING".into(), |s| s.status),
                 None => "NONE".into(),
@@ -815,6 +986,7 @@ impl<'a, A: Aws> Ops<'a, A> {
                 release: *n,
                 revision: r.revision.clone(),
                 created: r.created.clone(),
+                cold: r.status == "cold",
                 stack_status,
                 weight: weights.get(n).copied().unwrap_or(0),
                 services,
@@ -855,17 +1027,15 @@ impl<'a, A: Aws> Ops<'a, A> {
     /// Sets the desired count of services of one release, within each group's min and max.
     pub async fn scale(&self, release: u32, changes: &BTreeMap<String, u32>) -> Result<(), Error> {
         let st = self.state().await?;
-        let r = st.releases.get(&release).filter(|r| r.status == "live").ok_or_else(|| Error::Artifact(format!("release {release} is not live")))?;
+        let r = st.releases.get(&release).ok_or_else(|| Error::Artifact(format!("release {release} is not recorded")))?;
+        match r.status.as_str() {
+            "live" => {}
+            "cold" => return Err(Error::Artifact(format!("release {release} is cold: warm it first with `gilliam warm {release}`"))),
+            other => return Err(Error::Artifact(format!("release {release} is {other}, not live"))),
+        }
         let groups = self.groups(r).await?;
         // The service's range as compiled for this release (one read), else the group's own.
-        let key = format!("{}releases/{release}/manifest.json", self.f.prefix);
-        let published: BTreeMap<String, gilliam_compiler::manifest::Scale> =
-            match retry("read the release's manifest", || self.aws.get_object(&self.f.bucket, &key)).await? {
-                Some(o) => serde_json::from_slice::<Manifest>(&o.body)
-                    .map(|m| m.services.into_iter().filter_map(|s| s.scale.map(|x| (s.name, x))).collect())
-                    .unwrap_or_default(),
-                None => BTreeMap::new(),
-            };
+        let published = self.published_scales(release).await?;
         let names: Vec<String> = changes.keys().filter_map(|svc| groups.get(svc).cloned()).collect();
         let found: BTreeMap<String, crate::aws::Group> = if names.is_empty() {
             BTreeMap::new()
@@ -908,7 +1078,12 @@ impl<'a, A: Aws> Ops<'a, A> {
             return Err(Error::Artifact(format!("release {release} is the latest deployed; deploy another release before retiring it")));
         }
         let st = self.state().await?;
-        let record = st.releases.get(&release).filter(|r| r.status == "live").ok_or_else(|| Error::Artifact(format!("release {release} is not live")))?.clone();
+        let record = st
+            .releases
+            .get(&release)
+            .filter(|r| r.status == "live" || r.status == "cold")
+            .ok_or_else(|| Error::Artifact(format!("release {release} is not live or cold")))?
+            .clone();
         let weights = Self::weights(&self.rules(&m).await?);
         if weights.get(&release).copied().unwrap_or(0) > 0 {
             return Err(Error::Artifact(format!("release {release} carries traffic ({}%): move traffic away first (gilliam traffic)", weights[&release])));

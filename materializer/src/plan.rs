@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 /// Bumped when an older gilliam would misread a plan.
-pub const PLAN_VERSION: u32 = 2;
+pub const PLAN_VERSION: u32 = 3;
 
 /// One live release's traffic share, as planned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,10 +70,17 @@ pub enum Action {
     Publish { key: String, sha256: String },
     /// Retention: scale an old release carrying no traffic to zero, then delete its stacks.
     Retire { release: u32, stacks: Vec<String> },
+    /// Cold tier: an old release carrying no traffic, already out of routing (the plan's
+    /// routing renders leave it out), has its Auto Scaling groups scaled to zero; its stacks,
+    /// target groups and launch templates stay, so that a rollback only warms it.
+    Cool { release: u32, stacks: Vec<String> },
     /// Record the release (and what was retired) in the published state and its history.
     Record {
         release: u32,
         retired: Vec<u32>,
+        /// Releases moved to the cold tier.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        cooled: Vec<u32>,
         /// Whether this converge brings the release up (a deploy) or only converges it again.
         #[serde(default)]
         deploy: bool,
@@ -198,6 +205,7 @@ impl Plan {
                 }
                 Action::Publish { key, .. } => writeln!(out, "  ~ publish {key}"),
                 Action::Retire { release, stacks } => writeln!(out, "  - release {release}: scale to zero, then delete {}", stacks.join(", ")),
+                Action::Cool { release, .. } => writeln!(out, "  ~ release {release}: cold (out of routing, scaled to zero; stacks and target groups kept)"),
                 Action::Record { release, .. } => writeln!(out, "  ~ record release {release} in the published state and history"),
             };
         }

@@ -81,7 +81,7 @@ pub struct ReleaseRecord {
     pub groups: BTreeMap<String, (String, String)>,
     /// Service name to its desired instance count (scale factor), as last set by gilliam.
     pub scale: BTreeMap<String, u32>,
-    /// "live" or "retired".
+    /// "live", "cold" (kept, scaled to zero, out of routing: `gilliam warm`) or "retired".
     pub status: String,
 }
 

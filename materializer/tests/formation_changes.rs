@@ -100,7 +100,7 @@ async fn formation_changes_converge_on_strict_aws_and_traffic_stays_where_the_op
             // search is new in release 3, which holds 10%: its rule is release 3's alone, its
             // target group is in a rule (so health-checked, not `unused`), and rolling back to
             // release 2, which has no search, is not refused.
-            let (to, _) = ops.rollback().await.unwrap_or_else(|e| panic!("rollback: {e}"));
+            let to = ops.rollback(&Default::default()).await.unwrap_or_else(|e| panic!("rollback: {e}")).release;
             assert_eq!(to, 2);
             assert_eq!(weights(&aws, &b).await, BTreeMap::from([(1, 0), (2, 100), (3, 0)]));
             let exports: BTreeMap<String, String> = aws.list_exports().await.expect("exports").into_iter().collect();
@@ -260,7 +260,7 @@ async fn a_rolled_back_routing_update_never_moves_traffic() {
         Converger::new(&aws, &b, opts(), &say).run().await.unwrap_or_else(|e| panic!("release {n}: {e}"));
     }
     // The routing template says 2=100; a rollback by ELBv2 writes moves traffic to 1.
-    ops.rollback().await.unwrap_or_else(|e| panic!("rollback: {e}"));
+    ops.rollback(&Default::default()).await.unwrap_or_else(|e| panic!("rollback: {e}"));
     let r2 = bundle("rollback", &stage, V1, 2, &sha);
     assert_eq!(weights(&aws, &r2).await, BTreeMap::from([(1, 100), (2, 0)]));
 

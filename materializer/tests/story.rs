@@ -111,7 +111,7 @@ async fn deploy_two_releases_shift_and_converge_again() {
     assert_eq!(aws.mutations().keys().copied().collect::<Vec<_>>(), vec!["put_object", "set_rule_weights"], "weights and the history, nothing else");
     ops.traffic(&BTreeMap::from([(4, 100)])).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(weights(&aws).await, BTreeMap::from([(2, 0), (3, 0), (4, 100)]));
-    let (to, _) = ops.rollback().await.unwrap_or_else(|e| panic!("{e}"));
+    let to = ops.rollback(&Default::default()).await.unwrap_or_else(|e| panic!("{e}")).release;
     assert_eq!(to, 3);
     assert_eq!(weights(&aws).await, BTreeMap::from([(2, 0), (3, 100), (4, 0)]));
     assert!(ops.traffic(&BTreeMap::from([(1, 100)])).await.is_err(), "release 1 is retired");
@@ -191,4 +191,85 @@ async fn large_templates_go_through_template_url() {
         let key = &c.manifest.stacks.iter().find(|s| &s.name == name).expect("entry").s3_key;
         assert!(aws.head_object(BUCKET, key).await.expect("head").is_some(), "{name}'s template was uploaded to {key}");
     }
+}
+
+/// Desired capacity of each Auto Scaling group of a release stack, as moto holds it.
+async fn desired<A: Aws>(aws: &A, stack: &str) -> Vec<u32> {
+    let names: Vec<String> =
+        aws.stack_resources(stack).await.expect("resources").into_iter().filter(|r| r.2 == "AWS::AutoScaling::AutoScalingGroup").map(|r| r.1).collect();
+    assert!(!names.is_empty(), "{stack} has Auto Scaling groups");
+    aws.describe_groups(&names).await.expect("groups").into_iter().map(|g| g.desired).collect()
+}
+
+/// The cold tier: with `keep_releases: 0` and `cold_releases: 1`, the release before the
+/// serving one is out of routing and scaled to zero, its stacks kept; a rollback warms it (its
+/// groups back to size, routed, healthy) before moving traffic, and says how long that took.
+/// Under the strict layer: a target group outside every rule reports `unused` targets there,
+/// as ELBv2 does, so warming must route before it can see healthy targets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_releases_go_cold_and_a_rollback_warms_one_first() {
+    use gilliam_materializer::ops::{Ops, WarmOptions};
+    use gilliam_materializer::strict::Strict;
+    use std::time::Duration;
+    let moto = moto::Moto::start();
+    let aws = Counting::new(Strict::new(SdkAws::connect(&Endpoint { url: Some(moto.url.clone()), region: Some(REGION.into()) }).await));
+    let stage = network(&aws, &moto.url).await.replace("keep_releases: 2\n", "keep_releases: 0\ncold_releases: 1\n");
+    let say = |line: &str| eprintln!("{line}");
+    aws.inner.inner.create_secure_bucket(ARTIFACTS, REGION).await.expect("artifact bucket");
+    aws.inner.inner.put_object(ARTIFACTS, "a.tgz", b"cold".to_vec(), PutCondition::Always).await.expect("artifact");
+    let sha = gilliam_materializer::sha256_hex(b"cold");
+    let release = |n: u32| compile_in("cold", &stage, n, "a.tgz", &sha);
+    Converger::new(&aws, &release(1), opts(), &say).run().await.unwrap_or_else(|e| panic!("{e}"));
+    let up = desired(&aws, "shop-r1").await;
+    assert!(up.iter().all(|d| *d > 0), "{up:?}");
+
+    // Release 2: release 1 goes cold: out of every rule, groups at zero, its stack kept.
+    let r2 = release(2);
+    let plan = Converger::new(&aws, &r2, opts(), &say).plan().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(plan.render().contains("release 1: cold (out of routing, scaled to zero"), "{}", plan.render());
+    Converger::new(&aws, &r2, opts(), &say).apply(&plan).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(weights(&aws).await, BTreeMap::from([(2, 100)]), "release 1 is in no forward");
+    assert!(desired(&aws, "shop-r1").await.iter().all(|d| *d == 0));
+    assert_eq!(aws.describe_stack("shop-r1").await.expect("describe").map(|s| s.status), Some("CREATE_COMPLETE".into()), "kept");
+    let ops = Ops::new(&aws, formation(), &say);
+    let st = ops.state().await.expect("state");
+    assert_eq!(st.releases.iter().map(|(n, r)| (*n, r.status.as_str())).collect::<Vec<_>>(), vec![(1, "cold"), (2, "live")]);
+    assert!(st.history.last().expect("history").action.ends_with("; cool release 1"), "{:?}", st.history.last());
+    let rows: Vec<(u32, bool)> = ops.releases().await.expect("releases").iter().map(|r| (r.release, r.cold)).collect();
+    assert_eq!(rows, vec![(1, true), (2, false)]);
+    let err = ops.traffic(&BTreeMap::from([(1, 100)])).await.expect_err("cold");
+    assert!(err.to_string().contains("`gilliam warm 1`"), "{err}");
+    let err = ops.scale(1, &BTreeMap::from([("api".to_string(), 3)])).await.expect_err("cold");
+    assert!(err.to_string().contains("is cold"), "{err}");
+    // Converging release 2 again leaves release 1 as it is.
+    aws.reset();
+    let report = Converger::new(&aws, &r2, opts(), &say).run().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((report.changes, aws.mutations()), (Vec::<String>::new(), BTreeMap::new()));
+
+    // Release 3: release 2 goes cold in its turn, and release 1, past the cold tier, is retired.
+    Converger::new(&aws, &release(3), opts(), &say).run().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(aws.describe_stack("shop-r1").await.expect("describe"), None);
+    assert!(desired(&aws, "shop-r2").await.iter().all(|d| *d == 0));
+    assert_eq!(weights(&aws).await, BTreeMap::from([(3, 100)]));
+
+    // Rollback to the cold release 2: warmed first, then all traffic to it.
+    let warm = WarmOptions { timeout: Duration::from_secs(60), poll: Duration::from_millis(100) };
+    let r = ops.rollback(&warm).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.release, 2);
+    let w = r.warmed.expect("release 2 was cold");
+    assert_eq!(w.instances, desired(&aws, "shop-r2").await.iter().sum::<u32>());
+    assert!(desired(&aws, "shop-r2").await.iter().all(|d| *d > 0));
+    assert_eq!(weights(&aws).await, BTreeMap::from([(2, 100), (3, 0)]));
+    let st = ops.state().await.expect("state");
+    assert_eq!(st.releases[&2].status, "live");
+    let history: Vec<&str> = st.history.iter().map(|e| e.action.as_str()).collect();
+    assert!(history.iter().any(|a| a.starts_with("warm release 2: ") && a.contains(" in service and healthy in ")), "{history:?}");
+    // Warming a release that is not cold is refused, and says why.
+    let err = ops.warm(2, &warm).await.expect_err("live");
+    assert!(err.to_string().contains("release 2 is live, not cold"), "{err}");
+    // The rollback holds: converging release 3 again changes nothing.
+    aws.reset();
+    let report = Converger::new(&aws, &release(3), opts(), &say).run().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(weights(&aws).await, BTreeMap::from([(2, 100), (3, 0)]));
+    assert_eq!((report.changes, aws.mutations()), (Vec::<String>::new(), BTreeMap::new()));
 }

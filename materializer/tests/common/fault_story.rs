@@ -44,7 +44,7 @@ pub async fn story(seed: u64, rate: f64) -> Counts {
     let ops = Ops::new(&aws, formation(), &say);
     ops.traffic(&BTreeMap::from([(2, 90), (3, 10)])).await.unwrap_or_else(|e| panic!("seed {seed}: split: {e}"));
     ops.traffic(&BTreeMap::from([(3, 100)])).await.unwrap_or_else(|e| panic!("seed {seed}: flip: {e}"));
-    let (to, _) = ops.rollback().await.unwrap_or_else(|e| panic!("seed {seed}: rollback: {e}"));
+    let to = ops.rollback(&Default::default()).await.unwrap_or_else(|e| panic!("seed {seed}: rollback: {e}")).release;
     assert_eq!(to, 2, "seed {seed}");
     ops.retire(1).await.unwrap_or_else(|e| panic!("seed {seed}: retire: {e}"));
 
