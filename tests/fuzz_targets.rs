@@ -33,6 +33,7 @@ fn sample_plan() -> Vec<u8> {
             gilliam_compiler::priority::DeployedRules(BTreeMap::from([("ApiInternalRule".into(), ("InternalListener".into(), 10))])),
         )]),
         secrets: BTreeMap::from([("gilliam/f/db".into(), Some(true)), ("gilliam/f/cache".into(), None)]),
+        standby: Vec::new(),
     };
     let share = |release, weight| Share {
         release,
@@ -41,6 +42,7 @@ fn sample_plan() -> Vec<u8> {
         public: BTreeSet::from(["api".into()]),
         ports: BTreeMap::from([("api".into(), 8080)]),
     };
+    let observed = Observed { standby: vec![share(0, 0)], ..observed };
     let plan = Plan {
         plan_version: PLAN_VERSION,
         formation: "f".into(),

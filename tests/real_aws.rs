@@ -27,7 +27,7 @@ fn compile(app: &str, n: u32, stage: &str, traffic: Option<Vec<TrafficShare>>, d
         release: Source { name: "release.json", text: &rel },
         stage: Source { name: "stage.yml", text: stage },
     };
-    compile_with(&inputs, &Options { traffic, workers: 1, deployed_rules: deployed }).unwrap_or_else(|e| panic!("{e}\n---\n{app}"))
+    compile_with(&inputs, &Options { traffic, workers: 1, deployed_rules: deployed, ..Options::default() }).unwrap_or_else(|e| panic!("{e}\n---\n{app}"))
 }
 
 fn templates(c: &Compiled) -> BTreeMap<String, (StackRole, Value)> {
@@ -308,4 +308,34 @@ fn an_exact_postgres_version_is_not_upgraded_behind_the_templates_back() {
     assert_eq!((major["EngineVersion"].as_str(), major["AutoMinorVersionUpgrade"].as_bool()), (Some("17"), Some(true)));
     // Changing the major version in gilliam.yml is an upgrade RDS makes only when allowed.
     assert_eq!(major["AllowMajorVersionUpgrade"].as_bool(), Some(true));
+}
+
+/// A cold release is in no routing rule, yet the instances stay open on its ports: warming it
+/// then needs no formation stack update, and its targets can pass their health checks (real
+/// EC2 enforces the security group; the local emulator does not).
+#[test]
+fn a_cold_release_holds_no_rule_and_keeps_its_ports_open() {
+    let v1 = "api:\n  script: bin/api\n  ports: [7000]\n  routes: [example.com]\n";
+    let v2 = v1.replace("ports: [7000]", "ports: [7100]");
+    let c1 = compile(v1, 1, STAGE, None, BTreeMap::new());
+    let c2 = compile(&v2, 2, STAGE, None, BTreeMap::new());
+    let rel = release(2);
+    let inputs = Inputs {
+        app: Source { name: "gilliam.yml", text: &v2 },
+        release: Source { name: "release.json", text: &rel },
+        stage: Source { name: "stage.yml", text: STAGE },
+    };
+    let with = |standby: Vec<TrafficShare>| {
+        let o = Options { traffic: Some(vec![share(&c2, 100)]), workers: 1, standby, ..Options::default() };
+        templates(&compile_with(&inputs, &o).unwrap_or_else(|e| panic!("{e}")))
+    };
+    let open = |t: &BTreeMap<String, (StackRole, Value)>, p: u16| t["shop"].1["Resources"].get(format!("InstanceIngressPublic{p}")).is_some();
+    let alone = with(vec![]);
+    assert!(open(&alone, 7100) && !open(&alone, 7000), "without release 1, only release 2's port");
+    let cold = with(vec![share(&c1, 0)]);
+    assert!(open(&cold, 7100) && open(&cold, 7000), "release 1 is cold: its port stays open");
+    assert!(cold["shop"].1["Resources"].get("InstanceIngressInternal7000").is_some());
+    let routing = cold["shop-routing-1"].1.to_string();
+    assert!(!routing.contains("shop-r1-"), "a cold release is in no rule: {routing}");
+    assert_eq!(cold["shop-routing-1"].1, alone["shop-routing-1"].1, "routing is the same as without it");
 }

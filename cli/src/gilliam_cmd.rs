@@ -155,8 +155,8 @@ pub enum Verb {
         #[command(flatten)]
         warming: Warming,
     },
-    /// Bring a cold release back (groups to their recorded size, in service, routed at weight
-    /// 0, targets healthy) without moving traffic; then `gilliam traffic` can reach it.
+    /// Bring a cold release back (routed at weight 0, groups to their recorded size, instances
+    /// in service, targets healthy) without moving traffic; then `gilliam traffic` can reach it.
     Warm {
         release: u32,
         #[command(flatten)]

@@ -118,6 +118,8 @@ pub(crate) struct Ctx<'a> {
     pub parts: u32,
     pub live: u32,
     pub traffic: Vec<TrafficShare>,
+    /// Releases kept cold: in no routing rule, but their ports stay open (`Options::standby`).
+    pub standby: Vec<TrafficShare>,
     pub workers: usize,
     pub deployed_rules: BTreeMap<String, crate::priority::DeployedRules>,
     pub delivery: mf::Delivery,
@@ -161,6 +163,10 @@ pub struct Options {
     /// The listener rules the routing stacks hold now, by stack name: their priorities are kept
     /// where possible, and new ones never collide with them during the update.
     pub deployed_rules: BTreeMap<String, crate::priority::DeployedRules>,
+    /// Releases kept cold (scaled to zero, in no routing rule): the instances' security group
+    /// stays open on their ports, so that warming one needs no formation stack update. Their
+    /// weights are ignored and they count against no routing limit.
+    pub standby: Vec<TrafficShare>,
 }
 
 /// Compiles with the default traffic: the release being compiled takes all of it.
@@ -171,7 +177,7 @@ pub fn compile(inputs: &Inputs<'_>) -> Result<Compiled, Error> {
 /// Compiles with the given traffic shares; `None` means the compiled release takes it all.
 /// The materializer uses this to re-render routing templates with observed weights.
 pub fn compile_with_traffic(inputs: &Inputs<'_>, traffic: Option<&[TrafficShare]>) -> Result<Compiled, Error> {
-    compile_with(inputs, &Options { traffic: traffic.map(<[TrafficShare]>::to_vec), workers: 1, deployed_rules: BTreeMap::new() })
+    compile_with(inputs, &Options { traffic: traffic.map(<[TrafficShare]>::to_vec), workers: 1, ..Options::default() })
 }
 
 pub fn compile_with(inputs: &Inputs<'_>, options: &Options) -> Result<Compiled, Error> {
@@ -198,6 +204,7 @@ pub fn compile_with(inputs: &Inputs<'_>, options: &Options) -> Result<Compiled, 
     }
     let mut ctx = ctx.ok_or_else(|| Error::Internal("internal error: layout failed without a diagnostic".into()))?;
     ctx.workers = options.workers.max(1);
+    ctx.standby = options.standby.clone();
     ctx.deployed_rules = options.deployed_rules.clone();
     emit::emit(&mut ctx, inputs).map_err(Error::Internal)
 }
@@ -390,7 +397,7 @@ fn check<'a>(
         return None;
     }
     let delivery = crate::delivery::merge(&app.delivery, &stage.delivery);
-    Some(Ctx { stage, release, svcs, groups, parts: 1, live, traffic: shares, workers: 1, deployed_rules: BTreeMap::new(), delivery })
+    Some(Ctx { stage, release, svcs, groups, parts: 1, live, traffic: shares, standby: Vec::new(), workers: 1, deployed_rules: BTreeMap::new(), delivery })
 }
 
 fn check_traffic(shares: &[TrafficShare], groups: u32, live: u32, sink: &mut Sink<'_>) {

@@ -484,12 +484,12 @@ fn formation_template(ctx: &Ctx<'_>, aux_scripts: &BTreeMap<(String, u32), Strin
     let f = ctx.f();
     let mut t = Template::new(format!("gilliam formation {f}: security groups, private zone, auxiliary services"));
     let vpc = &ctx.stage.vpc;
-    // Every release that can be live is counted: the ports and listeners of the releases still
-    // running stay open until the last of them is retired (the formation stack is updated
+    // Every release that can be live is counted, cold ones too: the ports and listeners of the
+    // releases still running (or kept cold) stay open until the last of them is retired (the formation stack is updated
     // before the new release exists, so a port only the new release uses opens first).
     let mut ports: BTreeSet<u16> = BTreeSet::new();
     let mut public_ports: BTreeSet<u16> = BTreeSet::new();
-    for share in &ctx.traffic {
+    for share in ctx.traffic.iter().chain(&ctx.standby) {
         for (svc, port) in &share.ports {
             ports.insert(*port);
             if share.public.contains(svc) {

@@ -299,6 +299,7 @@ impl<'a, A: Aws> Converger<'a, A> {
         let number = m.release.number;
         let (state, _) = crate::state::read(self.aws, &bucket, &m.formation.s3_prefix, &m.formation.name).await?;
         let mut shares = routed_shares(&traffic, m, &state, None);
+        observed.standby = to_plan(&standby_shares(&traffic, m, &shares));
         if !shares.iter().any(|s| s.release == number) {
             shares.push(traffic.share_for_new(m, 0));
         }
@@ -313,7 +314,7 @@ impl<'a, A: Aws> Converger<'a, A> {
         // numbered around them (real ELBv2 refuses a number a deployed rule still holds).
         let (mut deployed_routing, rules) = self.deployed_routing().await?;
         observed.rules = rules;
-        let rendered = self.render(&shares, &observed.rules)?;
+        let rendered = self.render(&shares, &observed)?;
 
         // The auxiliaries' secrets come before the formation stack that reads them. One that an
         // earlier formation left (they outlive their stacks) is adopted as it is: it still holds
@@ -443,7 +444,7 @@ impl<'a, A: Aws> Converger<'a, A> {
             actions.push(Action::ShiftWhenHealthy { release: number, shares: to_plan(&shifted), strategy });
         } else if !retire.is_empty() || !cool.is_empty() {
             let kept = without(&shares);
-            for (stack, body) in routing_only(m, self.render(&kept, &observed.rules)?) {
+            for (stack, body) in routing_only(m, self.render(&kept, &observed)?) {
                 actions.push(Action::Routing { stack, create: false, shares: to_plan(&kept), template_sha256: canonical_sha(&body) });
             }
         }
@@ -606,7 +607,7 @@ impl<'a, A: Aws> Converger<'a, A> {
                         Ok(_) => {
                             // The routing stacks catch up with the weights now set, and drop
                             // the releases this converge retires, as an all-at-once shift does.
-                            let rendered = routing_only(m, self.render(&from_plan(shares, m), &plan.observed.rules)?);
+                            let rendered = routing_only(m, self.render(&from_plan(shares, m), &plan.observed)?);
                             for (stack, body) in &rendered {
                                 self.rendered(stack, shares, &canonical_sha(body), &plan.observed, &mut report).await?;
                             }
@@ -623,7 +624,7 @@ impl<'a, A: Aws> Converger<'a, A> {
                 }
                 Action::ShiftWhenHealthy { release, shares, strategy: _ } => {
                     self.wait_healthy().await?;
-                    let rendered = routing_only(m, self.render(&from_plan(shares, m), &plan.observed.rules)?);
+                    let rendered = routing_only(m, self.render(&from_plan(shares, m), &plan.observed)?);
                     for (stack, body) in &rendered {
                         self.rendered(stack, shares, &canonical_sha(body), &plan.observed, &mut report).await?;
                     }
@@ -753,9 +754,10 @@ impl<'a, A: Aws> Converger<'a, A> {
         let observed = Observed {
             weights: traffic.releases.iter().map(|(n, l)| (*n, l.weight)).collect(),
             rules: self.deployed_routing().await?.1,
+            standby: to_plan(&standby_shares(&traffic, m, &shares)),
             ..Observed::default()
         };
-        for (stack, body) in routing_only(m, self.render(&shares, &observed.rules)?) {
+        for (stack, body) in routing_only(m, self.render(&shares, &observed)?) {
             self.rendered(&stack, &to_plan(&shares), &canonical_sha(&body), &observed, &mut report).await?;
         }
         Ok(report)
@@ -897,7 +899,7 @@ impl<'a, A: Aws> Converger<'a, A> {
     /// is returned, so that a failed update never moves traffic.
     /// `observed` is what the plan saw: the deployed rules' priorities, and the weights.
     async fn rendered(&self, stack: &str, shares: &[Share], template_sha256: &str, observed: &Observed, report: &mut Report) -> Result<(), Error> {
-        let rendered = self.render(&from_plan(shares, self.m()), &observed.rules)?;
+        let rendered = self.render(&from_plan(shares, self.m()), observed)?;
         let body = rendered.get(stack).ok_or_else(|| Error::Compile(format!("stack {stack} is not in this compile")))?;
         if canonical_sha(body) != template_sha256 {
             return Err(Error::Compile(format!("stack {stack} rendered differently than when planned: plan again")));
@@ -1049,14 +1051,21 @@ impl<'a, A: Aws> Converger<'a, A> {
 
     /// Renders the formation and routing stacks for these shares (and the deployed rules'
     /// priorities) with the compiler: stack name to template.
-    fn render(&self, shares: &[TrafficShare], rules: &BTreeMap<String, DeployedRules>) -> Result<BTreeMap<String, Vec<u8>>, Error> {
+    /// Every template for `shares`, around the deployed rules' priorities and with the cold
+    /// releases' ports kept open, as `observed` holds them.
+    fn render(&self, shares: &[TrafficShare], observed: &Observed) -> Result<BTreeMap<String, Vec<u8>>, Error> {
         let [app, rel, stage] = self.bundle.inputs()?;
         let inputs = gilliam_compiler::Inputs {
             app: gilliam_compiler::Source { name: "gilliam.yml", text: &app },
             release: gilliam_compiler::Source { name: "release.json", text: &rel },
             stage: gilliam_compiler::Source { name: "stage.yml", text: &stage },
         };
-        let options = gilliam_compiler::Options { traffic: Some(shares.to_vec()), workers: 2, deployed_rules: rules.clone() };
+        let options = gilliam_compiler::Options {
+            traffic: Some(shares.to_vec()),
+            workers: 2,
+            deployed_rules: observed.rules.clone(),
+            standby: from_plan(&observed.standby, self.m()),
+        };
         let compiled =
             gilliam_compiler::compile_with(&inputs, &options).map_err(|e| Error::Compile(format!("re-rendering routing for the observed traffic: {e}")))?;
         Ok(compiled
@@ -1149,6 +1158,11 @@ fn routed_shares(traffic: &crate::observe::ObservedTraffic, m: &Manifest, state:
         .into_iter()
         .filter(|s| Some(s.release) == include || s.weight > 0 || state.releases.get(&s.release).is_none_or(|r| r.status != "cold"))
         .collect()
+}
+
+/// The releases that hold stacks but no place in the routing: the cold ones.
+fn standby_shares(traffic: &crate::observe::ObservedTraffic, m: &Manifest, routed: &[TrafficShare]) -> Vec<TrafficShare> {
+    traffic.shares(m).into_iter().filter(|s| !routed.iter().any(|r| r.release == s.release)).collect()
 }
 
 fn routing_only(m: &Manifest, rendered: BTreeMap<String, Vec<u8>>) -> BTreeMap<String, Vec<u8>> {

@@ -802,10 +802,10 @@ impl<'a, A: Aws> Ops<'a, A> {
         Ok(Rollback { release: previous, change, warmed })
     }
 
-    /// Brings a cold release back to where a flip can reach it: its Auto Scaling groups to
-    /// their recorded size, every instance in service, the release back in the routing (at
-    /// weight 0) and its targets healthy. It is recorded live once its instances are up;
-    /// traffic is not touched. Says, and returns, how long it took.
+    /// Brings a cold release back to where a flip can reach it: the release back in the
+    /// routing (at weight 0, and recorded live), its Auto Scaling groups to their recorded
+    /// size, every instance in service and every target healthy. Traffic is not touched.
+    /// Says, and returns, how long it took.
     pub async fn warm(&self, release: u32, opts: &WarmOptions) -> Result<Warmed, Error> {
         let started = tokio::time::Instant::now();
         let deadline = started + opts.timeout;
@@ -826,6 +826,19 @@ impl<'a, A: Aws> Ops<'a, A> {
             let (min, max) = s.map_or((desired, desired), |s| (s.min.min(desired), s.max.max(desired)));
             sizes.push((svc.clone(), name.clone(), min, desired, max));
         }
+        // Routed first, at weight 0: its instances then register into target groups that ELBv2
+        // health-checks from the start (the targets of a target group in no rule are `unused`,
+        // never healthy), and a routing that cannot hold one more release is refused before
+        // any instance starts. Live from here on: the next converge keeps it routed.
+        let (m, _) = self.outputs().await?;
+        let bundle: Bundle = crate::bundle::from_s3(self.aws, &self.f.bucket, &self.f.prefix, m.release.number).await.map_err(Error::Bundle)?;
+        Box::pin(Converger::new(self.aws, &bundle, Options::default(), self.say).route_with(release)).await?;
+        state::update(self.aws, &self.f.bucket, &self.f.prefix, &self.f.name, |st| {
+            if let Some(r) = st.releases.get_mut(&release) {
+                r.status = "live".into();
+            }
+        })
+        .await?;
         for (svc, name, min, desired, max) in &sizes {
             (self.say)(&format!("warming release {release}: {svc} to {desired} instance(s)"));
             retry("set capacity", || self.aws.set_capacity(name, *min, *desired, *max)).await?;
@@ -846,20 +859,13 @@ impl<'a, A: Aws> Ops<'a, A> {
                 .collect())
         };
         let late = |what: String| {
-            format!("release {release} not warm after {:?}: {what}; traffic unchanged, its groups stay at their size: run `gilliam warm {release}` again, or `gilliam retire {release}`", opts.timeout)
+            format!(
+                "release {release} not warm after {:?}: {what}; traffic unchanged; it stays routed at weight 0 with its groups at their size: follow it with `gilliam releases`, or `gilliam retire {release}`",
+                opts.timeout
+            )
         };
         self.until_none(deadline, opts.poll, "waiting for instances", short, late).await?;
         let instances: u32 = sizes.iter().map(|(_, _, _, d, _)| *d).sum();
-        // Live from here on: the next converge routes it and keeps it, whatever happens below.
-        state::update(self.aws, &self.f.bucket, &self.f.prefix, &self.f.name, |st| {
-            if let Some(r) = st.releases.get_mut(&release) {
-                r.status = "live".into();
-            }
-        })
-        .await?;
-        let (m, _) = self.outputs().await?;
-        let bundle: Bundle = crate::bundle::from_s3(self.aws, &self.f.bucket, &self.f.prefix, m.release.number).await.map_err(Error::Bundle)?;
-        Box::pin(Converger::new(self.aws, &bundle, Options::default(), self.say).route_with(release)).await?;
         let rules = self.rules(&m).await?;
         let watched: Vec<(u32, String)> = rules
             .iter()

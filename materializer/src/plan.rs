@@ -101,6 +101,9 @@ pub struct Observed {
     /// numbered around them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub rules: BTreeMap<String, gilliam_compiler::priority::DeployedRules>,
+    /// The cold releases (stacks kept, in no rule): the formation keeps their ports open.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub standby: Vec<Share>,
     /// The auxiliaries' secrets: absent (`None`), scheduled for deletion (`true`), there.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, Option<bool>>,
