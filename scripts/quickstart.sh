@@ -6,9 +6,15 @@
 # Nothing here talks to real AWS: dummy credentials, a loopback endpoint, no instance metadata.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
-# Only what the demo runs: the operator's CLI.
-cargo build --locked -q -p gilliam-cli --bin gilliam
+# The Python side (moto) installs while cargo builds: pip mostly waits on the network, the
+# build keeps both cores busy. Only what the demo runs is built: the operator's CLI.
+scripts/setup.sh --demo &
+setup=$!
+if ! cargo build --locked -q -p gilliam-cli --bin gilliam; then
+  wait $setup || true
+  exit 1
+fi
+wait $setup || { echo "quickstart: setting up the Python tools failed (above)" >&2; exit 1; }
 
 export GILLIAM_ACTOR="${USER:-demo}" AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo AWS_EC2_METADATA_DISABLED=true AWS_REGION=eu-west-1
 unset AWS_PROFILE AWS_SESSION_TOKEN

@@ -4,8 +4,16 @@
 # the materializer's tests start on 127.0.0.1), checkov pinned in .venv-checkov, a few system
 # tools, and the Rust dependencies (fetched, not built).
 # Needs the network (PyPI, crates.io); everything after it runs offline.
+# `--demo`: only what the quickstart runs (the .venv with moto); the quickstart runs it beside
+# its build, since pip waits on the network while cargo keeps both cores busy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+demo=false
+case "${1:-}" in
+  --demo) demo=true ;;
+  "") ;;
+  *) echo "setup: unknown option $1 (only --demo)" >&2; exit 2 ;;
+esac
 
 CFN_LINT_VERSION=1.58.0
 MOTO_VERSION=5.2.5
@@ -31,6 +39,9 @@ if ! have cfn-lint "$CFN_LINT_VERSION" || ! have moto "$MOTO_VERSION"; then
   .venv/bin/pip install -q --disable-pip-version-check "cfn-lint==$CFN_LINT_VERSION" "moto[server]==$MOTO_VERSION"
 fi
 echo "setup: $(.venv/bin/cfn-lint --version), moto $MOTO_VERSION in .venv"
+if $demo; then
+  exit 0
+fi
 
 # checkov in a virtual environment of its own: its pins would fight moto's.
 if ! .venv-checkov/bin/pip show checkov 2>/dev/null | grep -qx "Version: $CHECKOV_VERSION"; then
