@@ -89,3 +89,20 @@ fn output_does_not_depend_on_the_worker_count() {
         assert!(with(w) == one, "{w} workers gave different output than 1");
     }
 }
+
+/// The committed schema (what `gilliam-compile --print-schema` prints, built without schemars)
+/// is the one the manifest's types generate. After a change to the manifest:
+/// `GILLIAM_UPDATE_SCHEMA=1 cargo test -p gilliam-tests --test golden schema`, then review it.
+#[test]
+fn the_committed_manifest_schema_is_the_types_schema() {
+    let generated = gilliam_compiler::manifest::schema_json();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../compiler/manifest.schema.json");
+    if std::env::var_os("GILLIAM_UPDATE_SCHEMA").is_some() {
+        std::fs::write(&path, &generated).expect("write the schema");
+        return;
+    }
+    assert!(
+        generated == gilliam_compiler::manifest::SCHEMA,
+        "compiler/manifest.schema.json is stale: regenerate it with `GILLIAM_UPDATE_SCHEMA=1 cargo test -p gilliam-tests --test golden schema` (then rebuild)"
+    );
+}

@@ -1,14 +1,14 @@
 //! The published manifest (`manifest.json`): the ideal state that the materializer converges to
 //! and that downstream tools read. Its JSON Schema is generated from these types.
 
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Bumped on any change that an older reader would misread.
 pub const FORMAT_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     /// Version of this document's format; readers refuse versions they do not know.
@@ -48,14 +48,16 @@ pub struct Manifest {
 
 /// A request carrying `header: value` reaches this release's target groups only, at any
 /// weight, through a listener rule evaluated just before each route's own.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TestRoute {
     pub header: String,
     pub value: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Delivery {
     /// Metric analysis between the steps of a gradual shift and during a bake window; `None`:
@@ -80,7 +82,8 @@ impl Delivery {
 
 /// Thresholds a release must stay within, over the same window as its baseline (the release
 /// it takes traffic from).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Analysis {
     /// Most 5xx answers from the release's targets, in percent of its requests.
@@ -100,7 +103,8 @@ pub struct Analysis {
 }
 
 /// Commands `gilliam` runs where it runs, around a traffic shift.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Hooks {
     /// Runs when the new release is healthy, before any weight moves: failing stops the shift.
@@ -133,7 +137,8 @@ impl Hooks {
 }
 
 /// Where deploy events are sent (see the README for the JSON body).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Notifications {
     /// POSTed a JSON body per event.
@@ -153,7 +158,8 @@ impl Notifications {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SecretEntry {
     /// `gilliam/FORMATION/AUXILIARY`.
@@ -168,7 +174,8 @@ pub struct SecretEntry {
     pub endpoint_outputs: Option<(String, String)>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FormationInfo {
     pub name: String,
@@ -192,7 +199,8 @@ pub struct FormationInfo {
     pub public_url: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseInfo {
     pub number: u32,
@@ -208,7 +216,8 @@ pub struct ReleaseInfo {
     pub secret_config: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum StackRole {
     /// Security groups, private zone, auxiliaries: lives as long as the formation.
@@ -219,7 +228,8 @@ pub enum StackRole {
     Release,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct StackEntry {
     pub name: String,
@@ -239,7 +249,8 @@ pub struct StackEntry {
     pub routing_group: Option<u32>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ServiceKind {
     /// Own code with a port: reachable over HTTP.
@@ -250,7 +261,8 @@ pub enum ServiceKind {
     Auxiliary,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Scale {
     pub min: u32,
@@ -260,7 +272,8 @@ pub struct Scale {
     pub cpu: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ServiceEntry {
     pub name: String,
@@ -285,7 +298,8 @@ pub struct ServiceEntry {
     pub userdata: Vec<FileEntry>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FileEntry {
     pub path: String,
@@ -293,7 +307,8 @@ pub struct FileEntry {
     pub bytes: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UploadEntry {
     /// Path relative to the output directory.
@@ -303,7 +318,8 @@ pub struct UploadEntry {
     pub bytes: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RouteEntry {
     pub service: String,
@@ -317,14 +333,16 @@ pub struct RouteEntry {
     pub priority: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TrafficEntry {
     pub release: u32,
     pub weight: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct InputFiles {
     pub app: FileEntry,
@@ -332,7 +350,13 @@ pub struct InputFiles {
     pub stage: FileEntry,
 }
 
-/// The manifest's JSON Schema, as committed in `compiler/manifest.schema.json`.
+/// The manifest's JSON Schema as committed (what `gilliam-compile --print-schema` prints): the
+/// compile-only build then needs no schemars. `schema_json` generates it from the types; a
+/// test (feature `schema`) keeps the two equal.
+pub const SCHEMA: &str = include_str!("../manifest.schema.json");
+
+/// The manifest's JSON Schema, generated from the types.
+#[cfg(feature = "schema")]
 pub fn schema_json() -> String {
     let schema = schemars::schema_for!(Manifest);
     let mut s = serde_json::to_string_pretty(&schema).unwrap_or_default();

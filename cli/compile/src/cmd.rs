@@ -97,7 +97,7 @@ pub fn compile_to(app_p: &Path, rel_p: &Path, stage_p: &Path, out: &Path) -> Res
 
 pub fn run(args: &Args) -> Result<(), CliError> {
     if args.print_schema {
-        print!("{}", gilliam_compiler::manifest::schema_json());
+        print!("{}", gilliam_compiler::manifest::SCHEMA);
         return Ok(());
     }
     let need = |p: &Option<PathBuf>, f: &str| p.clone().ok_or_else(|| CliError::Usage(format!("--{f} is required")));
