@@ -298,6 +298,12 @@ impl<'a, A: Aws> Converger<'a, A> {
         observed.weights = traffic.releases.iter().map(|(n, l)| (*n, l.weight)).collect();
         let number = m.release.number;
         let (state, _) = crate::state::read(self.aws, &bucket, &m.formation.s3_prefix, &m.formation.name).await?;
+        if state.releases.get(&number).is_some_and(|r| r.status == "cold") {
+            // Its groups are at zero: converging it would wait for targets that never come.
+            return Err(Error::Artifact(format!(
+                "release {number} is cold (scaled to zero, out of routing): bring it back with `gilliam warm {number}` or `gilliam rollback`, not by converging it again"
+            )));
+        }
         let mut shares = routed_shares(&traffic, m, &state, None);
         observed.standby = to_plan(&standby_shares(&traffic, m, &shares));
         if !shares.iter().any(|s| s.release == number) {

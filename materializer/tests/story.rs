@@ -255,6 +255,9 @@ async fn old_releases_go_cold_and_a_rollback_warms_one_first() {
     assert!(desired(&aws, "shop-r2").await.iter().all(|d| *d == 0));
     assert_eq!(weights(&aws).await, BTreeMap::from([(3, 100)]));
 
+    // Converging the cold release again is refused (its groups are at zero), with the way back.
+    let err = Converger::new(&aws, &release(2), opts(), &say).plan().await.expect_err("cold");
+    assert!(err.to_string().contains("release 2 is cold") && err.to_string().contains("gilliam warm 2"), "{err}");
     // Rollback to the cold release 2: warmed first, then all traffic to it.
     let warm = WarmOptions { timeout: Duration::from_secs(60), poll: Duration::from_millis(100) };
     let r = ops.rollback(&warm).await.unwrap_or_else(|e| panic!("{e}"));
