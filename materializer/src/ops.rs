@@ -248,6 +248,13 @@ impl<'a, A: Aws> Ops<'a, A> {
             .collect())
     }
 
+    /// The (release, target group) pairs the rules forward to, for the releases `pick` takes,
+    /// each once, in order.
+    fn target_groups(rules: &[RuleView], pick: impl Fn(u32) -> bool) -> Vec<(u32, String)> {
+        let pairs = rules.iter().flat_map(|r| r.forward.iter().filter_map(|(tg, _, n)| n.filter(|n| pick(*n)).map(|n| (n, tg.clone()))));
+        pairs.collect::<BTreeSet<_>>().into_iter().collect()
+    }
+
     fn weights(rules: &[RuleView]) -> BTreeMap<u32, u32> {
         crate::observe::release_weights(rules.iter().flat_map(|r| r.forward.iter().filter_map(|(_, w, n)| n.map(|n| (n, *w)))))
     }
@@ -400,12 +407,7 @@ impl<'a, A: Aws> Ops<'a, A> {
             .copied()
             .filter(|n| !gaining.contains(n) && share(&before, *n) > share(&last, *n))
             .max_by(|a, b| (share(&before, *a) - share(&last, *a)).total_cmp(&(share(&before, *b) - share(&last, *b))).then(a.cmp(b)));
-        let watched: Vec<(u32, String)> = rules
-            .iter()
-            .flat_map(|r| r.forward.iter().filter_map(|(tg, _, n)| n.filter(|n| gaining.contains(n)).map(|n| (n, tg.clone()))))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let watched = Self::target_groups(&rules, |n| gaining.contains(&n));
         let series = Self::series(&rules, &[candidate, baseline]);
         let notifier = crate::delivery::Notifier::new(self.aws, delivery.notifications.clone(), &self.f.name, self.say);
         let about =
@@ -539,12 +541,7 @@ impl<'a, A: Aws> Ops<'a, A> {
         let (m, _) = self.outputs().await?;
         let analysis = m.delivery.analysis.clone();
         let rules = self.rules(&m).await?;
-        let watched: Vec<(u32, String)> = rules
-            .iter()
-            .flat_map(|r| r.forward.iter().filter_map(|(tg, _, n)| n.filter(|n| *n == bake.release).map(|n| (n, tg.clone()))))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let watched = Self::target_groups(&rules, |n| n == bake.release);
         let series = Self::series(&rules, &[Some(bake.release), bake.baseline]);
         let notifier = crate::delivery::Notifier::new(self.aws, m.delivery.notifications.clone(), &self.f.name, self.say);
         let window = serde_json::json!({ "release": bake.release, "baseline": bake.baseline, "bake": { "started": bake.started, "until": bake.until } });
@@ -867,12 +864,7 @@ impl<'a, A: Aws> Ops<'a, A> {
         self.until_none(deadline, opts.poll, "waiting for instances", short, late).await?;
         let instances: u32 = sizes.iter().map(|(_, _, _, d, _)| *d).sum();
         let rules = self.rules(&m).await?;
-        let watched: Vec<(u32, String)> = rules
-            .iter()
-            .flat_map(|r| r.forward.iter().filter(|(_, _, n)| *n == Some(release)).map(|(tg, _, _)| (release, tg.clone())))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let watched = Self::target_groups(&rules, |n| n == release);
         let late = |what: String| format!("release {release} is routed (weight 0) but not healthy after {:?}: {what}; traffic unchanged", opts.timeout);
         self.until_none(deadline, opts.poll, "waiting for healthy targets", || self.unhealthy(&watched, true), late).await?;
         let seconds = started.elapsed().as_secs();
