@@ -6,8 +6,8 @@
 //! published state, and the release metadata file is written.
 
 use gilliam_materializer::aws::{Aws, AwsError, PutCondition};
-use gilliam_materializer::converge::Error;
-use gilliam_materializer::ops::{Formation, Ops};
+use gilliam_materializer::Error;
+use gilliam_materializer::{Formation, Ops};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 

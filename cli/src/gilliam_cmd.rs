@@ -5,11 +5,11 @@ use crate::compile_cmd;
 use crate::judging::Judging;
 use clap::{Parser, Subcommand, ValueEnum};
 use gilliam_materializer::bundle::Bundle;
-use gilliam_materializer::converge::{Converger, Error, Options};
 use gilliam_materializer::lock::{self, LockOptions};
-use gilliam_materializer::ops::{Formation, Ops, ShiftOptions};
 use gilliam_materializer::sdk::{connect_from_env, Endpoint};
 use gilliam_materializer::strategy::Strategy;
+use gilliam_materializer::{Converger, Error, Options};
+use gilliam_materializer::{Formation, Ops, ShiftOptions};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -325,7 +325,7 @@ async fn config_release<A: gilliam_materializer::aws::Aws>(
         }
     }
     rel["number"] = serde_json::json!(number);
-    rel["created"] = serde_json::json!(gilliam_materializer::state::now());
+    rel["created"] = serde_json::json!(gilliam_materializer::clock::now());
     rel["config"] = serde_json::Value::Object(config);
     let dir = PathBuf::from(".gilliam/env");
     std::fs::create_dir_all(&dir).map_err(|e| Failure { code: 1, message: format!("{}: {e}", dir.display()) })?;
@@ -383,7 +383,7 @@ async fn build_release<A: gilliam_materializer::aws::Aws>(
         "artifact": { "url": format!("s3://{}/{key}", formation.bucket), "sha256": packed.sha256 },
         "runtime_image": image,
         "revision": revision,
-        "created": gilliam_materializer::state::now(),
+        "created": gilliam_materializer::clock::now(),
         "config": config,
     });
     build_cmd::write_release(out, &release).map_err(|m| Failure { code: 1, message: m })?;

@@ -2,9 +2,9 @@
 //! `--no-hooks`), shared by `gilliam deploy`, `gilliam traffic` and `gilliam-materialize`,
 //! and the bake window that follows a shift.
 
-use gilliam_materializer::converge::Error;
 use gilliam_materializer::lock::LockOptions;
 use gilliam_materializer::ops::{Ops, WatchOutcome};
+use gilliam_materializer::Error;
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -3,12 +3,12 @@
 
 use clap::{Parser, ValueEnum};
 use gilliam_materializer::bundle::Bundle;
-use gilliam_materializer::converge::{Converger, Error, Options};
 use gilliam_materializer::lock::{self, LockOptions};
-use gilliam_materializer::ops::Formation;
 use gilliam_materializer::plan::Plan;
 use gilliam_materializer::sdk::{connect_from_env, Endpoint};
 use gilliam_materializer::strategy::Strategy;
+use gilliam_materializer::Formation;
+use gilliam_materializer::{Converger, Error, Options};
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -12,9 +12,9 @@ mod common;
 
 use common::*;
 use gilliam_materializer::aws::{Aws, AwsResult, Group, MetricQuery, Object, ObjectHead, PutCondition, Rule, Stack, StackEvent, StackRequest};
-use gilliam_materializer::converge::{Converger, Options};
-use gilliam_materializer::ops::{Ops, ShiftOptions};
 use gilliam_materializer::sdk::{Endpoint, SdkAws};
+use gilliam_materializer::{Converger, Options};
+use gilliam_materializer::{Ops, ShiftOptions};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;

@@ -8,10 +8,10 @@
 
 use gilliam_materializer::aws::{Aws, PutCondition, StackRequest, TemplateSource};
 use gilliam_materializer::bundle::Bundle;
-use gilliam_materializer::converge::{Converger, Options};
 use gilliam_materializer::counting::Counting;
-use gilliam_materializer::ops::{Formation, Ops};
 use gilliam_materializer::sdk::{Endpoint, SdkAws};
+use gilliam_materializer::{Converger, Options};
+use gilliam_materializer::{Formation, Ops};
 use gilliam_tests::moto::Moto;
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -2,6 +2,7 @@
 //! known format version, and every file it lists must be there with the size and sha256 it
 //! records. A corrupt or foreign directory is an error, never a wrong deploy.
 
+pub use crate::error::BundleError;
 use gilliam_compiler::manifest::{Manifest, FORMAT_VERSION};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,17 +14,6 @@ pub struct Bundle {
     /// Every file the manifest lists, and `manifest.json` itself, by relative path.
     pub files: BTreeMap<String, Vec<u8>>,
 }
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BundleError(pub String);
-
-impl std::fmt::Display for BundleError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for BundleError {}
 
 impl Bundle {
     pub fn load(dir: &Path) -> Result<Bundle, BundleError> {
@@ -79,7 +69,7 @@ impl Bundle {
 pub async fn from_s3<A: crate::aws::Aws>(aws: &A, bucket: &str, prefix: &str, release: u32) -> Result<Bundle, BundleError> {
     let base = format!("{prefix}releases/{release}/");
     let get = |key: String| async move {
-        match crate::converge::retry(&format!("s3://{bucket}/{key}"), || aws.get_object(bucket, &key)).await {
+        match crate::retry::retry(&format!("s3://{bucket}/{key}"), || aws.get_object(bucket, &key)).await {
             Ok(Some(o)) => Ok(o.body),
             Ok(None) => Err(format!("s3://{bucket}/{key} is missing")),
             Err(e) => Err(e.to_string()),

@@ -4,15 +4,20 @@
 //! ELBv2, so that a converge never undoes a traffic change; with automatic traffic, shift to
 //! the new release once its target groups are healthy.
 
-use crate::aws::{Aws, AwsError, AwsResult, PutCondition, StackRequest, TemplateSource};
+use crate::aws::{Aws, AwsError, PutCondition, StackRequest};
 use crate::bundle::{Bundle, BundleError};
-use crate::plan::{Action, Observed, Plan, Share, PLAN_VERSION};
+use crate::error::Error;
+use crate::formation::Formation;
+use crate::plan::{Action, Observed, Plan, PLAN_VERSION};
+use crate::retry::retry;
+use crate::routing::{from_plan, routed_shares, routing_only, routing_shape, standby_shares, to_plan, Router};
+use crate::shift::{shift_on, ShiftOptions};
+use crate::stacks::{canonical_sha, Stacks};
 use crate::strategy::Strategy;
+use crate::traffic::Traffic;
 use gilliam_compiler::manifest::{Manifest, StackEntry, StackRole};
-use gilliam_compiler::priority::DeployedRules;
 use gilliam_compiler::TrafficShare;
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -48,79 +53,6 @@ impl Default for Options {
     }
 }
 
-#[derive(Debug)]
-pub enum Error {
-    Bundle(BundleError),
-    /// An AWS call failed (after retries, when it was retryable).
-    Aws {
-        what: String,
-        err: AwsError,
-    },
-    Artifact(String),
-    /// A stack ended in a failed state; `cause` names the failing resource and its reason.
-    StackFailed {
-        stack: String,
-        status: String,
-        cause: String,
-    },
-    Timeout(String),
-    /// A release stack exists with other content: releases are immutable.
-    Immutable(String),
-    Compile(String),
-    /// A stack is in the middle of an operation started elsewhere.
-    Busy {
-        stack: String,
-        status: String,
-    },
-    /// A saved plan no longer matches AWS, or was made from another bundle.
-    Stale(String),
-    /// A gradual shift found the new release unhealthy and put the weights back.
-    Aborted(String),
-    /// Another deploy or traffic change holds the formation's lock (named).
-    Locked(String),
-    /// The account's network lacks what the formation needs: every problem, with what to do.
-    Preflight {
-        formation: String,
-        problems: Vec<String>,
-    },
-    /// The lock was broken or taken over while this process worked.
-    LockLost(String),
-}
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Error::Bundle(e) => write!(f, "{e}"),
-            Error::Aws { what, err } => write!(f, "{what}: {err}"),
-            Error::Artifact(m) | Error::Timeout(m) | Error::Compile(m) => f.write_str(m),
-            Error::StackFailed { stack, status, cause } => write!(f, "stack {stack} ended {status}: {cause}"),
-            Error::Immutable(stack) => {
-                write!(f, "stack {stack} exists with a different template: a release is immutable, compile a new release number instead")
-            }
-            Error::Busy { stack, status } => write!(f, "stack {stack} is {status}: another operation is running on it; wait for it to finish, then plan again"),
-            Error::Stale(why) => write!(f, "the plan is stale: {why}; plan again"),
-            Error::Aborted(m) => f.write_str(m),
-            Error::Locked(holder) => write!(
-                f,
-                "the formation is locked by {holder}; wait for it (--lock-wait SECONDS), or if nothing is running there, break it with `gilliam unlock`"
-            ),
-            Error::LockLost(why) => write!(f, "stopped: {why}; nothing is left half-done that a new run will not finish"),
-            Error::Preflight { formation, problems } => {
-                write!(f, "the network is not ready for formation {formation}; nothing was changed:")?;
-                problems.iter().try_for_each(|p| write!(f, "\n  - {p}"))
-            }
-        }
-    }
-}
-
-impl std::error::Error for Error {}
-
-impl From<BundleError> for Error {
-    fn from(e: BundleError) -> Self {
-        Error::Bundle(e)
-    }
-}
-
 /// What a converge did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
@@ -147,54 +79,13 @@ impl Report {
     }
 }
 
-/// A stack as deployed: its status and template (not read while busy), or `None`: no stack.
-type Deployed = Option<(String, Option<Vec<u8>>)>;
-
-static RETRY_BASE_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(200);
-
-/// The first retry delay (200 ms unless set; tests that inject faults at a high rate shorten it).
-pub fn set_retry_base(base: Duration) {
-    RETRY_BASE_MS.store(base.as_millis().max(1) as u64, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// A number in `0..n` from the clock and a counter: jitter needs spread, not secrecy.
-fn jitter(n: u64) -> u64 {
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let c = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos() as u64);
-    let mut z = t ^ c.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    (z ^ (z >> 27)) % n.max(1)
-}
-
-/// Retries throttling and transient failures, up to 8 times, with exponential backoff and
-/// jitter (half the delay fixed, half random), so that concurrent callers spread out.
-pub(crate) async fn retry<T, F, Fut>(what: &str, mut call: F) -> Result<T, Error>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = AwsResult<T>>,
-{
-    let mut delay = Duration::from_millis(RETRY_BASE_MS.load(std::sync::atomic::Ordering::Relaxed));
-    let mut attempt = 0;
-    loop {
-        match call().await {
-            Ok(v) => return Ok(v),
-            Err(e) if e.retryable() && attempt < 8 => {
-                attempt += 1;
-                let half = delay.as_millis() as u64 / 2;
-                tokio::time::sleep(Duration::from_millis(half + jitter(half + 1))).await;
-                delay = (delay * 2).min(Duration::from_secs(20));
-            }
-            Err(err) => return Err(Error::Aws { what: what.to_string(), err }),
-        }
-    }
-}
-
 pub struct Converger<'a, A: Aws> {
     aws: &'a A,
     bundle: &'a Bundle,
     opts: Options,
     say: &'a (dyn Fn(&str) + Sync),
+    /// Renders and applies the routing, and performs the stack operations.
+    router: Router<'a, A>,
 }
 
 impl<A: Aws> std::fmt::Debug for Converger<'_, A> {
@@ -207,24 +98,10 @@ impl<A: Aws> std::fmt::Debug for Converger<'_, A> {
     }
 }
 
-fn template_url(m: &Manifest, key: &str) -> String {
-    format!("https://{}.s3.{}.amazonaws.com/{key}", m.formation.outputs_bucket, m.formation.region)
-}
-
-const FAILED: &[&str] = &[
-    "CREATE_FAILED",
-    "ROLLBACK_COMPLETE",
-    "ROLLBACK_FAILED",
-    "DELETE_FAILED",
-    "UPDATE_ROLLBACK_COMPLETE",
-    "UPDATE_ROLLBACK_FAILED",
-    "UPDATE_FAILED",
-    "IMPORT_ROLLBACK_COMPLETE",
-];
-
 impl<'a, A: Aws> Converger<'a, A> {
     pub fn new(aws: &'a A, bundle: &'a Bundle, opts: Options, say: &'a (dyn Fn(&str) + Sync)) -> Self {
-        Converger { aws, bundle, opts, say }
+        let stacks = Stacks::new(aws, say, opts.poll, opts.stack_timeout);
+        Converger { aws, bundle, opts, say, router: Router::new(aws, bundle, stacks, say) }
     }
 
     fn m(&self) -> &Manifest {
@@ -318,9 +195,9 @@ impl<'a, A: Aws> Converger<'a, A> {
         }
         // The routing stacks as deployed: their rules keep their priorities, and new rules are
         // numbered around them (real ELBv2 refuses a number a deployed rule still holds).
-        let (mut deployed_routing, rules) = self.deployed_routing().await?;
+        let (mut deployed_routing, rules) = self.router.deployed_routing().await?;
         observed.rules = rules;
-        let rendered = self.render(&shares, &observed)?;
+        let rendered = self.router.render(&shares, &observed)?;
 
         // The auxiliaries' secrets come before the formation stack that reads them. One that an
         // earlier formation left (they outlive their stacks) is adopted as it is: it still holds
@@ -344,7 +221,7 @@ impl<'a, A: Aws> Converger<'a, A> {
                 _ => canonical_sha(self.bundle.file(&s.template)?),
             };
             let with = formation.then(|| to_plan(&shares));
-            let seen = self.stack_snapshot(&s.name).await?;
+            let seen = self.router.stacks.stack_snapshot(&s.name).await?;
             match &seen {
                 None => actions.push(Action::CreateStack { stack: s.name.clone(), template_sha256: want, shares: with }),
                 Some((status, _)) if status.ends_with("_IN_PROGRESS") => return Err(Error::Busy { stack: s.name.clone(), status: status.clone() }),
@@ -450,7 +327,7 @@ impl<'a, A: Aws> Converger<'a, A> {
             actions.push(Action::ShiftWhenHealthy { release: number, shares: to_plan(&shifted), strategy });
         } else if !retire.is_empty() || !cool.is_empty() {
             let kept = without(&shares);
-            for (stack, body) in routing_only(m, self.render(&kept, &observed)?) {
+            for (stack, body) in routing_only(m, self.router.render(&kept, &observed)?) {
                 actions.push(Action::Routing { stack, create: false, shares: to_plan(&kept), template_sha256: canonical_sha(&body) });
             }
         }
@@ -495,22 +372,6 @@ impl<'a, A: Aws> Converger<'a, A> {
         Ok(retry("look for an object", || self.aws.head_object(bucket, key)).await?.and_then(|h| h.sha256))
     }
 
-    /// A stack's status and the digest of its deployed template, for the plan's snapshot.
-    async fn stack_snapshot(&self, name: &str) -> Result<Option<(String, String)>, Error> {
-        Ok(self.stack_with_template(name).await?.map(|(status, body)| (status, body.map_or_else(String::new, |b| canonical_sha(&b)))))
-    }
-
-    /// A stack's status and its deployed template (not read while the stack is busy or empty).
-    async fn stack_with_template(&self, name: &str) -> Result<Deployed, Error> {
-        let Some(st) = retry("describe stack", || self.aws.describe_stack(name)).await? else { return Ok(None) };
-        let body = if st.status.ends_with("_IN_PROGRESS") || st.status == "ROLLBACK_COMPLETE" {
-            None
-        } else {
-            Some(retry("read the deployed template", || self.aws.get_template(name)).await?.into_bytes())
-        };
-        Ok(Some((st.status, body)))
-    }
-
     /// Performs the plan's actions, in order; release stacks are created concurrently.
     pub async fn apply_unchecked(&self, plan: &Plan) -> Result<Report, Error> {
         let mut report = Report::default();
@@ -531,7 +392,7 @@ impl<'a, A: Aws> Converger<'a, A> {
             if run.len() > 1 {
                 let futs = run.iter().map(|s| async move {
                     let mut r = Report::default();
-                    self.create(&self.request(s)?, &mut r).await.map(|()| r)
+                    self.router.stacks.create(&self.request(s)?, &mut r.changes).await.map(|()| r)
                 });
                 for r in futures_util::future::join_all(futs).await {
                     report.changes.extend(r?.changes);
@@ -552,14 +413,18 @@ impl<'a, A: Aws> Converger<'a, A> {
                 Action::ReplaceFailedStack { stack, status } => {
                     (self.say)(&format!("stack {stack}: {status} from an earlier failed create; deleting it"));
                     retry("delete stack", || self.aws.delete_stack(stack)).await?;
-                    self.wait(stack, false).await?;
-                    self.create(&self.request(self.entry(stack)?)?, &mut report).await?;
+                    self.router.stacks.wait(stack, false).await?;
+                    self.router.stacks.create(&self.request(self.router.entry(stack)?)?, &mut report.changes).await?;
                 }
-                Action::ContinueRollback { stack } => self.continue_rollback(stack).await?,
-                Action::CreateStack { stack, shares: None, .. } => self.create(&self.request(self.entry(stack)?)?, &mut report).await?,
-                Action::UpdateStack { stack, shares: None, .. } => self.update(&self.request(self.entry(stack)?)?, &mut report).await?,
+                Action::ContinueRollback { stack } => self.router.stacks.continue_rollback(stack).await?,
+                Action::CreateStack { stack, shares: None, .. } => {
+                    self.router.stacks.create(&self.request(self.router.entry(stack)?)?, &mut report.changes).await?
+                }
+                Action::UpdateStack { stack, shares: None, .. } => {
+                    self.router.stacks.update(&self.request(self.router.entry(stack)?)?, &mut report.changes).await?
+                }
                 Action::CreateStack { stack, shares: Some(shares), template_sha256 } | Action::UpdateStack { stack, shares: Some(shares), template_sha256 } => {
-                    self.rendered(stack, shares, template_sha256, &plan.observed, &mut report).await?;
+                    self.router.rendered(stack, shares, template_sha256, &plan.observed, &mut report.changes).await?;
                 }
                 Action::CreateSecret { name } => {
                     let entry = self.secret_entry(name)?;
@@ -588,10 +453,12 @@ impl<'a, A: Aws> Converger<'a, A> {
                 Action::DeleteStack { stack } => {
                     (self.say)(&format!("stack {stack}: deleting (no HTTP service left in its routing group)"));
                     retry("delete stack", || self.aws.delete_stack(stack)).await?;
-                    self.wait(stack, false).await?;
+                    self.router.stacks.wait(stack, false).await?;
                     report.changes.push(format!("- stack {stack}"));
                 }
-                Action::Routing { stack, shares, template_sha256, .. } => self.rendered(stack, shares, template_sha256, &plan.observed, &mut report).await?,
+                Action::Routing { stack, shares, template_sha256, .. } => {
+                    self.router.rendered(stack, shares, template_sha256, &plan.observed, &mut report.changes).await?
+                }
                 // A gradual shift, or one with hooks or notifications, goes through the
                 // operator's path (ELBv2 writes, judged step by step); then the routing stacks
                 // catch up.
@@ -601,21 +468,21 @@ impl<'a, A: Aws> Converger<'a, A> {
                         None => Strategy::AllAtOnce,
                     };
                     self.wait_healthy().await?;
-                    let ops = crate::ops::Ops::new(self.aws, crate::ops::Formation::from_manifest(m), self.say);
-                    let shift = crate::ops::ShiftOptions {
+                    let traffic = Traffic::new(self.aws, Formation::from_manifest(m), self.say);
+                    let shift = ShiftOptions {
                         strategy,
                         poll: self.opts.poll,
                         health_timeout: self.opts.health_timeout,
                         judge: self.opts.judge,
                         hooks: self.opts.hooks,
                     };
-                    match ops.shift_on(m, &BTreeMap::from([(*release, 100)]), &shift).await {
+                    match shift_on(&traffic, m, &BTreeMap::from([(*release, 100)]), &shift).await {
                         Ok(_) => {
                             // The routing stacks catch up with the weights now set, and drop
                             // the releases this converge retires, as an all-at-once shift does.
-                            let rendered = routing_only(m, self.render(&from_plan(shares, m), &plan.observed)?);
+                            let rendered = routing_only(m, self.router.render(&from_plan(shares, m), &plan.observed)?);
                             for (stack, body) in &rendered {
-                                self.rendered(stack, shares, &canonical_sha(body), &plan.observed, &mut report).await?;
+                                self.router.rendered(stack, shares, &canonical_sha(body), &plan.observed, &mut report.changes).await?;
                             }
                             report.changes.push(format!("~ traffic: all to release {release} ({strategy})"));
                         }
@@ -630,9 +497,9 @@ impl<'a, A: Aws> Converger<'a, A> {
                 }
                 Action::ShiftWhenHealthy { release, shares, strategy: _ } => {
                     self.wait_healthy().await?;
-                    let rendered = routing_only(m, self.render(&from_plan(shares, m), &plan.observed)?);
+                    let rendered = routing_only(m, self.router.render(&from_plan(shares, m), &plan.observed)?);
                     for (stack, body) in &rendered {
-                        self.rendered(stack, shares, &canonical_sha(body), &plan.observed, &mut report).await?;
+                        self.router.rendered(stack, shares, &canonical_sha(body), &plan.observed, &mut report.changes).await?;
                     }
                     report.changes.push(format!("~ traffic: all to release {release}"));
                 }
@@ -646,12 +513,12 @@ impl<'a, A: Aws> Converger<'a, A> {
                     report.changes.push(format!("~ published s3://{bucket}/{key}"));
                 }
                 Action::Retire { release, stacks } => {
-                    self.retire(stacks).await?;
-                    self.retire_secrets(*release).await?;
+                    self.router.stacks.retire(stacks).await?;
+                    crate::retention::retire_secrets(self.aws, m, *release, self.say).await?;
                     report.changes.push(format!("- release {release} (scaled to zero, stacks deleted)"));
                 }
                 Action::Cool { release, stacks } => {
-                    self.scale_to_zero(stacks).await?;
+                    self.router.stacks.scale_to_zero(stacks).await?;
                     report.changes.push(format!("~ release {release} cold (scaled to zero; stacks and target groups kept)"));
                 }
                 Action::Record { release, retired, cooled, deploy } => {
@@ -705,140 +572,6 @@ impl<'a, A: Aws> Converger<'a, A> {
         }
     }
 
-    /// Retention of one release: every Auto Scaling group to zero (instances drain from their
-    /// target groups), then its stacks deleted.
-    pub(crate) async fn retire(&self, stacks: &[String]) -> Result<(), Error> {
-        for stack in self.scale_to_zero(stacks).await? {
-            (self.say)(&format!("stack {stack}: deleting"));
-            retry("delete stack", || self.aws.delete_stack(stack)).await?;
-            self.wait(stack, false).await?;
-        }
-        Ok(())
-    }
-
-    /// Scales every Auto Scaling group of `stacks` to zero (min, desired and max, so that no
-    /// scaling policy brings one back); returns the stacks that exist.
-    pub(crate) async fn scale_to_zero<'s>(&self, stacks: &'s [String]) -> Result<Vec<&'s String>, Error> {
-        let mut present = Vec::new();
-        for stack in stacks {
-            if retry("describe stack", || self.aws.describe_stack(stack)).await?.is_none() {
-                continue;
-            }
-            let groups: Vec<String> = retry("list stack resources", || self.aws.stack_resources(stack))
-                .await?
-                .into_iter()
-                .filter(|(_, _, ty)| ty == "AWS::AutoScaling::AutoScalingGroup")
-                .map(|(_, id, _)| id)
-                .collect();
-            for g in &groups {
-                (self.say)(&format!("stack {stack}: scaling {g} to zero"));
-                retry("scale to zero", || self.aws.set_capacity(g, 0, 0, 0)).await?;
-            }
-            present.push(stack);
-        }
-        Ok(present)
-    }
-
-    /// Renders and applies the routing stacks for the releases routed now (cold ones left out)
-    /// plus `include`, at the weights ELBv2 holds: how a warmed release rejoins the forwards.
-    pub async fn route_with(&self, include: u32) -> Result<Report, Error> {
-        self.reroute(Some(include), None).await
-    }
-
-    /// Renders and applies the routing stacks at the weights ELBv2 holds, for the releases
-    /// routed now (cold ones left out) plus `include`, less `exclude`.
-    async fn reroute(&self, include: Option<u32>, exclude: Option<u32>) -> Result<Report, Error> {
-        let m = self.m();
-        let traffic = crate::observe::traffic(self.aws, m).await?;
-        let (state, _) = crate::state::read(self.aws, &m.formation.outputs_bucket, &m.formation.s3_prefix, &m.formation.name).await?;
-        let shares: Vec<TrafficShare> = routed_shares(&traffic, m, &state, include).into_iter().filter(|s| Some(s.release) != exclude).collect();
-        if let Some(n) = include.filter(|n| !shares.iter().any(|s| s.release == *n)) {
-            return Err(Error::Artifact(format!("release {n} has no stack exports: its stacks are gone; deploy it again")));
-        }
-        let mut report = Report::default();
-        // What a plan would observe: the weights, and the deployed rules' priorities.
-        let observed = Observed {
-            weights: traffic.releases.iter().map(|(n, l)| (*n, l.weight)).collect(),
-            rules: self.deployed_routing().await?.1,
-            standby: to_plan(&standby_shares(&traffic, m, &shares)),
-            ..Observed::default()
-        };
-        for (stack, body) in routing_only(m, self.render(&shares, &observed)?) {
-            self.rendered(&stack, &to_plan(&shares), &canonical_sha(&body), &observed, &mut report).await?;
-        }
-        Ok(report)
-    }
-
-    /// Removes one release: routing re-rendered with the observed weights but without it, then
-    /// its Auto Scaling groups to zero and its stacks deleted.
-    pub async fn retire_release(&self, release: u32, stacks: &[String]) -> Result<Report, Error> {
-        let mut report = self.reroute(None, Some(release)).await?;
-        self.retire(stacks).await?;
-        self.retire_secrets(release).await?;
-        report.changes.push(format!("- release {release}"));
-        Ok(report)
-    }
-
-    /// The config secrets a release's manifest names (none when it was not published).
-    async fn config_secrets(&self, release: u32) -> Result<BTreeSet<String>, Error> {
-        let m = self.m();
-        let key = format!("{}releases/{release}/manifest.json", m.formation.s3_prefix);
-        let Some(o) = retry("read a release's manifest", || self.aws.get_object(&m.formation.outputs_bucket, &key)).await? else {
-            return Ok(BTreeSet::new());
-        };
-        let published: Manifest = serde_json::from_slice(&o.body)
-            .map_err(|e| Error::Artifact(format!("s3://{}/{key} is not a gilliam manifest: {e}", m.formation.outputs_bucket)))?;
-        Ok(published.release.secret_config.into_values().collect())
-    }
-
-    /// After a release is retired: deletes (with Secrets Manager's 7-day recovery window) the
-    /// config secrets it used that no live release uses any more. A secret stays as long as any
-    /// live release names it, whichever release made it.
-    async fn retire_secrets(&self, retired: u32) -> Result<(), Error> {
-        let mut unused = self.config_secrets(retired).await?;
-        if unused.is_empty() {
-            return Ok(());
-        }
-        let m = self.m();
-        let (state, _) = crate::state::read(self.aws, &m.formation.outputs_bucket, &m.formation.s3_prefix, &m.formation.name).await?;
-        unused.retain(|s| !m.release.secret_config.values().any(|x| x == s));
-        for n in state.releases.iter().filter(|(n, r)| **n != retired && **n != m.release.number && r.status == "live").map(|(n, _)| *n) {
-            let used = self.config_secrets(n).await?;
-            unused.retain(|s| !used.contains(s));
-        }
-        for name in unused {
-            (self.say)(&format!("secret {name}: no live release uses it; scheduled for deletion"));
-            retry("delete a config secret", || self.aws.delete_secret(&name)).await?;
-        }
-        Ok(())
-    }
-
-    /// Finishes a rollback that failed (UPDATE_ROLLBACK_FAILED), then waits for it to settle.
-    async fn continue_rollback(&self, stack: &str) -> Result<(), Error> {
-        (self.say)(&format!("stack {stack}: continuing its failed rollback"));
-        match retry("continue update rollback", || self.aws.continue_update_rollback(stack)).await {
-            Ok(()) | Err(Error::Aws { err: AwsError::InProgress(_), .. }) => {}
-            Err(e) => return Err(e),
-        }
-        self.wait(stack, false).await.map(|_| ())
-    }
-
-    /// The formation's routing stacks as deployed (status and template, by name, `None` where
-    /// there is none), and the priorities their listener rules hold.
-    async fn deployed_routing(&self) -> Result<(BTreeMap<String, Deployed>, BTreeMap<String, DeployedRules>), Error> {
-        let m = self.m();
-        let (mut stacks, mut rules) = (BTreeMap::new(), BTreeMap::new());
-        for g in 1..=m.formation.routing_groups {
-            let name = gilliam_compiler::names::routing_stack(&m.formation.name, g);
-            let deployed = self.stack_with_template(&name).await?;
-            if let Some((_, Some(body))) = &deployed {
-                rules.insert(name.clone(), DeployedRules::from_template(body));
-            }
-            stacks.insert(name, deployed);
-        }
-        Ok((stacks, rules))
-    }
-
     /// A cache's endpoint as the formation stack's outputs give it: (host, port).
     async fn endpoint_outputs(&self, sec: &gilliam_compiler::manifest::SecretEntry, stack: &str) -> Result<Option<(String, String)>, Error> {
         let Some((address, port)) = &sec.endpoint_outputs else { return Ok(None) };
@@ -890,55 +623,10 @@ impl<'a, A: Aws> Converger<'a, A> {
         self.m().secrets.iter().find(|x| x.name == name).ok_or_else(|| Error::Stale(format!("the plan names secret {name}, which this compile does not have")))
     }
 
-    fn entry(&self, stack: &str) -> Result<&StackEntry, Error> {
-        self.m()
-            .stacks
-            .iter()
-            .find(|s| s.name == stack)
-            .ok_or_else(|| Error::Bundle(BundleError(format!("the plan names stack {stack}, which this compile does not have"))))
-    }
-
-    /// Creates or updates a stack rendered for these shares (a routing stack, or the formation
-    /// stack), after checking it renders as planned. A routing update that fails is rolled back
-    /// by CloudFormation to the deployed template, whose weights may be older than ELBv2's (a
-    /// flip writes ELBv2 only): the weights the plan observed are put back before the error
-    /// is returned, so that a failed update never moves traffic.
-    /// `observed` is what the plan saw: the deployed rules' priorities, and the weights.
-    async fn rendered(&self, stack: &str, shares: &[Share], template_sha256: &str, observed: &Observed, report: &mut Report) -> Result<(), Error> {
-        let rendered = self.render(&from_plan(shares, self.m()), observed)?;
-        let body = rendered.get(stack).ok_or_else(|| Error::Compile(format!("stack {stack} is not in this compile")))?;
-        if canonical_sha(body) != template_sha256 {
-            return Err(Error::Compile(format!("stack {stack} rendered differently than when planned: plan again")));
-        }
-        let entry = self.entry(stack)?.clone();
-        if body.len() > gilliam_compiler::cfn::MAX_INLINE_BYTES {
-            let key = format!("{}.traffic-{}", entry.s3_key, crate::sha256_hex(body));
-            retry("upload", || self.aws.put_object(&self.m().formation.outputs_bucket, &key, body.clone(), PutCondition::Always)).await?;
-        }
-        let text = String::from_utf8(body.clone()).map_err(|_| Error::Compile("routing template is not UTF-8".into()))?;
-        let mut req = self.request_for(&entry, text);
-        if let TemplateSource::Url(_) = req.template {
-            req.template = TemplateSource::Url(template_url(self.m(), &format!("{}.traffic-{}", entry.s3_key, crate::sha256_hex(body))));
-        }
-        if retry("describe stack", || self.aws.describe_stack(stack)).await?.is_none() {
-            return self.create(&req, report).await;
-        }
-        if entry.role != StackRole::Routing {
-            return self.update(&req, report).await;
-        }
-        (self.say)(&format!("stack {stack}: updating routes and weights"));
-        let result = self.update(&req, report).await;
-        let Err(Error::StackFailed { status, .. }) = &result else { return result };
-        if status == "UPDATE_ROLLBACK_FAILED" {
-            self.continue_rollback(stack).await?;
-        }
-        let before: BTreeMap<u32, u32> = observed.weights.iter().filter_map(|(n, w)| w.map(|w| (*n, w))).collect();
-        if before.values().any(|w| *w > 0) {
-            let ops = crate::ops::Ops::new(self.aws, crate::ops::Formation::from_manifest(self.m()), self.say);
-            let writes = ops.reassert(self.m(), &before).await?;
-            (self.say)(&format!("stack {stack}: rolled back; {writes} rule(s) given back the weights ELBv2 held before the update"));
-        }
-        result
+    fn request(&self, s: &StackEntry) -> Result<StackRequest, Error> {
+        let body =
+            String::from_utf8(self.bundle.file(&s.template)?.to_vec()).map_err(|_| Error::Bundle(BundleError(format!("{} is not UTF-8", s.template))))?;
+        Ok(crate::stacks::request(self.m(), s, body))
     }
 
     async fn check_artifact(&self) -> Result<(), Error> {
@@ -964,123 +652,6 @@ impl<'a, A: Aws> Converger<'a, A> {
             )));
         }
         Ok(())
-    }
-
-    fn request(&self, s: &StackEntry) -> Result<StackRequest, Error> {
-        let body =
-            String::from_utf8(self.bundle.file(&s.template)?.to_vec()).map_err(|_| Error::Bundle(BundleError(format!("{} is not UTF-8", s.template))))?;
-        Ok(self.request_for(s, body))
-    }
-
-    fn request_for(&self, s: &StackEntry, body: String) -> StackRequest {
-        let m = self.m();
-        let template =
-            if body.len() > gilliam_compiler::cfn::MAX_INLINE_BYTES { TemplateSource::Url(template_url(m, &s.s3_key)) } else { TemplateSource::Body(body) };
-        let mut tags = vec![("gilliam:formation".to_string(), m.formation.name.clone())];
-        if s.role == StackRole::Release {
-            tags.push(("gilliam:release".into(), m.release.number.to_string()));
-        }
-        StackRequest { name: s.name.clone(), template, capabilities: s.capabilities.clone(), tags }
-    }
-
-    async fn create(&self, req: &StackRequest, report: &mut Report) -> Result<(), Error> {
-        (self.say)(&format!("stack {}: creating", req.name));
-        match retry("create stack", || self.aws.create_stack(req)).await {
-            Ok(_) => {}
-            // An earlier attempt went through and its answer was lost (the plan saw no stack).
-            Err(Error::Aws { err: AwsError::AlreadyExists(_), .. }) => (self.say)(&format!("stack {}: already created by an earlier attempt", req.name)),
-            Err(e) => return Err(e),
-        }
-        let status = self.wait(&req.name, true).await?;
-        report.changes.push(format!("+ stack {} ({status})", req.name));
-        Ok(())
-    }
-
-    async fn update(&self, req: &StackRequest, report: &mut Report) -> Result<(), Error> {
-        (self.say)(&format!("stack {}: updating", req.name));
-        match retry("update stack", || self.aws.update_stack(req)).await {
-            Ok(()) => {}
-            Err(Error::Aws { err: AwsError::NoUpdates, .. }) => return Ok(()),
-            // An earlier attempt went through and its answer was lost: wait for that update.
-            Err(Error::Aws { err: AwsError::InProgress(_), .. }) => {}
-            Err(e) => return Err(e),
-        }
-        let status = self.wait(&req.name, true).await?;
-        report.changes.push(format!("~ stack {} ({status})", req.name));
-        Ok(())
-    }
-
-    /// Polls a stack until it settles, printing new events. Returns the final status; a failed
-    /// one is an error naming the first failed resource and its reason.
-    async fn wait(&self, name: &str, fail_on_rollback: bool) -> Result<String, Error> {
-        let deadline = Instant::now() + self.opts.stack_timeout;
-        let mut seen: BTreeSet<String> =
-            retry("stack events", || self.aws.stack_events(name)).await.map(|e| e.into_iter().map(|e| e.id).collect()).unwrap_or_default();
-        loop {
-            let st = match retry("describe stack", || self.aws.describe_stack(name)).await? {
-                Some(st) => st,
-                None => return Ok("DELETE_COMPLETE".into()),
-            };
-            let events = retry("stack events", || self.aws.stack_events(name)).await.unwrap_or_default();
-            for e in events.iter().rev().filter(|e| !seen.contains(&e.id)) {
-                (self.say)(&format!(
-                    "  {name} {} {} {}{}",
-                    e.logical_id,
-                    e.resource_type,
-                    e.status,
-                    e.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
-                ));
-            }
-            seen.extend(events.iter().map(|e| e.id.clone()));
-            if !st.status.ends_with("_IN_PROGRESS") {
-                // Waiting on our own create or update, a rollback is a failure; waiting for a
-                // rollback or a delete to settle, only a *_FAILED state is.
-                let failed = if fail_on_rollback { FAILED.contains(&st.status.as_str()) } else { st.status.ends_with("_FAILED") };
-                if failed {
-                    let cause = events
-                        .iter()
-                        .rev()
-                        .find(|e| e.status.ends_with("_FAILED"))
-                        .map(|e| format!("{} ({}): {}", e.logical_id, e.resource_type, e.reason.clone().unwrap_or_default()))
-                        .or(st.reason.clone())
-                        .unwrap_or_else(|| "no reason given".into());
-                    return Err(Error::StackFailed { stack: name.to_string(), status: st.status, cause });
-                }
-                return Ok(st.status);
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::Timeout(format!("stack {name} still {} after {:?}", st.status, self.opts.stack_timeout)));
-            }
-            tokio::time::sleep(self.opts.poll).await;
-        }
-    }
-
-    /// Renders the formation and routing stacks for these shares (and the deployed rules'
-    /// priorities) with the compiler: stack name to template.
-    /// Every template for `shares`, around the deployed rules' priorities and with the cold
-    /// releases' ports kept open, as `observed` holds them.
-    fn render(&self, shares: &[TrafficShare], observed: &Observed) -> Result<BTreeMap<String, Vec<u8>>, Error> {
-        let [app, rel, stage] = self.bundle.inputs()?;
-        let inputs = gilliam_compiler::Inputs {
-            app: gilliam_compiler::Source { name: "gilliam.yml", text: &app },
-            release: gilliam_compiler::Source { name: "release.json", text: &rel },
-            stage: gilliam_compiler::Source { name: "stage.yml", text: &stage },
-        };
-        let options = gilliam_compiler::Options {
-            traffic: Some(shares.to_vec()),
-            workers: 2,
-            deployed_rules: observed.rules.clone(),
-            standby: from_plan(&observed.standby, self.m()),
-        };
-        let compiled =
-            gilliam_compiler::compile_with(&inputs, &options).map_err(|e| Error::Compile(format!("re-rendering routing for the observed traffic: {e}")))?;
-        Ok(compiled
-            .manifest
-            .stacks
-            .iter()
-            .filter(|s| s.role != StackRole::Release)
-            .map(|s| (s.name.clone(), compiled.files.get(&s.template).cloned().unwrap_or_default()))
-            .collect())
     }
 
     /// Whether the release's shift has hooks to run or people to tell: then even an
@@ -1124,74 +695,4 @@ impl<'a, A: Aws> Converger<'a, A> {
             tokio::time::sleep(self.opts.poll).await;
         }
     }
-}
-
-/// sha256 of a template's canonical form (parsed and re-serialized with sorted keys), so that
-/// CloudFormation's whitespace never reads as a change.
-fn canonical_sha(bytes: &[u8]) -> String {
-    match serde_json::from_slice::<serde_json::Value>(bytes) {
-        Ok(v) => crate::sha256_hex(&serde_json::to_vec(&v).unwrap_or_default()),
-        Err(_) => crate::sha256_hex(bytes),
-    }
-}
-
-/// A routing template with every forward weight removed: what it routes where, not how much.
-fn routing_shape(bytes: &[u8]) -> Option<serde_json::Value> {
-    fn strip(v: &mut serde_json::Value) {
-        match v {
-            serde_json::Value::Object(m) => {
-                if m.contains_key("TargetGroupArn") {
-                    m.remove("Weight");
-                }
-                m.values_mut().for_each(strip);
-            }
-            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
-            _ => {}
-        }
-    }
-    let mut v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
-    strip(&mut v);
-    Some(v)
-}
-
-/// The routing stacks among rendered ones.
-/// The releases the routing renders for: every release whose stacks export target groups, but
-/// the cold ones (out of routing by design) unless `include` names one or ELBv2 still gives one
-/// traffic (someone routed it by hand: leaving it out would cut that traffic).
-fn routed_shares(traffic: &crate::observe::ObservedTraffic, m: &Manifest, state: &crate::state::State, include: Option<u32>) -> Vec<TrafficShare> {
-    traffic
-        .shares(m)
-        .into_iter()
-        .filter(|s| Some(s.release) == include || s.weight > 0 || state.releases.get(&s.release).is_none_or(|r| r.status != "cold"))
-        .collect()
-}
-
-/// The releases that hold stacks but no place in the routing: the cold ones.
-fn standby_shares(traffic: &crate::observe::ObservedTraffic, m: &Manifest, routed: &[TrafficShare]) -> Vec<TrafficShare> {
-    traffic.shares(m).into_iter().filter(|s| !routed.iter().any(|r| r.release == s.release)).collect()
-}
-
-fn routing_only(m: &Manifest, rendered: BTreeMap<String, Vec<u8>>) -> BTreeMap<String, Vec<u8>> {
-    rendered.into_iter().filter(|(name, _)| m.stacks.iter().any(|s| &s.name == name && s.role == StackRole::Routing)).collect()
-}
-
-fn to_plan(shares: &[TrafficShare]) -> Vec<Share> {
-    shares
-        .iter()
-        .map(|s| Share { release: s.release, weight: s.weight, internal: s.internal.clone(), public: s.public.clone(), ports: s.ports.clone() })
-        .collect()
-}
-
-fn from_plan(shares: &[Share], m: &Manifest) -> Vec<TrafficShare> {
-    shares
-        .iter()
-        .map(|s| TrafficShare {
-            release: s.release,
-            weight: s.weight,
-            routing_groups: m.formation.routing_groups,
-            internal: s.internal.clone(),
-            public: s.public.clone(),
-            ports: s.ports.clone(),
-        })
-        .collect()
 }

@@ -4,7 +4,8 @@
 //! (`Notifier`). Every release has its own target groups, so its metrics are its own.
 
 use crate::aws::{Aws, MetricQuery};
-use crate::converge::{retry, Error};
+use crate::error::Error;
+use crate::retry::retry;
 use gilliam_compiler::manifest::{Analysis, Notifications};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -309,8 +310,8 @@ impl<'a, A: Aws> Notifier<'a, A> {
             "schema": EVENT_SCHEMA,
             "event": event,
             "formation": self.formation,
-            "actor": crate::state::actor(),
-            "time": crate::state::now(),
+            "actor": crate::clock::actor(),
+            "time": crate::clock::now(),
         });
         with_fields(body, fields)
     }

@@ -81,7 +81,7 @@ impl<A> Faulty<A> {
     /// Wraps `inner`; with a `retry_base` in the spec, sets the process's first retry delay.
     pub fn new(inner: A, spec: FaultSpec) -> Self {
         if let Some(b) = spec.retry_base {
-            crate::converge::set_retry_base(b);
+            crate::retry::set_retry_base(b);
         }
         Faulty { inner, state: Mutex::new(spec.seed), spec, calls: AtomicUsize::new(0), injected: Mutex::new(BTreeMap::new()) }
     }

@@ -7,8 +7,10 @@
 //! of hands is a conditional write.
 
 use crate::aws::{Aws, AwsError, PutCondition};
-use crate::converge::{retry, Error};
-use crate::ops::Formation;
+use crate::clock::hostname;
+use crate::error::Error;
+use crate::formation::Formation;
+use crate::retry::retry;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -59,20 +61,6 @@ pub fn key(prefix: &str) -> String {
 
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown-host".into())
-}
-
-fn token() -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    crate::sha256_hex(format!("{nanos}/{}/{}", std::process::id(), hostname()).as_bytes())[..16].to_string()
 }
 
 /// Whether a lock is free to take: released, expired, or held by a process of this host that
@@ -150,12 +138,12 @@ pub async fn acquire<A: Aws>(aws: &A, f: &Formation, operation: &str, opts: Lock
             let rec = LockRecord {
                 format_version: LOCK_VERSION,
                 formation: f.name.clone(),
-                owner: crate::state::actor(),
+                owner: crate::clock::actor(),
                 host: host.clone(),
                 pid: std::process::id(),
                 operation: operation.to_string(),
-                token: token(),
-                acquired: crate::state::now(),
+                token: crate::clock::nonce(),
+                acquired: crate::clock::now(),
                 expires_unix: now + opts.lease.as_secs().max(1),
                 released: false,
             };
@@ -276,12 +264,12 @@ pub async fn break_lock<A: Aws>(aws: &A, f: &Formation) -> Result<Option<LockRec
     let released = LockRecord {
         format_version: LOCK_VERSION,
         formation: f.name.clone(),
-        owner: crate::state::actor(),
+        owner: crate::clock::actor(),
         host: hostname(),
         pid: std::process::id(),
         operation: format!("unlock (broke {})", rec.as_ref().map_or("an unreadable lock".into(), LockRecord::describe)),
-        token: token(),
-        acquired: crate::state::now(),
+        token: crate::clock::nonce(),
+        acquired: crate::clock::now(),
         expires_unix: 0,
         released: true,
     };

@@ -8,7 +8,8 @@
 //! rule with weight 1, since nothing else can answer it. The smallest weight reads past that.
 
 use crate::aws::Aws;
-use crate::converge::{retry, Error};
+use crate::error::Error;
+use crate::retry::retry;
 use gilliam_compiler::manifest::{Manifest, StackRole};
 use gilliam_compiler::TrafficShare;
 use std::collections::{BTreeMap, BTreeSet};

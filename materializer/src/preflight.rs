@@ -5,7 +5,8 @@
 //! instances that cannot reach S3 to fetch their artifact or CloudFormation to signal.
 
 use crate::aws::{Aws, Network};
-use crate::converge::{retry, Error};
+use crate::error::Error;
+use crate::retry::retry;
 use gilliam_compiler::manifest::Manifest;
 use std::collections::BTreeSet;
 

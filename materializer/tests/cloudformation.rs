@@ -8,8 +8,8 @@ mod fake;
 use fake::{event, Fake};
 use gilliam_materializer::aws::{AwsError, PutCondition};
 use gilliam_materializer::bundle::Bundle;
-use gilliam_materializer::converge::{Converger, Error, Options};
 use gilliam_materializer::plan::Action;
+use gilliam_materializer::{Converger, Error, Options};
 use std::path::Path;
 use std::time::Duration;
 

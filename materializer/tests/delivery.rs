@@ -9,12 +9,12 @@ mod common;
 
 use common::*;
 use gilliam_materializer::aws::{Aws, PutCondition};
-use gilliam_materializer::converge::{Converger, Error, Options};
 use gilliam_materializer::delivery::Series;
 use gilliam_materializer::lock::LockOptions;
 use gilliam_materializer::ops::{Ops, ShiftOptions, WatchOutcome};
 use gilliam_materializer::sdk::{Endpoint, SdkAws};
 use gilliam_materializer::strict::Strict;
+use gilliam_materializer::{Converger, Error, Options};
 use gilliam_tests::moto::Moto;
 use gilliam_tests::receiver::Receiver;
 use serde_json::Value;
@@ -123,7 +123,7 @@ fn analysis_and_hooks(r: &Receiver, hooks: &Path) -> String {
 /// Metrics put before a step count when they fall in the minute the step starts in (windows
 /// are whole minutes): waits out the last seconds of a minute so that they do.
 async fn clear_of_minute_edge() {
-    let sec = gilliam_materializer::state::epoch().rem_euclid(60);
+    let sec = gilliam_materializer::clock::epoch().rem_euclid(60);
     if sec >= 50 {
         tokio::time::sleep(Duration::from_secs((61 - sec) as u64)).await;
     }

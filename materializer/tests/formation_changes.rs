@@ -5,10 +5,10 @@
 
 use gilliam_materializer::aws::{Aws, PutCondition};
 use gilliam_materializer::bundle::Bundle;
-use gilliam_materializer::converge::{Converger, Options};
 use gilliam_materializer::counting::Counting;
 use gilliam_materializer::sdk::{Endpoint, SdkAws};
 use gilliam_materializer::strict::Strict;
+use gilliam_materializer::{Converger, Options};
 use gilliam_tests::moto;
 use std::collections::BTreeMap;
 

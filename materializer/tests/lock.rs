@@ -6,9 +6,9 @@ mod common;
 
 use common::*;
 use gilliam_materializer::aws::{Aws, PutCondition};
-use gilliam_materializer::converge::Error;
 use gilliam_materializer::lock::{self, LockOptions, LockRecord};
 use gilliam_materializer::sdk::{Endpoint, SdkAws};
+use gilliam_materializer::Error;
 use gilliam_tests::moto::Moto;
 use std::time::Duration;
 
@@ -51,7 +51,10 @@ async fn one_holder_at_a_time_and_the_others_are_told_who() {
     let held = lock::acquire(&aws, &formation(), "deploy release 1", quick(0), &say).await.expect("free lock taken");
     let err = lock::acquire(&aws, &formation(), "traffic 2=100", quick(300), &say).await.expect_err("held");
     let Error::Locked(who) = &err else { panic!("{err}") };
-    assert!(who.contains(&lock::hostname()) && who.contains("deploy release 1") && who.contains(&format!("pid {}", std::process::id())), "{who}");
+    assert!(
+        who.contains(&gilliam_materializer::clock::hostname()) && who.contains("deploy release 1") && who.contains(&format!("pid {}", std::process::id())),
+        "{who}"
+    );
     assert!(err.to_string().contains("gilliam unlock"), "says what to do: {err}");
     held.release(&aws).await.expect("release");
     lock::acquire(&aws, &formation(), "traffic 2=100", quick(0), &say).await.expect("released lock taken");
@@ -80,7 +83,7 @@ async fn stale_locks_are_taken_over_and_corrupt_ones_refused() {
     assert!(said.lock().expect("said").iter().any(|l| l.contains("taking over the deploy lock of alice on ci-7") && l.contains("lease ran out")));
     held.release(&aws).await.expect("release");
     // Held on this host by a process that is gone: no need to wait out the lease.
-    aws.put_object(BUCKET, KEY, record("bob", &lock::hostname(), 999_999_999, now() + 3600), PutCondition::Always).await.expect("put");
+    aws.put_object(BUCKET, KEY, record("bob", &gilliam_materializer::clock::hostname(), 999_999_999, now() + 3600), PutCondition::Always).await.expect("put");
     lock::acquire(&aws, &f, "deploy", quick(0), &say).await.expect("dead holder's lock taken over");
     // Live, on another machine: refused.
     aws.put_object(BUCKET, KEY, record("carol", "ci-8", 1, now() + 3600), PutCondition::Always).await.expect("put");

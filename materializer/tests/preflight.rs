@@ -3,9 +3,9 @@
 //! written, with every problem named; the same formation in a good network goes through.
 
 use gilliam_materializer::aws::{Aws, PutCondition, StackRequest, TemplateSource};
-use gilliam_materializer::converge::{Converger, Error};
 use gilliam_materializer::counting::Counting;
 use gilliam_materializer::sdk::{Endpoint, SdkAws};
+use gilliam_materializer::{Converger, Error};
 use gilliam_tests::moto;
 use std::collections::BTreeMap;
 

@@ -6,9 +6,9 @@ use gilliam_tests::moto;
 
 use gilliam_materializer::aws::{Aws, PutCondition};
 use gilliam_materializer::bundle::Bundle;
-use gilliam_materializer::converge::{Converger, Options};
 use gilliam_materializer::counting::Counting;
 use gilliam_materializer::sdk::{Endpoint, SdkAws};
+use gilliam_materializer::{Converger, Options};
 use std::collections::BTreeMap;
 
 mod common;

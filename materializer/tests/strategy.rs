@@ -8,10 +8,10 @@ mod common;
 
 use common::*;
 use gilliam_materializer::aws::{Aws, AwsResult, Group, Object, ObjectHead, PutCondition, Rule, Stack, StackEvent, StackRequest};
-use gilliam_materializer::converge::{Converger, Error, Options};
 use gilliam_materializer::ops::Ops;
 use gilliam_materializer::sdk::{Endpoint, SdkAws};
 use gilliam_materializer::strategy::Strategy;
+use gilliam_materializer::{Converger, Error, Options};
 use gilliam_tests::moto::Moto;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

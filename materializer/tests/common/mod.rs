@@ -103,8 +103,8 @@ pub async fn weights<A: Aws>(aws: &A) -> BTreeMap<u32, u32> {
     out
 }
 
-pub fn formation() -> gilliam_materializer::ops::Formation {
-    gilliam_materializer::ops::Formation { name: "shop".into(), region: REGION.into(), bucket: BUCKET.into(), prefix: "gilliam/shop/".into() }
+pub fn formation() -> gilliam_materializer::Formation {
+    gilliam_materializer::Formation { name: "shop".into(), region: REGION.into(), bucket: BUCKET.into(), prefix: "gilliam/shop/".into() }
 }
 
 pub fn opts() -> Options {

@@ -1,0 +1,143 @@
+//! The operator's handle on a live formation (`Ops`): where it lives, its traffic, and what
+//! every command shares (the published manifest and state, the Auto Scaling groups of a
+//! release, its published scales, waiting until nothing is lacking).
+
+use crate::aws::Aws;
+use crate::error::Error;
+use crate::formation::Formation;
+use crate::retry::retry;
+use crate::shift::{self, ShiftOptions};
+use crate::state::{self, Event, State};
+use crate::strategy::Strategy;
+use crate::traffic::{weights, Traffic, TrafficChange};
+use gilliam_compiler::manifest::Manifest;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The operator's commands on one formation (one module per command beside this one).
+pub struct Ops<'a, A: Aws> {
+    pub(super) aws: &'a A,
+    pub(super) f: Formation,
+    pub(super) say: &'a (dyn Fn(&str) + Sync),
+    /// The formation's traffic, which most commands read or change.
+    pub(super) t: Traffic<'a, A>,
+}
+
+impl<A: Aws> std::fmt::Debug for Ops<'_, A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ops").field("formation", &self.f).finish()
+    }
+}
+
+impl<'a, A: Aws> Ops<'a, A> {
+    pub fn new(aws: &'a A, f: Formation, say: &'a (dyn Fn(&str) + Sync)) -> Self {
+        Ops { aws, f: f.clone(), say, t: Traffic::new(aws, f, say) }
+    }
+
+    /// The latest published manifest (the formation's outputs).
+    pub async fn outputs(&self) -> Result<(Manifest, Vec<u8>), Error> {
+        self.t.outputs().await
+    }
+
+    pub async fn state(&self) -> Result<State, Error> {
+        self.t.state().await
+    }
+
+    pub async fn history(&self) -> Result<Vec<Event>, Error> {
+        Ok(self.state().await?.history)
+    }
+
+    /// Each routed release's weight now (empty before the first deploy).
+    pub async fn weights_now(&self) -> Result<BTreeMap<u32, u32>, Error> {
+        match self.outputs().await {
+            Ok((m, _)) => Ok(weights(&self.t.rules(&m).await?)),
+            Err(Error::Artifact(_)) => Ok(BTreeMap::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sets the weights of releases: `{12: 100}` flips, `{11: 90, 12: 10}` splits. Only ELBv2
+    /// writes, one per rule whose weights change; everything is checked before the first write.
+    pub async fn traffic(&self, target: &BTreeMap<u32, u32>) -> Result<TrafficChange, Error> {
+        let (m, _) = self.outputs().await?;
+        let rules = self.t.rules(&m).await?;
+        self.t.traffic_on(&rules, target, "").await
+    }
+
+    /// Puts the weights `target` back on every rule of the routing stacks `m` names (after a
+    /// CloudFormation rollback of a routing stack restored an older template's weights).
+    pub async fn reassert(&self, m: &Manifest, target: &BTreeMap<u32, u32>) -> Result<usize, Error> {
+        self.t.reassert(m, target).await
+    }
+
+    /// Moves traffic to `target` by `strategy`, judged as the published manifest says
+    /// (`shift_on`).
+    pub async fn shift(&self, target: &BTreeMap<u32, u32>, strategy: Strategy, poll: Duration, health_timeout: Duration) -> Result<TrafficChange, Error> {
+        let (m, _) = self.outputs().await?;
+        shift::shift_on(&self.t, &m, target, &ShiftOptions { strategy, poll, health_timeout, judge: true, hooks: true }).await
+    }
+
+    /// A judged shift on the routing of manifest `m` (`shift::shift_on`).
+    pub async fn shift_on(&self, m: &Manifest, target: &BTreeMap<u32, u32>, opts: &ShiftOptions) -> Result<TrafficChange, Error> {
+        shift::shift_on(&self.t, m, target, opts).await
+    }
+
+    /// Polls `lacking` (what is not there yet, described) every `poll`, saying what it waits
+    /// for, until it answers nothing; past `deadline`, a time-out worded by `late`.
+    pub(super) async fn until_none<F, Fut>(
+        &self,
+        deadline: tokio::time::Instant,
+        poll: Duration,
+        waiting: &str,
+        lacking: F,
+        late: impl Fn(String) -> String,
+    ) -> Result<(), Error>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<String>, Error>>,
+    {
+        loop {
+            let what = lacking().await?;
+            if what.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Timeout(late(what.join("; "))));
+            }
+            (self.say)(&format!("{waiting}: {}", what.join("; ")));
+            tokio::time::sleep(poll).await;
+        }
+    }
+
+    /// Each service's scale as compiled for `release` (its published manifest); empty when it
+    /// cannot be read.
+    pub(super) async fn published_scales(&self, release: u32) -> Result<BTreeMap<String, gilliam_compiler::manifest::Scale>, Error> {
+        let key = format!("{}releases/{release}/manifest.json", self.f.prefix);
+        Ok(match retry("read the release's manifest", || self.aws.get_object(&self.f.bucket, &key)).await? {
+            Some(o) => serde_json::from_slice::<Manifest>(&o.body)
+                .map(|m| m.services.into_iter().filter_map(|s| s.scale.map(|x| (s.name, x))).collect())
+                .unwrap_or_default(),
+            None => BTreeMap::new(),
+        })
+    }
+
+    /// Physical Auto Scaling group names of a release's services.
+    pub(super) async fn groups(&self, record: &state::ReleaseRecord) -> Result<BTreeMap<String, String>, Error> {
+        let mut by_stack: BTreeMap<&str, BTreeMap<String, String>> = BTreeMap::new();
+        for (_, stack) in record.groups.values() {
+            if by_stack.contains_key(stack.as_str()) {
+                continue;
+            }
+            let res = match retry("list stack resources", || self.aws.stack_resources(stack)).await {
+                Ok(r) => r,
+                Err(_) => continue,
+            };
+            by_stack.insert(stack, res.into_iter().map(|(l, p, _)| (l, p)).collect());
+        }
+        Ok(record
+            .groups
+            .iter()
+            .filter_map(|(svc, (logical, stack))| by_stack.get(stack.as_str()).and_then(|m| m.get(logical)).map(|p| (svc.clone(), p.clone())))
+            .collect())
+    }
+}

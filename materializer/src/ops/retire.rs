@@ -1,0 +1,46 @@
+//! `gilliam retire`: a release without traffic taken out of the routing, scaled to zero, its
+//! stacks and unused config secrets deleted.
+
+use super::base::Ops;
+use crate::aws::Aws;
+use crate::bundle::Bundle;
+use crate::error::Error;
+use crate::retention;
+use crate::routing::Router;
+use crate::stacks::Stacks;
+use crate::state;
+use crate::traffic::weights;
+
+impl<A: Aws> Ops<'_, A> {
+    /// Removes a release that carries no traffic: routing without it, its groups to zero, its
+    /// stacks deleted. The latest release is kept: deploy another before retiring it.
+    pub async fn retire(&self, release: u32) -> Result<(), Error> {
+        let (m, _) = self.outputs().await?;
+        if release == m.release.number {
+            return Err(Error::Artifact(format!("release {release} is the latest deployed; deploy another release before retiring it")));
+        }
+        let st = self.state().await?;
+        let record = st
+            .releases
+            .get(&release)
+            .filter(|r| r.status == "live" || r.status == "cold")
+            .ok_or_else(|| Error::Artifact(format!("release {release} is not live or cold")))?
+            .clone();
+        let weights = weights(&self.t.rules(&m).await?);
+        if weights.get(&release).copied().unwrap_or(0) > 0 {
+            return Err(Error::Artifact(format!("release {release} carries traffic ({}%): move traffic away first (gilliam traffic)", weights[&release])));
+        }
+        let bundle: Bundle = crate::bundle::from_s3(self.aws, &self.f.bucket, &self.f.prefix, m.release.number).await.map_err(Error::Bundle)?;
+        let stacks = Stacks::with_defaults(self.aws, self.say);
+        Box::pin(retention::retire_release(&Router::new(self.aws, &bundle, stacks, self.say), release, &record.stacks)).await?;
+        state::update(self.aws, &self.f.bucket, &self.f.prefix, &self.f.name, |st| {
+            if let Some(r) = st.releases.get_mut(&release) {
+                r.status = "retired".into();
+            }
+            st.traffic.remove(&release);
+            st.history.push(state::event(format!("retire release {release}")));
+        })
+        .await?;
+        Ok(())
+    }
+}

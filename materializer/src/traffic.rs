@@ -1,0 +1,226 @@
+//! Traffic as ELBv2 holds it: the routing rules read with each target group's release, the
+//! weights they give each release, and a change of weights written rule by rule (checked
+//! before the first write, recorded in the history after). The layer under every shift,
+//! rollback, bake and converge that moves traffic.
+
+use crate::aws::Aws;
+use crate::error::Error;
+use crate::formation::Formation;
+use crate::retry::retry;
+use crate::state::{self, State};
+use gilliam_compiler::manifest::Manifest;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What a traffic change did.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TrafficChange {
+    pub before: BTreeMap<u32, u32>,
+    pub after: BTreeMap<u32, u32>,
+    /// ELBv2 writes made: one per rule whose weights changed.
+    pub writes: usize,
+}
+
+/// One routing rule as observed: its ARN and, per target group, weight and owning release.
+#[derive(Debug, Clone)]
+pub struct RuleView {
+    /// Logical ID in its routing stack (`ApiRoute1`, `ApiInternalRule`).
+    pub logical: String,
+    pub arn: String,
+    pub forward: Vec<(String, u32, Option<u32>)>,
+    pub stickiness: Option<u32>,
+}
+
+/// One ELBv2 write: a rule's ARN, its whole weighted forward (target group, weight), and the
+/// forward's stickiness (kept as it is).
+type RuleWrite = (String, Vec<(String, u32)>, Option<u32>);
+
+/// Reads and writes the weights of one formation's rules.
+pub struct Traffic<'a, A: Aws> {
+    pub aws: &'a A,
+    pub f: Formation,
+    pub say: &'a (dyn Fn(&str) + Sync),
+}
+
+impl<A: Aws> std::fmt::Debug for Traffic<'_, A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Traffic").field("formation", &self.f).finish()
+    }
+}
+
+impl<'a, A: Aws> Traffic<'a, A> {
+    pub fn new(aws: &'a A, f: Formation, say: &'a (dyn Fn(&str) + Sync)) -> Self {
+        Traffic { aws, f, say }
+    }
+
+    /// The latest published manifest (the formation's outputs).
+    pub async fn outputs(&self) -> Result<(Manifest, Vec<u8>), Error> {
+        crate::published::latest(self.aws, &self.f).await
+    }
+
+    pub async fn state(&self) -> Result<State, Error> {
+        Ok(state::read(self.aws, &self.f.bucket, &self.f.prefix, &self.f.name).await?.0)
+    }
+
+    /// Rules of the routing stacks, with each target group's release.
+    pub async fn rules(&self, m: &Manifest) -> Result<Vec<RuleView>, Error> {
+        let mut by_arn: BTreeMap<String, u32> = BTreeMap::new();
+        for (name, value) in retry("list exports", || self.aws.list_exports()).await? {
+            if let Some((n, _, _)) = crate::observe::parse_export(&self.f.name, &name) {
+                by_arn.insert(value, n);
+            }
+        }
+        let rules = crate::observe::routing_rules(self.aws, m).await?;
+        Ok(rules
+            .into_iter()
+            .map(|(logical, r)| RuleView {
+                logical,
+                arn: r.arn,
+                stickiness: r.stickiness,
+                forward: r
+                    .forward
+                    .into_iter()
+                    .map(|(tg, w)| {
+                        let n = by_arn.get(&tg).copied();
+                        (tg, w, n)
+                    })
+                    .collect(),
+            })
+            .collect())
+    }
+
+    /// The writes, a few at a time, so that a large formation flips fast.
+    pub async fn write(&self, changes: &[RuleWrite]) -> Result<(), Error> {
+        use futures_util::stream::{self, StreamExt};
+        let results: Vec<Result<(), Error>> = stream::iter(changes.iter())
+            .map(|(arn, forward, sticky)| retry("set rule weights", move || self.aws.set_rule_weights(arn, forward, *sticky)))
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<Vec<()>, Error>>().map(|_| ())
+    }
+
+    /// Puts the weights `target` back on every rule of the routing stacks `m` names, after a
+    /// CloudFormation rollback of a routing stack restored the weights of an older template.
+    /// Returns how many rules it wrote.
+    pub async fn reassert(&self, m: &Manifest, target: &BTreeMap<u32, u32>) -> Result<usize, Error> {
+        let rules = self.rules(m).await?;
+        let changes = writes(&rules, target)?;
+        self.write(&changes).await?;
+        if !changes.is_empty() {
+            let line: Vec<String> = target.iter().map(|(n, w)| format!("{n}={w}")).collect();
+            state::update(self.aws, &self.f.bucket, &self.f.prefix, &self.f.name, |st| {
+                st.history.push(state::event(format!("traffic re-asserted after a failed routing update: {}", line.join(" "))));
+            })
+            .await?;
+        }
+        Ok(changes.len())
+    }
+
+    /// `traffic_on`, with `label` before the history's `traffic ...` line.
+    pub async fn traffic_on(&self, rules: &[RuleView], target: &BTreeMap<u32, u32>, label: &str) -> Result<TrafficChange, Error> {
+        let refuse = |m: String| Err(Error::Artifact(m));
+        if target.is_empty() || target.values().all(|w| *w == 0) {
+            return refuse("traffic needs at least one release with a weight above 0".into());
+        }
+        if let Some((n, w)) = target.iter().find(|(_, w)| **w > gilliam_compiler::MAX_WEIGHT) {
+            return refuse(format!("weight {w} for release {n} is over the load balancer's maximum of {}", gilliam_compiler::MAX_WEIGHT));
+        }
+        let attached: BTreeSet<u32> = rules.iter().flat_map(|r| r.forward.iter().filter_map(|(_, _, n)| *n)).collect();
+        if let Some(n) = target.keys().find(|n| !attached.contains(n)) {
+            if self.state().await?.releases.get(n).is_some_and(|r| r.status == "cold") {
+                return refuse(format!(
+                    "release {n} is cold (scaled to zero, out of routing): warm it first with `gilliam warm {n}`, or `gilliam rollback` to it"
+                ));
+            }
+            let live: Vec<String> = attached.iter().map(u32::to_string).collect();
+            return refuse(format!(
+                "release {n} is not routed (routed releases: {}); deploy it first",
+                if live.is_empty() { "none".into() } else { live.join(", ") }
+            ));
+        }
+        // A rule none of whose releases gets weight (a service only newer releases have) stays
+        // with the newest of them: it is the only one that can answer.
+        let changes = writes(rules, target)?;
+        let before = weights(rules);
+        // The change is recorded after the writes: a state file that cannot be recorded to
+        // (corrupt, foreign) refuses the change before anything moves.
+        self.state().await?;
+        self.write(&changes).await?;
+        let after: BTreeMap<u32, u32> = before.keys().map(|n| (*n, target.get(n).copied().unwrap_or(0))).collect();
+        let line: Vec<String> = after.iter().map(|(n, w)| format!("{n}={w}")).collect();
+        state::update(self.aws, &self.f.bucket, &self.f.prefix, &self.f.name, |st| {
+            st.traffic = after.clone();
+            // A bake window watches the weights it began with: any change ends it.
+            st.bake = None;
+            st.history.push(state::event(format!("{label}traffic {}", line.join(" "))));
+        })
+        .await?;
+        Ok(TrafficChange { before, after, writes: changes.len() })
+    }
+
+    /// One line in the history.
+    pub async fn record(&self, what: &str) -> Result<(), Error> {
+        state::update(self.aws, &self.f.bucket, &self.f.prefix, &self.f.name, |st| st.history.push(state::event(what))).await?;
+        Ok(())
+    }
+
+    /// Target groups (of the given releases) with unhealthy targets, described; with
+    /// `strict`, also those not yet healthy (no targets, or targets still starting).
+    pub async fn unhealthy(&self, watched: &[(u32, String)], strict: bool) -> Result<Vec<String>, Error> {
+        let mut out = Vec::new();
+        for (n, tg) in watched {
+            let states = retry("target health", || self.aws.target_health(tg)).await?;
+            let bad = states.iter().filter(|s| s.as_str() == "unhealthy").count();
+            let healthy = states.iter().filter(|s| s.as_str() == "healthy").count();
+            let name = tg.rsplit(':').next().unwrap_or(tg).trim_start_matches("targetgroup/");
+            if bad > 0 {
+                out.push(format!("release {n}: {bad} of {} targets unhealthy in {name}", states.len()));
+            } else if strict && (healthy == 0 || healthy < states.len()) {
+                out.push(format!("release {n}: {healthy} of {} targets healthy in {name}", states.len()));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The (release, target group) pairs the rules forward to, for the releases `pick` takes,
+/// each once, in order.
+pub fn target_groups(rules: &[RuleView], pick: impl Fn(u32) -> bool) -> Vec<(u32, String)> {
+    let pairs = rules.iter().flat_map(|r| r.forward.iter().filter_map(|(tg, _, n)| n.filter(|n| pick(*n)).map(|n| (n, tg.clone()))));
+    pairs.collect::<BTreeSet<_>>().into_iter().collect()
+}
+
+/// Each release's weight: the smallest any rule gives it.
+pub fn weights(rules: &[RuleView]) -> BTreeMap<u32, u32> {
+    crate::observe::release_weights(rules.iter().flat_map(|r| r.forward.iter().filter_map(|(_, w, n)| n.map(|n| (n, *w)))))
+}
+
+/// The writes that give every rule the weights `target`: (rule ARN, forward) for each rule
+/// whose weights change.
+pub fn writes(rules: &[RuleView], target: &BTreeMap<u32, u32>) -> Result<Vec<RuleWrite>, Error> {
+    let mut changes = Vec::new();
+    for r in rules {
+        let releases: Vec<Option<u32>> = r.forward.iter().map(|(_, _, n)| *n).collect();
+        let Some(weights) = crate::observe::rule_weights(&releases, target) else {
+            return Err(Error::Artifact(format!("rule {} forwards to no target group of a live release; deploy again", r.arn)));
+        };
+        let new: Vec<(String, u32)> = r.forward.iter().zip(weights).map(|((tg, _, _), w)| (tg.clone(), w)).collect();
+        if new.iter().zip(&r.forward).any(|((_, a), (_, b, _))| a != b) {
+            changes.push((r.arn.clone(), new, r.stickiness));
+        }
+    }
+    Ok(changes)
+}
+
+/// The CloudWatch series of the given releases' target groups.
+pub fn series(rules: &[RuleView], releases: &[Option<u32>]) -> Vec<crate::delivery::Series> {
+    rules
+        .iter()
+        .flat_map(|r| {
+            r.forward.iter().filter_map(|(tg, _, n)| n.filter(|n| releases.contains(&Some(*n))).and_then(|n| crate::delivery::Series::new(n, &r.arn, tg)))
+        })
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
