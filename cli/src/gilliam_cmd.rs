@@ -2,13 +2,15 @@
 //! state; nothing depends on a local state file.
 
 use crate::compile_cmd;
+pub use crate::failure::Failure;
 use crate::judging::Judging;
 use clap::{Parser, Subcommand, ValueEnum};
 use gilliam_materializer::bundle::Bundle;
 use gilliam_materializer::lock::{self, LockOptions};
+use gilliam_materializer::retry::retry;
 use gilliam_materializer::sdk::{connect_from_env, Endpoint};
 use gilliam_materializer::strategy::Strategy;
-use gilliam_materializer::{Converger, Error, Options};
+use gilliam_materializer::{Converger, Options};
 use gilliam_materializer::{Formation, Ops, ShiftOptions};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,7 +27,7 @@ pub enum Output {
     name = "gilliam",
     version,
     about = "Deploy releases, move traffic between them, roll back, scale and retire: the operator's CLI.",
-    after_help = "Exit codes: 0 success, 1 invalid input, 2 usage error, 3 internal error, 4 refused or failed in AWS, 5 a traffic shift or bake was aborted (a breach, an unhealthy target, too little traffic to judge, a failed hook) and the traffic put back."
+    after_help = crate::failure::EXIT_CODES
 )]
 pub struct Args {
     /// The stage file: which formation, where.
@@ -241,22 +243,22 @@ async fn deploy_files<A: gilliam_materializer::aws::Aws>(
     let opts = Options { judge: !judging.no_analysis, hooks: !judging.no_hooks, ..opts };
     let ops = Ops::new(aws, formation.clone(), say);
     // What a breach during the bake puts back: the traffic before this deploy.
-    let restore = if judging.bake.is_some() && opts.traffic_auto { ops.weights_now().await.map_err(aws_failure)? } else { BTreeMap::new() };
+    let restore = if judging.bake.is_some() && opts.traffic_auto { ops.weights_now().await.map_err(Failure::from)? } else { BTreeMap::new() };
     let poll = opts.poll;
     let traffic_auto = opts.traffic_auto;
     let c = Converger::new(aws, &bundle, opts, say);
     let what = format!("deploy release {}", bundle.manifest.release.number);
-    let plan = c.plan().await.map_err(aws_failure)?;
+    let plan = c.plan().await.map_err(Failure::from)?;
     print!("{}", plan.render());
     if plan.is_empty() {
         println!("nothing to do: release {} of {} is deployed as compiled", bundle.manifest.release.number, formation.name);
         return Ok(());
     }
-    let report = lock::with_lock(aws, formation, &what, lock_opts, say, crate::materialize_cmd::apply_fresh(&c, &plan)).await.map_err(aws_failure)?;
+    let report = lock::with_lock(aws, formation, &what, lock_opts, say, crate::materialize_cmd::apply_fresh(&c, &plan)).await.map_err(Failure::from)?;
     let w: Vec<String> = report.traffic.iter().map(|(n, w)| format!("{n}={w}")).collect();
     println!("deployed release {} of {}; traffic {}", bundle.manifest.release.number, formation.name, w.join(" "));
     if traffic_auto {
-        if let Some(line) = crate::judging::bake_after(&ops, judging, bundle.manifest.release.number, &restore, poll, lock_opts).await.map_err(aws_failure)? {
+        if let Some(line) = crate::judging::bake_after(&ops, judging, bundle.manifest.release.number, &restore, poll, lock_opts).await.map_err(Failure::from)? {
             println!("{line}");
         }
     }
@@ -268,7 +270,7 @@ async fn published_inputs<A: gilliam_materializer::aws::Aws>(aws: &A, f: &Format
     let get = |name: &'static str| {
         let key = format!("{}releases/{release}/inputs/{name}", f.prefix);
         async move {
-            let o = aws.get_object(&f.bucket, &key).await.map_err(|err| aws_failure(Error::Aws { what: format!("read s3://{}/{key}", f.bucket), err }))?;
+            let o = retry(&format!("read s3://{}/{key}", f.bucket), || aws.get_object(&f.bucket, &key)).await.map_err(Failure::from)?;
             o.map(|o| o.body).ok_or_else(|| Failure { code: 4, message: format!("s3://{}/{key} is missing: release {release} was not published", f.bucket) })
         }
     };
@@ -294,7 +296,7 @@ async fn config_release<A: gilliam_materializer::aws::Aws>(
     say: &(dyn Fn(&str) + Sync),
 ) -> Result<(), Failure> {
     let ops = Ops::new(aws, formation.clone(), say);
-    let (m, _) = ops.outputs().await.map_err(aws_failure)?;
+    let (m, _) = ops.outputs().await.map_err(Failure::from)?;
     let latest = m.release.number;
     let (mut rel, app) = published_inputs(aws, formation, latest).await?;
     let mut config = rel["config"].as_object().cloned().unwrap_or_default();
@@ -311,11 +313,11 @@ async fn config_release<A: gilliam_materializer::aws::Aws>(
     let what: Vec<String> = set.keys().map(|k| format!("{k}{}", if secret { " (secret)" } else { "" })).chain(unset.iter().map(|k| format!("-{k}"))).collect();
     let number = gilliam_materializer::state::allocate_release(aws, &formation.bucket, &formation.prefix, &formation.name, &format!("env {}", what.join(" ")))
         .await
-        .map_err(aws_failure)?;
+        .map_err(Failure::from)?;
     if secret && !set.is_empty() {
         let name = format!("{}r{number}", gilliam_compiler::release::config_secret_prefix(&formation.name));
         let body = serde_json::to_string(set).map_err(|e| Failure { code: 3, message: e.to_string() })?;
-        aws.put_secret(&name, &body, &formation.name).await.map_err(|err| aws_failure(Error::Aws { what: format!("store secret {name}"), err }))?;
+        retry(&format!("store secret {name}"), || aws.put_secret(&name, &body, &formation.name)).await.map_err(Failure::from)?;
         for k in set.keys() {
             config.insert(k.clone(), serde_json::json!({ "secret": name }));
         }
@@ -359,12 +361,12 @@ async fn build_release<A: gilliam_materializer::aws::Aws>(
     }
     let epoch = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
     let packed = build_cmd::pack(dir, epoch).map_err(|m| Failure { code: 1, message: m })?;
-    let previous = build_cmd::previous(aws, formation, say).await.map_err(aws_failure)?;
+    let previous = build_cmd::previous(aws, formation, say).await.map_err(Failure::from)?;
     let image = runtime_image
         .map(str::to_string)
         .or_else(|| previous.as_ref().and_then(|p| p["runtime_image"].as_str().map(str::to_string)))
         .ok_or_else(|| usage("no runtime image: pass --runtime-image ami-... (the first release needs one; see runtime-image/README.md)"))?;
-    let uploaded = build_cmd::upload(aws, formation, &packed).await.map_err(aws_failure)?;
+    let uploaded = build_cmd::upload(aws, formation, &packed).await.map_err(Failure::from)?;
     let key = build_cmd::artifact_key(formation, &packed.sha256);
     say(&format!(
         "artifact s3://{}/{key}: {} entries, {} bytes, {}",
@@ -376,7 +378,7 @@ async fn build_release<A: gilliam_materializer::aws::Aws>(
     let revision = revision.map(str::to_string).unwrap_or_else(|| build_cmd::revision(dir, &packed.sha256));
     let number = gilliam_materializer::state::allocate_release(aws, &formation.bucket, &formation.prefix, &formation.name, &format!("build of {revision}"))
         .await
-        .map_err(aws_failure)?;
+        .map_err(Failure::from)?;
     let config = previous.as_ref().map(|p| p["config"].clone()).filter(|c| c.is_object()).unwrap_or_else(|| serde_json::json!({}));
     let release = serde_json::json!({
         "number": number,
@@ -453,29 +455,8 @@ pub struct ReleaseFiles {
     pub out: PathBuf,
 }
 
-#[derive(Debug)]
-pub struct Failure {
-    pub code: u8,
-    pub message: String,
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "gilliam: {}", self.message)
-    }
-}
-
 fn usage(m: impl Into<String>) -> Failure {
-    Failure { code: 2, message: m.into() }
-}
-
-fn aws_failure(e: Error) -> Failure {
-    match e {
-        Error::Bundle(b) => Failure { code: 1, message: b.0 },
-        Error::Aborted(m) => Failure { code: 5, message: m },
-        Error::Compile(m) => Failure { code: 3, message: format!("{m}\nthis is a bug in gilliam: please report it") },
-        other => Failure { code: 4, message: other.to_string() },
-    }
+    Failure::usage(m)
 }
 
 /// `12` is all traffic to 12; `11=90 12=10` a split.
@@ -577,7 +558,7 @@ async fn promote(args: &Args) -> Result<(), Failure> {
     let b = connect_from_env(&Endpoint { url: args.endpoint_url.clone(), region: Some(df.region.clone()) }).await.map_err(usage)?;
     let n = match release {
         Some(n) => *n,
-        None => Ops::new(&a, sf.clone(), &say).outputs().await.map_err(aws_failure)?.0.release.number,
+        None => Ops::new(&a, sf.clone(), &say).outputs().await.map_err(Failure::from)?.0.release.number,
     };
     let (mut rel, app) = published_inputs(&a, &sf, n).await?;
     let sha = rel["artifact"]["sha256"].as_str().unwrap_or_default().to_string();
@@ -608,10 +589,7 @@ async fn promote(args: &Args) -> Result<(), Failure> {
         .and_then(|u| u.split_once('/'))
         .ok_or_else(|| Failure { code: 4, message: format!("release {n}'s artifact URL {url:?} is not s3://BUCKET/KEY") })?;
     let target_key = crate::build_cmd::artifact_key(&df, &sha);
-    let there = b
-        .head_object(&df.bucket, &target_key)
-        .await
-        .map_err(|err| aws_failure(Error::Aws { what: format!("look for s3://{}/{target_key}", df.bucket), err }))?;
+    let there = retry(&format!("look for s3://{}/{target_key}", df.bucket), || b.head_object(&df.bucket, &target_key)).await.map_err(Failure::from)?;
     match there {
         Some(h) if h.sha256.as_deref() == Some(sha.as_str()) => say(&format!("artifact {sha} already in s3://{}/{target_key}", df.bucket)),
         Some(h) => {
@@ -626,28 +604,27 @@ async fn promote(args: &Args) -> Result<(), Failure> {
             })
         }
         None => {
-            let o = a
-                .get_object(bucket, key)
+            let o = retry(&format!("read {url}"), || a.get_object(bucket, key))
                 .await
-                .map_err(|err| aws_failure(Error::Aws { what: format!("read {url}"), err }))?
+                .map_err(Failure::from)?
                 .ok_or_else(|| Failure { code: 4, message: format!("{url} is gone: release {n}'s artifact cannot be promoted") })?;
             let got = gilliam_materializer::sha256_hex(&o.body);
             if got != sha {
                 return Err(Failure { code: 4, message: format!("{url} has sha256 {got}, not the {sha} release {n} was built from: refused") });
             }
-            let in_aws = |what: String| move |err| aws_failure(Error::Aws { what, err });
-            if !b.bucket_exists(&df.bucket).await.map_err(in_aws(format!("look for bucket {}", df.bucket)))? {
-                b.create_secure_bucket(&df.bucket, &df.region).await.map_err(in_aws(format!("create bucket {}", df.bucket)))?;
+            if !retry(&format!("look for bucket {}", df.bucket), || b.bucket_exists(&df.bucket)).await.map_err(Failure::from)? {
+                retry(&format!("create bucket {}", df.bucket), || b.create_secure_bucket(&df.bucket, &df.region)).await.map_err(Failure::from)?;
             }
-            b.put_object(&df.bucket, &target_key, o.body, gilliam_materializer::aws::PutCondition::Always)
+            let what = format!("copy the artifact to s3://{}/{target_key}", df.bucket);
+            retry(&what, || b.put_object(&df.bucket, &target_key, o.body.clone(), gilliam_materializer::aws::PutCondition::Always))
                 .await
-                .map_err(|err| aws_failure(Error::Aws { what: format!("copy the artifact to s3://{}/{target_key}", df.bucket), err }))?;
+                .map_err(Failure::from)?;
             say(&format!("artifact {sha} copied to s3://{}/{target_key}", df.bucket));
         }
     }
     let digest = gilliam_materializer::sha256_hex(format!("{}\n{app}", rel["config"]).as_bytes());
     let purpose = format!("promote release {n} of {}", sf.name);
-    let number = gilliam_materializer::state::allocate_release(&b, &df.bucket, &df.prefix, &df.name, &purpose).await.map_err(aws_failure)?;
+    let number = gilliam_materializer::state::allocate_release(&b, &df.bucket, &df.prefix, &df.name, &purpose).await.map_err(Failure::from)?;
     rel["number"] = serde_json::json!(number);
     rel["artifact"]["url"] = serde_json::json!(format!("s3://{}/{target_key}", df.bucket));
     rel["runtime_image"] = serde_json::json!(image);
@@ -662,7 +639,7 @@ async fn promote(args: &Args) -> Result<(), Failure> {
     let line = format!("{purpose} as release {number} (artifact {sha}, config and gilliam.yml {})", &digest[..16]);
     gilliam_materializer::state::update(&b, &df.bucket, &df.prefix, &df.name, |st| st.history.push(gilliam_materializer::state::event(line.clone())))
         .await
-        .map_err(aws_failure)?;
+        .map_err(Failure::from)?;
     Ok(())
 }
 
@@ -709,7 +686,7 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
             let release = files.release.as_ref().ok_or_else(|| usage("plan needs --release FILE (gilliam build writes one)"))?;
             compile_into(&args.stage, &files.app, release, &files.out)?;
             let bundle = Bundle::load(&files.out).map_err(|e| Failure { code: 1, message: e.0 })?;
-            let plan = Converger::new(&aws, &bundle, Options::default(), &say).plan().await.map_err(aws_failure)?;
+            let plan = Converger::new(&aws, &bundle, Options::default(), &say).plan().await.map_err(Failure::from)?;
             if json {
                 print_json(&plan);
             } else {
@@ -724,7 +701,7 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
         Verb::Env { change: None, release } => {
             let n = match release {
                 Some(n) => *n,
-                None => ops.outputs().await.map_err(aws_failure)?.0.release.number,
+                None => ops.outputs().await.map_err(Failure::from)?.0.release.number,
             };
             let (rel, _) = published_inputs(&aws, &formation, n).await?;
             let config = rel["config"].as_object().cloned().unwrap_or_default();
@@ -760,7 +737,7 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
             config_release(&aws, &formation, &args.stage, &set, secret, &unset, opts, lock_opts, &say).await?;
         }
         Verb::Releases => {
-            let rows = ops.releases().await.map_err(aws_failure)?;
+            let rows = ops.releases().await.map_err(Failure::from)?;
             if json {
                 print_json(&rows);
             } else {
@@ -788,7 +765,7 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
             }
         }
         Verb::Status => {
-            let s = ops.status().await.map_err(aws_failure)?;
+            let s = ops.status().await.map_err(Failure::from)?;
             if json {
                 print_json(&s);
             } else {
@@ -836,13 +813,13 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
                 let (m, _) = ops.outputs().await?;
                 ops.shift_on(&m, &target, &shift).await
             };
-            let c = lock::with_lock(&aws, &formation, &format!("traffic {}", w.join(" ")), lock_opts, &say, work).await.map_err(aws_failure)?;
+            let c = lock::with_lock(&aws, &formation, &format!("traffic {}", w.join(" ")), lock_opts, &say, work).await.map_err(Failure::from)?;
             let a: Vec<String> = c.after.iter().map(|(n, w)| format!("{n}={w}")).collect();
             println!("traffic {} ({} rule{} changed)", a.join(" "), c.writes, if c.writes == 1 { "" } else { "s" });
             // The release baked: the newest one that gained traffic.
             let gained = c.after.iter().filter(|(n, w)| **w > c.before.get(n).copied().unwrap_or(0)).map(|(n, _)| *n).max();
             if let Some(release) = gained {
-                if let Some(line) = crate::judging::bake_after(&ops, judging, release, &c.before, poll, lock_opts).await.map_err(aws_failure)? {
+                if let Some(line) = crate::judging::bake_after(&ops, judging, release, &c.before, poll, lock_opts).await.map_err(Failure::from)? {
                     println!("{line}");
                 }
             } else if judging.bake.is_some() {
@@ -852,10 +829,10 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
         Verb::Watch { for_, poll } => {
             let poll = Duration::from_secs_f64(poll.max(0.05));
             if let Some(d) = for_ {
-                if ops.state().await.map_err(aws_failure)?.bake.is_some() {
+                if ops.state().await.map_err(Failure::from)?.bake.is_some() {
                     return Err(usage("a bake window is already recorded: run `gilliam watch` without --for to watch it"));
                 }
-                let weights = ops.weights_now().await.map_err(aws_failure)?;
+                let weights = ops.weights_now().await.map_err(Failure::from)?;
                 let Some(&serving) = weights.iter().filter(|(_, w)| **w > 0).map(|(n, _)| n).max() else {
                     return Err(Failure { code: 4, message: "no release carries traffic: nothing to watch".into() });
                 };
@@ -865,13 +842,13 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
                         message: format!("release {serving} serves and no earlier release runs: a breach would have nowhere to go"),
                     });
                 };
-                ops.begin_bake(serving, &BTreeMap::from([(previous, 100)]), *d).await.map_err(aws_failure)?;
+                ops.begin_bake(serving, &BTreeMap::from([(previous, 100)]), *d).await.map_err(Failure::from)?;
             }
-            let outcome = ops.watch(poll, lock_opts).await.map_err(aws_failure)?;
+            let outcome = ops.watch(poll, lock_opts).await.map_err(Failure::from)?;
             println!("{}", crate::judging::describe(&outcome));
         }
         Verb::Rollback { warming } => {
-            let r = lock::with_lock(&aws, &formation, "rollback", lock_opts, &say, ops.rollback(&warming.options())).await.map_err(aws_failure)?;
+            let r = lock::with_lock(&aws, &formation, "rollback", lock_opts, &say, ops.rollback(&warming.options())).await.map_err(Failure::from)?;
             if let Some(w) = &r.warmed {
                 println!("release {} was cold: warmed in {} ({} instance(s))", w.release, w.took(), w.instances);
             }
@@ -881,21 +858,23 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
         Verb::Warm { release, warming } => {
             let w = lock::with_lock(&aws, &formation, &format!("warm release {release}"), lock_opts, &say, ops.warm(*release, &warming.options()))
                 .await
-                .map_err(aws_failure)?;
+                .map_err(Failure::from)?;
             println!("release {} warmed in {} ({} instance(s) in service, targets healthy, weight 0)", w.release, w.took(), w.instances);
         }
         Verb::Scale { release, counts } => {
             let counts = parse_counts(counts)?;
-            lock::with_lock(&aws, &formation, &format!("scale release {release}"), lock_opts, &say, ops.scale(*release, &counts)).await.map_err(aws_failure)?;
+            lock::with_lock(&aws, &formation, &format!("scale release {release}"), lock_opts, &say, ops.scale(*release, &counts))
+                .await
+                .map_err(Failure::from)?;
             let c: Vec<String> = counts.iter().map(|(s, n)| format!("{s}={n}")).collect();
             println!("release {release}: {}", c.join(" "));
         }
         Verb::Retire { release } => {
-            lock::with_lock(&aws, &formation, &format!("retire release {release}"), lock_opts, &say, ops.retire(*release)).await.map_err(aws_failure)?;
+            lock::with_lock(&aws, &formation, &format!("retire release {release}"), lock_opts, &say, ops.retire(*release)).await.map_err(Failure::from)?;
             println!("retired release {release}");
         }
         Verb::History => {
-            let h = ops.history().await.map_err(aws_failure)?;
+            let h = ops.history().await.map_err(Failure::from)?;
             if json {
                 print_json(&h);
             } else {
@@ -905,13 +884,13 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
             }
         }
         Verb::Outputs => {
-            let (_, bytes) = ops.outputs().await.map_err(aws_failure)?;
+            let (_, bytes) = ops.outputs().await.map_err(Failure::from)?;
             print!("{}", String::from_utf8_lossy(&bytes));
         }
         Verb::Completions { .. } | Verb::Man { .. } => generate(&args.verb)?,
         Verb::Promote { .. } => promote(args).await?,
         Verb::Unlock { yes } => {
-            let Some((held, _)) = lock::read(&aws, &formation).await.map_err(aws_failure)? else {
+            let Some((held, _)) = lock::read(&aws, &formation).await.map_err(Failure::from)? else {
                 println!("formation {} has no deploy lock", formation.name);
                 return Ok(());
             };
@@ -933,7 +912,7 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
                     return Err(Failure { code: 4, message: "not confirmed; the lock is left as it was".into() });
                 }
             }
-            lock::break_lock(&aws, &formation).await.map_err(aws_failure)?;
+            lock::break_lock(&aws, &formation).await.map_err(Failure::from)?;
             println!("lock broken; history keeps what was done");
             let _ = gilliam_materializer::state::update(&aws, &formation.bucket, &formation.prefix, &formation.name, |st| {
                 st.history.push(gilliam_materializer::state::event(format!("unlock (broke the lock of {})", held.describe())));

@@ -5,6 +5,7 @@ pub mod build_cmd;
 /// gilliam-compile's own code, which `gilliam deploy` and `gilliam plan` call.
 pub use gilliam_compile::cmd as compile_cmd;
 pub mod entry;
+pub mod failure;
 pub mod gilliam_cmd;
 pub mod judging;
 pub mod materialize_cmd;

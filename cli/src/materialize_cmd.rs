@@ -1,6 +1,7 @@
 //! `gilliam-materialize`: plan a converge of AWS to a compiled directory, then apply it; or
 //! save the plan (`--plan-only --out`), or apply a saved one (`--plan`).
 
+use crate::failure::Failure;
 use clap::{Parser, ValueEnum};
 use gilliam_materializer::bundle::Bundle;
 use gilliam_materializer::lock::{self, LockOptions};
@@ -82,38 +83,6 @@ pub enum Output {
     Json,
 }
 
-#[derive(Debug)]
-pub enum CliError {
-    Input(String),
-    /// Arguments that make no sense together.
-    Usage(String),
-    Refused(String),
-    /// The shift or bake judged the release bad and put the traffic back.
-    Aborted(String),
-    Internal(String),
-}
-
-impl CliError {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            CliError::Input(_) => 1,
-            CliError::Usage(_) => 2,
-            CliError::Internal(_) => 3,
-            CliError::Refused(_) => 4,
-            CliError::Aborted(_) => 5,
-        }
-    }
-}
-
-impl std::fmt::Display for CliError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CliError::Input(m) | CliError::Refused(m) | CliError::Usage(m) | CliError::Aborted(m) => write!(f, "gilliam-materialize: {m}"),
-            CliError::Internal(m) => write!(f, "gilliam-materialize: {m}\nthis is a bug in gilliam: please report it"),
-        }
-    }
-}
-
 /// The lock options of `--lock-wait SECONDS`.
 pub fn lock_options(wait: f64) -> LockOptions {
     LockOptions {
@@ -143,33 +112,24 @@ fn parse_strategy(s: &str) -> Result<Strategy, String> {
     s.parse()
 }
 
-fn classify(e: Error) -> CliError {
-    match e {
-        Error::Bundle(b) => CliError::Input(b.0),
-        Error::Compile(m) => CliError::Internal(m),
-        Error::Aborted(m) => CliError::Aborted(m),
-        other => CliError::Refused(other.to_string()),
-    }
-}
-
-pub async fn run(args: &Args) -> Result<(), CliError> {
-    let bundle = Bundle::load(&args.from).map_err(|e| CliError::Input(e.0))?;
+pub async fn run(args: &Args) -> Result<(), Failure> {
+    let bundle = Bundle::load(&args.from).map_err(|e| Failure::input(e.0))?;
     let saved = match &args.plan {
         Some(p) => Some(
-            Plan::from_json(&std::fs::read(p).map_err(|e| CliError::Input(format!("{}: {e}", p.display())))?)
-                .map_err(|e| CliError::Input(format!("{}: {e}", p.display())))?,
+            Plan::from_json(&std::fs::read(p).map_err(|e| Failure::input(format!("{}: {e}", p.display())))?)
+                .map_err(|e| Failure::input(format!("{}: {e}", p.display())))?,
         ),
         None => None,
     };
     let region = args.region.clone().unwrap_or_else(|| bundle.manifest.formation.region.clone());
-    let aws = connect_from_env(&Endpoint { url: args.endpoint_url.clone(), region: Some(region) }).await.map_err(CliError::Input)?;
+    let aws = connect_from_env(&Endpoint { url: args.endpoint_url.clone(), region: Some(region) }).await.map_err(Failure::input)?;
     let progress = crate::progress::Progress::new(args.verbose, args.quiet);
     let say = |line: &str| progress.say(line);
     if args.traffic == TrafficMode::Manual && args.strategy != Strategy::AllAtOnce {
-        return Err(CliError::Usage("--strategy moves traffic; with --traffic manual there is none to move".into()));
+        return Err(Failure::usage("--strategy moves traffic; with --traffic manual there is none to move"));
     }
     if args.traffic == TrafficMode::Manual && args.judging.bake.is_some() {
-        return Err(CliError::Usage("--bake watches the traffic a converge moves; with --traffic manual there is none".into()));
+        return Err(Failure::usage("--bake watches the traffic a converge moves; with --traffic manual there is none"));
     }
     let opts = Options {
         traffic_auto: args.traffic == TrafficMode::Auto,
@@ -182,7 +142,7 @@ pub async fn run(args: &Args) -> Result<(), CliError> {
     let c = Converger::new(&aws, &bundle, opts, &say);
     let plan = match saved {
         Some(p) => p,
-        None => c.plan().await.map_err(classify)?,
+        None => c.plan().await.map_err(Failure::from)?,
     };
     let json = args.output == Output::Json;
     // In JSON mode stdout holds the plan alone; what a person reads goes to stderr.
@@ -194,7 +154,7 @@ pub async fn run(args: &Args) -> Result<(), CliError> {
     }
     if args.plan_only {
         if let Some(out) = &args.out {
-            std::fs::write(out, plan.to_json()).map_err(|e| CliError::Input(format!("cannot write {}: {e}", out.display())))?;
+            std::fs::write(out, plan.to_json()).map_err(|e| Failure::input(format!("cannot write {}: {e}", out.display())))?;
             tell(&format!("plan saved to {}; apply it with --plan {}", out.display(), out.display()));
         }
         return Ok(());
@@ -213,7 +173,7 @@ pub async fn run(args: &Args) -> Result<(), CliError> {
     let formation = Formation::from_manifest(&bundle.manifest);
     let ops = gilliam_materializer::ops::Ops::new(&aws, formation.clone(), &say);
     // What a breach during the bake puts back: the traffic before this converge.
-    let restore = if args.judging.bake.is_some() { ops.weights_now().await.map_err(classify)? } else { Default::default() };
+    let restore = if args.judging.bake.is_some() { ops.weights_now().await.map_err(Failure::from)? } else { Default::default() };
     let report = lock::with_lock(&aws, &Formation::from_manifest(&bundle.manifest), &what, lock_opts, &say, async {
         if saved {
             c.apply(&plan).await
@@ -222,15 +182,16 @@ pub async fn run(args: &Args) -> Result<(), CliError> {
         }
     })
     .await
-    .map_err(classify)?;
+    .map_err(Failure::from)?;
     for line in &report.changes {
         tell(line);
     }
     let weights: Vec<String> = report.traffic.iter().map(|(n, w)| format!("{n}={w}")).collect();
     tell(&format!("release {} of formation {} converged; traffic {}", bundle.manifest.release.number, bundle.manifest.formation.name, weights.join(" ")));
     if args.traffic == TrafficMode::Auto {
-        let bake =
-            crate::judging::bake_after(&ops, &args.judging, bundle.manifest.release.number, &restore, opts_poll(args), lock_opts).await.map_err(classify)?;
+        let bake = crate::judging::bake_after(&ops, &args.judging, bundle.manifest.release.number, &restore, opts_poll(args), lock_opts)
+            .await
+            .map_err(Failure::from)?;
         if let Some(line) = bake {
             tell(&line);
         }

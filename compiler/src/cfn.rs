@@ -125,3 +125,8 @@ impl Template {
         Ok(())
     }
 }
+
+/// A rendered template against CloudFormation's limits: past one is a compiler bug.
+pub(crate) fn template_limits(t: &Template, stack: &str, bytes: usize) -> Result<(), String> {
+    t.check_limits(stack, bytes).map_err(|e| format!("internal error: {e}"))
+}

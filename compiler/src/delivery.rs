@@ -4,7 +4,7 @@
 
 use crate::decode::{self, Fields};
 use crate::diag::Sink;
-use crate::manifest::{Analysis, Delivery, Hooks, Notifications};
+use crate::manifest::{Analysis, Delivery, Hooks, Notifications, DEFAULT_ANALYSIS, DEFAULT_HOOK_TIMEOUT_SECONDS};
 use crate::node::{Node, Value};
 
 /// The header that reaches the newest release at any weight (`X-Gilliam-Release: 12`).
@@ -13,13 +13,6 @@ pub const TEST_HEADER: &str = "X-Gilliam-Release";
 const ANALYSIS_KEYS: &[&str] = &["max_error_rate", "max_p99_ms", "max_ratio_vs_baseline", "min_requests", "interval", "alarms"];
 const HOOK_KEYS: &[&str] = &["pre_traffic", "post_traffic", "on_abort", "timeout"];
 const NOTIFY_KEYS: &[&str] = &["webhook", "sns_topic", "event_bus"];
-
-/// Defaults: a release is judged on at least 50 requests, with at most 1% of them 5xx, and
-/// neither its error rate nor its p99 more than 1.5 times the baseline's; checked every minute
-/// (ELBv2 publishes its metrics each minute).
-pub const DEFAULT_ANALYSIS: Analysis =
-    Analysis { max_error_rate_percent: 1.0, max_p99_ms: None, max_ratio_vs_baseline: 1.5, min_requests: 50, interval_seconds: 60, alarms: Vec::new() };
-pub const DEFAULT_HOOK_TIMEOUT_SECONDS: u32 = 600;
 
 /// The delivery settings of one file, each key only where the file gives it.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -6,12 +6,15 @@
 
 pub mod app;
 pub mod cfn;
+mod check;
 mod compile;
 mod decode;
 pub mod delivery;
 pub mod diag;
 mod emit;
+mod layout;
 pub mod manifest;
+mod model;
 pub mod names;
 pub mod node;
 mod par;
@@ -20,11 +23,9 @@ pub mod release;
 pub mod runtime;
 pub mod stage;
 
-pub use compile::{
-    compile, compile_with, compile_with_traffic, rule_weights, Compiled, Error, Inputs, Options, Source, TrafficShare, MAX_WEIGHT, TARGET_GROUPS_PER_FORWARD,
-    TARGET_GROUPS_PER_LB,
-};
-pub use emit::{INLINE_USERDATA_BUDGET, RUNTIME_CONFIG_VERSION};
+pub use compile::{compile, compile_with, compile_with_traffic};
+pub use emit::userdata::{INLINE_USERDATA_BUDGET, RUNTIME_CONFIG_VERSION};
+pub use model::{rule_weights, Compiled, Error, Inputs, Options, Source, TrafficShare, MAX_WEIGHT, TARGET_GROUPS_PER_FORWARD, TARGET_GROUPS_PER_LB};
 
 /// Reads a stage file on its own (the operator CLI needs only where the formation lives).
 pub fn parse_stage(source: Source<'_>) -> Result<stage::Stage, diag::Diagnostics> {

@@ -122,7 +122,7 @@ pub struct Hooks {
 
 impl Default for Hooks {
     fn default() -> Self {
-        Hooks { pre_traffic: None, post_traffic: None, on_abort: None, timeout_seconds: crate::delivery::DEFAULT_HOOK_TIMEOUT_SECONDS }
+        Hooks { pre_traffic: None, post_traffic: None, on_abort: None, timeout_seconds: DEFAULT_HOOK_TIMEOUT_SECONDS }
     }
 }
 
@@ -363,3 +363,10 @@ pub fn schema_json() -> String {
     s.push('\n');
     s
 }
+
+/// Defaults: a release is judged on at least 50 requests, with at most 1% of them 5xx, and
+/// neither its error rate nor its p99 more than 1.5 times the baseline's; checked every minute
+/// (ELBv2 publishes its metrics each minute).
+pub const DEFAULT_ANALYSIS: Analysis =
+    Analysis { max_error_rate_percent: 1.0, max_p99_ms: None, max_ratio_vs_baseline: 1.5, min_requests: 50, interval_seconds: 60, alarms: Vec::new() };
+pub const DEFAULT_HOOK_TIMEOUT_SECONDS: u32 = 600;

@@ -1,12 +1,16 @@
 //! `gilliam`: the operator's CLI (deploy, releases, status, traffic, rollback, scale, retire,
-//! plan, history, outputs).
+//! plan, history, outputs...).
 //!
-//! Exit codes: 0 success, 1 invalid input, 2 usage error, 3 internal error, 4 refused or
-//! failed in AWS.
+//! Exit codes (`gilliam_cli::failure`): 0 success, 1 invalid input, 2 usage error, 3 internal
+//! error, 4 refused or failed in AWS, 5 a traffic shift or bake aborted and the traffic put back.
 
-use gilliam_cli::gilliam_cmd::{run, Args, Failure};
+use gilliam_cli::failure::{Failure, Named};
+use gilliam_cli::gilliam_cmd::{run, Args};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    gilliam_cli::entry::main::<Args, Failure>(|args| gilliam_cli::entry::block_on(run(args)).map_err(|message| Failure { code: 3, message })?, |f| f.code)
+    gilliam_cli::entry::main::<Args, Named>(
+        |args| gilliam_cli::entry::block_on(run(args)).map_err(Failure::internal).and_then(|r| r).map_err(|f| f.named("gilliam")),
+        Named::exit_code,
+    )
 }

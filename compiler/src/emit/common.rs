@@ -1,0 +1,57 @@
+//! What every template shares: names in the private zone and of load balancers and target
+//! groups, security group rules, instance metadata and disk settings, IAM helpers.
+
+use crate::cfn::{self};
+use crate::model::Ctx;
+use crate::names::{self, shorten, ELB_NAME_MAX};
+use crate::obj;
+use serde_json::{json, Value};
+
+/// A service's (or auxiliary's) name in the private zone: `api.shop.internal`.
+pub(crate) fn host(ctx: &Ctx<'_>, name: &str) -> String {
+    format!("{}.{}", names::dns_label(name), ctx.domain())
+}
+
+/// An etcd member's name (and DNS label): `coord-0`.
+pub(crate) fn member_label(aux: &str, i: u32) -> String {
+    names::dns_label(&format!("{aux}-{i}"))
+}
+
+pub(crate) fn lb_name(ctx: &Ctx<'_>, scheme: &str, g: u32) -> String {
+    shorten(&format!("{}-{scheme}-{g}", ctx.f()), ELB_NAME_MAX)
+}
+
+/// How long an Auto Scaling group waits for its instances' success signals.
+pub const SIGNAL_TIMEOUT_SECONDS: u32 = 900;
+
+/// Load balancer deregistration delay, which the agent also waits out when draining.
+pub const DRAIN_SECONDS: u32 = 30;
+pub(crate) const TLS_POLICY: &str = "ELBSecurityPolicy-TLS13-1-2-2021-06";
+
+pub(crate) fn sg_rule(port: u16, source: Value, description: &str) -> Value {
+    json!({ "IpProtocol": "tcp", "FromPort": port, "ToPort": port, "SourceSecurityGroupId": source, "Description": description })
+}
+
+pub(crate) fn metadata_and_disk(ctx: &Ctx<'_>) -> (Value, Value) {
+    (
+        obj! { "HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 1 },
+        Value::Array(vec![obj! {
+            "DeviceName": "/dev/xvda",
+            "Ebs": obj! { "VolumeSize": ctx.stage.defaults.root_volume_gb, "VolumeType": "gp3", "Encrypted": true, "DeleteOnTermination": true },
+        }]),
+    )
+}
+
+pub(crate) fn assume_ec2() -> Value {
+    json!({ "Version": "2012-10-17", "Statement": [{ "Effect": "Allow", "Principal": { "Service": "ec2.amazonaws.com" }, "Action": "sts:AssumeRole" }] })
+}
+
+/// An ARN pattern through Fn::Sub: `${AWS::...}` pseudo parameters resolve, literal text is
+/// escaped so that a `${` in a user value can never become a substitution.
+pub(crate) fn arn(pattern: &str, literal: &str) -> Value {
+    cfn::sub(&pattern.replace("{}", &literal.replace("${", "${!")))
+}
+
+pub(crate) fn target_group_name(ctx: &Ctx<'_>, svc: &str, public: bool) -> String {
+    shorten(&format!("{}-r{}-{}-{}", ctx.f(), ctx.release.number, names::dns_label(svc), if public { "p" } else { "i" }), ELB_NAME_MAX)
+}

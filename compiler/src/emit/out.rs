@@ -1,0 +1,79 @@
+//! The files a compile writes as they are emitted: templates (checked against
+//! CloudFormation's limits and hashed), userdata, uploads, warnings.
+
+use crate::cfn::{self, Template};
+use crate::manifest::{self as mf, StackRole};
+use crate::model::Ctx;
+use crate::names::sha256_hex;
+use std::collections::BTreeMap;
+
+/// Every file emitted so far, and what the manifest says of them.
+#[derive(Debug, Default)]
+pub(crate) struct Out {
+    pub(crate) files: BTreeMap<String, Vec<u8>>,
+    pub(crate) stacks: Vec<mf::StackEntry>,
+    pub(crate) warnings: Vec<String>,
+    pub(crate) uploads: Vec<mf::UploadEntry>,
+}
+
+impl Out {
+    pub(crate) fn file(&mut self, path: String, bytes: Vec<u8>) -> mf::FileEntry {
+        let e = mf::FileEntry { path: path.clone(), sha256: sha256_hex(&bytes), bytes: bytes.len() };
+        self.files.insert(path, bytes);
+        e
+    }
+
+    /// A file the materializer uploads next to the templates before creating the release.
+    pub(crate) fn upload(&mut self, ctx: &Ctx<'_>, path: &str, bytes: Vec<u8>) -> mf::UploadEntry {
+        let sha = sha256_hex(&bytes);
+        self.upload_hashed(ctx, path, bytes, sha)
+    }
+
+    pub(crate) fn upload_hashed(&mut self, ctx: &Ctx<'_>, path: &str, bytes: Vec<u8>, sha256: String) -> mf::UploadEntry {
+        let u = mf::UploadEntry { s3_key: upload_key(ctx, path), path: path.to_string(), sha256, bytes: bytes.len() };
+        self.files.insert(path.to_string(), bytes);
+        self.uploads.push(u.clone());
+        u
+    }
+
+    pub(crate) fn push_stack(&mut self, ctx: &Ctx<'_>, r: RenderedStack) {
+        let path = format!("templates/{}.json", r.name);
+        self.stacks.push(mf::StackEntry {
+            s3_key: format!("{}releases/{}/{path}", ctx.prefix(), ctx.release.number),
+            name: r.name,
+            role: r.role,
+            template: path.clone(),
+            sha256: r.sha256,
+            bytes: r.bytes.len(),
+            resources: r.resources,
+            upload_required: r.bytes.len() > cfn::MAX_INLINE_BYTES,
+            depends_on: r.depends_on,
+            capabilities: if r.iam { vec!["CAPABILITY_IAM".into()] } else { Vec::new() },
+            routing_group: r.group,
+        });
+        self.files.insert(path, r.bytes);
+    }
+}
+
+/// A stack's template, rendered, checked against CloudFormation's limits and hashed.
+pub(crate) struct RenderedStack {
+    name: String,
+    role: StackRole,
+    bytes: Vec<u8>,
+    sha256: String,
+    resources: usize,
+    iam: bool,
+    depends_on: Vec<String>,
+    group: Option<u32>,
+}
+
+pub(crate) fn render_stack(name: String, role: StackRole, t: &Template, depends_on: Vec<String>, group: Option<u32>) -> Result<RenderedStack, String> {
+    let bytes = t.render();
+    cfn::template_limits(t, &name, bytes.len())?;
+    let iam = t.resources.values().any(|r| r["Type"].as_str().is_some_and(|ty| ty.starts_with("AWS::IAM::")));
+    Ok(RenderedStack { sha256: sha256_hex(&bytes), name, role, bytes, resources: t.resources.len(), iam, depends_on, group })
+}
+
+pub(crate) fn upload_key(ctx: &Ctx<'_>, path: &str) -> String {
+    format!("{}releases/{}/{path}", ctx.prefix(), ctx.release.number)
+}

@@ -1,0 +1,170 @@
+//! The compiler's model: its inputs and outputs (`Source`, `Inputs`, `Options`, `Compiled`,
+//! `Error`), one live release's share of traffic, the weight rule every listener rule follows,
+//! and the checked, laid-out formation (`Ctx`, `Svc`) that every emitter reads.
+
+use crate::app::Service;
+use crate::diag::Diagnostics;
+use crate::manifest::{self as mf, Manifest};
+use crate::names;
+use crate::release::Release;
+use crate::stage::Stage;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One input file: the name it is reported under, and its text.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    pub name: &'a str,
+    pub text: &'a str,
+}
+
+/// One live release's share of the formation's traffic, as the routing templates see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrafficShare {
+    pub release: u32,
+    /// ELBv2 weight, 0 to 999.
+    pub weight: u32,
+    /// Routing groups the release was compiled with (it must match this compile's).
+    pub routing_groups: u32,
+    /// Services with an internal target group in that release.
+    pub internal: BTreeSet<String>,
+    /// Services with a public target group in that release.
+    pub public: BTreeSet<String>,
+    /// The port of each of its HTTP services: the formation keeps the instances' security
+    /// group open on every port a live release uses (the compiler fills in its own release's).
+    pub ports: BTreeMap<String, u16>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    pub app: Source<'a>,
+    pub release: Source<'a>,
+    pub stage: Source<'a>,
+}
+
+/// Everything a compile produces: files by relative path, and the manifest they describe.
+#[derive(Debug)]
+pub struct Compiled {
+    pub files: BTreeMap<String, Vec<u8>>,
+    pub manifest: Manifest,
+}
+
+#[derive(Debug)]
+pub enum Error {
+    /// The inputs are wrong or do not fit AWS limits: every problem, with its position.
+    Invalid(Diagnostics),
+    /// A bug in the compiler: it refuses to emit rather than emit something broken.
+    Internal(String),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Invalid(d) => write!(f, "{d}"),
+            Error::Internal(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Largest ELBv2 forward weight.
+pub const MAX_WEIGHT: u32 = 999;
+
+/// The weights one listener rule gives the releases that have its service, from the
+/// formation's weights (`(release, weight)` pairs): each release's own weight, except that when
+/// none of them has any (a service new in a release without traffic yet), the newest takes the
+/// rule with weight 1: nothing else can answer it, and a target group in no weighted rule is
+/// never health-checked by ELBv2. The one definition both the rendered templates and the
+/// operator's ELBv2 writes follow; `None` when there is no release.
+pub fn rule_weights(releases: &[(u32, u32)]) -> Option<Vec<u32>> {
+    let mut w: Vec<u32> = releases.iter().map(|(_, w)| *w).collect();
+    if w.iter().all(|w| *w == 0) {
+        let newest = releases.iter().enumerate().max_by_key(|(_, (n, _))| *n)?.0;
+        w[newest] = 1;
+    }
+    Some(w)
+}
+
+/// ELBv2: target groups per load balancer (not adjustable).
+pub const TARGET_GROUPS_PER_LB: u32 = 100;
+/// ELBv2: target groups in one weighted forward action (not adjustable).
+pub const TARGET_GROUPS_PER_FORWARD: u32 = 5;
+
+/// A service with everything resolved: IDs, scale with defaults, placement.
+#[derive(Debug)]
+pub(crate) struct Svc<'a> {
+    pub s: &'a Service,
+    pub id: String,
+    pub env: String,
+    pub scale: mf::Scale,
+    pub instance_type: String,
+    pub group: Option<u32>,
+    pub part: u32,
+}
+
+impl Svc<'_> {
+    pub fn routed(&self) -> bool {
+        self.s.process().is_some_and(|p| !p.routes.is_empty())
+    }
+}
+
+/// The checked inputs and the layout, shared by every emitter.
+#[derive(Debug)]
+pub(crate) struct Ctx<'a> {
+    pub stage: &'a Stage,
+    pub release: &'a Release,
+    pub svcs: Vec<Svc<'a>>,
+    pub groups: u32,
+    pub parts: u32,
+    pub live: u32,
+    pub traffic: Vec<TrafficShare>,
+    /// Releases kept cold: in no routing rule, but their ports stay open (`Options::standby`).
+    pub standby: Vec<TrafficShare>,
+    pub workers: usize,
+    pub deployed_rules: BTreeMap<String, crate::priority::DeployedRules>,
+    pub delivery: mf::Delivery,
+}
+
+impl Ctx<'_> {
+    pub fn f(&self) -> &str {
+        &self.stage.formation
+    }
+    pub fn domain(&self) -> String {
+        names::internal_domain(self.f())
+    }
+    pub fn https(&self) -> bool {
+        self.stage.certificate.is_some()
+    }
+    pub fn prefix(&self) -> String {
+        format!("gilliam/{}/", self.f())
+    }
+    pub fn release_stack(&self, part: u32) -> String {
+        names::release_stack(self.f(), self.release.number, part, self.parts)
+    }
+    pub fn processes(&self) -> impl Iterator<Item = &Svc<'_>> {
+        self.svcs.iter().filter(|s| s.s.process().is_some())
+    }
+    pub fn http(&self) -> impl Iterator<Item = &Svc<'_>> {
+        self.svcs.iter().filter(|s| s.s.is_http())
+    }
+    pub fn auxiliaries(&self) -> impl Iterator<Item = &Svc<'_>> {
+        self.svcs.iter().filter(|s| s.s.auxiliary().is_some())
+    }
+}
+
+/// How to compile, beyond the inputs.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Traffic shares to render routing templates with; `None`: the compiled release takes all.
+    pub traffic: Option<Vec<TrafficShare>>,
+    /// Threads that may build and render stacks at once (0 or 1: the calling thread only).
+    /// The output is the same bytes whatever the count.
+    pub workers: usize,
+    /// The listener rules the routing stacks hold now, by stack name: their priorities are kept
+    /// where possible, and new ones never collide with them during the update.
+    pub deployed_rules: BTreeMap<String, crate::priority::DeployedRules>,
+    /// Releases kept cold (scaled to zero, in no routing rule): the instances' security group
+    /// stays open on their ports, so that warming one needs no formation stack update. Their
+    /// weights are ignored and they count against no routing limit.
+    pub standby: Vec<TrafficShare>,
+}
