@@ -6,6 +6,7 @@
 //! published state, and the release metadata file is written.
 
 use gilliam_materializer::aws::{Aws, AwsError, PutCondition};
+use gilliam_materializer::retry::retry;
 use gilliam_materializer::Error;
 use gilliam_materializer::{Formation, Ops};
 use std::io::Write;
@@ -142,18 +143,19 @@ pub fn artifact_key(f: &Formation, sha256: &str) -> String {
 /// Uploads the artifact unless it is there already. Returns whether it was uploaded.
 pub async fn upload<A: Aws>(aws: &A, f: &Formation, packed: &Packed) -> Result<bool, Error> {
     let key = artifact_key(f, &packed.sha256);
-    let head = aws.head_object(&f.bucket, &key).await.map_err(|err| Error::Aws { what: "look for the artifact".into(), err })?;
+    let head = retry("look for the artifact", || aws.head_object(&f.bucket, &key)).await?;
     if head.is_some_and(|h| h.sha256.as_deref() == Some(packed.sha256.as_str())) {
         return Ok(false);
     }
-    if !aws.bucket_exists(&f.bucket).await.map_err(|err| Error::Aws { what: "look for the outputs bucket".into(), err })? {
-        aws.create_secure_bucket(&f.bucket, &f.region).await.map_err(|err| Error::Aws { what: "create the outputs bucket".into(), err })?;
+    if !retry("look for the outputs bucket", || aws.bucket_exists(&f.bucket)).await? {
+        retry("create the outputs bucket", || aws.create_secure_bucket(&f.bucket, &f.region)).await?;
     }
-    match aws.put_object(&f.bucket, &key, packed.gz.clone(), PutCondition::Absent).await {
+    match retry(&format!("upload the artifact s3://{}/{key}", f.bucket), || aws.put_object(&f.bucket, &key, packed.gz.clone(), PutCondition::Absent)).await {
         Ok(_) => Ok(true),
-        // Someone uploaded the same bytes meanwhile: the key is their digest, so it is ours too.
-        Err(AwsError::PreconditionFailed) => Ok(false),
-        Err(err) => Err(Error::Aws { what: format!("upload the artifact s3://{}/{key}", f.bucket), err }),
+        // Someone uploaded the same bytes meanwhile (or a retried upload of ours landed): the
+        // key is the digest, so the object is ours too.
+        Err(Error::Aws { err: AwsError::PreconditionFailed, .. }) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -162,7 +164,7 @@ pub async fn previous<A: Aws>(aws: &A, f: &Formation, say: &(dyn Fn(&str) + Sync
     let ops = Ops::new(aws, f.clone(), say);
     let Ok((m, _)) = ops.outputs().await else { return Ok(None) };
     let key = format!("{}releases/{}/inputs/release.json", f.prefix, m.release.number);
-    let o = aws.get_object(&f.bucket, &key).await.map_err(|err| Error::Aws { what: "read the latest release's metadata".into(), err })?;
+    let o = retry("read the latest release's metadata", || aws.get_object(&f.bucket, &key)).await?;
     match o {
         None => Ok(None),
         Some(o) => serde_json::from_slice(&o.body).map(Some).map_err(|e| Error::Artifact(format!("s3://{}/{key} is not release metadata: {e}", f.bucket))),
