@@ -2,6 +2,7 @@
 //! errors to documented exit codes. The compiler library itself does no I/O.
 
 pub mod build_cmd;
+pub mod commands;
 /// gilliam-compile's own code, which `gilliam deploy` and `gilliam plan` call.
 pub use gilliam_compile::cmd as compile_cmd;
 pub mod entry;
