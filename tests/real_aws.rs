@@ -1,5 +1,5 @@
 //! What real CloudFormation and ELBv2 require of a change between releases, checked on the
-//! compiler's output with the strict layer's rules (`gilliam_materializer::strict`): every
+//! compiler's output with the strict layer's rules (`gilliam_doubles::strict`): every
 //! template on its own (names, rule conditions, at least one resource), and every step of a
 //! formation changing the way teams change them (routes added, removed, reordered; HTTP
 //! services added and removed; a port changed; a service made internal), each compiled against
@@ -8,7 +8,7 @@
 use gilliam_compiler::manifest::StackRole;
 use gilliam_compiler::priority::DeployedRules;
 use gilliam_compiler::{compile_with, Compiled, Inputs, Options, Source, TrafficShare};
-use gilliam_materializer::strict::{change_problems, template_problems};
+use gilliam_doubles::strict::{change_problems, template_problems};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -90,7 +90,7 @@ impl World {
         let gone: Vec<String> = self.stacks.keys().filter(|k| k.contains("-routing-") && !new.contains_key(*k)).cloned().collect();
         gone.iter().chain(&retired.iter().map(|r| format!("shop-r{r}")).collect::<Vec<_>>()).for_each(|name| {
             let others: BTreeMap<String, Value> = self.stacks.iter().filter(|(k, _)| *k != name).map(|(k, v)| (k.clone(), v.clone())).collect();
-            let problems = gilliam_materializer::strict::delete_problems(&self.stacks[name], &others);
+            let problems = gilliam_doubles::strict::delete_problems(&self.stacks[name], &others);
             assert!(problems.is_empty(), "release {n}, deleting {name}:\n{}", problems.join("\n"));
             self.stacks.remove(name);
         });

@@ -163,7 +163,7 @@ pub async fn upload<A: Aws>(aws: &A, f: &Formation, packed: &Packed) -> Result<b
 pub async fn previous<A: Aws>(aws: &A, f: &Formation, say: &(dyn Fn(&str) + Sync)) -> Result<Option<serde_json::Value>, Error> {
     let ops = Ops::new(aws, f.clone(), say);
     let Ok((m, _)) = ops.outputs().await else { return Ok(None) };
-    let key = format!("{}releases/{}/inputs/release.json", f.prefix, m.release.number);
+    let key = gilliam_contract::keys::release_input(&f.prefix, m.release.number, "release.json");
     let o = retry("read the latest release's metadata", || aws.get_object(&f.bucket, &key)).await?;
     match o {
         None => Ok(None),

@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use gilliam_materializer::aws::Aws;
+use gilliam_materializer::aws::prelude::*;
 use gilliam_materializer::sdk::{Endpoint, SdkAws};
 use std::path::{Path, PathBuf};
 

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use gilliam_materializer::aws::Aws;
+use gilliam_materializer::aws::prelude::*;
 use gilliam_materializer::sdk::{Endpoint, SdkAws};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::ExitStatusExt;

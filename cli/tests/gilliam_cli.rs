@@ -132,7 +132,8 @@ async fn rollback_to_a_cold_release_warms_it_and_says_how_long_it_took() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_lock_names_its_holder_and_unlock_breaks_it() {
-    use gilliam_materializer::aws::{Aws, PutCondition};
+    use gilliam_materializer::aws::prelude::*;
+    use gilliam_materializer::aws::PutCondition;
     use gilliam_materializer::sdk::{Endpoint, SdkAws};
     let Session { moto, dir, stage, app: _ } = session("lock").await;
     let g = |args: &[&str]| gilliam(&moto, &stage, None, args);
@@ -176,7 +177,8 @@ async fn a_held_lock_names_its_holder_and_unlock_breaks_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_or_foreign_published_files_are_errors_never_panics_or_wrong_deploys() {
-    use gilliam_materializer::aws::{Aws, PutCondition};
+    use gilliam_materializer::aws::prelude::*;
+    use gilliam_materializer::aws::PutCondition;
     use gilliam_materializer::sdk::{Endpoint, SdkAws};
     let Session { moto, dir, stage, app } = session("corrupt").await;
     let g = |args: &[&str]| gilliam(&moto, &stage, None, &[&["--lock-wait", "0"], args].concat());
@@ -256,7 +258,8 @@ fn completions_and_man_pages_come_from_the_clap_definitions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promote_deploys_the_same_artifact_and_config_to_the_next_stage_and_refuses_another_artifact() {
-    use gilliam_materializer::aws::{Aws, PutCondition};
+    use gilliam_materializer::aws::prelude::*;
+    use gilliam_materializer::aws::PutCondition;
     use gilliam_materializer::sdk::{Endpoint, SdkAws};
     let Session { moto, dir, stage, app } = session("promote").await;
     let staging = |args: &[&str]| gilliam(&moto, &stage, None, args);

@@ -5,6 +5,9 @@
 //! outputs. Callers hand in file contents and get back files by relative path.
 
 pub mod app;
+/// The manifest and runtime config types live in the contract crate, which the materializer
+/// and the agent read without the compiler.
+pub use gilliam_contract::{manifest, runtime};
 pub mod cfn;
 mod check;
 mod compile;
@@ -13,14 +16,12 @@ pub mod delivery;
 pub mod diag;
 mod emit;
 mod layout;
-pub mod manifest;
 mod model;
 pub mod names;
 pub mod node;
 mod par;
 pub mod priority;
 pub mod release;
-pub mod runtime;
 pub mod stage;
 
 pub use compile::{compile, compile_with, compile_with_traffic};

@@ -67,23 +67,7 @@ impl std::fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-/// Largest ELBv2 forward weight.
-pub const MAX_WEIGHT: u32 = 999;
-
-/// The weights one listener rule gives the releases that have its service, from the
-/// formation's weights (`(release, weight)` pairs): each release's own weight, except that when
-/// none of them has any (a service new in a release without traffic yet), the newest takes the
-/// rule with weight 1: nothing else can answer it, and a target group in no weighted rule is
-/// never health-checked by ELBv2. The one definition both the rendered templates and the
-/// operator's ELBv2 writes follow; `None` when there is no release.
-pub fn rule_weights(releases: &[(u32, u32)]) -> Option<Vec<u32>> {
-    let mut w: Vec<u32> = releases.iter().map(|(_, w)| *w).collect();
-    if w.iter().all(|w| *w == 0) {
-        let newest = releases.iter().enumerate().max_by_key(|(_, (n, _))| *n)?.0;
-        w[newest] = 1;
-    }
-    Some(w)
-}
+pub use gilliam_contract::weights::{rule_weights, MAX_WEIGHT};
 
 /// ELBv2: target groups per load balancer (not adjustable).
 pub const TARGET_GROUPS_PER_LB: u32 = 100;
@@ -136,7 +120,7 @@ impl Ctx<'_> {
         self.stage.certificate.is_some()
     }
     pub fn prefix(&self) -> String {
-        format!("gilliam/{}/", self.f())
+        gilliam_contract::keys::prefix(self.f())
     }
     pub fn release_stack(&self, part: u32) -> String {
         names::release_stack(self.f(), self.release.number, part, self.parts)

@@ -1,8 +1,6 @@
 //! Names derived from user names: CloudFormation logical IDs, environment variable prefixes,
 //! stack and export names, and AWS resource names shortened deterministically to their limits.
 
-use sha2::{Digest, Sha256};
-
 /// `api-v2` and `api_v2` both become `ApiV2`; collisions are reported by the compiler.
 pub fn logical(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
@@ -21,15 +19,7 @@ pub fn env_prefix(name: &str) -> String {
     name.chars().map(|c| if c == '-' { '_' } else { c.to_ascii_uppercase() }).collect()
 }
 
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    let d = Sha256::digest(bytes);
-    let mut s = String::with_capacity(64);
-    for b in d {
-        s.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
-        s.push(char::from_digit(u32::from(b & 15), 16).unwrap_or('0'));
-    }
-    s
-}
+pub use gilliam_contract::digest::sha256_hex;
 
 /// Fits `name` into `max` characters. Names that fit are kept; longer ones keep a readable
 /// prefix and end in `-` plus 6 hex digits of the full name's sha256, so two long names that
@@ -95,7 +85,7 @@ pub fn internal_domain(formation: &str) -> String {
 }
 
 pub fn secret_name(formation: &str, aux: &str) -> String {
-    format!("gilliam/{formation}/{aux}")
+    gilliam_contract::keys::auxiliary_secret(formation, aux)
 }
 
 /// The logical ID of the test-header twin of rule `rule` (`Route1a2b3c4dTest`).

@@ -30,7 +30,7 @@ pub struct Release {
 /// Secret config lives in secrets named `gilliam/FORMATION/config/...`, so that a release's
 /// instance role can be granted exactly its own formation's.
 pub fn config_secret_prefix(formation: &str) -> String {
-    format!("gilliam/{formation}/config/")
+    gilliam_contract::keys::config_secret_prefix(formation)
 }
 
 const KEYS: &[&str] = &["number", "artifact", "runtime_image", "revision", "created", "config"];

@@ -11,7 +11,8 @@
 mod common;
 
 use common::*;
-use gilliam_materializer::aws::{Aws, AwsResult, Group, MetricQuery, Object, ObjectHead, PutCondition, Rule, Stack, StackEvent, StackRequest};
+use gilliam_materializer::aws::prelude::*;
+use gilliam_materializer::aws::{AwsResult, MetricQuery, Object, ObjectHead, PutCondition, Rule, Stack, StackEvent, StackRequest};
 use gilliam_materializer::sdk::{Endpoint, SdkAws};
 use gilliam_materializer::{Converger, Options};
 use gilliam_materializer::{Ops, ShiftOptions};
@@ -37,7 +38,7 @@ impl Bench {
     }
 }
 
-impl Aws for Bench {
+impl S3 for Bench {
     async fn bucket_exists(&self, b: &str) -> AwsResult<bool> {
         self.inner.bucket_exists(b).await
     }
@@ -55,6 +56,9 @@ impl Aws for Bench {
         self.other();
         self.inner.put_object(b, k, body, c).await
     }
+}
+
+impl CloudFormation for Bench {
     async fn describe_stack(&self, n: &str) -> AwsResult<Option<Stack>> {
         self.other();
         self.inner.describe_stack(n).await
@@ -85,6 +89,9 @@ impl Aws for Bench {
         self.other();
         self.inner.list_exports().await
     }
+}
+
+impl Elbv2 for Bench {
     async fn describe_rules(&self, arns: &[String]) -> AwsResult<Vec<Rule>> {
         self.other();
         self.inner.describe_rules(arns).await
@@ -99,13 +106,13 @@ impl Aws for Bench {
         self.other();
         self.inner.target_health(tg).await
     }
-    async fn describe_groups(&self, names: &[String]) -> AwsResult<Vec<Group>> {
-        self.inner.describe_groups(names).await
-    }
-    async fn set_capacity(&self, n: &str, min: u32, d: u32, max: u32) -> AwsResult<()> {
-        self.inner.set_capacity(n, min, d, max).await
-    }
-    pass_through_network_and_secrets!();
+}
+
+gilliam_materializer::forward!(impl[] AutoScaling for Bench => inner);
+
+gilliam_materializer::forward!(impl[] SecretsManager for Bench => inner);
+
+impl CloudWatch for Bench {
     async fn metric_data(&self, queries: &[MetricQuery], start: i64, end: i64) -> AwsResult<BTreeMap<String, Vec<f64>>> {
         self.metric_calls.fetch_add(1, Ordering::Relaxed);
         // The real round trip, then the answer of a release that is fine or failing.
@@ -128,13 +135,13 @@ impl Aws for Bench {
         self.alarm_calls.fetch_add(1, Ordering::Relaxed);
         self.inner.alarm_states(names).await
     }
-    async fn publish(&self, topic: &str, subject: &str, message: &str) -> AwsResult<()> {
-        self.inner.publish(topic, subject, message).await
-    }
-    async fn put_event(&self, bus: &str, detail_type: &str, detail: &str) -> AwsResult<()> {
-        self.inner.put_event(bus, detail_type, detail).await
-    }
 }
+
+gilliam_materializer::forward!(impl[] Sns for Bench => inner);
+
+gilliam_materializer::forward!(impl[] EventBridge for Bench => inner);
+
+gilliam_materializer::forward!(impl[] Ec2 for Bench => inner);
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);

@@ -6,9 +6,10 @@
 //! ELBv2 write per affected rule, well under a second here; a no-op converge makes no mutating
 //! call, under one second here.
 
+use gilliam_doubles::counting::Counting;
+use gilliam_materializer::aws::prelude::*;
 use gilliam_materializer::aws::{Aws, PutCondition, StackRequest, TemplateSource};
 use gilliam_materializer::bundle::Bundle;
-use gilliam_materializer::counting::Counting;
 use gilliam_materializer::sdk::{Endpoint, SdkAws};
 use gilliam_materializer::{Converger, Options};
 use gilliam_materializer::{Formation, Ops};
@@ -69,8 +70,8 @@ async fn main() {
     let moto = Moto::start();
     let aws = Counting::new(SdkAws::connect(&Endpoint { url: Some(moto.url.clone()), region: Some(REGION.into()) }).await);
     let stage = stage(&aws, &moto.url).await;
-    aws.inner.create_secure_bucket("bench-art", REGION).await.expect("bucket");
-    aws.inner.put_object("bench-art", "a.tgz", b"art".to_vec(), PutCondition::Always).await.expect("artifact");
+    aws.inner().create_secure_bucket("bench-art", REGION).await.expect("bucket");
+    aws.inner().put_object("bench-art", "a.tgz", b"art".to_vec(), PutCondition::Always).await.expect("artifact");
     let sha = gilliam_materializer::sha256_hex(b"art");
     let quiet = |_: &str| {};
     let opts = Options { poll: Duration::from_millis(50), ..Options::default() };

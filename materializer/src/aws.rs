@@ -1,5 +1,10 @@
-//! The AWS seam: the few calls gilliam makes, as one narrow trait over plain types. The real
-//! SDK is behind it (`sdk.rs`); tests put fakes and fault injectors in front of it.
+//! The AWS seam: the calls gilliam makes, one narrow trait per service (`S3`,
+//! `CloudFormation`, `Elbv2`, `AutoScaling`, `SecretsManager`, `CloudWatch`, `Sns`,
+//! `EventBridge`, `Ec2`) over plain types, and `Aws`, every one of them. The real SDK is
+//! behind it (`sdk.rs`). Each service's calls are listed once (`__s3!` and the like); from that
+//! list come the trait, the forwarding of `Layered` (a client wrapped in a `Layer` that sees
+//! every call: counting, fault injection) and `forward!`, with which a wrapper that changes
+//! one service passes the others through untouched.
 
 use std::future::Future;
 
@@ -186,90 +191,269 @@ pub struct VpcEndpoint {
     pub subnets: Vec<String>,
 }
 
-pub trait Aws: Send + Sync {
-    fn bucket_exists(&self, bucket: &str) -> impl Future<Output = AwsResult<bool>> + Send;
-    /// Creates the bucket versioned, encrypted, with all public access blocked.
-    fn create_secure_bucket(&self, bucket: &str, region: &str) -> impl Future<Output = AwsResult<()>> + Send;
-    fn get_object(&self, bucket: &str, key: &str) -> impl Future<Output = AwsResult<Option<Object>>> + Send;
-    /// Size and recorded sha256 of an object, or `None` when there is none.
-    fn head_object(&self, bucket: &str, key: &str) -> impl Future<Output = AwsResult<Option<ObjectHead>>> + Send;
-    /// Stores an object, recording the body's sha256 in its metadata; returns its new ETag.
-    /// `PreconditionFailed` when `cond` does not hold.
-    fn put_object(&self, bucket: &str, key: &str, body: Vec<u8>, cond: PutCondition) -> impl Future<Output = AwsResult<String>> + Send;
+/// Every service gilliam calls: what the materializer and the operator commands are written
+/// against.
+pub trait Aws: S3 + CloudFormation + Elbv2 + AutoScaling + SecretsManager + CloudWatch + Sns + EventBridge + Ec2 {}
 
-    fn describe_stack(&self, name: &str) -> impl Future<Output = AwsResult<Option<Stack>>> + Send;
-    fn create_stack(&self, req: &StackRequest) -> impl Future<Output = AwsResult<String>> + Send;
-    /// `Err(AwsError::NoUpdates)` when the template is unchanged.
-    fn update_stack(&self, req: &StackRequest) -> impl Future<Output = AwsResult<()>> + Send;
-    fn delete_stack(&self, name: &str) -> impl Future<Output = AwsResult<()>> + Send;
-    fn continue_update_rollback(&self, name: &str) -> impl Future<Output = AwsResult<()>> + Send;
-    /// The stack's events, newest first (at most one page).
-    fn stack_events(&self, name: &str) -> impl Future<Output = AwsResult<Vec<StackEvent>>> + Send;
-    /// The template body CloudFormation holds for the stack.
-    fn get_template(&self, name: &str) -> impl Future<Output = AwsResult<String>> + Send;
-    /// The stack's resources: (logical ID, physical ID, type).
-    fn stack_resources(&self, name: &str) -> impl Future<Output = AwsResult<Vec<(String, String, String)>>> + Send;
-    /// Every export in the region: (name, value).
-    fn list_exports(&self) -> impl Future<Output = AwsResult<Vec<(String, String)>>> + Send;
+impl<T: S3 + CloudFormation + Elbv2 + AutoScaling + SecretsManager + CloudWatch + Sns + EventBridge + Ec2> Aws for T {}
 
-    fn describe_rules(&self, arns: &[String]) -> impl Future<Output = AwsResult<Vec<Rule>>> + Send;
-    /// Sets a rule's weighted forward: the whole list of target groups with their weights, and
-    /// the forward's stickiness (seconds) when it has one.
-    fn set_rule_weights(&self, arn: &str, forward: &[(String, u32)], stickiness: Option<u32>) -> impl Future<Output = AwsResult<()>> + Send;
-    /// The health state of each registered target ("healthy", "unhealthy", "initial", ...).
-    fn target_health(&self, target_group_arn: &str) -> impl Future<Output = AwsResult<Vec<String>>> + Send;
+/// One call at the seam as a layer sees it: the AWS operation and the seam's method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Call {
+    /// The AWS API operation (`PutObject`, `ModifyRule`).
+    pub op: &'static str,
+    /// The seam's method (`put_object`, `set_rule_weights`).
+    pub method: &'static str,
+}
 
-    fn describe_groups(&self, names: &[String]) -> impl Future<Output = AwsResult<Vec<Group>>> + Send;
-    fn set_capacity(&self, name: &str, min: u32, desired: u32, max: u32) -> impl Future<Output = AwsResult<()>> + Send;
+/// What a wrapper does around every call it passes on (count it, time it, fail it).
+pub trait Layer: Send + Sync {
+    fn around<T: Send>(&self, call: Call, f: impl Future<Output = AwsResult<T>> + Send) -> impl Future<Output = AwsResult<T>> + Send;
+}
 
-    /// Schedules a secret's deletion (recoverable for 7 days); a missing one is not an error.
-    fn delete_secret(&self, name: &str) -> impl Future<Output = AwsResult<()>> + Send {
-        let _ = name;
-        async { Err(AwsError::Other("this AWS client cannot delete secrets".into())) }
-    }
+/// A client with a layer around every call of every service: the one forwarding wrapper.
+#[derive(Debug, Default)]
+pub struct Layered<L, A> {
+    pub layer: L,
+    pub inner: A,
+}
 
-    /// The VPC, the subnets named, and the VPC's route tables and endpoints; `None` from a
-    /// client that cannot tell (then the preflight says it was skipped).
-    fn describe_network(&self, vpc: &str, subnets: &[String]) -> impl Future<Output = AwsResult<Option<Network>>> + Send;
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __service_trait {
+    ($(#[$tm:meta])* $svc:ident ; $( $(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty = $op:literal; )*) => {
+        $(#[$tm])*
+        pub trait $svc: Send + Sync {
+            $( $(#[$m])* fn $name(&self $(, $arg: $ty)*) -> impl ::std::future::Future<Output = $crate::aws::AwsResult<$ret>> + Send; )*
+        }
+        impl<L: $crate::aws::Layer, A: $svc> $svc for $crate::aws::Layered<L, A> {
+            $( async fn $name(&self $(, $arg: $ty)*) -> $crate::aws::AwsResult<$ret> {
+                self.layer.around($crate::aws::Call { op: $op, method: stringify!($name) }, self.inner.$name($($arg),*)).await
+            } )*
+        }
+    };
+}
 
-    /// Whether a secret exists: `None` when there is none, `Some(true)` when it is scheduled
-    /// for deletion (its name is still taken), `Some(false)` when it is there to use.
-    fn describe_secret(&self, name: &str) -> impl Future<Output = AwsResult<Option<bool>>> + Send;
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __service_forward {
+    ([$($gen:tt)*] $svc:ident for $ty:ty => $field:ident ; $( $(#[$m:meta])* fn $name:ident($($arg:ident: $aty:ty),*) -> $ret:ty = $op:literal; )*) => {
+        impl<$($gen)*> $crate::aws::$svc for $ty {
+            $( async fn $name(&self $(, $arg: $aty)*) -> $crate::aws::AwsResult<$ret> {
+                self.$field.$name($($arg),*).await
+            } )*
+        }
+    };
+}
 
-    /// Cancels a secret's scheduled deletion.
-    fn restore_secret(&self, name: &str) -> impl Future<Output = AwsResult<()>> + Send;
+/// Passes a whole service through from a wrapper to the client in one of its fields:
+/// `forward!(impl[A: Aws] S3 for Strict<A> => inner);` (`impl[]` when not generic).
+#[macro_export]
+macro_rules! forward {
+    (impl[$($gen:tt)*] S3 for $ty:ty => $field:ident) => { $crate::__s3!(__service_forward!([$($gen)*] S3 for $ty => $field)); };
+    (impl[$($gen:tt)*] CloudFormation for $ty:ty => $field:ident) => { $crate::__cloudformation!(__service_forward!([$($gen)*] CloudFormation for $ty => $field)); };
+    (impl[$($gen:tt)*] Elbv2 for $ty:ty => $field:ident) => { $crate::__elbv2!(__service_forward!([$($gen)*] Elbv2 for $ty => $field)); };
+    (impl[$($gen:tt)*] AutoScaling for $ty:ty => $field:ident) => { $crate::__autoscaling!(__service_forward!([$($gen)*] AutoScaling for $ty => $field)); };
+    (impl[$($gen:tt)*] SecretsManager for $ty:ty => $field:ident) => { $crate::__secretsmanager!(__service_forward!([$($gen)*] SecretsManager for $ty => $field)); };
+    (impl[$($gen:tt)*] CloudWatch for $ty:ty => $field:ident) => { $crate::__cloudwatch!(__service_forward!([$($gen)*] CloudWatch for $ty => $field)); };
+    (impl[$($gen:tt)*] Sns for $ty:ty => $field:ident) => { $crate::__sns!(__service_forward!([$($gen)*] Sns for $ty => $field)); };
+    (impl[$($gen:tt)*] EventBridge for $ty:ty => $field:ident) => { $crate::__eventbridge!(__service_forward!([$($gen)*] EventBridge for $ty => $field)); };
+    (impl[$($gen:tt)*] Ec2 for $ty:ty => $field:ident) => { $crate::__ec2!(__service_forward!([$($gen)*] Ec2 for $ty => $field)); };
+    // Every service but those named after `except`.
+    (impl[$($gen:tt)*] Aws for $ty:ty => $field:ident $(, except $($skip:ident)+)?) => {
+        $crate::__forward_all!([$($gen)*] $ty => $field; [S3 CloudFormation Elbv2 AutoScaling SecretsManager CloudWatch Sns EventBridge Ec2]; [$($($skip)+)?]);
+    };
+}
 
-    /// A password made by Secrets Manager: 32 characters, none that needs escaping in a URL.
-    fn random_password(&self) -> impl Future<Output = AwsResult<String>> + Send;
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __forward_all {
+    ([$($gen:tt)*] $ty:ty => $field:ident; []; [$($skip:ident)*]) => {};
+    ([$($gen:tt)*] $ty:ty => $field:ident; [$svc:ident $($rest:ident)*]; [$($skip:ident)*]) => {
+        $crate::__forward_unless!([$($gen)*] $svc for $ty => $field; [$($skip)*]);
+        $crate::__forward_all!([$($gen)*] $ty => $field; [$($rest)*]; [$($skip)*]);
+    };
+}
 
-    /// A secret's current string value; `None` when there is no such secret.
-    fn secret_value(&self, name: &str) -> impl Future<Output = AwsResult<Option<String>>> + Send;
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __forward_unless {
+    ([$($gen:tt)*] $svc:ident for $ty:ty => $field:ident; []) => { $crate::forward!(impl[$($gen)*] $svc for $ty => $field); };
+    ([$($gen:tt)*] S3 for $ty:ty => $field:ident; [S3 $($rest:ident)*]) => {};
+    ([$($gen:tt)*] CloudFormation for $ty:ty => $field:ident; [CloudFormation $($rest:ident)*]) => {};
+    ([$($gen:tt)*] Elbv2 for $ty:ty => $field:ident; [Elbv2 $($rest:ident)*]) => {};
+    ([$($gen:tt)*] AutoScaling for $ty:ty => $field:ident; [AutoScaling $($rest:ident)*]) => {};
+    ([$($gen:tt)*] SecretsManager for $ty:ty => $field:ident; [SecretsManager $($rest:ident)*]) => {};
+    ([$($gen:tt)*] CloudWatch for $ty:ty => $field:ident; [CloudWatch $($rest:ident)*]) => {};
+    ([$($gen:tt)*] Sns for $ty:ty => $field:ident; [Sns $($rest:ident)*]) => {};
+    ([$($gen:tt)*] EventBridge for $ty:ty => $field:ident; [EventBridge $($rest:ident)*]) => {};
+    ([$($gen:tt)*] Ec2 for $ty:ty => $field:ident; [Ec2 $($rest:ident)*]) => {};
+    ([$($gen:tt)*] $svc:ident for $ty:ty => $field:ident; [$other:ident $($rest:ident)*]) => {
+        $crate::__forward_unless!([$($gen)*] $svc for $ty => $field; [$($rest)*]);
+    };
+}
 
-    /// Stores a new value of an existing secret.
-    fn put_secret_value(&self, name: &str, value: &str) -> impl Future<Output = AwsResult<()>> + Send;
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __s3 {
+    ($gen:ident!($($pre:tt)*)) => { $crate::$gen!($($pre)* ;
+        fn bucket_exists(bucket: &str) -> bool = "HeadBucket";
+        /// Creates the bucket versioned, encrypted, with all public access blocked.
+        fn create_secure_bucket(bucket: &str, region: &str) -> () = "CreateBucket";
+        fn get_object(bucket: &str, key: &str) -> Option<$crate::aws::Object> = "GetObject";
+        /// Size and recorded sha256 of an object, or `None` when there is none.
+        fn head_object(bucket: &str, key: &str) -> Option<$crate::aws::ObjectHead> = "HeadObject";
+        /// Stores an object, recording the body's sha256 in its metadata; returns its new ETag.
+        /// `PreconditionFailed` when `cond` does not hold.
+        fn put_object(bucket: &str, key: &str, body: Vec<u8>, cond: $crate::aws::PutCondition) -> String = "PutObject";
+    ); };
+}
 
-    /// Stores a new secret (tagged with its formation) holding `value`; returns its ARN.
-    fn put_secret(&self, name: &str, value: &str, formation: &str) -> impl Future<Output = AwsResult<String>> + Send {
-        let _ = (name, value, formation);
-        async { Err(AwsError::Other("this AWS client cannot store secrets".into())) }
-    }
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __cloudformation {
+    ($gen:ident!($($pre:tt)*)) => { $crate::$gen!($($pre)* ;
+        fn describe_stack(name: &str) -> Option<$crate::aws::Stack> = "DescribeStacks";
+        fn create_stack(req: &$crate::aws::StackRequest) -> String = "CreateStack";
+        /// `Err(AwsError::NoUpdates)` when the template is unchanged.
+        fn update_stack(req: &$crate::aws::StackRequest) -> () = "UpdateStack";
+        fn delete_stack(name: &str) -> () = "DeleteStack";
+        fn continue_update_rollback(name: &str) -> () = "ContinueUpdateRollback";
+        /// The stack's events, newest first (at most one page).
+        fn stack_events(name: &str) -> Vec<$crate::aws::StackEvent> = "DescribeStackEvents";
+        /// The template body CloudFormation holds for the stack.
+        fn get_template(name: &str) -> String = "GetTemplate";
+        /// The stack's resources: (logical ID, physical ID, type).
+        fn stack_resources(name: &str) -> Vec<(String, String, String)> = "ListStackResources";
+        /// Every export in the region: (name, value).
+        fn list_exports() -> Vec<(String, String)> = "ListExports";
+    ); };
+}
 
-    /// The datapoints of each query between `start` and `end` (seconds since the epoch), by
-    /// query id; a series with no data is absent or empty. One GetMetricData round.
-    fn metric_data(
-        &self,
-        queries: &[MetricQuery],
-        start: i64,
-        end: i64,
-    ) -> impl Future<Output = AwsResult<std::collections::BTreeMap<String, Vec<f64>>>> + Send;
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __elbv2 {
+    ($gen:ident!($($pre:tt)*)) => { $crate::$gen!($($pre)* ;
+        fn describe_rules(arns: &[String]) -> Vec<$crate::aws::Rule> = "DescribeRules";
+        /// Sets a rule's weighted forward: the whole list of target groups with their weights,
+        /// and the forward's stickiness (seconds) when it has one.
+        fn set_rule_weights(arn: &str, forward: &[(String, u32)], stickiness: Option<u32>) -> () = "ModifyRule";
+        /// The health state of each registered target ("healthy", "unhealthy", "initial", ...).
+        fn target_health(target_group_arn: &str) -> Vec<String> = "DescribeTargetHealth";
+    ); };
+}
 
-    /// The state (`OK`, `ALARM`, `INSUFFICIENT_DATA`) of each CloudWatch alarm named that
-    /// exists: (name, state).
-    fn alarm_states(&self, names: &[String]) -> impl Future<Output = AwsResult<Vec<(String, String)>>> + Send;
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __autoscaling {
+    ($gen:ident!($($pre:tt)*)) => { $crate::$gen!($($pre)* ;
+        fn describe_groups(names: &[String]) -> Vec<$crate::aws::Group> = "DescribeAutoScalingGroups";
+        fn set_capacity(name: &str, min: u32, desired: u32, max: u32) -> () = "UpdateAutoScalingGroup";
+    ); };
+}
 
-    /// Publishes a message to an SNS topic.
-    fn publish(&self, topic: &str, subject: &str, message: &str) -> impl Future<Output = AwsResult<()>> + Send;
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __secretsmanager {
+    ($gen:ident!($($pre:tt)*)) => { $crate::$gen!($($pre)* ;
+        /// Schedules a secret's deletion (recoverable for 7 days); a missing one is not an error.
+        fn delete_secret(name: &str) -> () = "DeleteSecret";
+        /// Stores a new secret (tagged with its formation) holding `value`; returns its ARN.
+        fn put_secret(name: &str, value: &str, formation: &str) -> String = "CreateSecret";
+        /// Whether a secret exists: `None` when there is none, `Some(true)` when it is
+        /// scheduled for deletion (its name is still taken), `Some(false)` when it is there.
+        fn describe_secret(name: &str) -> Option<bool> = "DescribeSecret";
+        /// Cancels a secret's scheduled deletion.
+        fn restore_secret(name: &str) -> () = "RestoreSecret";
+        /// A password made by Secrets Manager: 32 characters, none that needs escaping in a URL.
+        fn random_password() -> String = "GetRandomPassword";
+        /// A secret's current string value; `None` when there is no such secret.
+        fn secret_value(name: &str) -> Option<String> = "GetSecretValue";
+        /// Stores a new value of an existing secret.
+        fn put_secret_value(name: &str, value: &str) -> () = "PutSecretValue";
+    ); };
+}
 
-    /// Puts one event on an EventBridge bus, source `gilliam`.
-    fn put_event(&self, bus: &str, detail_type: &str, detail: &str) -> impl Future<Output = AwsResult<()>> + Send;
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __cloudwatch {
+    ($gen:ident!($($pre:tt)*)) => { $crate::$gen!($($pre)* ;
+        /// The datapoints of each query between `start` and `end` (seconds since the epoch), by
+        /// query id; a series with no data is absent or empty. One GetMetricData round.
+        fn metric_data(queries: &[$crate::aws::MetricQuery], start: i64, end: i64) -> ::std::collections::BTreeMap<String, Vec<f64>> = "GetMetricData";
+        /// The state (`OK`, `ALARM`, `INSUFFICIENT_DATA`) of each CloudWatch alarm named that
+        /// exists: (name, state).
+        fn alarm_states(names: &[String]) -> Vec<(String, String)> = "DescribeAlarms";
+    ); };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __sns {
+    ($gen:ident!($($pre:tt)*)) => { $crate::$gen!($($pre)* ;
+        /// Publishes a message to an SNS topic.
+        fn publish(topic: &str, subject: &str, message: &str) -> () = "Publish";
+    ); };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __eventbridge {
+    ($gen:ident!($($pre:tt)*)) => { $crate::$gen!($($pre)* ;
+        /// Puts one event on an EventBridge bus, source `gilliam`.
+        fn put_event(bus: &str, detail_type: &str, detail: &str) -> () = "PutEvents";
+    ); };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __ec2 {
+    ($gen:ident!($($pre:tt)*)) => { $crate::$gen!($($pre)* ;
+        /// The VPC, the subnets named, and the VPC's route tables and endpoints; `None` from a
+        /// client that cannot tell (then the preflight says it was skipped).
+        fn describe_network(vpc: &str, subnets: &[String]) -> Option<$crate::aws::Network> = "DescribeNetwork";
+    ); };
+}
+
+__s3!(__service_trait!(
+    /// Amazon S3: the outputs bucket (published documents, templates, the state and the lock)
+    /// and the artifacts.
+    S3
+));
+__cloudformation!(__service_trait!(
+    /// AWS CloudFormation: the formation's, releases' and routing groups' stacks.
+    CloudFormation
+));
+__elbv2!(__service_trait!(
+    /// Elastic Load Balancing v2: the weighted listener rules and target health.
+    Elbv2
+));
+__autoscaling!(__service_trait!(
+    /// EC2 Auto Scaling: a release's groups, their size.
+    AutoScaling
+));
+__secretsmanager!(__service_trait!(
+    /// AWS Secrets Manager: the auxiliaries' and the config releases' secrets.
+    SecretsManager
+));
+__cloudwatch!(__service_trait!(
+    /// Amazon CloudWatch: the metrics a release is judged by, and alarms.
+    CloudWatch
+));
+__sns!(__service_trait!(
+    /// Amazon SNS: notifications.
+    Sns
+));
+__eventbridge!(__service_trait!(
+    /// Amazon EventBridge: notifications.
+    EventBridge
+));
+__ec2!(__service_trait!(
+    /// Amazon EC2: the network the preflight checks (through `gilliam-ec2`).
+    Ec2
+));
+
+/// Every service trait and `Aws`, for code that calls the seam on a concrete client.
+pub mod prelude {
+    pub use super::{AutoScaling, Aws, CloudFormation, CloudWatch, Ec2, Elbv2, EventBridge, SecretsManager, Sns, S3};
 }

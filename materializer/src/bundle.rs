@@ -4,6 +4,7 @@
 
 pub use crate::error::BundleError;
 use gilliam_compiler::manifest::{Manifest, FORMAT_VERSION};
+use gilliam_contract::keys;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -67,7 +68,7 @@ impl Bundle {
 
 /// Reads the bundle of a release back from the outputs bucket, verified like one on disk.
 pub async fn from_s3<A: crate::aws::Aws>(aws: &A, bucket: &str, prefix: &str, release: u32) -> Result<Bundle, BundleError> {
-    let base = format!("{prefix}releases/{release}/");
+    let manifest_key = keys::release_manifest(prefix, release);
     let get = |key: String| async move {
         match crate::retry::retry(&format!("s3://{bucket}/{key}"), || aws.get_object(bucket, &key)).await {
             Ok(Some(o)) => Ok(o.body),
@@ -75,19 +76,16 @@ pub async fn from_s3<A: crate::aws::Aws>(aws: &A, bucket: &str, prefix: &str, re
             Err(e) => Err(e.to_string()),
         }
     };
-    let text = get(format!("{base}manifest.json")).await.map_err(BundleError)?;
-    let manifest: Manifest =
-        serde_json::from_slice(&text).map_err(|e| BundleError(format!("s3://{bucket}/{base}manifest.json: not a gilliam manifest: {e}")))?;
+    let text = get(manifest_key.clone()).await.map_err(BundleError)?;
+    let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| BundleError(format!("s3://{bucket}/{manifest_key}: not a gilliam manifest: {e}")))?;
     // Fetch every listed file first, then verify them together.
     let mut fetched: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut wanted: Vec<(String, String)> = manifest.stacks.iter().map(|s| (s.template.clone(), s.s3_key.clone())).collect();
     wanted.extend(manifest.uploads.iter().map(|u| (u.path.clone(), u.s3_key.clone())));
     let i = &manifest.inputs;
-    wanted.extend([&i.app, &i.release, &i.stage].into_iter().map(|f| (f.path.clone(), format!("{base}{}", f.path))));
+    wanted.extend([&i.app, &i.release, &i.stage].into_iter().map(|f| (f.path.clone(), keys::release_file(prefix, release, &f.path))));
     for (rel, key) in wanted {
         fetched.insert(rel, get(key).await.map_err(BundleError)?);
     }
-    Bundle::verify(Path::new(""), &format!("s3://{bucket}/{base}manifest.json"), text, |rel| {
-        fetched.remove(rel).ok_or_else(|| format!("{rel} was not fetched"))
-    })
+    Bundle::verify(Path::new(""), &format!("s3://{bucket}/{manifest_key}"), text, |rel| fetched.remove(rel).ok_or_else(|| format!("{rel} was not fetched")))
 }

@@ -17,6 +17,7 @@ use crate::strategy::Strategy;
 use crate::traffic::Traffic;
 use gilliam_compiler::manifest::{Manifest, StackEntry, StackRole};
 use gilliam_compiler::TrafficShare;
+use gilliam_contract::keys;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -158,7 +159,7 @@ impl<'a, A: Aws> Converger<'a, A> {
         // The inputs too: operators' commands re-render routing from the latest release's.
         let input_keys: Vec<(String, &gilliam_compiler::manifest::FileEntry)> = [&m.inputs.app, &m.inputs.release, &m.inputs.stage]
             .into_iter()
-            .map(|f| (format!("{}releases/{}/{}", m.formation.s3_prefix, m.release.number, f.path), f))
+            .map(|f| (keys::release_file(&m.formation.s3_prefix, m.release.number, &f.path), f))
             .collect();
         files.extend(input_keys.iter().map(|(k, f)| (f.path.as_str(), k.as_str(), f.sha256.as_str())));
         for (path, key, sha) in files {
@@ -347,7 +348,7 @@ impl<'a, A: Aws> Converger<'a, A> {
 
         let manifest = self.manifest_bytes()?;
         let sha = crate::sha256_hex(&manifest);
-        for key in [format!("{}releases/{number}/manifest.json", m.formation.s3_prefix), format!("{}manifest.json", m.formation.s3_prefix)] {
+        for key in [keys::release_manifest(&m.formation.s3_prefix, number), keys::latest_manifest(&m.formation.s3_prefix)] {
             let seen = self.object_sha(&bucket, &key, observed.bucket_exists).await?;
             if seen.as_deref() != Some(sha.as_str()) {
                 actions.push(Action::Publish { key: key.clone(), sha256: sha.clone() });
@@ -505,7 +506,7 @@ impl<'a, A: Aws> Converger<'a, A> {
                 }
                 // An aborted deploy is not the formation's latest: its own manifest is published
                 // (the ports and secrets of a live release are read from it), the latest is not.
-                Action::Publish { key, .. } if aborted.is_some() && *key == format!("{}manifest.json", m.formation.s3_prefix) => {}
+                Action::Publish { key, .. } if aborted.is_some() && *key == keys::latest_manifest(&m.formation.s3_prefix) => {}
                 Action::Retire { .. } | Action::Cool { .. } if aborted.is_some() => {}
                 Action::Publish { key, .. } => {
                     let body = self.manifest_bytes()?;

@@ -7,7 +7,7 @@
 //! The binaries wrap their AWS client in it when `GILLIAM_FAULTS` is set (a testing facility:
 //! `rate=0.2,seed=7,slow_ms=300` or `kill_before_call=42`).
 
-use crate::aws::{Aws, AwsError, AwsResult, Group, MetricQuery, Object, ObjectHead, PutCondition, Rule, Stack, StackEvent, StackRequest};
+use crate::aws::{AwsError, AwsResult, Call, Layer, Layered};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -68,24 +68,39 @@ pub enum Fault {
 
 const FAULTS: [Fault; 5] = [Fault::Throttled, Fault::ServerError, Fault::Timeout, Fault::ResetAfter, Fault::Slow];
 
+/// The fault-injecting layer.
 #[derive(Debug)]
-pub struct Faulty<A> {
-    pub inner: A,
+pub struct Faults {
     spec: FaultSpec,
     state: Mutex<u64>,
     calls: AtomicUsize,
     injected: Mutex<BTreeMap<Fault, usize>>,
 }
 
-impl<A> Faulty<A> {
+/// A client that meets faults.
+pub type Faulty<A> = Layered<Faults, A>;
+
+impl<A> Layered<Faults, A> {
     /// Wraps `inner`; with a `retry_base` in the spec, sets the process's first retry delay.
     pub fn new(inner: A, spec: FaultSpec) -> Self {
         if let Some(b) = spec.retry_base {
             crate::retry::set_retry_base(b);
         }
-        Faulty { inner, state: Mutex::new(spec.seed), spec, calls: AtomicUsize::new(0), injected: Mutex::new(BTreeMap::new()) }
+        Layered { layer: Faults { state: Mutex::new(spec.seed), spec, calls: AtomicUsize::new(0), injected: Mutex::new(BTreeMap::new()) }, inner }
     }
 
+    /// Calls made so far.
+    pub fn calls(&self) -> usize {
+        self.layer.calls.load(Ordering::SeqCst)
+    }
+
+    /// Faults injected so far, by kind.
+    pub fn injected(&self) -> BTreeMap<Fault, usize> {
+        self.layer.injected.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
+impl Faults {
     /// splitmix64: small, seedable, good enough to pick faults.
     fn next(&self) -> u64 {
         let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -95,18 +110,11 @@ impl<A> Faulty<A> {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
+}
 
-    /// Calls made so far.
-    pub fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
-    }
-
-    /// Faults injected so far, by kind.
-    pub fn injected(&self) -> BTreeMap<Fault, usize> {
-        self.injected.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
-    }
-
-    async fn call<T>(&self, op: &str, f: impl Future<Output = AwsResult<T>>) -> AwsResult<T> {
+impl Layer for Faults {
+    async fn around<T: Send>(&self, call: Call, f: impl Future<Output = AwsResult<T>> + Send) -> AwsResult<T> {
+        let op = call.op;
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         if self.spec.kill_before_call == Some(n) {
             eprintln!("gilliam: GILLIAM_FAULTS: killing this process before call {n} ({op})");
@@ -134,102 +142,6 @@ impl<A> Faulty<A> {
                 f.await
             }
         }
-    }
-}
-
-impl<A: Aws> Aws for Faulty<A> {
-    async fn bucket_exists(&self, bucket: &str) -> AwsResult<bool> {
-        self.call("HeadBucket", self.inner.bucket_exists(bucket)).await
-    }
-    async fn create_secure_bucket(&self, bucket: &str, region: &str) -> AwsResult<()> {
-        self.call("CreateBucket", self.inner.create_secure_bucket(bucket, region)).await
-    }
-    async fn get_object(&self, bucket: &str, key: &str) -> AwsResult<Option<Object>> {
-        self.call("GetObject", self.inner.get_object(bucket, key)).await
-    }
-    async fn head_object(&self, bucket: &str, key: &str) -> AwsResult<Option<ObjectHead>> {
-        self.call("HeadObject", self.inner.head_object(bucket, key)).await
-    }
-    async fn put_object(&self, bucket: &str, key: &str, body: Vec<u8>, cond: PutCondition) -> AwsResult<String> {
-        self.call("PutObject", self.inner.put_object(bucket, key, body, cond)).await
-    }
-    async fn describe_stack(&self, name: &str) -> AwsResult<Option<Stack>> {
-        self.call("DescribeStacks", self.inner.describe_stack(name)).await
-    }
-    async fn create_stack(&self, req: &StackRequest) -> AwsResult<String> {
-        self.call("CreateStack", self.inner.create_stack(req)).await
-    }
-    async fn update_stack(&self, req: &StackRequest) -> AwsResult<()> {
-        self.call("UpdateStack", self.inner.update_stack(req)).await
-    }
-    async fn delete_stack(&self, name: &str) -> AwsResult<()> {
-        self.call("DeleteStack", self.inner.delete_stack(name)).await
-    }
-    async fn continue_update_rollback(&self, name: &str) -> AwsResult<()> {
-        self.call("ContinueUpdateRollback", self.inner.continue_update_rollback(name)).await
-    }
-    async fn stack_events(&self, name: &str) -> AwsResult<Vec<StackEvent>> {
-        self.call("DescribeStackEvents", self.inner.stack_events(name)).await
-    }
-    async fn get_template(&self, name: &str) -> AwsResult<String> {
-        self.call("GetTemplate", self.inner.get_template(name)).await
-    }
-    async fn stack_resources(&self, name: &str) -> AwsResult<Vec<(String, String, String)>> {
-        self.call("ListStackResources", self.inner.stack_resources(name)).await
-    }
-    async fn list_exports(&self) -> AwsResult<Vec<(String, String)>> {
-        self.call("ListExports", self.inner.list_exports()).await
-    }
-    async fn describe_rules(&self, arns: &[String]) -> AwsResult<Vec<Rule>> {
-        self.call("DescribeRules", self.inner.describe_rules(arns)).await
-    }
-    async fn set_rule_weights(&self, arn: &str, forward: &[(String, u32)], stickiness: Option<u32>) -> AwsResult<()> {
-        self.call("ModifyRule", self.inner.set_rule_weights(arn, forward, stickiness)).await
-    }
-    async fn target_health(&self, target_group_arn: &str) -> AwsResult<Vec<String>> {
-        self.call("DescribeTargetHealth", self.inner.target_health(target_group_arn)).await
-    }
-    async fn describe_groups(&self, names: &[String]) -> AwsResult<Vec<Group>> {
-        self.call("DescribeAutoScalingGroups", self.inner.describe_groups(names)).await
-    }
-    async fn set_capacity(&self, name: &str, min: u32, desired: u32, max: u32) -> AwsResult<()> {
-        self.call("UpdateAutoScalingGroup", self.inner.set_capacity(name, min, desired, max)).await
-    }
-    async fn metric_data(&self, queries: &[MetricQuery], start: i64, end: i64) -> AwsResult<std::collections::BTreeMap<String, Vec<f64>>> {
-        self.call("GetMetricData", self.inner.metric_data(queries, start, end)).await
-    }
-    async fn alarm_states(&self, names: &[String]) -> AwsResult<Vec<(String, String)>> {
-        self.call("DescribeAlarms", self.inner.alarm_states(names)).await
-    }
-    async fn publish(&self, topic: &str, subject: &str, message: &str) -> AwsResult<()> {
-        self.call("Publish", self.inner.publish(topic, subject, message)).await
-    }
-    async fn put_event(&self, bus: &str, detail_type: &str, detail: &str) -> AwsResult<()> {
-        self.call("PutEvents", self.inner.put_event(bus, detail_type, detail)).await
-    }
-    async fn delete_secret(&self, name: &str) -> AwsResult<()> {
-        self.call("DeleteSecret", self.inner.delete_secret(name)).await
-    }
-    async fn put_secret(&self, name: &str, value: &str, formation: &str) -> AwsResult<String> {
-        self.call("CreateSecret", self.inner.put_secret(name, value, formation)).await
-    }
-    async fn describe_secret(&self, name: &str) -> AwsResult<Option<bool>> {
-        self.call("DescribeSecret", self.inner.describe_secret(name)).await
-    }
-    async fn restore_secret(&self, name: &str) -> AwsResult<()> {
-        self.call("RestoreSecret", self.inner.restore_secret(name)).await
-    }
-    async fn random_password(&self) -> AwsResult<String> {
-        self.call("GetRandomPassword", self.inner.random_password()).await
-    }
-    async fn secret_value(&self, name: &str) -> AwsResult<Option<String>> {
-        self.call("GetSecretValue", self.inner.secret_value(name)).await
-    }
-    async fn put_secret_value(&self, name: &str, value: &str) -> AwsResult<()> {
-        self.call("PutSecretValue", self.inner.put_secret_value(name, value)).await
-    }
-    async fn describe_network(&self, vpc: &str, subnets: &[String]) -> AwsResult<Option<crate::aws::Network>> {
-        self.call("DescribeNetwork", self.inner.describe_network(vpc, subnets)).await
     }
 }
 

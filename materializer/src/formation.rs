@@ -27,7 +27,7 @@ impl Formation {
             name: stage.formation.clone(),
             region: stage.region.clone(),
             bucket: stage.outputs_bucket.clone(),
-            prefix: format!("gilliam/{}/", stage.formation),
+            prefix: gilliam_contract::keys::prefix(&stage.formation),
         }
     }
 }

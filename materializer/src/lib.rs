@@ -2,7 +2,8 @@
 //! gilliam-compile) through CloudFormation, ELBv2 and S3, behind a narrow AWS seam.
 //!
 //! Layers, each using only those below it (no circle of modules; `tests/layers.rs` checks):
-//! the seam (`aws`) and its implementations (`sdk`, `counting`, `faults`, `strict`); values
+//! the seam (`aws`) and its implementations (`sdk`, `faults`; the test doubles are in
+//! `gilliam-doubles`); values
 //! (`error`, `retry`, `clock`, `formation`, `strategy`, `plan`, `bundle`); the published
 //! documents (`state`, `lock`, `published`, `observe`); AWS operations (`stacks`,
 //! `traffic`, `delivery`, `preflight`); `shift` and `routing`; `retention`; and on top the
@@ -12,7 +13,6 @@ pub mod aws;
 pub mod bundle;
 pub mod clock;
 pub mod converge;
-pub mod counting;
 pub mod delivery;
 pub mod error;
 pub mod faults;
@@ -31,7 +31,6 @@ pub mod shift;
 pub mod stacks;
 pub mod state;
 pub mod strategy;
-pub mod strict;
 pub mod traffic;
 
 pub use converge::{Converger, Options, Report};
@@ -40,6 +39,4 @@ pub use formation::Formation;
 pub use ops::{Ops, ShiftOptions};
 
 /// Lowercase hex sha256 of `bytes`, as the manifest records them.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    gilliam_compiler::names::sha256_hex(bytes)
-}
+pub use gilliam_contract::digest::sha256_hex;

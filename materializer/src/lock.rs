@@ -56,7 +56,7 @@ impl Default for LockOptions {
 }
 
 pub fn key(prefix: &str) -> String {
-    format!("{prefix}lock.json")
+    gilliam_contract::keys::lock(prefix)
 }
 
 fn unix_now() -> u64 {

@@ -99,7 +99,7 @@ pub async fn traffic<A: Aws>(aws: &A, m: &Manifest) -> Result<ObservedTraffic, E
         if *n == m.release.number {
             continue;
         }
-        let key = format!("{}releases/{n}/manifest.json", m.formation.s3_prefix);
+        let key = gilliam_contract::keys::release_manifest(&m.formation.s3_prefix, *n);
         if let Some(o) = retry("read a release's manifest", || aws.get_object(&m.formation.outputs_bucket, &key)).await? {
             if let Ok(published) = serde_json::from_slice::<Manifest>(&o.body) {
                 live.ports = published

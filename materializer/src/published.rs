@@ -13,7 +13,7 @@ pub fn nothing_deployed(f: &Formation) -> Error {
 
 /// The latest published manifest (the formation's outputs) and its bytes.
 pub async fn latest<A: Aws>(aws: &A, f: &Formation) -> Result<(Manifest, Vec<u8>), Error> {
-    let key = format!("{}manifest.json", f.prefix);
+    let key = gilliam_contract::keys::latest_manifest(&f.prefix);
     let o = retry("read the published manifest", || aws.get_object(&f.bucket, &key)).await?.ok_or_else(|| nothing_deployed(f))?;
     let m: Manifest = serde_json::from_slice(&o.body).map_err(|e| Error::Artifact(format!("s3://{}/{key} is not a gilliam manifest: {e}", f.bucket)))?;
     if m.formation.name != f.name {

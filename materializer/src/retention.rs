@@ -21,7 +21,7 @@ pub async fn retire_release<A: Aws>(router: &Router<'_, A>, release: u32, stacks
 
 /// The config secrets a release's manifest names (none when it was not published).
 async fn config_secrets<A: Aws>(aws: &A, m: &Manifest, release: u32) -> Result<BTreeSet<String>, Error> {
-    let key = format!("{}releases/{release}/manifest.json", m.formation.s3_prefix);
+    let key = gilliam_contract::keys::release_manifest(&m.formation.s3_prefix, release);
     let Some(o) = retry("read a release's manifest", || aws.get_object(&m.formation.outputs_bucket, &key)).await? else {
         return Ok(BTreeSet::new());
     };

@@ -2,7 +2,8 @@
 //! an optional endpoint URL for a local emulator, and the SDK clients. Errors are classified
 //! into [`AwsError`] here, once.
 
-use crate::aws::{Aws, AwsError, AwsResult, Group, MetricQuery, Object, ObjectHead, PutCondition, Rule, Stack, StackEvent, StackRequest, TemplateSource};
+use crate::aws::prelude::*;
+use crate::aws::{AwsError, AwsResult, Group, MetricQuery, Object, ObjectHead, PutCondition, Rule, Stack, StackEvent, StackRequest, TemplateSource};
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_autoscaling as asg;
 use aws_sdk_cloudformation as cfn;
@@ -165,7 +166,7 @@ fn request(req: &StackRequest) -> (Option<String>, Option<String>, Vec<cfn::type
     (body, url, caps, tags)
 }
 
-impl Aws for SdkAws {
+impl S3 for SdkAws {
     async fn bucket_exists(&self, bucket: &str) -> AwsResult<bool> {
         match self.s3.head_bucket().bucket(bucket).send().boxed().await {
             Ok(_) => Ok(true),
@@ -178,7 +179,6 @@ impl Aws for SdkAws {
             }
         }
     }
-
     async fn create_secure_bucket(&self, bucket: &str, region: &str) -> AwsResult<()> {
         let mut req = self.s3.create_bucket().bucket(bucket);
         if region != "us-east-1" {
@@ -234,7 +234,6 @@ impl Aws for SdkAws {
             .map_err(classify)?;
         Ok(())
     }
-
     async fn get_object(&self, bucket: &str, key: &str) -> AwsResult<Option<Object>> {
         match self.s3.get_object().bucket(bucket).key(key).send().boxed().await {
             Ok(o) => {
@@ -252,7 +251,6 @@ impl Aws for SdkAws {
             }
         }
     }
-
     async fn head_object(&self, bucket: &str, key: &str) -> AwsResult<Option<ObjectHead>> {
         match self.s3.head_object().bucket(bucket).key(key).send().boxed().await {
             Ok(o) => Ok(Some(ObjectHead { size: o.content_length().unwrap_or(0).max(0) as u64, sha256: o.metadata().and_then(|m| m.get("sha256")).cloned() })),
@@ -264,7 +262,6 @@ impl Aws for SdkAws {
             }
         }
     }
-
     async fn put_object(&self, bucket: &str, key: &str, body: Vec<u8>, cond: PutCondition) -> AwsResult<String> {
         let sha = crate::sha256_hex(&body);
         let mut req = self.s3.put_object().bucket(bucket).key(key).metadata("sha256", sha).body(s3::primitives::ByteStream::from(body));
@@ -276,7 +273,9 @@ impl Aws for SdkAws {
         let out = req.send().boxed().await.map_err(classify)?;
         Ok(out.e_tag().unwrap_or_default().to_string())
     }
+}
 
+impl CloudFormation for SdkAws {
     async fn describe_stack(&self, name: &str) -> AwsResult<Option<Stack>> {
         match self.cfn.describe_stacks().stack_name(name).send().boxed().await {
             Ok(out) => Ok(out.stacks().first().map(|s| Stack {
@@ -300,7 +299,6 @@ impl Aws for SdkAws {
             }
         }
     }
-
     async fn create_stack(&self, req: &StackRequest) -> AwsResult<String> {
         let (body, url, caps, tags) = request(req);
         let out = self
@@ -318,7 +316,6 @@ impl Aws for SdkAws {
             .map_err(classify)?;
         Ok(out.stack_id().unwrap_or_default().to_string())
     }
-
     async fn update_stack(&self, req: &StackRequest) -> AwsResult<()> {
         let (body, url, caps, tags) = request(req);
         self.cfn
@@ -334,17 +331,14 @@ impl Aws for SdkAws {
             .map_err(classify)?;
         Ok(())
     }
-
     async fn delete_stack(&self, name: &str) -> AwsResult<()> {
         self.cfn.delete_stack().stack_name(name).send().boxed().await.map_err(classify)?;
         Ok(())
     }
-
     async fn continue_update_rollback(&self, name: &str) -> AwsResult<()> {
         self.cfn.continue_update_rollback().stack_name(name).send().boxed().await.map_err(classify)?;
         Ok(())
     }
-
     async fn stack_events(&self, name: &str) -> AwsResult<Vec<StackEvent>> {
         let out = self.cfn.describe_stack_events().stack_name(name).send().boxed().await.map_err(classify)?;
         Ok(out
@@ -359,12 +353,10 @@ impl Aws for SdkAws {
             })
             .collect())
     }
-
     async fn get_template(&self, name: &str) -> AwsResult<String> {
         let out = self.cfn.get_template().stack_name(name).send().boxed().await.map_err(classify)?;
         Ok(out.template_body().unwrap_or_default().to_string())
     }
-
     async fn stack_resources(&self, name: &str) -> AwsResult<Vec<(String, String, String)>> {
         let mut out = Vec::new();
         let mut token = None;
@@ -383,7 +375,6 @@ impl Aws for SdkAws {
             }
         }
     }
-
     async fn list_exports(&self) -> AwsResult<Vec<(String, String)>> {
         let mut out = Vec::new();
         let mut token = None;
@@ -398,7 +389,9 @@ impl Aws for SdkAws {
             }
         }
     }
+}
 
+impl Elbv2 for SdkAws {
     async fn describe_rules(&self, arns: &[String]) -> AwsResult<Vec<Rule>> {
         let mut out = Vec::new();
         // DescribeRules takes a bounded number of ARNs per call.
@@ -425,7 +418,6 @@ impl Aws for SdkAws {
         }
         Ok(out)
     }
-
     async fn set_rule_weights(&self, arn: &str, forward: &[(String, u32)], stickiness: Option<u32>) -> AwsResult<()> {
         let groups: Vec<elb::types::TargetGroupTuple> =
             forward.iter().map(|(tg, w)| elb::types::TargetGroupTuple::builder().target_group_arn(tg).weight(*w as i32).build()).collect();
@@ -438,7 +430,6 @@ impl Aws for SdkAws {
         self.elb.modify_rule().rule_arn(arn).actions(action).send().boxed().await.map_err(classify)?;
         Ok(())
     }
-
     async fn target_health(&self, target_group_arn: &str) -> AwsResult<Vec<String>> {
         let out = self.elb.describe_target_health().target_group_arn(target_group_arn).send().boxed().await.map_err(classify)?;
         Ok(out
@@ -447,7 +438,9 @@ impl Aws for SdkAws {
             .map(|d| d.target_health().and_then(|h| h.state()).map(|s| s.as_str().to_string()).unwrap_or_default())
             .collect())
     }
+}
 
+impl AutoScaling for SdkAws {
     async fn describe_groups(&self, names: &[String]) -> AwsResult<Vec<Group>> {
         let mut out = Vec::new();
         for chunk in names.chunks(50) {
@@ -466,7 +459,6 @@ impl Aws for SdkAws {
         }
         Ok(out)
     }
-
     async fn set_capacity(&self, name: &str, min: u32, desired: u32, max: u32) -> AwsResult<()> {
         self.asg
             .update_auto_scaling_group()
@@ -480,7 +472,9 @@ impl Aws for SdkAws {
             .map_err(classify)?;
         Ok(())
     }
+}
 
+impl SecretsManager for SdkAws {
     async fn delete_secret(&self, name: &str) -> AwsResult<()> {
         match self.secrets.delete_secret().secret_id(name).recovery_window_in_days(7).send().boxed().await.map_err(classify) {
             Ok(_) => Ok(()),
@@ -489,7 +483,114 @@ impl Aws for SdkAws {
             Err(e) => Err(e),
         }
     }
+    async fn describe_secret(&self, name: &str) -> AwsResult<Option<bool>> {
+        match self.secrets.describe_secret().secret_id(name).send().boxed().await.map_err(classify) {
+            Ok(out) => Ok(Some(out.deleted_date().is_some())),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+    async fn restore_secret(&self, name: &str) -> AwsResult<()> {
+        self.secrets.restore_secret().secret_id(name).send().boxed().await.map_err(classify).map(|_| ())
+    }
+    async fn random_password(&self) -> AwsResult<String> {
+        let out = self.secrets.get_random_password().password_length(32).exclude_characters(PASSWORD_EXCLUDES).send().boxed().await.map_err(classify)?;
+        out.random_password().map(str::to_string).ok_or_else(|| AwsError::Other("GetRandomPassword answered no password".into()))
+    }
+    async fn secret_value(&self, name: &str) -> AwsResult<Option<String>> {
+        match self.secrets.get_secret_value().secret_id(name).send().boxed().await.map_err(classify) {
+            Ok(out) => Ok(out.secret_string().map(str::to_string)),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+    async fn put_secret_value(&self, name: &str, value: &str) -> AwsResult<()> {
+        self.secrets.put_secret_value().secret_id(name).secret_string(value).send().boxed().await.map_err(classify).map(|_| ())
+    }
+    async fn put_secret(&self, name: &str, value: &str, formation: &str) -> AwsResult<String> {
+        let tag = aws_sdk_secretsmanager::types::Tag::builder().key("gilliam:formation").value(formation).build();
+        let out = self.secrets.create_secret().name(name).secret_string(value).tags(tag).send().boxed().await.map_err(classify)?;
+        Ok(out.arn().unwrap_or_default().to_string())
+    }
+}
 
+impl CloudWatch for SdkAws {
+    async fn metric_data(&self, queries: &[MetricQuery], start: i64, end: i64) -> AwsResult<std::collections::BTreeMap<String, Vec<f64>>> {
+        use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
+        use aws_smithy_types::DateTime;
+        let mut out: std::collections::BTreeMap<String, Vec<f64>> = std::collections::BTreeMap::new();
+        // GetMetricData takes up to 500 queries per call.
+        for chunk in queries.chunks(500) {
+            let qs: Vec<MetricDataQuery> = chunk
+                .iter()
+                .map(|q| {
+                    let dims: Vec<Dimension> = q.dimensions.iter().map(|(n, v)| Dimension::builder().name(n).value(v).build()).collect();
+                    let metric = Metric::builder().namespace(&q.namespace).metric_name(&q.name).set_dimensions(Some(dims)).build();
+                    let stat = MetricStat::builder().metric(metric).period(q.period as i32).stat(&q.stat).build();
+                    MetricDataQuery::builder().id(&q.id).metric_stat(stat).return_data(true).build()
+                })
+                .collect();
+            let mut token: Option<String> = None;
+            loop {
+                let page = self
+                    .cloudwatch
+                    .get_metric_data()
+                    .set_metric_data_queries(Some(qs.clone()))
+                    .start_time(DateTime::from_secs(start))
+                    .end_time(DateTime::from_secs(end))
+                    .set_next_token(token.clone())
+                    .send()
+                    .boxed()
+                    .await
+                    .map_err(classify)?;
+                for r in page.metric_data_results() {
+                    out.entry(r.id().unwrap_or_default().to_string()).or_default().extend(r.values().iter().copied());
+                }
+                token = page.next_token().map(str::to_string);
+                if token.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+    async fn alarm_states(&self, names: &[String]) -> AwsResult<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for chunk in names.chunks(100) {
+            let page = self.cloudwatch.describe_alarms().set_alarm_names(Some(chunk.to_vec())).send().boxed().await.map_err(classify)?;
+            for a in page.metric_alarms() {
+                out.push((a.alarm_name().unwrap_or_default().to_string(), a.state_value().map(|s| s.as_str().to_string()).unwrap_or_default()));
+            }
+            for a in page.composite_alarms() {
+                out.push((a.alarm_name().unwrap_or_default().to_string(), a.state_value().map(|s| s.as_str().to_string()).unwrap_or_default()));
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Sns for SdkAws {
+    async fn publish(&self, topic: &str, subject: &str, message: &str) -> AwsResult<()> {
+        // SNS subjects hold at most 100 printable ASCII characters.
+        let subject: String = subject.chars().filter(|c| c.is_ascii() && !c.is_ascii_control()).take(100).collect();
+        self.sns.publish().topic_arn(topic).subject(subject).message(message).send().boxed().await.map_err(classify).map(|_| ())
+    }
+}
+
+impl EventBridge for SdkAws {
+    async fn put_event(&self, bus: &str, detail_type: &str, detail: &str) -> AwsResult<()> {
+        let entry =
+            aws_sdk_eventbridge::types::PutEventsRequestEntry::builder().event_bus_name(bus).source("gilliam").detail_type(detail_type).detail(detail).build();
+        let out = self.events.put_events().entries(entry).send().boxed().await.map_err(classify)?;
+        if out.failed_entry_count() > 0 {
+            let why = out.entries().iter().filter_map(|e| e.error_message()).collect::<Vec<_>>().join("; ");
+            return Err(AwsError::Other(format!("EventBridge refused the event: {why}")));
+        }
+        Ok(())
+    }
+}
+
+impl Ec2 for SdkAws {
     async fn describe_network(&self, vpc: &str, subnets: &[String]) -> AwsResult<Option<crate::aws::Network>> {
         use crate::aws::{Network, RouteTable, Subnet, Vpc, VpcEndpoint};
         use gilliam_ec2::Params;
@@ -547,112 +648,6 @@ impl Aws for SdkAws {
             });
         }
         Ok(Some(net))
-    }
-
-    async fn describe_secret(&self, name: &str) -> AwsResult<Option<bool>> {
-        match self.secrets.describe_secret().secret_id(name).send().boxed().await.map_err(classify) {
-            Ok(out) => Ok(Some(out.deleted_date().is_some())),
-            Err(e) if not_found(&e) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn restore_secret(&self, name: &str) -> AwsResult<()> {
-        self.secrets.restore_secret().secret_id(name).send().boxed().await.map_err(classify).map(|_| ())
-    }
-
-    async fn random_password(&self) -> AwsResult<String> {
-        let out = self.secrets.get_random_password().password_length(32).exclude_characters(PASSWORD_EXCLUDES).send().boxed().await.map_err(classify)?;
-        out.random_password().map(str::to_string).ok_or_else(|| AwsError::Other("GetRandomPassword answered no password".into()))
-    }
-
-    async fn secret_value(&self, name: &str) -> AwsResult<Option<String>> {
-        match self.secrets.get_secret_value().secret_id(name).send().boxed().await.map_err(classify) {
-            Ok(out) => Ok(out.secret_string().map(str::to_string)),
-            Err(e) if not_found(&e) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn put_secret_value(&self, name: &str, value: &str) -> AwsResult<()> {
-        self.secrets.put_secret_value().secret_id(name).secret_string(value).send().boxed().await.map_err(classify).map(|_| ())
-    }
-
-    async fn put_secret(&self, name: &str, value: &str, formation: &str) -> AwsResult<String> {
-        let tag = aws_sdk_secretsmanager::types::Tag::builder().key("gilliam:formation").value(formation).build();
-        let out = self.secrets.create_secret().name(name).secret_string(value).tags(tag).send().boxed().await.map_err(classify)?;
-        Ok(out.arn().unwrap_or_default().to_string())
-    }
-
-    async fn metric_data(&self, queries: &[MetricQuery], start: i64, end: i64) -> AwsResult<std::collections::BTreeMap<String, Vec<f64>>> {
-        use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
-        use aws_smithy_types::DateTime;
-        let mut out: std::collections::BTreeMap<String, Vec<f64>> = std::collections::BTreeMap::new();
-        // GetMetricData takes up to 500 queries per call.
-        for chunk in queries.chunks(500) {
-            let qs: Vec<MetricDataQuery> = chunk
-                .iter()
-                .map(|q| {
-                    let dims: Vec<Dimension> = q.dimensions.iter().map(|(n, v)| Dimension::builder().name(n).value(v).build()).collect();
-                    let metric = Metric::builder().namespace(&q.namespace).metric_name(&q.name).set_dimensions(Some(dims)).build();
-                    let stat = MetricStat::builder().metric(metric).period(q.period as i32).stat(&q.stat).build();
-                    MetricDataQuery::builder().id(&q.id).metric_stat(stat).return_data(true).build()
-                })
-                .collect();
-            let mut token: Option<String> = None;
-            loop {
-                let page = self
-                    .cloudwatch
-                    .get_metric_data()
-                    .set_metric_data_queries(Some(qs.clone()))
-                    .start_time(DateTime::from_secs(start))
-                    .end_time(DateTime::from_secs(end))
-                    .set_next_token(token.clone())
-                    .send()
-                    .boxed()
-                    .await
-                    .map_err(classify)?;
-                for r in page.metric_data_results() {
-                    out.entry(r.id().unwrap_or_default().to_string()).or_default().extend(r.values().iter().copied());
-                }
-                token = page.next_token().map(str::to_string);
-                if token.is_none() {
-                    break;
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    async fn alarm_states(&self, names: &[String]) -> AwsResult<Vec<(String, String)>> {
-        let mut out = Vec::new();
-        for chunk in names.chunks(100) {
-            let page = self.cloudwatch.describe_alarms().set_alarm_names(Some(chunk.to_vec())).send().boxed().await.map_err(classify)?;
-            for a in page.metric_alarms() {
-                out.push((a.alarm_name().unwrap_or_default().to_string(), a.state_value().map(|s| s.as_str().to_string()).unwrap_or_default()));
-            }
-            for a in page.composite_alarms() {
-                out.push((a.alarm_name().unwrap_or_default().to_string(), a.state_value().map(|s| s.as_str().to_string()).unwrap_or_default()));
-            }
-        }
-        Ok(out)
-    }
-
-    async fn publish(&self, topic: &str, subject: &str, message: &str) -> AwsResult<()> {
-        // SNS subjects hold at most 100 printable ASCII characters.
-        let subject: String = subject.chars().filter(|c| c.is_ascii() && !c.is_ascii_control()).take(100).collect();
-        self.sns.publish().topic_arn(topic).subject(subject).message(message).send().boxed().await.map_err(classify).map(|_| ())
-    }
-
-    async fn put_event(&self, bus: &str, detail_type: &str, detail: &str) -> AwsResult<()> {
-        let entry =
-            aws_sdk_eventbridge::types::PutEventsRequestEntry::builder().event_bus_name(bus).source("gilliam").detail_type(detail_type).detail(detail).build();
-        let out = self.events.put_events().entries(entry).send().boxed().await.map_err(classify)?;
-        if out.failed_entry_count() > 0 {
-            let why = out.entries().iter().filter_map(|e| e.error_message()).collect::<Vec<_>>().join("; ");
-            return Err(AwsError::Other(format!("EventBridge refused the event: {why}")));
-        }
-        Ok(())
     }
 }
 

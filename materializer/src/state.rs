@@ -83,7 +83,7 @@ pub struct Event {
 }
 
 pub fn key(prefix: &str) -> String {
-    format!("{prefix}state.json")
+    gilliam_contract::keys::state(prefix)
 }
 
 /// Reads the state; a missing one is empty, a corrupt or foreign one is an error.

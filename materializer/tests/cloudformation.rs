@@ -3,9 +3,7 @@
 //! ROLLBACK_COMPLETE, UPDATE_ROLLBACK_FAILED, "No updates", throttling and 5xx, deadlines.
 //! Time is paused: backoff and polling cost nothing.
 
-mod fake;
-
-use fake::{event, Fake};
+use gilliam_doubles::fake::{event, Fake};
 use gilliam_materializer::aws::{AwsError, PutCondition};
 use gilliam_materializer::bundle::Bundle;
 use gilliam_materializer::plan::Action;
@@ -34,7 +32,7 @@ fn bundle(name: &str) -> Bundle {
 async fn world() -> Fake {
     let aws = Fake::default();
     aws.with(|w| w.buckets.push("art".into()));
-    gilliam_materializer::aws::Aws::put_object(&aws, "art", "a.tgz", b"art".to_vec(), PutCondition::Always).await.expect("artifact");
+    gilliam_materializer::aws::S3::put_object(&aws, "art", "a.tgz", b"art".to_vec(), PutCondition::Always).await.expect("artifact");
     aws
 }
 

@@ -8,12 +8,13 @@
 mod common;
 
 use common::*;
-use gilliam_materializer::aws::{Aws, PutCondition};
+use gilliam_doubles::strict::Strict;
+use gilliam_materializer::aws::prelude::*;
+use gilliam_materializer::aws::PutCondition;
 use gilliam_materializer::delivery::Series;
 use gilliam_materializer::lock::LockOptions;
 use gilliam_materializer::ops::{Ops, ShiftOptions, WatchOutcome};
 use gilliam_materializer::sdk::{Endpoint, SdkAws};
-use gilliam_materializer::strict::Strict;
 use gilliam_materializer::{Converger, Error, Options};
 use gilliam_tests::moto::Moto;
 use gilliam_tests::receiver::Receiver;

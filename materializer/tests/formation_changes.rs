@@ -3,11 +3,12 @@
 //! does not enforce), with traffic split across live releases at every step: each step
 //! converges, and traffic stays where the operator put it. Assertions read what moto holds.
 
+use gilliam_doubles::counting::Counting;
+use gilliam_doubles::strict::Strict;
+use gilliam_materializer::aws::prelude::*;
 use gilliam_materializer::aws::{Aws, PutCondition};
 use gilliam_materializer::bundle::Bundle;
-use gilliam_materializer::counting::Counting;
 use gilliam_materializer::sdk::{Endpoint, SdkAws};
-use gilliam_materializer::strict::Strict;
 use gilliam_materializer::{Converger, Options};
 use gilliam_tests::moto;
 use std::collections::BTreeMap;
@@ -162,22 +163,9 @@ impl<A: Aws> RollingBack<A> {
     }
 }
 
-impl<A: Aws> Aws for RollingBack<A> {
-    async fn bucket_exists(&self, b: &str) -> gilliam_materializer::aws::AwsResult<bool> {
-        self.inner.bucket_exists(b).await
-    }
-    async fn create_secure_bucket(&self, b: &str, r: &str) -> gilliam_materializer::aws::AwsResult<()> {
-        self.inner.create_secure_bucket(b, r).await
-    }
-    async fn get_object(&self, b: &str, k: &str) -> gilliam_materializer::aws::AwsResult<Option<gilliam_materializer::aws::Object>> {
-        self.inner.get_object(b, k).await
-    }
-    async fn head_object(&self, b: &str, k: &str) -> gilliam_materializer::aws::AwsResult<Option<gilliam_materializer::aws::ObjectHead>> {
-        self.inner.head_object(b, k).await
-    }
-    async fn put_object(&self, b: &str, k: &str, body: Vec<u8>, c: PutCondition) -> gilliam_materializer::aws::AwsResult<String> {
-        self.inner.put_object(b, k, body, c).await
-    }
+gilliam_materializer::forward!(impl[A: Aws] S3 for RollingBack<A> => inner);
+
+impl<A: Aws> CloudFormation for RollingBack<A> {
     async fn describe_stack(&self, name: &str) -> gilliam_materializer::aws::AwsResult<Option<gilliam_materializer::aws::Stack>> {
         let st = self.inner.describe_stack(name).await?;
         let over = self.status.lock().expect("status").get(name).cloned();
@@ -225,24 +213,21 @@ impl<A: Aws> Aws for RollingBack<A> {
     async fn list_exports(&self) -> gilliam_materializer::aws::AwsResult<Vec<(String, String)>> {
         self.inner.list_exports().await
     }
-    async fn describe_rules(&self, arns: &[String]) -> gilliam_materializer::aws::AwsResult<Vec<gilliam_materializer::aws::Rule>> {
-        self.inner.describe_rules(arns).await
-    }
-    async fn set_rule_weights(&self, arn: &str, forward: &[(String, u32)], stickiness: Option<u32>) -> gilliam_materializer::aws::AwsResult<()> {
-        self.inner.set_rule_weights(arn, forward, stickiness).await
-    }
-    async fn target_health(&self, arn: &str) -> gilliam_materializer::aws::AwsResult<Vec<String>> {
-        self.inner.target_health(arn).await
-    }
-    async fn describe_groups(&self, names: &[String]) -> gilliam_materializer::aws::AwsResult<Vec<gilliam_materializer::aws::Group>> {
-        self.inner.describe_groups(names).await
-    }
-    async fn set_capacity(&self, name: &str, min: u32, desired: u32, max: u32) -> gilliam_materializer::aws::AwsResult<()> {
-        self.inner.set_capacity(name, min, desired, max).await
-    }
-    pass_through_network_and_secrets!();
-    pass_through_metrics_and_notifications!();
 }
+
+gilliam_materializer::forward!(impl[A: Aws] Elbv2 for RollingBack<A> => inner);
+
+gilliam_materializer::forward!(impl[A: Aws] AutoScaling for RollingBack<A> => inner);
+
+gilliam_materializer::forward!(impl[A: Aws] SecretsManager for RollingBack<A> => inner);
+
+gilliam_materializer::forward!(impl[A: Aws] CloudWatch for RollingBack<A> => inner);
+
+gilliam_materializer::forward!(impl[A: Aws] Sns for RollingBack<A> => inner);
+
+gilliam_materializer::forward!(impl[A: Aws] EventBridge for RollingBack<A> => inner);
+
+gilliam_materializer::forward!(impl[A: Aws] Ec2 for RollingBack<A> => inner);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolled_back_routing_update_never_moves_traffic() {

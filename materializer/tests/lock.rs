@@ -5,7 +5,8 @@
 mod common;
 
 use common::*;
-use gilliam_materializer::aws::{Aws, PutCondition};
+use gilliam_materializer::aws::prelude::*;
+use gilliam_materializer::aws::PutCondition;
 use gilliam_materializer::lock::{self, LockOptions, LockRecord};
 use gilliam_materializer::sdk::{Endpoint, SdkAws};
 use gilliam_materializer::Error;

@@ -2,8 +2,9 @@
 //! public subnets in one zone, private subnets with no way out) is refused before anything is
 //! written, with every problem named; the same formation in a good network goes through.
 
-use gilliam_materializer::aws::{Aws, PutCondition, StackRequest, TemplateSource};
-use gilliam_materializer::counting::Counting;
+use gilliam_doubles::counting::Counting;
+use gilliam_materializer::aws::prelude::*;
+use gilliam_materializer::aws::{PutCondition, StackRequest, TemplateSource};
 use gilliam_materializer::sdk::{Endpoint, SdkAws};
 use gilliam_materializer::{Converger, Error};
 use gilliam_tests::moto;
@@ -28,14 +29,14 @@ async fn a_network_that_is_not_ready_is_refused_before_any_write() {
         "Outputs": { "Vpc": { "Value": { "Ref": "Vpc" } }, "A": { "Value": { "Ref": "A" } }, "B": { "Value": { "Ref": "B" } }, "C": { "Value": { "Ref": "C" } }, "D": { "Value": { "Ref": "D" } } },
     });
     let req = StackRequest { name: "bad-network".into(), template: TemplateSource::Body(template.to_string()), capabilities: vec![], tags: vec![] };
-    aws.inner.create_stack(&req).await.expect("network");
-    let out: BTreeMap<String, String> = aws.inner.describe_stack("bad-network").await.expect("describe").expect("exists").outputs.into_iter().collect();
+    aws.inner().create_stack(&req).await.expect("network");
+    let out: BTreeMap<String, String> = aws.inner().describe_stack("bad-network").await.expect("describe").expect("exists").outputs.into_iter().collect();
     let stage = format!(
         "formation: shop\nregion: {REGION}\nvpc: {}\npublic_subnets: [{}, {}]\nprivate_subnets:\n  - {{id: {}, zone: {REGION}a}}\n  - {{id: {}, zone: {REGION}b}}\noutputs_bucket: {BUCKET}\n",
         out["Vpc"], out["A"], out["B"], out["C"], out["D"]
     );
-    aws.inner.create_secure_bucket(ARTIFACTS, REGION).await.expect("artifact bucket");
-    aws.inner.put_object(ARTIFACTS, "a.tgz", b"x".to_vec(), PutCondition::Always).await.expect("artifact");
+    aws.inner().create_secure_bucket(ARTIFACTS, REGION).await.expect("artifact bucket");
+    aws.inner().put_object(ARTIFACTS, "a.tgz", b"x".to_vec(), PutCondition::Always).await.expect("artifact");
     let b = compile_in("preflight", &stage, 1, "a.tgz", &gilliam_materializer::sha256_hex(b"x"));
     aws.reset();
     let err = Converger::new(&aws, &b, opts(), &|_| {}).run().await.expect_err("refused");
@@ -48,10 +49,10 @@ async fn a_network_that_is_not_ready_is_refused_before_any_write() {
     // The quickstart has a database: instances need S3, CloudFormation and Secrets Manager.
     assert!(problems.iter().any(|p| p.contains(&format!("private subnet {} cannot reach cloudformation, s3, secretsmanager", out["C"]))), "{text}");
     assert_eq!(aws.mutations(), BTreeMap::new(), "nothing was written");
-    assert_eq!(aws.inner.describe_stack("shop").await.expect("describe"), None);
+    assert_eq!(aws.inner().describe_stack("shop").await.expect("describe"), None);
 
     // The same formation in a network shaped like a real one goes through.
-    let stage = network(&aws.inner, &moto.url).await;
+    let stage = network(aws.inner(), &moto.url).await;
     let b = compile_in("preflight-good", &stage, 1, "a.tgz", &gilliam_materializer::sha256_hex(b"x"));
     Converger::new(&aws, &b, opts(), &|_| {}).run().await.unwrap_or_else(|e| panic!("{e}"));
 }

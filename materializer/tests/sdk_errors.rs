@@ -1,7 +1,8 @@
 //! The SDK side of the seam against canned AWS answers from a tiny HTTP server on 127.0.0.1:
 //! real SdkError values, as the SDK parses them, classified into AwsError.
 
-use gilliam_materializer::aws::{Aws, AwsError, PutCondition, StackRequest, TemplateSource};
+use gilliam_materializer::aws::prelude::*;
+use gilliam_materializer::aws::{AwsError, PutCondition, StackRequest, TemplateSource};
 use gilliam_materializer::sdk::{Endpoint, SdkAws};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;

@@ -2,7 +2,8 @@
 
 use gilliam_tests::moto;
 
-use gilliam_materializer::aws::{Aws, AwsError, PutCondition, StackRequest, TemplateSource};
+use gilliam_materializer::aws::prelude::*;
+use gilliam_materializer::aws::{AwsError, PutCondition, StackRequest, TemplateSource};
 use gilliam_materializer::sdk::{Endpoint, SdkAws};
 
 #[tokio::test]

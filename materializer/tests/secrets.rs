@@ -5,10 +5,10 @@
 //! what it models, and the scripted fake for stack outputs (moto has no ElastiCache).
 
 mod common;
-mod fake;
 
 use common::*;
-use gilliam_materializer::aws::{Aws, PutCondition};
+use gilliam_materializer::aws::prelude::*;
+use gilliam_materializer::aws::PutCondition;
 use gilliam_materializer::bundle::Bundle;
 use gilliam_materializer::converge::Converger;
 use gilliam_materializer::plan::Action;
@@ -85,7 +85,7 @@ fn cache_bundle(name: &str) -> Bundle {
 
 #[tokio::test(start_paused = true)]
 async fn a_cache_secret_holds_the_endpoint_its_certificate_covers() {
-    let aws = fake::Fake::default();
+    let aws = gilliam_doubles::fake::Fake::default();
     aws.with(|w| {
         w.buckets.push("art".into());
         w.outputs.insert(

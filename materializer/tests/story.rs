@@ -4,9 +4,10 @@
 
 use gilliam_tests::moto;
 
+use gilliam_doubles::counting::Counting;
+use gilliam_materializer::aws::prelude::*;
 use gilliam_materializer::aws::{Aws, PutCondition};
 use gilliam_materializer::bundle::Bundle;
-use gilliam_materializer::counting::Counting;
 use gilliam_materializer::sdk::{Endpoint, SdkAws};
 use gilliam_materializer::{Converger, Options};
 use std::collections::BTreeMap;
@@ -32,26 +33,30 @@ async fn deploy_two_releases_shift_and_converge_again() {
     let r1 = compile(&stage, 1, "artifacts/a.tgz", &sha);
     let err = Converger::new(&aws, &r1, opts(), &say).run().await.expect_err("no artifact yet");
     assert!(err.to_string().contains("does not exist"), "{err}");
-    aws.inner.create_secure_bucket(ARTIFACTS, REGION).await.expect("artifact bucket");
-    aws.inner.put_object(ARTIFACTS, "artifacts/a.tgz", b"another tarball".to_vec(), PutCondition::Always).await.expect("upload");
+    aws.inner().create_secure_bucket(ARTIFACTS, REGION).await.expect("artifact bucket");
+    aws.inner().put_object(ARTIFACTS, "artifacts/a.tgz", b"another tarball".to_vec(), PutCondition::Always).await.expect("upload");
     let err = Converger::new(&aws, &r1, opts(), &say).run().await.expect_err("wrong artifact");
     assert!(err.to_string().contains("refusing to create release 1"), "{err}");
-    assert_eq!(aws.inner.describe_stack("shop-r1").await.expect("describe"), None, "no release stack for a bad artifact");
-    aws.inner.put_object(ARTIFACTS, "artifacts/a.tgz", artifact, PutCondition::Always).await.expect("upload");
+    assert_eq!(aws.inner().describe_stack("shop-r1").await.expect("describe"), None, "no release stack for a bad artifact");
+    aws.inner().put_object(ARTIFACTS, "artifacts/a.tgz", artifact, PutCondition::Always).await.expect("upload");
 
     let report = Converger::new(&aws, &r1, opts(), &say).run().await.unwrap_or_else(|e| panic!("{e}"));
     for stack in ["shop", "shop-r1", "shop-routing-1"] {
-        assert_eq!(aws.inner.describe_stack(stack).await.expect("describe").map(|s| s.status), Some("CREATE_COMPLETE".into()), "{stack}");
+        assert_eq!(aws.inner().describe_stack(stack).await.expect("describe").map(|s| s.status), Some("CREATE_COMPLETE".into()), "{stack}");
     }
     assert_eq!(weights(&aws).await, BTreeMap::from([(1, 100)]));
     assert_eq!(report.traffic, vec![(1, 100)]);
-    let published = aws.inner.get_object(BUCKET, "gilliam/shop/releases/1/manifest.json").await.expect("get").expect("published manifest");
+    let published = aws.inner().get_object(BUCKET, "gilliam/shop/releases/1/manifest.json").await.expect("get").expect("published manifest");
     assert_eq!(published.body, std::fs::read(r1.dir.join("manifest.json")).expect("manifest"));
 
     // Release 2: created beside release 1, then traffic moves once it is healthy.
     let r2 = compile(&stage, 2, "artifacts/a.tgz", &sha);
     Converger::new(&aws, &r2, opts(), &say).run().await.unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(aws.inner.describe_stack("shop-r1").await.expect("describe").map(|s| s.status), Some("CREATE_COMPLETE".into()), "release 1 stays for rollback");
+    assert_eq!(
+        aws.inner().describe_stack("shop-r1").await.expect("describe").map(|s| s.status),
+        Some("CREATE_COMPLETE".into()),
+        "release 1 stays for rollback"
+    );
     assert_eq!(weights(&aws).await, BTreeMap::from([(1, 0), (2, 100)]));
 
     // The same inputs again: nothing to do, and no mutating call made.
@@ -73,16 +78,16 @@ async fn deploy_two_releases_shift_and_converge_again() {
     assert!(saved.render().contains("+ stack shop-r3"), "{}", saved.render());
     let plan = gilliam_materializer::plan::Plan::from_json(&saved.to_json()).expect("round trip");
     assert_eq!(plan, saved);
-    let rules = rule_arns(&aws.inner).await;
-    let rule = aws.inner.describe_rules(&rules[..1]).await.expect("rules").remove(0);
+    let rules = rule_arns(aws.inner()).await;
+    let rule = aws.inner().describe_rules(&rules[..1]).await.expect("rules").remove(0);
     let flipped: Vec<(String, u32)> = rule.forward.iter().map(|(tg, w)| (tg.clone(), 100 - *w)).collect();
-    aws.inner.set_rule_weights(&rule.arn, &flipped, rule.stickiness).await.expect("flip one rule");
+    aws.inner().set_rule_weights(&rule.arn, &flipped, rule.stickiness).await.expect("flip one rule");
     aws.reset();
     let err = Converger::new(&aws, &r3, opts(), &say).apply(&plan).await.expect_err("stale");
     assert!(err.to_string().contains("traffic weights changed"), "{err}");
     assert_eq!(aws.mutations(), BTreeMap::new(), "a refused plan changes nothing");
-    assert_eq!(aws.inner.describe_stack("shop-r3").await.expect("describe"), None);
-    aws.inner.set_rule_weights(&rule.arn, &rule.forward, rule.stickiness).await.expect("flip back");
+    assert_eq!(aws.inner().describe_stack("shop-r3").await.expect("describe"), None);
+    aws.inner().set_rule_weights(&rule.arn, &rule.forward, rule.stickiness).await.expect("flip back");
     let plan = Converger::new(&aws, &r3, opts(), &say).plan().await.unwrap_or_else(|e| panic!("{e}"));
     Converger::new(&aws, &r3, opts(), &say).apply(&plan).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(weights(&aws).await, BTreeMap::from([(1, 0), (2, 0), (3, 100)]));
@@ -93,9 +98,9 @@ async fn deploy_two_releases_shift_and_converge_again() {
     let plan = Converger::new(&aws, &r4, opts(), &say).plan().await.unwrap_or_else(|e| panic!("{e}"));
     assert!(plan.render().contains("- release 1: scale to zero, then delete shop-r1"), "{}", plan.render());
     Converger::new(&aws, &r4, opts(), &say).apply(&plan).await.unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(aws.inner.describe_stack("shop-r1").await.expect("describe"), None);
+    assert_eq!(aws.inner().describe_stack("shop-r1").await.expect("describe"), None);
     assert_eq!(weights(&aws).await, BTreeMap::from([(2, 0), (3, 0), (4, 100)]));
-    let (state, _) = gilliam_materializer::state::read(&aws.inner, BUCKET, "gilliam/shop/", "shop").await.expect("state");
+    let (state, _) = gilliam_materializer::state::read(aws.inner(), BUCKET, "gilliam/shop/", "shop").await.expect("state");
     let status: Vec<(u32, &str)> = state.releases.iter().map(|(n, r)| (*n, r.status.as_str())).collect();
     assert_eq!(status, vec![(1, "retired"), (2, "live"), (3, "live"), (4, "live")]);
     let last = &state.history.last().expect("history").action;
@@ -106,7 +111,7 @@ async fn deploy_two_releases_shift_and_converge_again() {
     aws.reset();
     let change = ops.traffic(&BTreeMap::from([(3, 90), (4, 10)])).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(weights(&aws).await, BTreeMap::from([(2, 0), (3, 90), (4, 10)]));
-    let rules = rule_arns(&aws.inner).await.len();
+    let rules = rule_arns(aws.inner()).await.len();
     assert_eq!((change.writes, aws.mutations().get("set_rule_weights").copied()), (rules, Some(rules)), "one write per affected rule");
     assert_eq!(aws.mutations().keys().copied().collect::<Vec<_>>(), vec!["put_object", "set_rule_weights"], "weights and the history, nothing else");
     ops.traffic(&BTreeMap::from([(4, 100)])).await.unwrap_or_else(|e| panic!("{e}"));
@@ -132,7 +137,7 @@ async fn deploy_two_releases_shift_and_converge_again() {
     let err = ops.retire(3).await.expect_err("serving");
     assert!(err.to_string().contains("carries traffic"), "{err}");
     ops.retire(2).await.unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(aws.inner.describe_stack("shop-r2").await.expect("describe"), None);
+    assert_eq!(aws.inner().describe_stack("shop-r2").await.expect("describe"), None);
     assert_eq!(weights(&aws).await, BTreeMap::from([(3, 100), (4, 0)]));
     let rows: Vec<(u32, u32)> = ops.releases().await.expect("releases").iter().map(|r| (r.release, r.weight)).collect();
     assert_eq!(rows, vec![(3, 100), (4, 0)]);
@@ -208,15 +213,15 @@ async fn desired<A: Aws>(aws: &A, stack: &str) -> Vec<u32> {
 /// as ELBv2 does, so warming must route before it can see healthy targets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_releases_go_cold_and_a_rollback_warms_one_first() {
+    use gilliam_doubles::strict::Strict;
     use gilliam_materializer::ops::{Ops, WarmOptions};
-    use gilliam_materializer::strict::Strict;
     use std::time::Duration;
     let moto = moto::Moto::start();
     let aws = Counting::new(Strict::new(SdkAws::connect(&Endpoint { url: Some(moto.url.clone()), region: Some(REGION.into()) }).await));
     let stage = network(&aws, &moto.url).await.replace("keep_releases: 2\n", "keep_releases: 0\ncold_releases: 1\n");
     let say = |line: &str| eprintln!("{line}");
-    aws.inner.inner.create_secure_bucket(ARTIFACTS, REGION).await.expect("artifact bucket");
-    aws.inner.inner.put_object(ARTIFACTS, "a.tgz", b"cold".to_vec(), PutCondition::Always).await.expect("artifact");
+    aws.inner().inner.create_secure_bucket(ARTIFACTS, REGION).await.expect("artifact bucket");
+    aws.inner().inner.put_object(ARTIFACTS, "a.tgz", b"cold".to_vec(), PutCondition::Always).await.expect("artifact");
     let sha = gilliam_materializer::sha256_hex(b"cold");
     let release = |n: u32| compile_in("cold", &stage, n, "a.tgz", &sha);
     Converger::new(&aws, &release(1), opts(), &say).run().await.unwrap_or_else(|e| panic!("{e}"));

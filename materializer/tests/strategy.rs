@@ -7,7 +7,8 @@
 mod common;
 
 use common::*;
-use gilliam_materializer::aws::{Aws, AwsResult, Group, Object, ObjectHead, PutCondition, Rule, Stack, StackEvent, StackRequest};
+use gilliam_materializer::aws::prelude::*;
+use gilliam_materializer::aws::{AwsResult, PutCondition, Rule};
 use gilliam_materializer::ops::Ops;
 use gilliam_materializer::sdk::{Endpoint, SdkAws};
 use gilliam_materializer::strategy::Strategy;
@@ -35,49 +36,11 @@ impl SickAfterFirstStep {
     }
 }
 
-impl Aws for SickAfterFirstStep {
-    async fn bucket_exists(&self, b: &str) -> AwsResult<bool> {
-        self.inner.bucket_exists(b).await
-    }
-    async fn create_secure_bucket(&self, b: &str, r: &str) -> AwsResult<()> {
-        self.inner.create_secure_bucket(b, r).await
-    }
-    async fn get_object(&self, b: &str, k: &str) -> AwsResult<Option<Object>> {
-        self.inner.get_object(b, k).await
-    }
-    async fn head_object(&self, b: &str, k: &str) -> AwsResult<Option<ObjectHead>> {
-        self.inner.head_object(b, k).await
-    }
-    async fn put_object(&self, b: &str, k: &str, body: Vec<u8>, c: PutCondition) -> AwsResult<String> {
-        self.inner.put_object(b, k, body, c).await
-    }
-    async fn describe_stack(&self, n: &str) -> AwsResult<Option<Stack>> {
-        self.inner.describe_stack(n).await
-    }
-    async fn create_stack(&self, r: &StackRequest) -> AwsResult<String> {
-        self.inner.create_stack(r).await
-    }
-    async fn update_stack(&self, r: &StackRequest) -> AwsResult<()> {
-        self.inner.update_stack(r).await
-    }
-    async fn delete_stack(&self, n: &str) -> AwsResult<()> {
-        self.inner.delete_stack(n).await
-    }
-    async fn continue_update_rollback(&self, n: &str) -> AwsResult<()> {
-        self.inner.continue_update_rollback(n).await
-    }
-    async fn stack_events(&self, n: &str) -> AwsResult<Vec<StackEvent>> {
-        self.inner.stack_events(n).await
-    }
-    async fn get_template(&self, n: &str) -> AwsResult<String> {
-        self.inner.get_template(n).await
-    }
-    async fn stack_resources(&self, n: &str) -> AwsResult<Vec<(String, String, String)>> {
-        self.inner.stack_resources(n).await
-    }
-    async fn list_exports(&self) -> AwsResult<Vec<(String, String)>> {
-        self.inner.list_exports().await
-    }
+gilliam_materializer::forward!(impl[] S3 for SickAfterFirstStep => inner);
+
+gilliam_materializer::forward!(impl[] CloudFormation for SickAfterFirstStep => inner);
+
+impl Elbv2 for SickAfterFirstStep {
     async fn describe_rules(&self, arns: &[String]) -> AwsResult<Vec<Rule>> {
         self.inner.describe_rules(arns).await
     }
@@ -97,15 +60,19 @@ impl Aws for SickAfterFirstStep {
         }
         Ok(states)
     }
-    async fn describe_groups(&self, names: &[String]) -> AwsResult<Vec<Group>> {
-        self.inner.describe_groups(names).await
-    }
-    async fn set_capacity(&self, n: &str, min: u32, d: u32, max: u32) -> AwsResult<()> {
-        self.inner.set_capacity(n, min, d, max).await
-    }
-    pass_through_network_and_secrets!();
-    pass_through_metrics_and_notifications!();
 }
+
+gilliam_materializer::forward!(impl[] AutoScaling for SickAfterFirstStep => inner);
+
+gilliam_materializer::forward!(impl[] SecretsManager for SickAfterFirstStep => inner);
+
+gilliam_materializer::forward!(impl[] CloudWatch for SickAfterFirstStep => inner);
+
+gilliam_materializer::forward!(impl[] Sns for SickAfterFirstStep => inner);
+
+gilliam_materializer::forward!(impl[] EventBridge for SickAfterFirstStep => inner);
+
+gilliam_materializer::forward!(impl[] Ec2 for SickAfterFirstStep => inner);
 
 fn history_tail(state: &gilliam_materializer::state::State, n: usize) -> Vec<String> {
     let h: Vec<String> = state.history.iter().map(|e| e.action.clone()).collect();

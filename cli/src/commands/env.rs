@@ -95,7 +95,7 @@ pub enum EnvChange {
 /// The published inputs of a release: (release metadata, gilliam.yml).
 pub async fn published_inputs<A: gilliam_materializer::aws::Aws>(aws: &A, f: &Formation, release: u32) -> Result<(serde_json::Value, String), Failure> {
     let get = |name: &'static str| {
-        let key = format!("{}releases/{release}/inputs/{name}", f.prefix);
+        let key = gilliam_contract::keys::release_input(&f.prefix, release, name);
         async move {
             let o = retry(&format!("read s3://{}/{key}", f.bucket), || aws.get_object(&f.bucket, &key)).await.map_err(Failure::from)?;
             o.map(|o| o.body).ok_or_else(|| Failure { code: 4, message: format!("s3://{}/{key} is missing: release {release} was not published", f.bucket) })

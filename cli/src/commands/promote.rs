@@ -6,6 +6,7 @@ use super::env::published_inputs;
 use crate::compile_cmd;
 use crate::failure::Failure;
 use crate::judging::Judging;
+use gilliam_materializer::aws::prelude::*;
 use gilliam_materializer::retry::retry;
 use gilliam_materializer::sdk::{connect_from_env, Endpoint};
 use gilliam_materializer::strategy::Strategy;
@@ -48,7 +49,6 @@ pub fn read_stage(path: &Path) -> Result<gilliam_compiler::stage::Stage, Failure
 /// `gilliam promote`: release `release` of the formation `from` names, as a new release of the
 /// formation `to` names, with the same artifact (by digest), gilliam.yml and config.
 pub async fn exec(g: &Globals, a: &Args) -> Result<(), Failure> {
-    use gilliam_materializer::aws::Aws;
     let Args { from, to, release, runtime_image, out, strategy, poll, judging } = a;
     let (src, dst) = (read_stage(from)?, read_stage(to)?);
     let (sf, df) = (Formation::from_stage(&src), Formation::from_stage(&dst));

@@ -3,7 +3,8 @@
 
 #![allow(dead_code)]
 
-use gilliam_materializer::aws::{Aws, PutCondition, StackRequest, TemplateSource};
+use gilliam_materializer::aws::prelude::*;
+use gilliam_materializer::aws::{PutCondition, StackRequest, TemplateSource};
 use gilliam_materializer::sdk::{Endpoint, SdkAws};
 use gilliam_tests::moto::{Moto, SAFE_ENV};
 use std::collections::BTreeMap;

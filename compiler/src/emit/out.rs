@@ -39,7 +39,7 @@ impl Out {
     pub(crate) fn push_stack(&mut self, ctx: &Ctx<'_>, r: RenderedStack) {
         let path = format!("templates/{}.json", r.name);
         self.stacks.push(mf::StackEntry {
-            s3_key: format!("{}releases/{}/{path}", ctx.prefix(), ctx.release.number),
+            s3_key: gilliam_contract::keys::release_file(&ctx.prefix(), ctx.release.number, &path),
             name: r.name,
             role: r.role,
             template: path.clone(),
@@ -75,5 +75,5 @@ pub(crate) fn render_stack(name: String, role: StackRole, t: &Template, depends_
 }
 
 pub(crate) fn upload_key(ctx: &Ctx<'_>, path: &str) -> String {
-    format!("{}releases/{}/{path}", ctx.prefix(), ctx.release.number)
+    gilliam_contract::keys::release_file(&ctx.prefix(), ctx.release.number, path)
 }

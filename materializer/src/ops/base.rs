@@ -112,7 +112,7 @@ impl<'a, A: Aws> Ops<'a, A> {
     /// Each service's scale as compiled for `release` (its published manifest); empty when it
     /// cannot be read.
     pub(super) async fn published_scales(&self, release: u32) -> Result<BTreeMap<String, gilliam_compiler::manifest::Scale>, Error> {
-        let key = format!("{}releases/{release}/manifest.json", self.f.prefix);
+        let key = gilliam_contract::keys::release_manifest(&self.f.prefix, release);
         Ok(match retry("read the release's manifest", || self.aws.get_object(&self.f.bucket, &key)).await? {
             Some(o) => serde_json::from_slice::<Manifest>(&o.body)
                 .map(|m| m.services.into_iter().filter_map(|s| s.scale.map(|x| (s.name, x))).collect())

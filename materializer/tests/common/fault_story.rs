@@ -3,7 +3,7 @@
 //! the test (`tests/faults.rs`) and the benchmark that runs it many times (`benches/faults.rs`).
 
 use super::*;
-use gilliam_materializer::aws::{Aws, PutCondition};
+use gilliam_materializer::aws::PutCondition;
 use gilliam_materializer::converge::Converger;
 use gilliam_materializer::faults::{FaultSpec, Faulty};
 use gilliam_materializer::ops::Ops;

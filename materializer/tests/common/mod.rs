@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use gilliam_materializer::aws::prelude::*;
 use gilliam_materializer::aws::{Aws, StackRequest, TemplateSource};
 use gilliam_materializer::bundle::Bundle;
 use gilliam_materializer::converge::Options;
@@ -115,60 +116,4 @@ pub fn opts() -> Options {
         health_timeout: Duration::from_secs(20),
         ..Options::default()
     }
-}
-
-/// The seam calls a test wrapper of `self.inner` passes through unchanged: the network and the
-/// secrets (written once here rather than in every wrapper).
-#[allow(unused_macros)]
-macro_rules! pass_through_network_and_secrets {
-    () => {
-        async fn describe_network(&self, vpc: &str, subnets: &[String]) -> gilliam_materializer::aws::AwsResult<Option<gilliam_materializer::aws::Network>> {
-            self.inner.describe_network(vpc, subnets).await
-        }
-        async fn describe_secret(&self, name: &str) -> gilliam_materializer::aws::AwsResult<Option<bool>> {
-            self.inner.describe_secret(name).await
-        }
-        async fn restore_secret(&self, name: &str) -> gilliam_materializer::aws::AwsResult<()> {
-            self.inner.restore_secret(name).await
-        }
-        async fn random_password(&self) -> gilliam_materializer::aws::AwsResult<String> {
-            self.inner.random_password().await
-        }
-        async fn secret_value(&self, name: &str) -> gilliam_materializer::aws::AwsResult<Option<String>> {
-            self.inner.secret_value(name).await
-        }
-        async fn put_secret_value(&self, name: &str, value: &str) -> gilliam_materializer::aws::AwsResult<()> {
-            self.inner.put_secret_value(name, value).await
-        }
-        async fn put_secret(&self, name: &str, value: &str, formation: &str) -> gilliam_materializer::aws::AwsResult<String> {
-            self.inner.put_secret(name, value, formation).await
-        }
-        async fn delete_secret(&self, name: &str) -> gilliam_materializer::aws::AwsResult<()> {
-            self.inner.delete_secret(name).await
-        }
-    };
-}
-
-/// The metric and notification calls, passed through to `self.inner`.
-#[allow(unused_macros)]
-macro_rules! pass_through_metrics_and_notifications {
-    () => {
-        async fn metric_data(
-            &self,
-            queries: &[gilliam_materializer::aws::MetricQuery],
-            start: i64,
-            end: i64,
-        ) -> gilliam_materializer::aws::AwsResult<std::collections::BTreeMap<String, Vec<f64>>> {
-            self.inner.metric_data(queries, start, end).await
-        }
-        async fn alarm_states(&self, names: &[String]) -> gilliam_materializer::aws::AwsResult<Vec<(String, String)>> {
-            self.inner.alarm_states(names).await
-        }
-        async fn publish(&self, topic: &str, subject: &str, message: &str) -> gilliam_materializer::aws::AwsResult<()> {
-            self.inner.publish(topic, subject, message).await
-        }
-        async fn put_event(&self, bus: &str, detail_type: &str, detail: &str) -> gilliam_materializer::aws::AwsResult<()> {
-            self.inner.put_event(bus, detail_type, detail).await
-        }
-    };
 }

@@ -9,7 +9,7 @@ use crate::identity;
 use crate::logs::{Logger, ERR, INFO};
 use crate::supervise::{self, Backoff, Output, Spec, Stream, Watch};
 use crate::unpack::Limits;
-use gilliam_compiler::runtime::{EtcdConfig, RuntimeConfig, ServiceConfig, Signal};
+use gilliam_contract::runtime::{EtcdConfig, RuntimeConfig, ServiceConfig, Signal};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -5,7 +5,7 @@
 
 use crate::cloud::Cloud;
 use crate::unpack::{self, Limits};
-use gilliam_compiler::runtime::{self, Discovery, RuntimeConfig, ServiceConfig};
+use gilliam_contract::runtime::{self, Discovery, RuntimeConfig, ServiceConfig};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

@@ -113,7 +113,7 @@ fn main() -> ExitCode {
 }
 
 fn check(config: &std::path::Path) -> ExitCode {
-    use gilliam_compiler::runtime::{parse, RuntimeConfig};
+    use gilliam_contract::runtime::{parse, RuntimeConfig};
     let bytes = match std::fs::read(config) {
         Ok(b) => b,
         Err(e) => {

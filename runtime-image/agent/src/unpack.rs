@@ -49,7 +49,7 @@ impl std::fmt::Display for Error {
 impl std::error::Error for Error {}
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    gilliam_compiler::names::sha256_hex(bytes)
+    gilliam_contract::digest::sha256_hex(bytes)
 }
 
 pub fn verify(bytes: &[u8], expected: &str) -> Result<(), Error> {

@@ -353,7 +353,7 @@ pub struct InputFiles {
 /// The manifest's JSON Schema as committed (what `gilliam-compile --print-schema` prints): the
 /// compile-only build then needs no schemars. `schema_json` generates it from the types; a
 /// test (feature `schema`) keeps the two equal.
-pub const SCHEMA: &str = include_str!("../manifest.schema.json");
+pub const SCHEMA: &str = include_str!("../../manifest.schema.json");
 
 /// The manifest's JSON Schema, generated from the types.
 #[cfg(feature = "schema")]

@@ -19,8 +19,9 @@
 //!
 //! What it cannot model is said in ARCHITECTURE.md ("What the strict layer cannot show").
 
-use crate::aws::{Aws, AwsError, AwsResult, Group, MetricQuery, Object, ObjectHead, PutCondition, Rule, Stack, StackEvent, StackRequest, TemplateSource};
 use gilliam_compiler::priority::{transition_conflict, MAX_PRIORITY};
+use gilliam_materializer::aws::prelude::*;
+use gilliam_materializer::aws::{Aws, AwsError, AwsResult, MetricQuery, Rule, Stack, StackEvent, StackRequest, TemplateSource};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -250,22 +251,9 @@ impl<A: Aws> Strict<A> {
     }
 }
 
-impl<A: Aws> Aws for Strict<A> {
-    async fn bucket_exists(&self, bucket: &str) -> AwsResult<bool> {
-        self.inner.bucket_exists(bucket).await
-    }
-    async fn create_secure_bucket(&self, bucket: &str, region: &str) -> AwsResult<()> {
-        self.inner.create_secure_bucket(bucket, region).await
-    }
-    async fn get_object(&self, bucket: &str, key: &str) -> AwsResult<Option<Object>> {
-        self.inner.get_object(bucket, key).await
-    }
-    async fn head_object(&self, bucket: &str, key: &str) -> AwsResult<Option<ObjectHead>> {
-        self.inner.head_object(bucket, key).await
-    }
-    async fn put_object(&self, bucket: &str, key: &str, body: Vec<u8>, cond: PutCondition) -> AwsResult<String> {
-        self.inner.put_object(bucket, key, body, cond).await
-    }
+gilliam_materializer::forward!(impl[A: Aws] S3 for Strict<A> => inner);
+
+impl<A: Aws> CloudFormation for Strict<A> {
     async fn describe_stack(&self, name: &str) -> AwsResult<Option<Stack>> {
         self.inner.describe_stack(name).await
     }
@@ -335,6 +323,9 @@ impl<A: Aws> Aws for Strict<A> {
     async fn list_exports(&self) -> AwsResult<Vec<(String, String)>> {
         self.inner.list_exports().await
     }
+}
+
+impl<A: Aws> Elbv2 for Strict<A> {
     async fn describe_rules(&self, arns: &[String]) -> AwsResult<Vec<Rule>> {
         self.inner.describe_rules(arns).await
     }
@@ -355,12 +346,13 @@ impl<A: Aws> Aws for Strict<A> {
             Ok(states.into_iter().map(|_| "unused".to_string()).collect())
         }
     }
-    async fn describe_groups(&self, names: &[String]) -> AwsResult<Vec<Group>> {
-        self.inner.describe_groups(names).await
-    }
-    async fn set_capacity(&self, name: &str, min: u32, desired: u32, max: u32) -> AwsResult<()> {
-        self.inner.set_capacity(name, min, desired, max).await
-    }
+}
+
+gilliam_materializer::forward!(impl[A: Aws] AutoScaling for Strict<A> => inner);
+
+gilliam_materializer::forward!(impl[A: Aws] SecretsManager for Strict<A> => inner);
+
+impl<A: Aws> CloudWatch for Strict<A> {
     async fn metric_data(&self, queries: &[MetricQuery], start: i64, end: i64) -> AwsResult<std::collections::BTreeMap<String, Vec<f64>>> {
         // GetMetricData's own rules: at most 500 queries, ids start with a lowercase letter,
         // periods are multiples of 60 (for data older than three hours) and StartTime < EndTime.
@@ -381,6 +373,9 @@ impl<A: Aws> Aws for Strict<A> {
         }
         self.inner.alarm_states(names).await
     }
+}
+
+impl<A: Aws> Sns for Strict<A> {
     async fn publish(&self, topic: &str, subject: &str, message: &str) -> AwsResult<()> {
         // SNS: a subject of at most 100 printable ASCII characters, a message under 256 KiB.
         if subject.len() > 100 || !subject.chars().all(|c| c.is_ascii() && !c.is_ascii_control()) || message.len() > 256 * 1024 {
@@ -388,6 +383,9 @@ impl<A: Aws> Aws for Strict<A> {
         }
         self.inner.publish(topic, subject, message).await
     }
+}
+
+impl<A: Aws> EventBridge for Strict<A> {
     async fn put_event(&self, bus: &str, detail_type: &str, detail: &str) -> AwsResult<()> {
         // EventBridge: an entry under 256 KiB, a detail that is a JSON object.
         if detail.len() + detail_type.len() > 256 * 1024 || !detail.trim_start().starts_with('{') {
@@ -395,31 +393,9 @@ impl<A: Aws> Aws for Strict<A> {
         }
         self.inner.put_event(bus, detail_type, detail).await
     }
-    async fn delete_secret(&self, name: &str) -> AwsResult<()> {
-        self.inner.delete_secret(name).await
-    }
-    async fn put_secret(&self, name: &str, value: &str, formation: &str) -> AwsResult<String> {
-        self.inner.put_secret(name, value, formation).await
-    }
-    async fn describe_secret(&self, name: &str) -> AwsResult<Option<bool>> {
-        self.inner.describe_secret(name).await
-    }
-    async fn restore_secret(&self, name: &str) -> AwsResult<()> {
-        self.inner.restore_secret(name).await
-    }
-    async fn random_password(&self) -> AwsResult<String> {
-        self.inner.random_password().await
-    }
-    async fn secret_value(&self, name: &str) -> AwsResult<Option<String>> {
-        self.inner.secret_value(name).await
-    }
-    async fn put_secret_value(&self, name: &str, value: &str) -> AwsResult<()> {
-        self.inner.put_secret_value(name, value).await
-    }
-    async fn describe_network(&self, vpc: &str, subnets: &[String]) -> AwsResult<Option<crate::aws::Network>> {
-        self.inner.describe_network(vpc, subnets).await
-    }
 }
+
+gilliam_materializer::forward!(impl[A: Aws] Ec2 for Strict<A> => inner);
 
 #[cfg(test)]
 mod tests {

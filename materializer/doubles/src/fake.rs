@@ -2,9 +2,8 @@
 //! state machine (scripted status sequences, failures with resource events), "No updates",
 //! throttling and server errors. Only what the converge touches is modelled.
 
-#![allow(dead_code)]
-
-use gilliam_materializer::aws::{Aws, AwsError, AwsResult, Group, Object, ObjectHead, PutCondition, Rule, Stack, StackEvent, StackRequest, TemplateSource};
+use gilliam_materializer::aws::prelude::*;
+use gilliam_materializer::aws::{AwsError, AwsResult, Group, Object, ObjectHead, PutCondition, Rule, Stack, StackEvent, StackRequest, TemplateSource};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 
@@ -78,7 +77,7 @@ impl Fake {
     }
 }
 
-impl Aws for Fake {
+impl S3 for Fake {
     async fn bucket_exists(&self, bucket: &str) -> AwsResult<bool> {
         self.enter("bucket_exists")?;
         Ok(self.with(|w| w.buckets.iter().any(|b| b == bucket)))
@@ -116,6 +115,9 @@ impl Aws for Fake {
             Ok(etag)
         })
     }
+}
+
+impl CloudFormation for Fake {
     async fn describe_stack(&self, name: &str) -> AwsResult<Option<Stack>> {
         self.enter("describe_stack")?;
         Ok(self.with(|w| {
@@ -191,6 +193,9 @@ impl Aws for Fake {
         self.enter("list_exports")?;
         Ok(vec![])
     }
+}
+
+impl Elbv2 for Fake {
     async fn describe_rules(&self, _arns: &[String]) -> AwsResult<Vec<Rule>> {
         self.enter("describe_rules")?;
         Ok(vec![])
@@ -199,31 +204,13 @@ impl Aws for Fake {
         self.enter("set_rule_weights")?;
         Ok(())
     }
-    async fn metric_data(
-        &self,
-        _queries: &[gilliam_materializer::aws::MetricQuery],
-        _start: i64,
-        _end: i64,
-    ) -> AwsResult<std::collections::BTreeMap<String, Vec<f64>>> {
-        self.enter("metric_data")?;
-        Ok(Default::default())
-    }
-    async fn alarm_states(&self, _names: &[String]) -> AwsResult<Vec<(String, String)>> {
-        self.enter("alarm_states")?;
-        Ok(vec![])
-    }
-    async fn publish(&self, _topic: &str, _subject: &str, _message: &str) -> AwsResult<()> {
-        self.enter("publish")?;
-        Ok(())
-    }
-    async fn put_event(&self, _bus: &str, _detail_type: &str, _detail: &str) -> AwsResult<()> {
-        self.enter("put_event")?;
-        Ok(())
-    }
     async fn target_health(&self, _arn: &str) -> AwsResult<Vec<String>> {
         self.enter("target_health")?;
         Ok(vec![])
     }
+}
+
+impl AutoScaling for Fake {
     async fn describe_groups(&self, _names: &[String]) -> AwsResult<Vec<Group>> {
         self.enter("describe_groups")?;
         Ok(vec![])
@@ -232,10 +219,11 @@ impl Aws for Fake {
         self.enter("set_capacity")?;
         Ok(())
     }
-    /// The fake has no network to describe: the preflight is skipped.
-    async fn describe_network(&self, _vpc: &str, _subnets: &[String]) -> AwsResult<Option<gilliam_materializer::aws::Network>> {
-        self.enter("describe_network")?;
-        Ok(None)
+}
+
+impl SecretsManager for Fake {
+    async fn delete_secret(&self, _name: &str) -> AwsResult<()> {
+        Err(AwsError::Other("this fake cannot delete secrets".into()))
     }
     async fn describe_secret(&self, name: &str) -> AwsResult<Option<bool>> {
         self.enter("describe_secret")?;
@@ -266,5 +254,43 @@ impl Aws for Fake {
             w.secrets.insert(name.to_string(), (value.to_string(), false));
             Ok(format!("arn:secret:{name}"))
         })
+    }
+}
+
+impl CloudWatch for Fake {
+    async fn metric_data(
+        &self,
+        _queries: &[gilliam_materializer::aws::MetricQuery],
+        _start: i64,
+        _end: i64,
+    ) -> AwsResult<std::collections::BTreeMap<String, Vec<f64>>> {
+        self.enter("metric_data")?;
+        Ok(Default::default())
+    }
+    async fn alarm_states(&self, _names: &[String]) -> AwsResult<Vec<(String, String)>> {
+        self.enter("alarm_states")?;
+        Ok(vec![])
+    }
+}
+
+impl Sns for Fake {
+    async fn publish(&self, _topic: &str, _subject: &str, _message: &str) -> AwsResult<()> {
+        self.enter("publish")?;
+        Ok(())
+    }
+}
+
+impl EventBridge for Fake {
+    async fn put_event(&self, _bus: &str, _detail_type: &str, _detail: &str) -> AwsResult<()> {
+        self.enter("put_event")?;
+        Ok(())
+    }
+}
+
+impl Ec2 for Fake {
+    /// The fake has no network to describe: the preflight is skipped.
+    async fn describe_network(&self, _vpc: &str, _subnets: &[String]) -> AwsResult<Option<gilliam_materializer::aws::Network>> {
+        self.enter("describe_network")?;
+        Ok(None)
     }
 }
