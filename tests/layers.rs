@@ -7,8 +7,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Every crate's source root, from the workspace root.
-const CRATES: &[&str] =
-    &["compiler/src", "materializer/src", "materializer/ec2/src", "materializer/doubles/src", "compiler/contract/src", "cli/src", "cli/compile/src", "runtime-image/agent/src"];
+const CRATES: &[&str] = &[
+    "compiler/src",
+    "materializer/src",
+    "materializer/ec2/src",
+    "materializer/doubles/src",
+    "compiler/contract/src",
+    "cli/src",
+    "cli/compile/src",
+    "runtime-image/agent/src",
+];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()

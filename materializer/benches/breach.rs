@@ -108,9 +108,7 @@ impl Elbv2 for Bench {
     }
 }
 
-gilliam_materializer::forward!(impl[] AutoScaling for Bench => inner);
-
-gilliam_materializer::forward!(impl[] SecretsManager for Bench => inner);
+gilliam_materializer::forward!(impl[] Aws for Bench => inner, except S3 CloudFormation Elbv2 CloudWatch);
 
 impl CloudWatch for Bench {
     async fn metric_data(&self, queries: &[MetricQuery], start: i64, end: i64) -> AwsResult<BTreeMap<String, Vec<f64>>> {
@@ -136,12 +134,6 @@ impl CloudWatch for Bench {
         self.inner.alarm_states(names).await
     }
 }
-
-gilliam_materializer::forward!(impl[] Sns for Bench => inner);
-
-gilliam_materializer::forward!(impl[] EventBridge for Bench => inner);
-
-gilliam_materializer::forward!(impl[] Ec2 for Bench => inner);
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);

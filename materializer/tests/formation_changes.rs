@@ -163,7 +163,7 @@ impl<A: Aws> RollingBack<A> {
     }
 }
 
-gilliam_materializer::forward!(impl[A: Aws] S3 for RollingBack<A> => inner);
+gilliam_materializer::forward!(impl[A: Aws] Aws for RollingBack<A> => inner, except CloudFormation);
 
 impl<A: Aws> CloudFormation for RollingBack<A> {
     async fn describe_stack(&self, name: &str) -> gilliam_materializer::aws::AwsResult<Option<gilliam_materializer::aws::Stack>> {
@@ -214,20 +214,6 @@ impl<A: Aws> CloudFormation for RollingBack<A> {
         self.inner.list_exports().await
     }
 }
-
-gilliam_materializer::forward!(impl[A: Aws] Elbv2 for RollingBack<A> => inner);
-
-gilliam_materializer::forward!(impl[A: Aws] AutoScaling for RollingBack<A> => inner);
-
-gilliam_materializer::forward!(impl[A: Aws] SecretsManager for RollingBack<A> => inner);
-
-gilliam_materializer::forward!(impl[A: Aws] CloudWatch for RollingBack<A> => inner);
-
-gilliam_materializer::forward!(impl[A: Aws] Sns for RollingBack<A> => inner);
-
-gilliam_materializer::forward!(impl[A: Aws] EventBridge for RollingBack<A> => inner);
-
-gilliam_materializer::forward!(impl[A: Aws] Ec2 for RollingBack<A> => inner);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolled_back_routing_update_never_moves_traffic() {

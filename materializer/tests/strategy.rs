@@ -36,9 +36,7 @@ impl SickAfterFirstStep {
     }
 }
 
-gilliam_materializer::forward!(impl[] S3 for SickAfterFirstStep => inner);
-
-gilliam_materializer::forward!(impl[] CloudFormation for SickAfterFirstStep => inner);
+gilliam_materializer::forward!(impl[] Aws for SickAfterFirstStep => inner, except Elbv2);
 
 impl Elbv2 for SickAfterFirstStep {
     async fn describe_rules(&self, arns: &[String]) -> AwsResult<Vec<Rule>> {
@@ -61,18 +59,6 @@ impl Elbv2 for SickAfterFirstStep {
         Ok(states)
     }
 }
-
-gilliam_materializer::forward!(impl[] AutoScaling for SickAfterFirstStep => inner);
-
-gilliam_materializer::forward!(impl[] SecretsManager for SickAfterFirstStep => inner);
-
-gilliam_materializer::forward!(impl[] CloudWatch for SickAfterFirstStep => inner);
-
-gilliam_materializer::forward!(impl[] Sns for SickAfterFirstStep => inner);
-
-gilliam_materializer::forward!(impl[] EventBridge for SickAfterFirstStep => inner);
-
-gilliam_materializer::forward!(impl[] Ec2 for SickAfterFirstStep => inner);
 
 fn history_tail(state: &gilliam_materializer::state::State, n: usize) -> Vec<String> {
     let h: Vec<String> = state.history.iter().map(|e| e.action.clone()).collect();

@@ -251,7 +251,7 @@ impl<A: Aws> Strict<A> {
     }
 }
 
-gilliam_materializer::forward!(impl[A: Aws] S3 for Strict<A> => inner);
+gilliam_materializer::forward!(impl[A: Aws] Aws for Strict<A> => inner, except CloudFormation Elbv2 CloudWatch Sns EventBridge);
 
 impl<A: Aws> CloudFormation for Strict<A> {
     async fn describe_stack(&self, name: &str) -> AwsResult<Option<Stack>> {
@@ -348,10 +348,6 @@ impl<A: Aws> Elbv2 for Strict<A> {
     }
 }
 
-gilliam_materializer::forward!(impl[A: Aws] AutoScaling for Strict<A> => inner);
-
-gilliam_materializer::forward!(impl[A: Aws] SecretsManager for Strict<A> => inner);
-
 impl<A: Aws> CloudWatch for Strict<A> {
     async fn metric_data(&self, queries: &[MetricQuery], start: i64, end: i64) -> AwsResult<std::collections::BTreeMap<String, Vec<f64>>> {
         // GetMetricData's own rules: at most 500 queries, ids start with a lowercase letter,
@@ -394,8 +390,6 @@ impl<A: Aws> EventBridge for Strict<A> {
         self.inner.put_event(bus, detail_type, detail).await
     }
 }
-
-gilliam_materializer::forward!(impl[A: Aws] Ec2 for Strict<A> => inner);
 
 #[cfg(test)]
 mod tests {
