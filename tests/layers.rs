@@ -34,6 +34,21 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// Every source file of every crate: (path from the workspace root, code without comments or
+/// its test module).
+fn sources() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for krate in CRATES {
+        let mut files = Vec::new();
+        rust_files(&root().join(krate), &mut files);
+        for f in files {
+            let rel = f.strip_prefix(root()).unwrap_or(&f).to_string_lossy().into_owned();
+            out.push((rel, code(&std::fs::read_to_string(&f).expect("read source"))));
+        }
+    }
+    out
+}
+
 /// `a/b.rs` and `a/b/mod.rs` are module `a::b`; `lib.rs` and `main.rs` the crate root ("").
 fn module_of(src: &Path, file: &Path) -> String {
     let rel = file.strip_prefix(src).expect("under src").with_extension("");
@@ -291,20 +306,11 @@ fn the_checker_sees_a_circle_and_resolves_groups_and_super() {
 fn only_the_cli_crates_and_binaries_know_clap() {
     // Argument parsing is the binaries' edge: the CLI crates, and an agent's `main.rs`; no
     // library module parses arguments.
-    let mut found = Vec::new();
-    for krate in CRATES {
-        let mut files = Vec::new();
-        rust_files(&root().join(krate), &mut files);
-        for f in files {
-            let rel = f.strip_prefix(root()).unwrap_or(&f).to_string_lossy().into_owned();
-            if rel.starts_with("cli/") || rel.ends_with("/main.rs") {
-                continue;
-            }
-            if code(&std::fs::read_to_string(&f).expect("read source")).contains("clap::") {
-                found.push(rel);
-            }
-        }
-    }
+    let found: Vec<String> = sources()
+        .into_iter()
+        .filter(|(rel, code)| !rel.starts_with("cli/") && !rel.ends_with("/main.rs") && code.contains("clap::"))
+        .map(|(rel, _)| rel)
+        .collect();
     assert!(found.is_empty(), "library modules that know clap: {found:?}");
 }
 
@@ -313,20 +319,10 @@ fn only_the_sdk_adapters_name_an_aws_sdk_crate() {
     // The seam's real implementations: everything else goes through the `Aws` / `Cloud` traits
     // (and their retry policy).
     let adapters = ["materializer/src/sdk.rs", "runtime-image/agent/src/sdk.rs"];
-    let mut found = Vec::new();
-    for krate in CRATES {
-        let mut files = Vec::new();
-        rust_files(&root().join(krate), &mut files);
-        for f in files {
-            let rel = f.strip_prefix(root()).unwrap_or(&f).to_string_lossy().into_owned();
-            if adapters.contains(&rel.as_str()) {
-                continue;
-            }
-            let text = code(&std::fs::read_to_string(&f).expect("read source"));
-            if let Some((n, l)) = text.lines().enumerate().find(|(_, l)| l.contains("aws_sdk_")) {
-                found.push(format!("{rel}:{}: {}", n + 1, l.trim()));
-            }
-        }
-    }
+    let found: Vec<String> = sources()
+        .into_iter()
+        .filter(|(rel, _)| !adapters.contains(&rel.as_str()))
+        .filter_map(|(rel, code)| code.lines().find(|l| l.contains("aws_sdk_")).map(|l| format!("{rel}: {}", l.trim())))
+        .collect();
     assert!(found.is_empty(), "AWS SDK clients outside the seam's adapters (go through the seam and its retry policy):\n{}", found.join("\n"));
 }
