@@ -167,7 +167,7 @@ pub async fn previous<A: Aws>(aws: &A, f: &Formation, say: &(dyn Fn(&str) + Sync
     let o = retry("read the latest release's metadata", || aws.get_object(&f.bucket, &key)).await?;
     match o {
         None => Ok(None),
-        Some(o) => serde_json::from_slice(&o.body).map(Some).map_err(|e| Error::Artifact(format!("s3://{}/{key} is not release metadata: {e}", f.bucket))),
+        Some(o) => serde_json::from_slice(&o.body).map(Some).map_err(|e| Error::Corrupt(format!("s3://{}/{key} is not release metadata: {e}", f.bucket))),
     }
 }
 

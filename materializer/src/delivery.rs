@@ -199,7 +199,7 @@ pub async fn alarms_firing<A: Aws>(aws: &A, names: &[String]) -> Result<Vec<Stri
     let missing: Vec<&String> = names.iter().filter(|n| !states.iter().any(|(s, _)| s == *n)).collect();
     if !missing.is_empty() {
         let list: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
-        return Err(Error::Artifact(format!(
+        return Err(Error::NotFound(format!(
             "CloudWatch alarm{} {} named under `analysis.alarms` do{} not exist in this region; fix the name or create the alarm",
             if list.len() == 1 { "" } else { "s" },
             list.join(", "),

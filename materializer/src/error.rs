@@ -11,7 +11,17 @@ pub enum Error {
         what: String,
         err: AwsError,
     },
+    /// The release's artifact is missing, unreadable or not the one the release states.
     Artifact(String),
+    /// gilliam's own rules refuse the operation (a cold release, one with traffic, a weight out
+    /// of range...): the message says why and what to do instead.
+    Refused(String),
+    /// What the operation names is not there (no published release, a release or service not
+    /// recorded, a secret gone).
+    NotFound(String),
+    /// A document or secret in the account is not what gilliam wrote (foreign, corrupt, another
+    /// formation's): the message names it and how to recover.
+    Corrupt(String),
     /// A stack ended in a failed state; `cause` names the failing resource and its reason.
     StackFailed {
         stack: String,
@@ -47,7 +57,7 @@ impl std::fmt::Display for Error {
         match self {
             Error::Bundle(e) => write!(f, "{e}"),
             Error::Aws { what, err } => write!(f, "{what}: {err}"),
-            Error::Artifact(m) | Error::Timeout(m) | Error::Compile(m) => f.write_str(m),
+            Error::Artifact(m) | Error::Refused(m) | Error::NotFound(m) | Error::Corrupt(m) | Error::Timeout(m) | Error::Compile(m) => f.write_str(m),
             Error::StackFailed { stack, status, cause } => write!(f, "stack {stack} ended {status}: {cause}"),
             Error::Immutable(stack) => {
                 write!(f, "stack {stack} exists with a different template: a release is immutable, compile a new release number instead")

@@ -80,9 +80,9 @@ pub fn stale(rec: &LockRecord, now: u64, host: &str) -> Option<&'static str> {
 /// Reads a lock file's bytes, refusing corrupt or foreign ones.
 pub fn parse(bytes: &[u8], where_: &str, formation: &str) -> Result<LockRecord, Error> {
     let rec: LockRecord = serde_json::from_slice(bytes)
-        .map_err(|e| Error::Artifact(format!("{where_} is not a gilliam lock ({e}); break it with `gilliam unlock` if nothing is running")))?;
+        .map_err(|e| Error::Corrupt(format!("{where_} is not a gilliam lock ({e}); break it with `gilliam unlock` if nothing is running")))?;
     if rec.format_version != LOCK_VERSION || rec.formation != formation {
-        return Err(Error::Artifact(format!(
+        return Err(Error::Corrupt(format!(
             "{where_} is lock format {} of formation {:?}, expected {LOCK_VERSION} of {formation:?}",
             rec.format_version, rec.formation
         )));

@@ -8,16 +8,16 @@ use crate::retry::retry;
 use gilliam_compiler::manifest::Manifest;
 
 pub fn nothing_deployed(f: &Formation) -> Error {
-    Error::Artifact(format!("formation {} has no published release in s3://{}/{}: deploy one first", f.name, f.bucket, f.prefix))
+    Error::NotFound(format!("formation {} has no published release in s3://{}/{}: deploy one first", f.name, f.bucket, f.prefix))
 }
 
 /// The latest published manifest (the formation's outputs) and its bytes.
 pub async fn latest<A: Aws>(aws: &A, f: &Formation) -> Result<(Manifest, Vec<u8>), Error> {
     let key = gilliam_contract::keys::latest_manifest(&f.prefix);
     let o = retry("read the published manifest", || aws.get_object(&f.bucket, &key)).await?.ok_or_else(|| nothing_deployed(f))?;
-    let m: Manifest = serde_json::from_slice(&o.body).map_err(|e| Error::Artifact(format!("s3://{}/{key} is not a gilliam manifest: {e}", f.bucket)))?;
+    let m: Manifest = serde_json::from_slice(&o.body).map_err(|e| Error::Corrupt(format!("s3://{}/{key} is not a gilliam manifest: {e}", f.bucket)))?;
     if m.formation.name != f.name {
-        return Err(Error::Artifact(format!("s3://{}/{key} belongs to formation {:?}, not {:?}", f.bucket, m.formation.name, f.name)));
+        return Err(Error::Corrupt(format!("s3://{}/{key} belongs to formation {:?}, not {:?}", f.bucket, m.formation.name, f.name)));
     }
     Ok((m, o.body))
 }

@@ -26,7 +26,7 @@ async fn config_secrets<A: Aws>(aws: &A, m: &Manifest, release: u32) -> Result<B
         return Ok(BTreeSet::new());
     };
     let published: Manifest =
-        serde_json::from_slice(&o.body).map_err(|e| Error::Artifact(format!("s3://{}/{key} is not a gilliam manifest: {e}", m.formation.outputs_bucket)))?;
+        serde_json::from_slice(&o.body).map_err(|e| Error::Corrupt(format!("s3://{}/{key} is not a gilliam manifest: {e}", m.formation.outputs_bucket)))?;
     Ok(published.release.secret_config.into_values().collect())
 }
 

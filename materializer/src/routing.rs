@@ -146,7 +146,7 @@ impl<'a, A: Aws> Router<'a, A> {
         let (state, _) = crate::state::read(self.aws, &m.formation.outputs_bucket, &m.formation.s3_prefix, &m.formation.name).await?;
         let shares: Vec<TrafficShare> = routed_shares(&traffic, m, &state, include).into_iter().filter(|s| Some(s.release) != exclude).collect();
         if let Some(n) = include.filter(|n| !shares.iter().any(|s| s.release == *n)) {
-            return Err(Error::Artifact(format!("release {n} has no stack exports: its stacks are gone; deploy it again")));
+            return Err(Error::Refused(format!("release {n} has no stack exports: its stacks are gone; deploy it again")));
         }
         let mut changes = Vec::new();
         // What a plan would observe: the weights, and the deployed rules' priorities.

@@ -98,9 +98,9 @@ pub async fn read<A: Aws>(aws: &A, bucket: &str, prefix: &str, formation: &str) 
 /// Reads a state file's bytes (from `origin`), refusing corrupt or foreign ones.
 pub fn parse(bytes: &[u8], origin: &str, formation: &str) -> Result<State, Error> {
     let s: State = serde_json::from_slice(bytes)
-        .map_err(|e| Error::Artifact(format!("{origin} is not a gilliam state file ({e}); it was not written by gilliam or is corrupt: fix or remove it")))?;
+        .map_err(|e| Error::Corrupt(format!("{origin} is not a gilliam state file ({e}); it was not written by gilliam or is corrupt: fix or remove it")))?;
     if s.format_version != STATE_VERSION || s.formation != formation {
-        return Err(Error::Artifact(format!(
+        return Err(Error::Corrupt(format!(
             "{origin} is state format {} of formation {:?}, expected format {STATE_VERSION} of {formation:?}",
             s.format_version, s.formation
         )));

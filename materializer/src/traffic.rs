@@ -119,7 +119,7 @@ impl<'a, A: Aws> Traffic<'a, A> {
 
     /// `traffic_on`, with `label` before the history's `traffic ...` line.
     pub async fn traffic_on(&self, rules: &[RuleView], target: &BTreeMap<u32, u32>, label: &str) -> Result<TrafficChange, Error> {
-        let refuse = |m: String| Err(Error::Artifact(m));
+        let refuse = |m: String| Err(Error::Refused(m));
         if target.is_empty() || target.values().all(|w| *w == 0) {
             return refuse("traffic needs at least one release with a weight above 0".into());
         }
@@ -203,7 +203,7 @@ pub fn writes(rules: &[RuleView], target: &BTreeMap<u32, u32>) -> Result<Vec<Rul
     for r in rules {
         let releases: Vec<Option<u32>> = r.forward.iter().map(|(_, _, n)| *n).collect();
         let Some(weights) = crate::observe::rule_weights(&releases, target) else {
-            return Err(Error::Artifact(format!("rule {} forwards to no target group of a live release; deploy again", r.arn)));
+            return Err(Error::Refused(format!("rule {} forwards to no target group of a live release; deploy again", r.arn)));
         };
         let new: Vec<(String, u32)> = r.forward.iter().zip(weights).map(|((tg, _, _), w)| (tg.clone(), w)).collect();
         if new.iter().zip(&r.forward).any(|((_, a), (_, b, _))| a != b) {

@@ -17,18 +17,18 @@ impl<A: Aws> Ops<'_, A> {
     pub async fn retire(&self, release: u32) -> Result<(), Error> {
         let (m, _) = self.outputs().await?;
         if release == m.release.number {
-            return Err(Error::Artifact(format!("release {release} is the latest deployed; deploy another release before retiring it")));
+            return Err(Error::Refused(format!("release {release} is the latest deployed; deploy another release before retiring it")));
         }
         let st = self.state().await?;
         let record = st
             .releases
             .get(&release)
             .filter(|r| r.status == "live" || r.status == "cold")
-            .ok_or_else(|| Error::Artifact(format!("release {release} is not live or cold")))?
+            .ok_or_else(|| Error::NotFound(format!("release {release} is not live or cold")))?
             .clone();
         let weights = weights(&self.t.rules(&m).await?);
         if weights.get(&release).copied().unwrap_or(0) > 0 {
-            return Err(Error::Artifact(format!("release {release} carries traffic ({}%): move traffic away first (gilliam traffic)", weights[&release])));
+            return Err(Error::Refused(format!("release {release} carries traffic ({}%): move traffic away first (gilliam traffic)", weights[&release])));
         }
         let bundle: Bundle = crate::bundle::from_s3(self.aws, &self.f.bucket, &self.f.prefix, m.release.number).await.map_err(Error::Bundle)?;
         let stacks = Stacks::with_defaults(self.aws, self.say);

@@ -28,12 +28,12 @@ impl<A: Aws> Ops<'_, A> {
         let weights = weights(&rules);
         // The newest release with any traffic: during a 90/10 canary, rollback aborts the canary.
         let Some((&serving, _)) = weights.iter().filter(|(_, w)| **w > 0).max_by_key(|(n, _)| **n) else {
-            return Err(Error::Artifact("no release carries traffic: nothing to roll back from".into()));
+            return Err(Error::Refused("no release carries traffic: nothing to roll back from".into()));
         };
         let st = self.state().await?;
         let cold: BTreeSet<u32> = st.releases.iter().filter(|(_, r)| r.status == "cold").map(|(n, _)| *n).collect();
         let Some(previous) = weights.keys().chain(cold.iter()).copied().filter(|n| *n < serving).max() else {
-            return Err(Error::Artifact(format!("release {serving} serves and no earlier release is still running or cold: nothing to roll back to")));
+            return Err(Error::Refused(format!("release {serving} serves and no earlier release is still running or cold: nothing to roll back to")));
         };
         let warmed = if cold.contains(&previous) && !weights.contains_key(&previous) {
             let w = self.warm(previous, warming).await?;

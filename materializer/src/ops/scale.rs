@@ -11,11 +11,11 @@ impl<A: Aws> Ops<'_, A> {
     /// Sets the desired count of services of one release, within each group's min and max.
     pub async fn scale(&self, release: u32, changes: &BTreeMap<String, u32>) -> Result<(), Error> {
         let st = self.state().await?;
-        let r = st.releases.get(&release).ok_or_else(|| Error::Artifact(format!("release {release} is not recorded")))?;
+        let r = st.releases.get(&release).ok_or_else(|| Error::NotFound(format!("release {release} is not recorded")))?;
         match r.status.as_str() {
             "live" => {}
-            "cold" => return Err(Error::Artifact(format!("release {release} is cold: warm it first with `gilliam warm {release}`"))),
-            other => return Err(Error::Artifact(format!("release {release} is {other}, not live"))),
+            "cold" => return Err(Error::Refused(format!("release {release} is cold: warm it first with `gilliam warm {release}`"))),
+            other => return Err(Error::Refused(format!("release {release} is {other}, not live"))),
         }
         let groups = self.groups(r).await?;
         // The service's range as compiled for this release (one read), else the group's own.
@@ -29,12 +29,12 @@ impl<A: Aws> Ops<'_, A> {
         let mut plan = Vec::new();
         for (svc, n) in changes {
             let g = groups.get(svc).ok_or_else(|| {
-                Error::Artifact(format!("release {release} has no service {svc:?} (services: {})", groups.keys().cloned().collect::<Vec<_>>().join(", ")))
+                Error::NotFound(format!("release {release} has no service {svc:?} (services: {})", groups.keys().cloned().collect::<Vec<_>>().join(", ")))
             })?;
-            let g = found.get(g).ok_or_else(|| Error::Artifact(format!("the Auto Scaling group of {svc} in release {release} is gone")))?;
+            let g = found.get(g).ok_or_else(|| Error::NotFound(format!("the Auto Scaling group of {svc} in release {release} is gone")))?;
             let (min, max) = published.get(svc).map_or((g.min, g.max), |s| (s.min, s.max));
             if *n < min || *n > max {
-                return Err(Error::Artifact(format!(
+                return Err(Error::Refused(format!(
                     "{svc}={n} is outside the service's scale, min {min} and max {max}; change `scale` in gilliam.yml for a wider range"
                 )));
             }

@@ -56,10 +56,10 @@ impl<A: Aws> Ops<'_, A> {
         let deadline = started + opts.timeout;
         let st = self.state().await?;
         let Some(record) = st.releases.get(&release) else {
-            return Err(Error::Artifact(format!("release {release} is not recorded in formation {}", self.f.name)));
+            return Err(Error::NotFound(format!("release {release} is not recorded in formation {}", self.f.name)));
         };
         if record.status != "cold" {
-            return Err(Error::Artifact(format!("release {release} is {}, not cold: nothing to warm", record.status)));
+            return Err(Error::Refused(format!("release {release} is {}, not cold: nothing to warm", record.status)));
         }
         let groups = self.groups(record).await?;
         let published = self.published_scales(release).await?;
