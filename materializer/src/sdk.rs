@@ -78,9 +78,11 @@ impl SdkAws {
     }
 }
 
-/// Characters a generated password never holds: they would need escaping in a connection URL
-/// or a shell, and some engines refuse them (RDS: `/`, `@`, `"`, space).
-pub const PASSWORD_EXCLUDES: &str = "\"@/\\ '`:;%+#?&=[]{}<>|^~$!,";
+/// Generated passwords are 32 letters and digits, with at least one of each case and a digit:
+/// one password serves a database's `MasterUserPassword` (RDS refuses `/`, `@`, `"` and space)
+/// and a cache's `AuthToken` (ElastiCache accepts no punctuation but `! & # $ ^ < > -`), and
+/// needs no escaping in a connection URL or a shell. About 190 bits.
+pub const PASSWORD_LENGTH: i64 = 32;
 
 /// Classifies an SDK error by its code, HTTP status and kind.
 fn classify<E>(e: aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::http::Response>) -> AwsError
@@ -494,7 +496,16 @@ impl SecretsManager for SdkAws {
         self.secrets.restore_secret().secret_id(name).send().boxed().await.map_err(classify).map(|_| ())
     }
     async fn random_password(&self) -> AwsResult<String> {
-        let out = self.secrets.get_random_password().password_length(32).exclude_characters(PASSWORD_EXCLUDES).send().boxed().await.map_err(classify)?;
+        let out = self
+            .secrets
+            .get_random_password()
+            .password_length(PASSWORD_LENGTH)
+            .exclude_punctuation(true)
+            .require_each_included_type(true)
+            .send()
+            .boxed()
+            .await
+            .map_err(classify)?;
         out.random_password().map(str::to_string).ok_or_else(|| AwsError::Other("GetRandomPassword answered no password".into()))
     }
     async fn secret_value(&self, name: &str) -> AwsResult<Option<String>> {

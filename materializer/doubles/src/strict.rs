@@ -15,7 +15,10 @@
 //!   stack whose exports are imported cannot be deleted; an import must name an existing export;
 //! - a target group that a listener rule forwards to cannot be deleted (`ResourceInUse`);
 //! - a target group that no listener rule forwards to is not health-checked: its targets are
-//!   reported `unused`.
+//!   reported `unused`;
+//! - an ElastiCache `AuthToken` (resolved from Secrets Manager, as CloudFormation does) is 16 to
+//!   128 printable characters whose only punctuation is `! & # $ ^ < > -`
+//!   ("Authenticating with the Valkey and Redis OSS AUTH command").
 //!
 //! What it cannot model is said in ARCHITECTURE.md ("What the strict layer cannot show").
 
@@ -42,6 +45,24 @@ fn elb_name_problem(what: &str, name: &str) -> Option<String> {
 }
 
 /// What real CloudFormation or ELBv2 would refuse in one template on its own.
+/// `{{resolve:secretsmanager:NAME:SecretString:KEY}}` as (NAME, KEY).
+fn dynamic_reference(s: &str) -> Option<(String, String)> {
+    let inner = s.strip_prefix("{{resolve:secretsmanager:")?.strip_suffix("}}")?;
+    let (name, rest) = inner.split_once(":SecretString:")?;
+    let key = rest.split(':').next().unwrap_or(rest);
+    Some((name.to_string(), key.to_string()))
+}
+
+/// What ElastiCache refuses in an AUTH token, or `None`.
+pub fn auth_token_problem(token: &str) -> Option<String> {
+    let n = token.chars().count();
+    if !(16..=128).contains(&n) {
+        return Some(format!("{n} characters; 16 to 128 are allowed"));
+    }
+    let bad: String = token.chars().filter(|c| !(c.is_ascii_alphanumeric() || "!&#$^<>-".contains(*c))).collect();
+    (!bad.is_empty()).then(|| format!("characters {bad:?}; only letters, digits and ! & # $ ^ < > - are allowed"))
+}
+
 pub fn template_problems(t: &Value) -> Vec<String> {
     let mut out = Vec::new();
     if resources(t).next().is_none() {
@@ -226,6 +247,32 @@ impl<A: Aws> Strict<A> {
         serde_json::from_str(&text).map_err(|e| AwsError::Invalid(format!("Template format error: {e}")))
     }
 
+    /// Values CloudFormation resolves from Secrets Manager (`{{resolve:secretsmanager:NAME:
+    /// SecretString:KEY}}`) checked as the service receiving them would: a cache's AuthToken.
+    async fn resolved_problems(&self, t: &Value) -> AwsResult<Vec<String>> {
+        let mut out = Vec::new();
+        for (id, r) in resources(t) {
+            if r["Type"].as_str() != Some("AWS::ElastiCache::ReplicationGroup") {
+                continue;
+            }
+            let Some(token) = r["Properties"]["AuthToken"].as_str() else { continue };
+            let value = match dynamic_reference(token) {
+                Some((secret, key)) => match self.inner.secret_value(&secret).await? {
+                    Some(v) => serde_json::from_str::<Value>(&v).ok().and_then(|v| v[key.as_str()].as_str().map(str::to_string)).unwrap_or_default(),
+                    None => {
+                        out.push(format!("{id}: Secrets Manager can't find the specified secret {secret}"));
+                        continue;
+                    }
+                },
+                None => token.to_string(),
+            };
+            if let Some(why) = auth_token_problem(&value) {
+                out.push(format!("{id}: InvalidParameterValue: Invalid AuthToken provided ({why})"));
+            }
+        }
+        Ok(out)
+    }
+
     fn refuse(problems: Vec<String>) -> AwsResult<()> {
         if problems.is_empty() {
             Ok(())
@@ -261,6 +308,7 @@ impl<A: Aws> CloudFormation for Strict<A> {
         let t = self.body(req).await?;
         let others: BTreeMap<String, Value> = self.templates().iter().filter(|(n, _)| **n != req.name).map(|(n, v)| (n.clone(), v.clone())).collect();
         Self::refuse(change_problems(&req.name, None, &t, &others))?;
+        Self::refuse(self.resolved_problems(&t).await?)?;
         let id = self.inner.create_stack(req).await?;
         self.templates().insert(req.name.clone(), t);
         Ok(id)
@@ -277,6 +325,7 @@ impl<A: Aws> CloudFormation for Strict<A> {
             None => serde_json::from_str(&self.inner.get_template(&req.name).await?).map_err(|e| AwsError::Other(e.to_string()))?,
         };
         Self::refuse(change_problems(&req.name, Some(&before), &t, &others))?;
+        Self::refuse(self.resolved_problems(&t).await?)?;
         self.inner.update_stack(req).await?;
         self.templates().insert(req.name.clone(), t);
         Ok(())
@@ -429,5 +478,22 @@ mod tests {
         let fine = json!({"Resources": {"X": rule("L", 5, "x.example.com"), "A": rule("L", 1, "a.example.com"), "B": rule("L", 2, "b.example.com")},
             "Outputs": {"Sg": {"Value": {"Ref": "Sg"}, "Export": {"Name": "shop-Sg"}}}});
         assert_eq!(change_problems("shop", Some(&before), &fine, &others), Vec::<String>::new());
+    }
+
+    #[test]
+    fn auth_tokens_as_elasticache_takes_them() {
+        assert_eq!(auth_token_problem("Abcdefgh12345678xyz-!&#$^<>"), None);
+        assert!(auth_token_problem("short-1A").expect("too short").contains("16 to 128"));
+        assert!(auth_token_problem(&"a".repeat(129)).is_some());
+        // What GetRandomPassword gave by default after the old exclusions: refused.
+        for c in ['(', ')', '*', '.', '_', '@', '/', '"', ' ', '%'] {
+            let token = format!("Abcdefgh12345678{c}");
+            assert!(auth_token_problem(&token).expect("refused").contains(c), "{token}");
+        }
+        assert_eq!(
+            dynamic_reference("{{resolve:secretsmanager:gilliam/shop/cache:SecretString:password}}"),
+            Some(("gilliam/shop/cache".into(), "password".into()))
+        );
+        assert_eq!(dynamic_reference("plain"), None);
     }
 }
