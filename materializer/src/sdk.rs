@@ -566,14 +566,35 @@ impl CloudWatch for SdkAws {
         Ok(out)
     }
     async fn alarm_states(&self, names: &[String]) -> AwsResult<Vec<(String, String)>> {
+        use aws_sdk_cloudwatch::types::AlarmType;
         let mut out = Vec::new();
         for chunk in names.chunks(100) {
-            let page = self.cloudwatch.describe_alarms().set_alarm_names(Some(chunk.to_vec())).send().boxed().await.map_err(classify)?;
-            for a in page.metric_alarms() {
-                out.push((a.alarm_name().unwrap_or_default().to_string(), a.state_value().map(|s| s.as_str().to_string()).unwrap_or_default()));
-            }
-            for a in page.composite_alarms() {
-                out.push((a.alarm_name().unwrap_or_default().to_string(), a.state_value().map(|s| s.as_str().to_string()).unwrap_or_default()));
+            // Without AlarmTypes, DescribeAlarms answers metric alarms only: a composite alarm
+            // (what the analysis hint recommends) would read as missing. And a page can end
+            // before the names do: NextToken is followed.
+            let mut token: Option<String> = None;
+            loop {
+                let page = self
+                    .cloudwatch
+                    .describe_alarms()
+                    .set_alarm_names(Some(chunk.to_vec()))
+                    .alarm_types(AlarmType::MetricAlarm)
+                    .alarm_types(AlarmType::CompositeAlarm)
+                    .set_next_token(token.clone())
+                    .send()
+                    .boxed()
+                    .await
+                    .map_err(classify)?;
+                for a in page.metric_alarms() {
+                    out.push((a.alarm_name().unwrap_or_default().to_string(), a.state_value().map(|s| s.as_str().to_string()).unwrap_or_default()));
+                }
+                for a in page.composite_alarms() {
+                    out.push((a.alarm_name().unwrap_or_default().to_string(), a.state_value().map(|s| s.as_str().to_string()).unwrap_or_default()));
+                }
+                token = page.next_token().filter(|t| !t.is_empty()).map(str::to_string);
+                if token.is_none() {
+                    break;
+                }
             }
         }
         Ok(out)

@@ -103,3 +103,35 @@ async fn a_refused_connection_is_transient() {
     let e = client(&format!("http://127.0.0.1:{port}")).await.describe_stack("s").await.expect_err("refused");
     assert!(matches!(&e, AwsError::Transient(_)), "{e:?}");
 }
+
+/// DescribeAlarms answers metric alarms only unless AlarmTypes names composite ones too, and
+/// pages with NextToken: both alarms of the analysis are found, the composite one on page two.
+#[tokio::test]
+async fn alarm_states_ask_for_composite_alarms_and_follow_next_token() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    let (url, _) = serve(move |req| {
+        log.lock().expect("log").push(req.to_string());
+        let asks_composite = req.contains("AlarmTypes.member.2=CompositeAlarm") || req.contains("AlarmTypes.member.1=CompositeAlarm");
+        let body = if !req.contains("NextToken=") {
+            r#"<MetricAlarms><member><AlarmName>api-5xx</AlarmName><StateValue>OK</StateValue></member></MetricAlarms><CompositeAlarms/><NextToken>page-2</NextToken>"#
+                .to_string()
+        } else if asks_composite {
+            r#"<MetricAlarms/><CompositeAlarms><member><AlarmName>shop-health</AlarmName><StateValue>ALARM</StateValue></member></CompositeAlarms>"#.to_string()
+        } else {
+            "<MetricAlarms/><CompositeAlarms/>".to_string()
+        };
+        (
+            200,
+            format!(
+                r#"<DescribeAlarmsResponse xmlns="http://monitoring.amazonaws.com/doc/2010-08-01/"><DescribeAlarmsResult>{body}</DescribeAlarmsResult><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></DescribeAlarmsResponse>"#
+            ),
+        )
+    });
+    let aws = client(&url).await;
+    let states = aws.alarm_states(&["api-5xx".to_string(), "shop-health".to_string()]).await.expect("states");
+    assert_eq!(states, vec![("api-5xx".to_string(), "OK".to_string()), ("shop-health".to_string(), "ALARM".to_string())]);
+    let requests = seen.lock().expect("log");
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert!(requests[1].contains("NextToken=page-2"), "{}", requests[1]);
+}
