@@ -322,7 +322,8 @@ impl<'a, A: Aws> Notifier<'a, A> {
         }
         let body = self.body(event, fields);
         let text = body.to_string();
-        let subject = format!("gilliam {}: {event}", self.formation);
+        // SNS takes a subject "less than 100 characters long".
+        let subject: String = format!("gilliam {}: {event}", self.formation).chars().take(99).collect();
         if let Some(url) = &self.to.webhook {
             if let Err(e) = post(url, &text).await {
                 (self.say)(&format!("notification {event} to the webhook failed: {e}"));

@@ -602,11 +602,33 @@ impl CloudWatch for SdkAws {
 }
 
 impl Sns for SdkAws {
+    /// SNS: a subject of printable ASCII "less than 100 characters long"; a FIFO topic
+    /// (`.fifo`) wants a message group and a deduplication id with every message; a topic is
+    /// called in its own region (the ARN's), which need not be the stage's.
     async fn publish(&self, topic: &str, subject: &str, message: &str) -> AwsResult<()> {
-        // SNS subjects hold at most 100 printable ASCII characters.
-        let subject: String = subject.chars().filter(|c| c.is_ascii() && !c.is_ascii_control()).take(100).collect();
-        self.sns.publish().topic_arn(topic).subject(subject).message(message).send().boxed().await.map_err(classify).map(|_| ())
+        let subject: String = subject.chars().filter(|c| c.is_ascii() && !c.is_ascii_control()).take(99).collect();
+        let mut req = self.sns.publish().topic_arn(topic).subject(subject).message(message);
+        if topic.ends_with(".fifo") {
+            req = req.message_group_id("gilliam").message_deduplication_id(crate::sha256_hex(message.as_bytes()));
+        }
+        let own = self.sns.config().region().map(|r| r.as_ref().to_string());
+        match topic_region(topic).filter(|r| Some(r) != own.as_ref()) {
+            Some(region) => req
+                .customize()
+                .config_override(aws_sdk_sns::config::Builder::default().region(aws_sdk_sns::config::Region::new(region)))
+                .send()
+                .boxed()
+                .await
+                .map_err(classify)
+                .map(|_| ()),
+            None => req.send().boxed().await.map_err(classify).map(|_| ()),
+        }
     }
+}
+
+/// The region of an ARN (`arn:aws:sns:eu-central-1:123456789012:alerts` is `eu-central-1`).
+fn topic_region(arn: &str) -> Option<String> {
+    arn.split(':').nth(3).filter(|r| !r.is_empty()).map(str::to_string)
 }
 
 impl EventBridge for SdkAws {

@@ -135,3 +135,27 @@ async fn alarm_states_ask_for_composite_alarms_and_follow_next_token() {
     assert_eq!(requests.len(), 2, "{requests:?}");
     assert!(requests[1].contains("NextToken=page-2"), "{}", requests[1]);
 }
+
+/// A notification to a FIFO topic in another region than the stage's: called in the topic's
+/// region (the SigV4 scope says so), with a message group and a deduplication id, and a subject
+/// cut to 99 characters (SNS: "less than 100").
+#[tokio::test]
+async fn publish_to_a_fifo_topic_in_another_region() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    let (url, _) = serve(move |req| {
+        log.lock().expect("log").push(req.to_string());
+        (200, r#"<PublishResponse xmlns="http://sns.amazonaws.com/doc/2010-03-31/"><PublishResult><MessageId>m</MessageId></PublishResult><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></PublishResponse>"#.to_string())
+    });
+    let aws = client(&url).await;
+    aws.publish("arn:aws:sns:eu-central-1:123456789012:deploys.fifo", &"s".repeat(150), "{}").await.expect("published");
+    aws.publish("arn:aws:sns:eu-west-1:123456789012:deploys", "short", "{}").await.expect("published");
+    let requests = seen.lock().expect("log");
+    let fifo = &requests[0];
+    assert!(fifo.contains("/eu-central-1/sns/aws4_request"), "signed for the topic's region: {fifo}");
+    assert!(fifo.contains("MessageGroupId=gilliam") && fifo.contains("MessageDeduplicationId="), "{fifo}");
+    let subject = fifo.split("Subject=").nth(1).expect("subject").split('&').next().expect("value");
+    assert_eq!(subject.len(), 99, "{subject}");
+    let standard = &requests[1];
+    assert!(standard.contains("/eu-west-1/sns/aws4_request") && !standard.contains("MessageGroupId"), "{standard}");
+}

@@ -422,9 +422,9 @@ impl<A: Aws> CloudWatch for Strict<A> {
 
 impl<A: Aws> Sns for Strict<A> {
     async fn publish(&self, topic: &str, subject: &str, message: &str) -> AwsResult<()> {
-        // SNS: a subject of at most 100 printable ASCII characters, a message under 256 KiB.
-        if subject.len() > 100 || !subject.chars().all(|c| c.is_ascii() && !c.is_ascii_control()) || message.len() > 256 * 1024 {
-            return Err(AwsError::Invalid("Publish: subject at most 100 printable ASCII characters, message under 256 KiB".into()));
+        // SNS: a subject of printable ASCII "less than 100 characters long", a message under 256 KiB.
+        if subject.len() >= 100 || !subject.chars().all(|c| c.is_ascii() && !c.is_ascii_control()) || message.len() > 256 * 1024 {
+            return Err(AwsError::Invalid("Publish: subject under 100 printable ASCII characters, message under 256 KiB".into()));
         }
         self.inner.publish(topic, subject, message).await
     }
