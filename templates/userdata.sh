@@ -17,6 +17,15 @@ signal_resource='{{signal_resource}}'
 # instance role (IMDSv2), or with the credentials and endpoints of the environment.
 signal_failure() {
   command -v curl >/dev/null || { echo "gilliam: no curl to signal FAILURE with" >&2; return 0; }
+  # --aws-sigv4 came with curl 7.75.0: an older curl cannot sign the request.
+  local curl_version
+  curl_version=$(curl --version 2>/dev/null | head -n 1 | cut -d ' ' -f 2)
+  case "$curl_version" in
+    [0-6].* | 7.[0-9].* | 7.[0-6][0-9].* | 7.7[0-4].*)
+      echo "gilliam: curl $curl_version cannot sign requests (--aws-sigv4 needs 7.75.0 or later): FAILURE not signalled; CloudFormation waits out the signal timeout" >&2
+      return 0
+      ;;
+  esac
   local key="${AWS_ACCESS_KEY_ID:-}" secret="${AWS_SECRET_ACCESS_KEY:-}" session="${AWS_SESSION_TOKEN:-}"
   local instance="${GILLIAM_INSTANCE_ID:-}" imds="${AWS_EC2_METADATA_SERVICE_ENDPOINT:-http://169.254.169.254}" token="" role="" creds=""
   if [ -z "$key" ] || [ -z "$instance" ]; then
@@ -36,7 +45,10 @@ signal_failure() {
       session=$(printf '%s\n' "$creds" | sed -n 's/.*"Token" *: *"\([^"]*\)".*/\1/p' | head -n 1)
     fi
   fi
-  local endpoint="${AWS_ENDPOINT_URL_CLOUDFORMATION:-${AWS_ENDPOINT_URL:-https://cloudformation.$region.amazonaws.com}}"
+  # The China regions' endpoints are under amazonaws.com.cn.
+  local domain=amazonaws.com
+  case "$region" in cn-*) domain=amazonaws.com.cn ;; esac
+  local endpoint="${AWS_ENDPOINT_URL_CLOUDFORMATION:-${AWS_ENDPOINT_URL:-https://cloudformation.$region.$domain}}"
   local auth=(--aws-sigv4 "aws:amz:$region:cloudformation" --user "$key:$secret")
   if [ -n "$session" ]; then
     auth+=(-H "X-Amz-Security-Token: $session")

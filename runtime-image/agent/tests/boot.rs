@@ -285,3 +285,40 @@ fn without_credentials_in_the_environment_userdata_signals_as_the_instance_role(
     assert!(seen.iter().all(|s| s.starts_with("200")), "every metadata read carried the session token: {seen:?}");
     assert!(seen.iter().any(|s| s.ends_with("/security-credentials/release-role")), "{seen:?}");
 }
+
+/// The FAILURE fallback of userdata on a machine we cannot be: a China region (whose
+/// endpoints are under `amazonaws.com.cn`) and an image whose curl predates `--aws-sigv4`
+/// (7.75.0). A `curl` stand-in first on PATH reports the version asked for and records what
+/// it is called with; nothing leaves the machine.
+#[test]
+fn userdata_failure_fallback_knows_china_endpoints_and_old_curl() {
+    let b = scratch_root("fallback-cn");
+    let stage = STAGE.replace("region: eu-west-1", "region: cn-north-1").replace("eu-west-1a", "cn-north-1a").replace("eu-west-1b", "cn-north-1b");
+    gilliam_tests::compile_into(&app(free_port()), &release(1, "s3://boot-artifacts/web/r1.tar.gz", &"0".repeat(64)), &stage, &b.dir.join("out"));
+    let run = |version: &str| {
+        let bin = b.dir.join(format!("bin-{version}"));
+        std::fs::create_dir_all(&bin).expect("bin");
+        let calls = b.dir.join(format!("curl-{version}.calls"));
+        let shim = format!("#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'curl {version} (x86_64-pc-linux-gnu)'; exit 0; fi\necho \"$@\" >> '{}'\n", calls.display());
+        let path = bin.join("curl");
+        std::fs::write(&path, shim).expect("shim");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        let out = Command::new("bash")
+            .arg(b.dir.join("out/userdata/web.sh"))
+            .env_clear()
+            .env("PATH", format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()))
+            .envs(gilliam_tests::moto::SAFE_ENV.iter().copied())
+            .env("GILLIAM_ROOT", &b.root)
+            .env("GILLIAM_AGENT", "/nonexistent/gilliam-agent")
+            .env("GILLIAM_INSTANCE_ID", "i-0123456789test")
+            .output()
+            .expect("userdata");
+        (String::from_utf8_lossy(&out.stderr).into_owned(), std::fs::read_to_string(&calls).unwrap_or_default())
+    };
+    let (log, calls) = run("8.5.0");
+    assert!(calls.contains("https://cloudformation.cn-north-1.amazonaws.com.cn/"), "{calls}\n{log}");
+    assert!(calls.contains("aws:amz:cn-north-1:cloudformation"), "{calls}");
+    let (log, calls) = run("7.74.0");
+    assert!(calls.is_empty(), "no unsigned request is sent: {calls}");
+    assert!(log.contains("curl 7.74.0 cannot sign requests (--aws-sigv4 needs 7.75.0 or later)"), "{log}");
+}
