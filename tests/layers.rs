@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 const CRATES: &[&str] = &[
     "compiler/src",
     "materializer/src",
-    "materializer/ec2/src",
+    "ec2/src",
     "materializer/doubles/src",
     "compiler/contract/src",
     "cli/src",

@@ -224,3 +224,14 @@ pub fn series(rules: &[RuleView], releases: &[Option<u32>]) -> Vec<crate::delive
         .into_iter()
         .collect()
 }
+
+/// The newest release with any traffic: what a rollback or a bake is about (during a 90/10
+/// canary, the canary).
+pub fn newest_serving(weights: &BTreeMap<u32, u32>) -> Option<u32> {
+    weights.iter().filter(|(_, w)| **w > 0).map(|(n, _)| *n).max()
+}
+
+/// Where traffic goes back to from `serving`: the newest older release among `candidates`.
+pub fn previous(serving: u32, candidates: impl IntoIterator<Item = u32>) -> Option<u32> {
+    candidates.into_iter().filter(|n| *n < serving).max()
+}

@@ -2,7 +2,6 @@
 
 use super::common::*;
 use crate::failure::Failure;
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
@@ -23,14 +22,7 @@ pub async fn exec(s: &Session<'_>, a: &Args) -> Result<(), Failure> {
         if s.ops.state().await.map_err(Failure::from)?.bake.is_some() {
             return Err(usage("a bake window is already recorded: run `gilliam watch` without --for to watch it"));
         }
-        let weights = s.ops.weights_now().await.map_err(Failure::from)?;
-        let Some(&serving) = weights.iter().filter(|(_, w)| **w > 0).map(|(n, _)| n).max() else {
-            return Err(Failure { code: 4, message: "no release carries traffic: nothing to watch".into() });
-        };
-        let Some(&previous) = weights.keys().filter(|n| **n < serving).max() else {
-            return Err(Failure { code: 4, message: format!("release {serving} serves and no earlier release runs: a breach would have nowhere to go") });
-        };
-        s.ops.begin_bake(serving, &BTreeMap::from([(previous, 100)]), *d).await.map_err(Failure::from)?;
+        s.ops.begin_bake_over_serving(*d).await.map_err(Failure::from)?;
     }
     let outcome = s.ops.watch(poll, s.lock_opts).await.map_err(Failure::from)?;
     println!("{}", crate::judging::describe(&outcome));

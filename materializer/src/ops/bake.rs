@@ -9,7 +9,7 @@ use crate::error::Error;
 use crate::lock::{self, LockOptions};
 use crate::shift::{after_abort, hook_env};
 use crate::state;
-use crate::traffic::{series, target_groups, weights};
+use crate::traffic::{newest_serving, previous, series, target_groups, weights};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -51,6 +51,23 @@ impl<A: Aws> Ops<'_, A> {
         })
         .await?;
         Ok(bake)
+    }
+
+    /// Opens a bake window of `duration` over the release serving now (the newest with
+    /// traffic); a breach sends all traffic to the routed release before it (`gilliam watch
+    /// --for`). Refused while another window is recorded.
+    pub async fn begin_bake_over_serving(&self, duration: Duration) -> Result<state::Bake, Error> {
+        if self.state().await?.bake.is_some() {
+            return Err(Error::Refused("a bake window is already recorded: run `gilliam watch` without --for to watch it".into()));
+        }
+        let weights = self.weights_now().await?;
+        let Some(serving) = newest_serving(&weights) else {
+            return Err(Error::Refused("no release carries traffic: nothing to watch".into()));
+        };
+        let Some(previous) = previous(serving, weights.keys().copied()) else {
+            return Err(Error::Refused(format!("release {serving} serves and no earlier release runs: a breach would have nowhere to go")));
+        };
+        self.begin_bake(serving, &BTreeMap::from([(previous, 100)]), duration).await
     }
 
     /// Watches the bake window recorded in the state until it ends: the release's health every

@@ -5,7 +5,7 @@ use super::base::Ops;
 use super::warm::{WarmOptions, Warmed};
 use crate::aws::Aws;
 use crate::error::Error;
-use crate::traffic::{weights, TrafficChange};
+use crate::traffic::{newest_serving, previous, weights, TrafficChange};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -27,12 +27,12 @@ impl<A: Aws> Ops<'_, A> {
         let mut rules = self.t.rules(&m).await?;
         let weights = weights(&rules);
         // The newest release with any traffic: during a 90/10 canary, rollback aborts the canary.
-        let Some((&serving, _)) = weights.iter().filter(|(_, w)| **w > 0).max_by_key(|(n, _)| **n) else {
+        let Some(serving) = newest_serving(&weights) else {
             return Err(Error::Refused("no release carries traffic: nothing to roll back from".into()));
         };
         let st = self.state().await?;
         let cold: BTreeSet<u32> = st.releases.iter().filter(|(_, r)| r.status == "cold").map(|(n, _)| *n).collect();
-        let Some(previous) = weights.keys().chain(cold.iter()).copied().filter(|n| *n < serving).max() else {
+        let Some(previous) = previous(serving, weights.keys().chain(cold.iter()).copied()) else {
             return Err(Error::Refused(format!("release {serving} serves and no earlier release is still running or cold: nothing to roll back to")));
         };
         let warmed = if cold.contains(&previous) && !weights.contains_key(&previous) {

@@ -299,7 +299,10 @@ fn userdata_failure_fallback_knows_china_endpoints_and_old_curl() {
         let bin = b.dir.join(format!("bin-{version}"));
         std::fs::create_dir_all(&bin).expect("bin");
         let calls = b.dir.join(format!("curl-{version}.calls"));
-        let shim = format!("#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'curl {version} (x86_64-pc-linux-gnu)'; exit 0; fi\necho \"$@\" >> '{}'\n", calls.display());
+        let shim = format!(
+            "#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'curl {version} (x86_64-pc-linux-gnu)'; exit 0; fi\necho \"$@\" >> '{}'\n",
+            calls.display()
+        );
         let path = bin.join("curl");
         std::fs::write(&path, shim).expect("shim");
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
