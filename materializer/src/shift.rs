@@ -122,7 +122,7 @@ pub async fn shift_on<A: Aws>(t: &Traffic<'_, A>, m: &Manifest, target: &BTreeMa
             Some((why, breach)) => {
                 let why = format!("{why} during step {}/{n}", i + 1);
                 (t.say)(&format!("aborting {strategy}: {why}; traffic back"));
-                let back = t.traffic_on(&rules, &before, &format!("abort {strategy} ({why}): ")).await?;
+                let back = t.traffic_away(&rules, &before, &format!("abort {strategy} ({why}): "), candidate).await?;
                 change.writes += back.writes;
                 let fields = serde_json::json!({ "reason": why, "breach": breach, "traffic": before, "step": { "index": i + 1, "of": n } });
                 after_abort(t, &hooks, &env("on_abort", &before, Some(&why)), &notifier, "aborted", about(fields)).await;
@@ -134,7 +134,7 @@ pub async fn shift_on<A: Aws>(t: &Traffic<'_, A>, m: &Manifest, target: &BTreeMa
         if let Err(why) = delivery::run_hook("post_traffic", cmd, &env("post_traffic", &change.after, None), timeout, t.say).await {
             (t.say)(&format!("{why}: traffic back"));
             let rules = t.rules(m).await?;
-            let back = t.traffic_on(&rules, &before, &format!("rollback ({why}): ")).await?;
+            let back = t.traffic_away(&rules, &before, &format!("rollback ({why}): "), candidate).await?;
             change.writes += back.writes;
             after_abort(
                 t,

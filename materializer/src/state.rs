@@ -72,6 +72,36 @@ pub struct ReleaseRecord {
     pub scale: BTreeMap<String, u32>,
     /// "live", "cold" (kept, scaled to zero, out of routing: `gilliam warm`) or "retired".
     pub status: String,
+    /// It has carried all the traffic: a release known to work. Retention keeps such releases
+    /// before others, and a rollback goes back to one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub served: bool,
+    /// Traffic was taken away from it by a rollback, an aborted shift or a bake's breach: judged
+    /// bad. The first to go, and never a rollback's target while another release is left.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rolled_back: bool,
+}
+
+impl State {
+    /// Marks every release that carries all of `weights`' traffic as known to have served.
+    pub fn mark_served(&mut self, weights: &BTreeMap<u32, u32>) {
+        let total: u32 = weights.values().sum();
+        for (n, w) in weights {
+            if total > 0 && *w == total {
+                if let Some(r) = self.releases.get_mut(n) {
+                    r.served = true;
+                    r.rolled_back = false;
+                }
+            }
+        }
+    }
+
+    /// Marks a release as rolled back from (judged bad).
+    pub fn mark_rolled_back(&mut self, release: u32) {
+        if let Some(r) = self.releases.get_mut(&release) {
+            r.rolled_back = true;
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

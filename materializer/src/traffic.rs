@@ -119,6 +119,13 @@ impl<'a, A: Aws> Traffic<'a, A> {
 
     /// `traffic_on`, with `label` before the history's `traffic ...` line.
     pub async fn traffic_on(&self, rules: &[RuleView], target: &BTreeMap<u32, u32>, label: &str) -> Result<TrafficChange, Error> {
+        self.traffic_away(rules, target, label, None).await
+    }
+
+    /// `traffic_on`, marking `judged_bad` as rolled back from in the same state write (a
+    /// rollback, an aborted shift, a bake's breach): retention lets it go first, and no
+    /// rollback returns to it while another release is left.
+    pub async fn traffic_away(&self, rules: &[RuleView], target: &BTreeMap<u32, u32>, label: &str, judged_bad: Option<u32>) -> Result<TrafficChange, Error> {
         let refuse = |m: String| Err(Error::Refused(m));
         if target.is_empty() || target.values().all(|w| *w == 0) {
             return refuse("traffic needs at least one release with a weight above 0".into());
@@ -151,6 +158,10 @@ impl<'a, A: Aws> Traffic<'a, A> {
         let line: Vec<String> = after.iter().map(|(n, w)| format!("{n}={w}")).collect();
         state::update(self.aws, &self.f.bucket, &self.f.prefix, &self.f.name, |st| {
             st.traffic = after.clone();
+            st.mark_served(&after);
+            if let Some(n) = judged_bad {
+                st.mark_rolled_back(n);
+            }
             // A bake window watches the weights it began with: any change ends it.
             st.bake = None;
             st.history.push(state::event(format!("{label}traffic {}", line.join(" "))));

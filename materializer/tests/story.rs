@@ -151,7 +151,7 @@ async fn deploy_two_releases_shift_and_converge_again() {
             "deploy release 4 (traffic 2=0 3=0 4=100); retire release 1",
             "traffic 2=0 3=90 4=10",
             "traffic 2=0 3=0 4=100",
-            "traffic 2=0 3=100 4=0",
+            "rollback from release 4: traffic 2=0 3=100 4=0",
             "scale -r4 api=3",
             "retire release 2"
         ],
@@ -283,4 +283,44 @@ async fn old_releases_go_cold_and_a_rollback_warms_one_first() {
     let report = Converger::new(&aws, &release(3), opts(), &say).run().await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(weights(&aws).await, BTreeMap::from([(2, 100), (3, 0)]));
     assert_eq!((report.changes, aws.mutations()), (Vec::<String>::new(), BTreeMap::new()));
+}
+
+/// Retention follows what served, not release numbers (keep_releases: 1): release 2 is judged
+/// bad by a rollback during a 70/30 split; the deploy of release 3 lets release 2 go and keeps
+/// release 1, the one that served before it; a rollback after that deploy returns to release 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_keeps_the_release_known_good_and_lets_the_one_rolled_back_from_go() {
+    use gilliam_materializer::ops::Ops;
+    let moto = moto::Moto::start();
+    let aws = SdkAws::connect(&Endpoint { url: Some(moto.url.clone()), region: Some(REGION.into()) }).await;
+    let stage = network(&aws, &moto.url).await.replace("keep_releases: 2\n", "keep_releases: 1\n");
+    let say = |line: &str| eprintln!("{line}");
+    aws.create_secure_bucket(ARTIFACTS, REGION).await.expect("artifact bucket");
+    aws.put_object(ARTIFACTS, "a.tgz", b"good".to_vec(), PutCondition::Always).await.expect("artifact");
+    let sha = gilliam_materializer::sha256_hex(b"good");
+    let release = |n: u32| compile_in("known-good", &stage, n, "a.tgz", &sha);
+    Converger::new(&aws, &release(1), opts(), &say).run().await.unwrap_or_else(|e| panic!("{e}"));
+    Converger::new(&aws, &release(2), opts(), &say).run().await.unwrap_or_else(|e| panic!("{e}"));
+    let ops = Ops::new(&aws, formation(), &say);
+    ops.traffic(&BTreeMap::from([(1, 70), (2, 30)])).await.unwrap_or_else(|e| panic!("{e}"));
+    let r = ops.rollback(&Default::default()).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.release, 1);
+    let st = ops.state().await.expect("state");
+    assert!(st.releases[&2].rolled_back && st.releases[&1].served, "{:?}", st.releases);
+    assert_eq!(st.history.last().expect("history").action, "rollback from release 2: traffic 1=100 2=0");
+
+    // Release 3: release 2 (rolled back from) goes, release 1 (serving before) stays.
+    let r3 = release(3);
+    let plan = Converger::new(&aws, &r3, opts(), &say).plan().await.unwrap_or_else(|e| panic!("{e}"));
+    let text = plan.render();
+    assert!(text.contains("- release 2") && !text.contains("- release 1"), "{text}");
+    Converger::new(&aws, &r3, opts(), &say).apply(&plan).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(weights(&aws).await, BTreeMap::from([(1, 0), (3, 100)]));
+    assert_eq!(aws.describe_stack("shop-r2").await.expect("describe"), None, "release 2 retired");
+    assert!(aws.describe_stack("shop-r1").await.expect("describe").is_some(), "release 1 kept");
+
+    // A rollback after the deploy returns to the release that served before it.
+    let r = ops.rollback(&Default::default()).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.release, 1);
+    assert_eq!(weights(&aws).await, BTreeMap::from([(1, 100), (3, 0)]));
 }

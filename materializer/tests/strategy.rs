@@ -121,18 +121,22 @@ async fn gradual_shifts_step_and_an_unhealthy_release_is_aborted() {
     let back = gilliam_materializer::plan::Plan::from_json(&plan.to_json()).expect("a saved plan keeps its strategy");
     assert_eq!(back, plan);
     Converger::new(&aws, &r4, by_canary.clone(), &say).apply(&plan).await.unwrap_or_else(|e| panic!("{e}"));
-    // Retention retired release 1 (no traffic, beyond keep_releases) with this deploy.
-    assert_eq!(weights(&aws.inner).await, BTreeMap::from([(2, 0), (3, 0), (4, 100)]));
+    // Retention retired release 3 with this deploy: its canary aborted (judged bad), so it goes
+    // first; release 2 (serving before the deploy) and release 1 (which served before it) stay.
+    assert_eq!(weights(&aws.inner).await, BTreeMap::from([(1, 0), (2, 0), (4, 100)]));
+    let st = ops.state().await.expect("state");
+    assert!(st.releases[&3].rolled_back && st.releases[&3].status == "retired", "{:?}", st.releases[&3]);
+    assert!(st.releases[&1].served && st.releases[&2].served && !st.releases[&2].rolled_back);
     let st = ops.state().await.expect("state");
     let tail = history_tail(&st, 3);
     assert_eq!(tail[0], "canary:50:0.2s step 1/2: traffic 1=0 2=50 3=0 4=50");
     assert_eq!(tail[1], "canary:50:0.2s step 2/2: traffic 1=0 2=0 3=0 4=100");
-    assert!(tail[2].starts_with("deploy release 4 (traffic 2=0 3=0 4=100)"), "{tail:?}");
+    assert!(tail[2].starts_with("deploy release 4 (traffic 1=0 2=0 4=100); retire release 3"), "{tail:?}");
 
     // A deploy by canary that turns unhealthy: aborted, recorded, not published, nothing retired.
     let r5 = compile_in("strategy", &stage, 5, "artifacts/a.tgz", &sha);
     let plan = Converger::new(&aws, &r5, by_canary.clone(), &say).plan().await.unwrap_or_else(|e| panic!("{e}"));
-    let retiring = plan.render().contains("- release 2");
+    let retiring = plan.render().contains("- release 1");
     // Release 5's target groups exist once its stack does: make them sick as soon as they take traffic.
     let sicken = async {
         for _ in 0..200 {
@@ -148,13 +152,14 @@ async fn gradual_shifts_step_and_an_unhealthy_release_is_aborted() {
     let (r, ()) = tokio::join!(c.run(), sicken);
     let err = r.expect_err("aborted deploy");
     assert!(matches!(err, Error::Aborted(_)), "{err}");
-    assert_eq!(weights(&aws.inner).await, BTreeMap::from([(2, 0), (3, 0), (4, 100), (5, 0)]), "traffic back on release 4");
+    assert_eq!(weights(&aws.inner).await, BTreeMap::from([(1, 0), (2, 0), (4, 100), (5, 0)]), "traffic back on release 4");
     let st = ops.state().await.expect("state");
     assert!(st.releases.contains_key(&5), "the aborted release is recorded");
+    assert!(st.releases[&5].rolled_back && !st.releases[&5].served, "judged bad: {:?}", st.releases[&5]);
     let last = &st.history.last().expect("history").action;
-    assert!(last.starts_with("deploy release 5 (canary:50:5s aborted: release 5: ") && last.ends_with("traffic 2=0 3=0 4=100 5=0)"), "{last}");
+    assert!(last.starts_with("deploy release 5 (canary:50:5s aborted: release 5: ") && last.ends_with("traffic 1=0 2=0 4=100 5=0)"), "{last}");
     if retiring {
-        assert!(aws.inner.describe_stack("shop-r2").await.expect("describe").is_some(), "no retention after an abort");
+        assert!(aws.inner.describe_stack("shop-r1").await.expect("describe").is_some(), "no retention after an abort");
     }
     let published = ops.outputs().await.expect("outputs").0;
     assert_eq!(published.release.number, 4, "the aborted release is not published as the latest");

@@ -227,7 +227,14 @@ impl<'a, A: Aws> Converger<'a, A> {
             }
         };
         crate::state::update(self.aws, &m.formation.outputs_bucket, &m.formation.s3_prefix, &m.formation.name, |st| {
-            st.releases.insert(release, record.clone());
+            // A converge of a recorded release keeps what its record says of its past.
+            let past = st.releases.get(&release).map(|r| (r.served, r.rolled_back)).unwrap_or_default();
+            st.releases.insert(release, crate::state::ReleaseRecord { served: past.0, rolled_back: past.1, ..record.clone() });
+            match aborted {
+                None => st.mark_served(&weights.iter().copied().collect()),
+                // Its shift aborted: judged bad, the first to go.
+                Some(_) => st.mark_rolled_back(release),
+            }
             st.reserved.remove(&release);
             st.traffic = weights.iter().copied().filter(|(n, _)| !retired.contains(n) && !cooled.contains(n)).collect();
             let verb = if deploy { "deploy" } else { "converge" };

@@ -168,6 +168,8 @@ impl<'a, A: Aws> Converger<'a, A> {
             groups: m.services.iter().filter_map(|s| s.auto_scaling_group.clone().map(|g| (s.name.clone(), (g, s.stack.clone())))).collect(),
             scale: m.services.iter().filter_map(|s| s.scale.as_ref().map(|x| (s.name.clone(), x.desired))).collect(),
             status: "live".into(),
+            served: false,
+            rolled_back: false,
         }
     }
     pub(super) fn secret_entry(&self, name: &str) -> Result<&gilliam_compiler::manifest::SecretEntry, Error> {

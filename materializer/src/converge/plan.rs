@@ -262,14 +262,18 @@ impl<'a, A: Aws> Converger<'a, A> {
         let shifting = self.opts.traffic_auto && serving && new_weight == 0 && (creating || !recorded);
         let mut live: BTreeSet<u32> = shares.iter().map(|s| s.release).collect();
         live.extend(state.releases.iter().filter(|(_, r)| r.status == "live" || r.status == "cold").map(|(n, _)| *n));
-        let mut older: Vec<u32> = live.iter().copied().filter(|n| *n != number).collect();
-        older.sort_unstable_by(|a, b| b.cmp(a));
+        let older: Vec<u32> = live.iter().copied().filter(|n| *n != number).collect();
+        // The release(s) serving before this deploy: the known good, kept first.
+        let serving_before: BTreeSet<u32> = shares.iter().filter(|s| s.weight > 0 && s.release != number).map(|s| s.release).collect();
+        let older = crate::retention::keep_order(&older, &serving_before, state);
         let after_weight = |n: u32| if shifting { 0 } else { shares.iter().find(|s| s.release == n).map_or(0, |s| s.weight) };
         // Past the newest `keep_releases`, releases without traffic go to the cold tier (the
         // next `cold_releases` of them, newest first), and past that they are retired.
         let beyond: Vec<u32> = older.iter().skip(m.formation.keep_releases as usize).copied().filter(|n| after_weight(*n) == 0).collect();
         let (cold, retire) = beyond.split_at(beyond.len().min(m.formation.cold_releases as usize));
-        let retire = retire.to_vec();
+        // Never the release that served before this deploy: past every tier, it stays live
+        // until a later release has served on its own.
+        let retire: Vec<u32> = retire.iter().copied().filter(|n| !serving_before.contains(n)).collect();
         let is_cold = |n: &u32| state.releases.get(n).is_some_and(|r| r.status == "cold");
         let cool: Vec<u32> = cold.iter().copied().filter(|n| !is_cold(n)).collect();
         let without =

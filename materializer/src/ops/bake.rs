@@ -127,7 +127,7 @@ impl<A: Aws> Ops<'_, A> {
                     if weights(&rules) != bake.weights {
                         return Ok(None);
                     }
-                    Ok(Some(self.t.traffic_on(&rules, &bake.restore, &format!("bake rollback ({why}): ")).await?))
+                    Ok(Some(self.t.traffic_away(&rules, &bake.restore, &format!("bake rollback ({why}): "), Some(bake.release)).await?))
                 })
                 .await?;
                 if restored.is_none() {

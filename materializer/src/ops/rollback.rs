@@ -5,7 +5,8 @@ use super::base::Ops;
 use super::warm::{WarmOptions, Warmed};
 use crate::aws::Aws;
 use crate::error::Error;
-use crate::traffic::{newest_serving, previous, weights, TrafficChange};
+use crate::retention::rollback_target;
+use crate::traffic::{newest_serving, weights, TrafficChange};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -32,7 +33,7 @@ impl<A: Aws> Ops<'_, A> {
         };
         let st = self.state().await?;
         let cold: BTreeSet<u32> = st.releases.iter().filter(|(_, r)| r.status == "cold").map(|(n, _)| *n).collect();
-        let Some(previous) = previous(serving, weights.keys().chain(cold.iter()).copied()) else {
+        let Some(previous) = rollback_target(serving, weights.keys().chain(cold.iter()).copied(), &st) else {
             return Err(Error::Refused(format!("release {serving} serves and no earlier release is still running or cold: nothing to roll back to")));
         };
         let warmed = if cold.contains(&previous) && !weights.contains_key(&previous) {
@@ -42,7 +43,7 @@ impl<A: Aws> Ops<'_, A> {
         } else {
             None
         };
-        let change = self.t.traffic_on(&rules, &BTreeMap::from([(previous, 100)]), "").await?;
+        let change = self.t.traffic_away(&rules, &BTreeMap::from([(previous, 100)]), &format!("rollback from release {serving}: "), Some(serving)).await?;
         Ok(Rollback { release: previous, change, warmed })
     }
 }

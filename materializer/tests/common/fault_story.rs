@@ -68,7 +68,7 @@ pub async fn story(seed: u64, rate: f64) -> Counts {
             "deploy release 3 (traffic 1=0 2=0 3=100)",
             "traffic 1=0 2=90 3=10",
             "traffic 1=0 2=0 3=100",
-            "traffic 1=0 2=100 3=0",
+            "rollback from release 3: traffic 1=0 2=100 3=0",
             "retire release 1"
         ],
         "seed {seed}: every step once, in order"
