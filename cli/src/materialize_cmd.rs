@@ -61,6 +61,10 @@ pub struct Args {
     pub strategy: Strategy,
     #[command(flatten)]
     pub judging: crate::judging::Judging,
+    /// Deploy without checking the network first (VPC DNS, zones, routes to AWS): for a routing
+    /// the preflight cannot read. Its problems are then CloudFormation's to find, later.
+    #[arg(long)]
+    pub skip_preflight: bool,
     /// How long to wait for the formation's deploy lock when another deploy or traffic change
     /// holds it (0: refuse at once, naming the holder).
     #[arg(long, value_name = "SECONDS", default_value = "300")]
@@ -137,6 +141,7 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
         strategy: args.strategy,
         judge: !args.judging.no_analysis,
         hooks: !args.judging.no_hooks,
+        preflight: !args.skip_preflight,
         ..Options::default()
     };
     let c = Converger::new(&aws, &bundle, opts, &say);

@@ -137,6 +137,9 @@ async fn builds_are_reproducible_land_once_number_safely_and_deploy_in_one_go() 
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(field(&text(&o), "built release ").as_deref(), Some("12"), "{}", text(&o));
     assert!(text(&o).contains("deployed release 12 of shop"), "{}", text(&o));
+    // The release metadata it built sits beside the compiled directory, under its usual name.
+    let written = std::fs::read_to_string(dir.join("release.json")).expect("release.json beside deploy-out");
+    assert!(written.contains("\"number\": 12"), "{written}");
     let st = gilliam_materializer::state::read(&aws, "gilliam-cli-outputs", "gilliam/shop/", "shop").await.expect("state").0;
     assert!(st.releases.contains_key(&12) && !st.reserved.contains_key(&12), "recorded, no longer only reserved");
     assert_eq!(st.traffic.get(&12), Some(&100));

@@ -72,7 +72,8 @@ impl std::fmt::Display for Error {
             Error::LockLost(why) => write!(f, "stopped: {why}; nothing is left half-done that a new run will not finish"),
             Error::Preflight { formation, problems } => {
                 write!(f, "the network is not ready for formation {formation}; nothing was changed:")?;
-                problems.iter().try_for_each(|p| write!(f, "\n  - {p}"))
+                problems.iter().try_for_each(|p| write!(f, "\n  - {p}"))?;
+                write!(f, "\nif you know the network works (a routing gilliam cannot read), deploy with --skip-preflight")
             }
         }
     }

@@ -85,7 +85,9 @@ pub fn problems(needs: &Needs, net: &Network) -> Vec<String> {
         }
         for id in needs.public_subnets.iter().filter(|id| net.subnets.get(*id).is_some_and(|s| s.vpc == *vpc)) {
             let default = default_route(net, id);
-            if !default.as_deref().is_some_and(|t| t.starts_with("igw-")) {
+            // An internet gateway, or a firewall endpoint in front of one; an unknown target
+            // is warned of.
+            if !default.as_deref().is_some_and(|t| t.starts_with("igw-") || t.starts_with("vpce-") || !known_target(t)) {
                 out.push(format!(
                     "public subnet {id} has no route to an internet gateway ({}): the public load balancer would not be reachable; route 0.0.0.0/0 to the VPC's internet gateway",
                     default.map_or("no route for 0.0.0.0/0".to_string(), |t| format!("0.0.0.0/0 goes to {t}"))
@@ -113,6 +115,33 @@ pub fn problems(needs: &Needs, net: &Network) -> Vec<String> {
     out
 }
 
+/// Route targets that take traffic out of the VPC toward the internet or AWS: a NAT gateway or
+/// instance, a network interface, a transit gateway, a peering, a Gateway Load Balancer or
+/// Network Firewall endpoint (`vpce-`, in front of a NAT or an internet gateway), a Cloud WAN
+/// core network, a virtual private gateway, a local or carrier gateway.
+const OUT: &[&str] = &["nat-", "i-", "eni-", "tgw-", "pcx-", "vpce-", "arn:aws:networkmanager:", "vgw-", "lgw-", "cagw-"];
+
+/// Whether gilliam knows what a route target is (and so whether a subnet behind it reaches AWS).
+fn known_target(target: &str) -> bool {
+    target == "local" || target.starts_with("igw-") || OUT.iter().any(|p| target.starts_with(p))
+}
+
+/// What the preflight cannot judge, said and not refused: a subnet whose default route goes to
+/// a target gilliam does not know.
+pub fn warnings(needs: &Needs, net: &Network) -> Vec<String> {
+    let mut out = Vec::new();
+    for (list, ids) in [("public_subnets", &needs.public_subnets), ("private_subnets", &needs.private_subnets)] {
+        for id in ids {
+            if let Some(t) = default_route(net, id).filter(|t| !known_target(t)) {
+                out.push(format!(
+                    "subnet {id} (`{list}`) sends 0.0.0.0/0 to {t}, which gilliam does not know: it cannot tell whether instances there reach AWS (S3, CloudFormation); make sure they do"
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// The route table a subnet uses: its own, or the VPC's main one.
 fn route_table<'n>(net: &'n Network, subnet: &str) -> Option<(&'n String, &'n crate::aws::RouteTable)> {
     net.route_tables.iter().find(|(_, t)| t.subnets.iter().any(|s| s == subnet)).or_else(|| net.route_tables.iter().find(|(_, t)| t.main))
@@ -130,8 +159,9 @@ fn default_route(net: &Network, subnet: &str) -> Option<String> {
 fn reaches(net: &Network, region: &str, subnet: &str, svc: &str) -> bool {
     let public_ip = net.subnets.get(subnet).is_some_and(|s| s.map_public_ip);
     if let Some(target) = default_route(net, subnet) {
-        let nat_like = ["nat-", "i-", "eni-", "tgw-", "pcx-"].iter().any(|p| target.starts_with(p));
-        if nat_like || (target.starts_with("igw-") && public_ip) {
+        // An unknown target is warned of (`warnings`), never refused.
+        let out = OUT.iter().any(|p| target.starts_with(p)) || !known_target(&target);
+        if out || (target.starts_with("igw-") && public_ip) {
             return true;
         }
     }
@@ -143,12 +173,19 @@ fn reaches(net: &Network, region: &str, subnet: &str, svc: &str) -> bool {
     })
 }
 
+/// What the preflight found: problems (refused) and what it could not judge (said).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Findings {
+    pub problems: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
 /// Reads the network and checks it. `Ok(None)` when the AWS client cannot describe networks
-/// (a test double); otherwise the problems found, empty when there are none.
-pub async fn check<A: Aws>(aws: &A, needs: &Needs) -> Result<Option<Vec<String>>, Error> {
+/// (a test double); otherwise what was found.
+pub async fn check<A: Aws>(aws: &A, needs: &Needs) -> Result<Option<Findings>, Error> {
     let subnets: Vec<String> = needs.public_subnets.iter().chain(&needs.private_subnets).cloned().collect();
     let Some(net) = retry("describe the network", || aws.describe_network(&needs.vpc, &subnets)).await? else { return Ok(None) };
-    Ok(Some(problems(needs, &net)))
+    Ok(Some(Findings { problems: problems(needs, &net), warnings: warnings(needs, &net) }))
 }
 
 #[cfg(test)]
@@ -243,5 +280,25 @@ mod tests {
         n.route_tables.insert("rtb-main".into(), RouteTable { main: true, subnets: Vec::new(), ..t });
         n.endpoints[0].route_tables = vec!["rtb-main".into()];
         assert_eq!(problems(&needs(), &n), Vec::<String>::new());
+    }
+
+    #[test]
+    fn firewalls_cloud_wan_and_unknown_targets_are_not_refused() {
+        for target in ["vpce-0a1b2c3d4e5f", "arn:aws:networkmanager::123456789012:core-network/core-network-0a1b", "vgw-1", "lgw-1"] {
+            let mut n = good();
+            n.route_tables.get_mut("rtb-private").expect("private").routes[1].1 = target.into();
+            assert_eq!(problems(&needs(), &n), Vec::<String>::new(), "{target}");
+            assert_eq!(warnings(&needs(), &n), Vec::<String>::new(), "{target}");
+        }
+        // A Network Firewall endpoint in front of the internet gateway, for the public subnets.
+        let mut n = good();
+        n.route_tables.get_mut("rtb-public").expect("public").routes[1].1 = "vpce-0fw".into();
+        assert_eq!(problems(&needs(), &n), Vec::<String>::new());
+        // A target gilliam does not know: said, not refused.
+        let mut n = good();
+        n.route_tables.get_mut("rtb-private").expect("private").routes[1].1 = "xgw-42".into();
+        assert_eq!(problems(&needs(), &n), Vec::<String>::new());
+        let w = warnings(&needs(), &n).join("\n");
+        assert!(w.contains("subnet subnet-c (`private_subnets`) sends 0.0.0.0/0 to xgw-42, which gilliam does not know"), "{w}");
     }
 }

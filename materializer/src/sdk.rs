@@ -674,12 +674,24 @@ impl Ec2 for SdkAws {
             }
         }
         for t in ec2.call_all("DescribeRouteTables", &by_vpc, "routeTableSet").boxed().await.map_err(classify_ec2)? {
-            const TARGETS: [&str; 6] = ["natGatewayId", "gatewayId", "instanceId", "transitGatewayId", "networkInterfaceId", "vpcPeeringConnectionId"];
+            const TARGETS: [&str; 9] = [
+                "natGatewayId",
+                "gatewayId",
+                "instanceId",
+                "transitGatewayId",
+                "networkInterfaceId",
+                "vpcPeeringConnectionId",
+                "coreNetworkArn",
+                "localGatewayId",
+                "carrierGatewayId",
+            ];
             let routes = t
                 .items("routeSet")
                 .filter_map(|r| {
                     let dest = r.text("destinationCidrBlock").or(r.text("destinationPrefixListId"))?.to_string();
-                    let target = TARGETS.iter().find_map(|k| r.text(k))?;
+                    // A target of a kind not listed is kept, as unknown: the preflight warns of
+                    // it rather than reading the route as missing.
+                    let target = TARGETS.iter().find_map(|k| r.text(k)).unwrap_or("unknown");
                     Some((dest, target.to_string()))
                 })
                 .collect();

@@ -50,6 +50,12 @@ async fn a_network_that_is_not_ready_is_refused_before_any_write() {
     assert!(problems.iter().any(|p| p.contains(&format!("private subnet {} cannot reach cloudformation, s3, secretsmanager", out["C"]))), "{text}");
     assert_eq!(aws.mutations(), BTreeMap::new(), "nothing was written");
     assert_eq!(aws.inner().describe_stack("shop").await.expect("describe"), None);
+    // The refusal names the way past it; with it, planning goes on without the check.
+    assert!(text.contains("--skip-preflight"), "{text}");
+    let skip = gilliam_materializer::Options { preflight: false, ..opts() };
+    let plan = Converger::new(&aws, &b, skip, &|_| {}).plan().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(!plan.actions.is_empty());
+    assert_eq!(aws.mutations(), BTreeMap::new(), "planning wrote nothing");
 
     // The same formation in a network shaped like a real one goes through.
     let stage = network(aws.inner(), &moto.url).await;

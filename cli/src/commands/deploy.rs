@@ -30,10 +30,14 @@ pub struct Args {
     pub strategy: Strategy,
     #[command(flatten)]
     pub judging: Judging,
+    /// Deploy without checking the network first (VPC DNS, zones, routes to AWS): for a routing
+    /// the preflight cannot read. Its problems are then CloudFormation's to find, later.
+    #[arg(long)]
+    pub skip_preflight: bool,
 }
 
 pub async fn exec(s: &Session<'_>, a: &Args) -> Result<(), Failure> {
-    let Args { files, traffic, poll, strategy, judging } = a;
+    let Args { files, traffic, poll, strategy, judging, skip_preflight } = a;
     if traffic == "manual" && judging.bake.is_some() {
         return Err(usage("--bake watches the traffic a deploy moves; with --traffic manual there is none"));
     }
@@ -44,13 +48,19 @@ pub async fn exec(s: &Session<'_>, a: &Args) -> Result<(), Failure> {
         Some(r) => r.clone(),
         None => {
             let dir = files.app.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            let out = files.out.with_file_name("release.s.json");
+            let out = files.out.with_file_name("release.json");
             let (n, path) = build_release(s.aws, s.formation, dir, &files.app, files.runtime_image.as_deref(), None, &out, s.say).await?;
             println!("built release {n}");
             path
         }
     };
-    let opts = Options { traffic_auto: traffic == "auto", poll: Duration::from_secs_f64(poll.max(0.05)), strategy: *strategy, ..Options::default() };
+    let opts = Options {
+        traffic_auto: traffic == "auto",
+        poll: Duration::from_secs_f64(poll.max(0.05)),
+        strategy: *strategy,
+        preflight: !skip_preflight,
+        ..Options::default()
+    };
     deploy_files(s.aws, s.formation, s.stage, &files.app, &release, &files.out, opts, judging, s.lock_opts, s.say).await?;
     Ok(())
 }

@@ -31,6 +31,8 @@ pub struct Options {
     pub judge: bool,
     /// Run the manifest's hooks around the shift (`--no-hooks` turns them off).
     pub hooks: bool,
+    /// Check the network before the first write (`--skip-preflight` turns it off).
+    pub preflight: bool,
 }
 
 impl Default for Options {
@@ -43,6 +45,7 @@ impl Default for Options {
             strategy: Strategy::AllAtOnce,
             judge: true,
             hooks: true,
+            preflight: true,
         }
     }
 }

@@ -56,9 +56,14 @@ impl<'a, A: Aws> Converger<'a, A> {
         let stage = gilliam_compiler::parse_stage(gilliam_compiler::Source { name: "stage.yml", text: &stage })
             .map_err(|d| Error::Bundle(BundleError(format!("the bundle's stage file: {d}"))))?;
         let needs = crate::preflight::Needs::of(m, &stage);
-        if let Some(problems) = crate::preflight::check(self.aws, &needs).await? {
-            if !problems.is_empty() {
-                return Err(Error::Preflight { formation: m.formation.name.clone(), problems });
+        if !self.opts.preflight {
+            (self.say)("preflight skipped (--skip-preflight): the network is not checked");
+        } else if let Some(found) = crate::preflight::check(self.aws, &needs).await? {
+            for w in &found.warnings {
+                (self.say)(&format!("warning: {w}"));
+            }
+            if !found.problems.is_empty() {
+                return Err(Error::Preflight { formation: m.formation.name.clone(), problems: found.problems });
             }
         }
         let mut actions = Vec::new();
