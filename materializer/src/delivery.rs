@@ -17,6 +17,11 @@ pub struct Sample {
     pub requests: f64,
     /// 5xx answers from the release's targets.
     pub errors_5xx: f64,
+    /// Requests whose connection to a target failed (TargetConnectionErrorCount, and the TLS
+    /// handshakes that failed: TargetTLSNegotiationErrorCount): clients got a 502 or 503 from
+    /// the load balancer, which its target group's 5xx count does not show.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub connection_errors: f64,
     /// The highest per-minute p99 target response time of its target groups, in ms.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub p99_ms: Option<f64>,
@@ -25,10 +30,17 @@ pub struct Sample {
 }
 
 impl Sample {
-    /// 5xx answers in percent of requests (0 without requests).
+    /// Requests that failed because of the release's targets: their 5xx and the connections
+    /// to them that failed.
+    pub fn failed(&self) -> f64 {
+        self.errors_5xx + self.connection_errors
+    }
+
+    /// Failed requests in percent of requests (0 without any).
     pub fn error_rate_percent(&self) -> f64 {
-        if self.requests > 0.0 {
-            self.errors_5xx * 100.0 / self.requests
+        let all = self.requests.max(self.failed());
+        if all > 0.0 {
+            self.failed() * 100.0 / all
         } else {
             0.0
         }
@@ -37,7 +49,18 @@ impl Sample {
 
 impl std::fmt::Display for Sample {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} requests, {:.2}% 5xx", self.requests as u64, self.error_rate_percent())?;
+        if self.connection_errors > 0.0 {
+            write!(
+                f,
+                "{} requests, {:.2}% failed ({} 5xx, {} target connection errors)",
+                self.requests as u64,
+                self.error_rate_percent(),
+                self.errors_5xx as u64,
+                self.connection_errors as u64
+            )?;
+        } else {
+            write!(f, "{} requests, {:.2}% 5xx", self.requests as u64, self.error_rate_percent())?;
+        }
         if let Some(p) = self.p99_ms {
             write!(f, ", p99 {p:.0} ms")?;
         }
@@ -82,10 +105,10 @@ pub fn judge(a: &Analysis, candidate: (u32, Sample), baseline: Option<(u32, Samp
     // So many errors that even min_requests requests would be over the rate: a breach on
     // however little traffic.
     let floor = c.requests.max(f64::from(a.min_requests));
-    if c.errors_5xx > 0.0 && c.errors_5xx * 100.0 / floor > a.max_error_rate_percent {
+    if c.failed() > 0.0 && c.failed() * 100.0 / floor.max(c.failed()) > a.max_error_rate_percent {
         return breach(
             "error_rate",
-            format!("{:.2}% ({} of {} requests)", c.error_rate_percent(), c.errors_5xx as u64, c.requests as u64),
+            format!("{:.2}% ({} of {} requests)", c.error_rate_percent(), c.failed() as u64, c.requests.max(c.failed()) as u64),
             format!("{}%", a.max_error_rate_percent),
         );
     }
@@ -138,7 +161,14 @@ impl Series {
 
 const NAMESPACE: &str = "AWS/ApplicationELB";
 
-/// The queries for `series`: four per target group, in one GetMetricData round.
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
+}
+
+/// The queries for `series`: six per target group, in one GetMetricData round. Only what
+/// ELBv2 publishes per target group can be attributed to a release; the load balancer's own
+/// 5xx (`HTTPCode_ELB_5XX_Count`: no target to answer, timeouts) have no target group
+/// dimension: guard them with a load-balancer alarm in `analysis.alarms`.
 pub fn queries(series: &[Series]) -> Vec<MetricQuery> {
     let mut out = Vec::new();
     for (i, s) in series.iter().enumerate() {
@@ -146,6 +176,8 @@ pub fn queries(series: &[Series]) -> Vec<MetricQuery> {
         for (key, name, stat) in [
             ("req", "RequestCount", "Sum"),
             ("err", "HTTPCode_Target_5XX_Count", "Sum"),
+            ("tce", "TargetConnectionErrorCount", "Sum"),
+            ("tls", "TargetTLSNegotiationErrorCount", "Sum"),
             ("p99", "TargetResponseTime", "p99"),
             ("p50", "TargetResponseTime", "p50"),
         ] {
@@ -178,6 +210,7 @@ pub async fn samples<A: Aws>(aws: &A, series: &[Series], start: i64, end: i64) -
         let e = out.entry(s.release).or_default();
         e.requests += get(format!("req{i}")).iter().sum::<f64>();
         e.errors_5xx += get(format!("err{i}")).iter().sum::<f64>();
+        e.connection_errors += get(format!("tce{i}")).iter().sum::<f64>() + get(format!("tls{i}")).iter().sum::<f64>();
         // TargetResponseTime is in seconds.
         let worst = |v: Vec<f64>| v.into_iter().filter(|x| x.is_finite()).map(|x| x * 1000.0).fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
         for (slot, v) in [(&mut e.p99_ms, worst(get(format!("p99{i}")))), (&mut e.p50_ms, worst(get(format!("p50{i}"))))] {
@@ -393,7 +426,7 @@ mod tests {
         Analysis { max_error_rate_percent: 1.0, max_p99_ms: Some(500), max_ratio_vs_baseline: 1.5, min_requests: 50, interval_seconds: 60, alarms: vec![] }
     }
     fn s(requests: f64, errors_5xx: f64, p99: Option<f64>) -> Sample {
-        Sample { requests, errors_5xx, p99_ms: p99, p50_ms: None }
+        Sample { requests, errors_5xx, connection_errors: 0.0, p99_ms: p99, p50_ms: None }
     }
 
     #[test]
@@ -446,5 +479,25 @@ mod tests {
         assert_eq!(s.load_balancer, "app/shop-public-1/50dc6c495c0c9188");
         assert_eq!(s.target_group, "targetgroup/shop-r3-api-p/73e2d6bc24d8a067");
         assert!(Series::new(3, "arn:aws:elasticloadbalancing:x", "tg").is_none());
+    }
+
+    #[test]
+    fn failed_connections_to_targets_count_as_errors() {
+        // A release whose targets reset connections: no 5xx of its own, 3% of clients get a
+        // 502 from the load balancer.
+        let c = Sample { connection_errors: 30.0, ..s(1000.0, 0.0, Some(100.0)) };
+        let Verdict::Breach(b) = judge(&a(), (2, c), None, &[]) else { panic!("not a breach") };
+        assert_eq!((b.metric.as_str(), b.value.as_str()), ("error_rate", "3.00% (30 of 1000 requests)"));
+        assert_eq!(c.to_string(), "1000 requests, 3.00% failed (0 5xx, 30 target connection errors), p99 100 ms");
+        // They are read per target group, with the 5xx.
+        let q = queries(&[Series::new(
+            2,
+            "arn:aws:elasticloadbalancing:eu-west-1:1:listener-rule/app/shop-public-1/abc/def/ghi",
+            "arn:aws:elasticloadbalancing:eu-west-1:1:targetgroup/shop-r2-api/123",
+        )
+        .expect("series")]);
+        let names: Vec<&str> = q.iter().map(|q| q.name.as_str()).collect();
+        assert!(names.contains(&"TargetConnectionErrorCount") && names.contains(&"TargetTLSNegotiationErrorCount"), "{names:?}");
+        assert!(q.iter().all(|q| q.dimensions.iter().any(|(k, _)| k == "TargetGroup")));
     }
 }
