@@ -10,7 +10,7 @@ use crate::node::{Node, Value};
 /// The header that reaches the newest release at any weight (`X-Gilliam-Release: 12`).
 pub const TEST_HEADER: &str = "X-Gilliam-Release";
 
-const ANALYSIS_KEYS: &[&str] = &["max_error_rate", "max_p99_ms", "max_ratio_vs_baseline", "min_requests", "interval", "alarms"];
+const ANALYSIS_KEYS: &[&str] = &["max_error_rate", "max_p99_ms", "max_ratio_vs_baseline", "min_requests", "interval", "lag", "alarms"];
 const HOOK_KEYS: &[&str] = &["pre_traffic", "post_traffic", "on_abort", "timeout"];
 const NOTIFY_KEYS: &[&str] = &["webhook", "sns_topic", "event_bus"];
 
@@ -35,6 +35,7 @@ struct PartialAnalysis {
     max_ratio_vs_baseline: Option<f64>,
     min_requests: Option<u32>,
     interval_seconds: Option<u32>,
+    lag_seconds: Option<u32>,
     alarms: Option<Vec<String>>,
 }
 
@@ -97,6 +98,7 @@ fn analysis(n: &Node, sink: &mut Sink<'_>) -> Option<PartialAnalysis> {
         max_ratio_vs_baseline: None,
         min_requests: f.get("min_requests").and_then(|n| decode::int_in(n, sink, "`analysis.min_requests`", 0, 1_000_000_000)).map(|v| v as u32),
         interval_seconds: f.get("interval").and_then(|n| seconds(n, sink, "`analysis.interval`", 1, 3600)),
+        lag_seconds: f.get("lag").and_then(|n| seconds(n, sink, "`analysis.lag`", 0, 3600)),
         alarms: None,
     };
     if let Some(n) = f.get("max_ratio_vs_baseline") {
@@ -192,6 +194,7 @@ pub(crate) fn merge(app: &Partial, stage: &Partial) -> Delivery {
                 max_ratio_vs_baseline: pick(|p| p.max_ratio_vs_baseline, d.max_ratio_vs_baseline),
                 min_requests: pick_u(|p| p.min_requests).unwrap_or(d.min_requests),
                 interval_seconds: pick_u(|p| p.interval_seconds).unwrap_or(d.interval_seconds),
+                lag_seconds: pick_u(|p| p.lag_seconds).unwrap_or(d.lag_seconds),
                 alarms: s.as_ref().and_then(|p| p.alarms.clone()).or_else(|| a.as_ref().and_then(|p| p.alarms.clone())).unwrap_or_default(),
             })
         }

@@ -331,12 +331,22 @@ fn delivery_settings_merge_with_the_stage_file_winning_key_by_key() {
     let a = m.delivery.analysis.expect("analysis on");
     assert_eq!((a.max_error_rate_percent, a.max_p99_ms, a.max_ratio_vs_baseline, a.min_requests, a.interval_seconds), (2.0, Some(900), 1.5, 50, 60));
     assert_eq!(a.alarms, ["shop-5xx"]);
+    assert_eq!(a.lag_seconds, 180, "CloudWatch's delay unless said otherwise");
     assert_eq!(m.delivery.hooks.pre_traffic.as_deref(), Some("./smoke"));
     assert_eq!(m.delivery.hooks.on_abort.as_deref(), Some("./page-ops"));
     assert_eq!(m.delivery.hooks.timeout_seconds, 60);
     assert_eq!(m.delivery.stickiness_seconds, Some(600));
     assert_eq!(m.delivery.notifications.webhook.as_deref(), Some("https://hooks.example.com/x"));
     let t = m.test_route.expect("a formation with HTTP services has a test route");
+    // A local AWS has no delay: `lag: 0s` in the stage file, winning over gilliam.yml's.
+    let app = format!("{APP}x-gilliam:\n  analysis: {{lag: 5m}}\n");
+    let stage = format!("{STAGE}analysis: {{lag: 0s}}\n");
+    let inputs = Inputs {
+        app: Source { name: "gilliam.yml", text: &app },
+        release: Source { name: "release.json", text: RELEASE },
+        stage: Source { name: "stage.yml", text: &stage },
+    };
+    assert_eq!(compile(&inputs).expect("compiles").manifest.delivery.analysis.expect("on").lag_seconds, 0);
     assert_eq!((t.header.as_str(), t.value.as_str()), ("X-Gilliam-Release", "3"));
     // Without any of it: nothing in the manifest, and only health judges a shift.
     let plain = Inputs {

@@ -155,7 +155,7 @@ fn main() {
             other_calls: AtomicU64::new(0),
         };
         let interval = Duration::from_secs(1);
-        let stage = network(&aws.inner, &moto.url).await + "analysis: {max_error_rate: 1%, min_requests: 50, interval: 1s, alarms: [shop-5xx]}\n";
+        let stage = network(&aws.inner, &moto.url).await + "analysis: {max_error_rate: 1%, min_requests: 50, interval: 1s, lag: 0s, alarms: [shop-5xx]}\n";
         let cw = {
             aws_sdk_cloudwatch::Client::new(&sdk_config(&moto.url).await)
         };

@@ -254,11 +254,28 @@ pub async fn check<A: Aws>(
     now: i64,
 ) -> Result<(Verdict, BTreeMap<u32, Sample>), Error> {
     let wanted: Vec<Series> = series.iter().filter(|s| s.release == candidate || Some(s.release) == baseline).cloned().collect();
-    let samples = samples(aws, &wanted, start, now).await?;
+    // Only minutes old enough to be complete in CloudWatch (`analysis.lag`).
+    let end = now - i64::from(a.lag_seconds);
+    let samples = if end > start { samples(aws, &wanted, start, end).await? } else { BTreeMap::new() };
     let firing = alarms_firing(aws, &a.alarms).await?;
     let c = samples.get(&candidate).copied().unwrap_or_default();
     let b = baseline.map(|b| (b, samples.get(&b).copied().unwrap_or_default()));
     Ok((judge(a, (candidate, c), b, &firing), samples))
+}
+
+/// Why a step wait of `wait` cannot hold one judged interval (its minutes judged once they are
+/// `analysis.lag` old, over `analysis.interval`), or `None`. A shorter wait would always end
+/// with too little traffic to judge, and abort a healthy release.
+pub fn step_wait_problem(a: &Analysis, strategy: &str, wait: Duration) -> Option<String> {
+    let need = u64::from(a.lag_seconds) + u64::from(a.interval_seconds);
+    (wait.as_secs() < need).then(|| {
+        format!(
+            "--strategy {strategy}: a step wait of {}s cannot hold one judged interval: metrics are judged once they are {}s old (analysis.lag) over {}s (analysis.interval); wait at least {need}s per step, shorten analysis.lag or analysis.interval, or pass --no-analysis",
+            wait.as_secs(),
+            a.lag_seconds,
+            a.interval_seconds
+        )
+    })
 }
 
 /// Runs one hook (`sh -c CMD`) with `env`, streaming its output through `say`; killed after
@@ -423,7 +440,15 @@ mod tests {
     use super::*;
 
     fn a() -> Analysis {
-        Analysis { max_error_rate_percent: 1.0, max_p99_ms: Some(500), max_ratio_vs_baseline: 1.5, min_requests: 50, interval_seconds: 60, alarms: vec![] }
+        Analysis {
+            max_error_rate_percent: 1.0,
+            max_p99_ms: Some(500),
+            max_ratio_vs_baseline: 1.5,
+            min_requests: 50,
+            interval_seconds: 60,
+            lag_seconds: 0,
+            alarms: vec![],
+        }
     }
     fn s(requests: f64, errors_5xx: f64, p99: Option<f64>) -> Sample {
         Sample { requests, errors_5xx, connection_errors: 0.0, p99_ms: p99, p50_ms: None }
@@ -499,5 +524,14 @@ mod tests {
         let names: Vec<&str> = q.iter().map(|q| q.name.as_str()).collect();
         assert!(names.contains(&"TargetConnectionErrorCount") && names.contains(&"TargetTLSNegotiationErrorCount"), "{names:?}");
         assert!(q.iter().all(|q| q.dimensions.iter().any(|(k, _)| k == "TargetGroup")));
+    }
+
+    #[test]
+    fn a_step_wait_must_hold_the_lag_and_one_interval() {
+        let with_lag = Analysis { lag_seconds: 180, ..a() };
+        let why = step_wait_problem(&with_lag, "canary:10:2m", Duration::from_secs(120)).expect("refused");
+        assert!(why.contains("wait at least 240s") && why.contains("analysis.lag") && why.contains("--no-analysis"), "{why}");
+        assert_eq!(step_wait_problem(&with_lag, "canary:10:5m", Duration::from_secs(300)), None);
+        assert_eq!(step_wait_problem(&a(), "canary:10:1m", Duration::from_secs(60)), None, "no lag: one interval is enough");
     }
 }

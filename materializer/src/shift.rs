@@ -45,6 +45,12 @@ pub async fn shift_on<A: Aws>(t: &Traffic<'_, A>, m: &Manifest, target: &BTreeMa
     let delivery = &m.delivery;
     let hooks = if opts.hooks { delivery.hooks.clone() } else { Hooks::default() };
     let analysis = delivery.analysis.clone().filter(|_| opts.judge);
+    // Before any write: a step too short to judge would abort a healthy release.
+    if let (Some(a), false) = (&analysis, strategy == Strategy::AllAtOnce) {
+        if let Some(why) = delivery::step_wait_problem(a, &strategy.to_string(), strategy.wait()) {
+            return Err(Error::Refused(why));
+        }
+    }
     let active = hooks.any() || !delivery.notifications.is_empty();
     if strategy == Strategy::AllAtOnce && !active {
         let rules = t.rules(m).await?;

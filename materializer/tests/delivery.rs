@@ -113,7 +113,7 @@ impl World {
 fn analysis_and_hooks(r: &Receiver, hooks: &Path) -> String {
     let h = hooks.display();
     format!(
-        "analysis: {{max_error_rate: 1%, min_requests: 50, max_p99_ms: 800, interval: 1s}}\n\
+        "analysis: {{max_error_rate: 1%, min_requests: 50, max_p99_ms: 800, interval: 1s, lag: 0s}}\n\
          hooks:\n  pre_traffic: 'env | grep ^GILLIAM_ | sort > {h}/pre; echo checking the release'\n  \
          post_traffic: 'echo $GILLIAM_RELEASE >> {h}/post'\n  on_abort: 'echo \"$GILLIAM_REASON\" >> {h}/abort'\n  timeout: 20s\n\
          notifications: {{webhook: {}/hook, event_bus: default}}\n",
@@ -191,7 +191,7 @@ async fn a_release_within_thresholds_is_promoted_and_one_whose_errors_rise_is_ab
     let started = Instant::now();
     let worsen = async {
         for _ in 0..300 {
-            if weights(&w.aws).await.get(&3).copied().unwrap_or(0) > 0 {
+            if has_traffic(&w.aws, 3).await {
                 w.serve(3, 200.0, 50.0, 0.1).await;
                 return started.elapsed();
             }
@@ -357,4 +357,22 @@ async fn the_test_header_reaches_only_the_new_release_and_weighted_forwards_stay
         assert_eq!((sticky.enabled(), sticky.duration_seconds()), (Some(true), Some(3600)), "{r:?}");
     }
     assert_eq!(weights(&w.aws).await, BTreeMap::from([(1, 90), (2, 10)]));
+}
+
+/// ELBv2's metrics reach CloudWatch minutes late: a step wait too short to judge one interval
+/// after that lag would always end "too little traffic" and abort a healthy release. Such a
+/// shift is refused before anything is read or written, naming what to change.
+#[tokio::test(start_paused = true)]
+async fn a_step_too_short_to_judge_is_refused_before_any_write() {
+    let stage = "formation: shop\nregion: eu-west-1\nvpc: vpc-0a1b2c3d4e5f60718\npublic_subnets: [subnet-00000001, subnet-00000002]\nprivate_subnets: [subnet-00000011, subnet-00000012]\noutputs_bucket: out-bucket\nanalysis: true\n";
+    let b = compile_in("too-short", stage, 1, "a.tgz", &gilliam_materializer::sha256_hex(b"x"));
+    let aws = gilliam_doubles::fake::Fake::default();
+    let short = Options { strategy: "canary:10:2m".parse().expect("strategy"), ..opts() };
+    let err = Converger::new(&aws, &b, short, &|_| {}).plan().await.expect_err("refused");
+    let text = err.to_string();
+    assert!(text.contains("a step wait of 120s cannot hold one judged interval") && text.contains("wait at least 240s"), "{text}");
+    assert!(aws.with(|w| w.calls.is_empty()), "nothing was read or written");
+    // Without the analysis, or with steps long enough, planning goes on.
+    let unjudged = Options { strategy: "canary:10:2m".parse().expect("strategy"), judge: false, ..opts() };
+    assert!(!matches!(Converger::new(&aws, &b, unjudged, &|_| {}).plan().await, Err(Error::Refused(_))));
 }

@@ -97,6 +97,10 @@ pub struct Analysis {
     pub min_requests: u32,
     /// How often the metrics are read while a step is watched.
     pub interval_seconds: u32,
+    /// How old a minute of metrics must be to be judged: ELBv2's datapoints reach CloudWatch a
+    /// minute or two late, so a window ends this long before now (0 on a local AWS).
+    #[serde(default = "default_lag_seconds")]
+    pub lag_seconds: u32,
     /// CloudWatch alarms that abort the shift when in ALARM.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alarms: Vec<String>,
@@ -367,6 +371,22 @@ pub fn schema_json() -> String {
 /// Defaults: a release is judged on at least 50 requests, with at most 1% of them 5xx, and
 /// neither its error rate nor its p99 more than 1.5 times the baseline's; checked every minute
 /// (ELBv2 publishes its metrics each minute).
-pub const DEFAULT_ANALYSIS: Analysis =
-    Analysis { max_error_rate_percent: 1.0, max_p99_ms: None, max_ratio_vs_baseline: 1.5, min_requests: 50, interval_seconds: 60, alarms: Vec::new() };
+pub const DEFAULT_ANALYSIS: Analysis = Analysis {
+    max_error_rate_percent: 1.0,
+    max_p99_ms: None,
+    max_ratio_vs_baseline: 1.5,
+    min_requests: 50,
+    interval_seconds: 60,
+    lag_seconds: DEFAULT_LAG_SECONDS,
+    alarms: Vec::new(),
+};
+
+/// ELBv2 sends its datapoints in 60-second intervals, and they reach CloudWatch late (commonly
+/// a minute or two, sometimes more): judged minutes end three minutes before now unless
+/// `analysis.lag` says otherwise.
+pub const DEFAULT_LAG_SECONDS: u32 = 180;
+
+fn default_lag_seconds() -> u32 {
+    DEFAULT_LAG_SECONDS
+}
 pub const DEFAULT_HOOK_TIMEOUT_SECONDS: u32 = 600;

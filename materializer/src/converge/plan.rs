@@ -49,6 +49,12 @@ impl<'a, A: Aws> Converger<'a, A> {
     /// what the formation needs), and the release's artifact.
     async fn begin(&self) -> Result<Planning, Error> {
         let m = self.m();
+        // A gradual shift whose steps cannot be judged is refused before anything is read.
+        if let (Some(a), true, true) = (&m.delivery.analysis, self.opts.judge, self.opts.traffic_auto && self.opts.strategy != Strategy::AllAtOnce) {
+            if let Some(why) = crate::delivery::step_wait_problem(a, &self.opts.strategy.to_string(), self.opts.strategy.wait()) {
+                return Err(Error::Refused(why));
+            }
+        }
         let bucket = m.formation.outputs_bucket.clone();
         let observed = Observed { bucket_exists: retry("look for the bucket", || self.aws.bucket_exists(&bucket)).await?, ..Observed::default() };
         // Before anything else: what a real account must have for the formation to come up.

@@ -88,6 +88,19 @@ pub async fn test_rule_arns<A: Aws>(aws: &A) -> Vec<String> {
         .collect()
 }
 
+/// Whether any rule gives release `n` traffic: for polling while a shift writes its rules one
+/// by one (they disagree meanwhile, which `weights` refuses).
+pub async fn has_traffic<A: Aws>(aws: &A, n: u32) -> bool {
+    let exports: BTreeMap<String, String> = aws.list_exports().await.expect("exports").into_iter().map(|(n, v)| (v, n)).collect();
+    let prefix = format!("shop-r{n}-");
+    let rules = rule_arns(aws).await;
+    aws.describe_rules(&rules)
+        .await
+        .expect("rules")
+        .iter()
+        .any(|r| r.forward.iter().any(|(tg, w)| *w > 0 && exports.get(tg).is_some_and(|e| e.starts_with(&prefix))))
+}
+
 /// Weight per release number, as the routing stack's rules in moto hold them.
 pub async fn weights<A: Aws>(aws: &A) -> BTreeMap<u32, u32> {
     let exports: BTreeMap<String, String> = aws.list_exports().await.expect("exports").into_iter().map(|(n, v)| (v, n)).collect();
