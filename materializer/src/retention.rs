@@ -78,17 +78,17 @@ pub fn keep_order(older: &[u32], serving_before: &BTreeSet<u32>, state: &State) 
 }
 
 /// Where a rollback from `serving` goes, among the older `candidates` (routed or cold): the
-/// newest known to have served and not judged bad, else the newest not judged bad, else the
-/// newest.
-pub fn rollback_target(serving: u32, candidates: impl IntoIterator<Item = u32>, state: &State) -> Option<u32> {
+/// newest that carries traffic now (during a split, the other side of it), else the newest
+/// known to have served and not judged bad, else the newest not judged bad, else the newest.
+pub fn rollback_target(serving: u32, candidates: impl IntoIterator<Item = u32>, carrying: &BTreeSet<u32>, state: &State) -> Option<u32> {
     let older: Vec<u32> = candidates.into_iter().filter(|n| *n < serving).collect();
     let r = |n: &u32| state.releases.get(n);
     let good = |n: &&u32| !r(n).is_some_and(|r| r.rolled_back);
     older
         .iter()
-        .filter(good)
-        .filter(|n| r(n).is_some_and(|r| r.served))
+        .filter(|n| carrying.contains(n))
         .max()
+        .or_else(|| older.iter().filter(good).filter(|n| r(n).is_some_and(|r| r.served)).max())
         .or_else(|| older.iter().filter(good).max())
         .or_else(|| older.iter().max())
         .copied()
@@ -133,14 +133,16 @@ mod tests {
 
     #[test]
     fn a_rollback_returns_to_the_release_known_good() {
+        let none = BTreeSet::new();
         let st = state(&[(1, true, false), (2, false, true), (3, true, false)]);
-        assert_eq!(rollback_target(3, [1, 2], &st), Some(1), "2 was judged bad");
+        assert_eq!(rollback_target(3, [1, 2], &none, &st), Some(1), "2 was judged bad");
         let st = state(&[(1, true, false), (2, false, false), (3, true, false)]);
-        assert_eq!(rollback_target(3, [1, 2], &st), Some(1), "2 never carried the traffic; 1 did");
+        assert_eq!(rollback_target(3, [1, 2], &none, &st), Some(1), "2 never carried the traffic; 1 did");
+        assert_eq!(rollback_target(3, [1, 2], &BTreeSet::from([2, 3]), &st), Some(2), "during a 90/10 split of 2 and 3, back to 2");
         let st = state(&[(1, false, false), (2, false, false)]);
-        assert_eq!(rollback_target(3, [1, 2], &st), Some(2), "no history: the newest older");
+        assert_eq!(rollback_target(3, [1, 2], &none, &st), Some(2), "no history: the newest older");
         let st = state(&[(2, false, true)]);
-        assert_eq!(rollback_target(3, [2], &st), Some(2), "the only one left, judged bad or not");
-        assert_eq!(rollback_target(1, [2], &st), None);
+        assert_eq!(rollback_target(3, [2], &none, &st), Some(2), "the only one left, judged bad or not");
+        assert_eq!(rollback_target(1, [2], &none, &st), None);
     }
 }

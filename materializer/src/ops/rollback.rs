@@ -33,7 +33,8 @@ impl<A: Aws> Ops<'_, A> {
         };
         let st = self.state().await?;
         let cold: BTreeSet<u32> = st.releases.iter().filter(|(_, r)| r.status == "cold").map(|(n, _)| *n).collect();
-        let Some(previous) = rollback_target(serving, weights.keys().chain(cold.iter()).copied(), &st) else {
+        let carrying: BTreeSet<u32> = weights.iter().filter(|(_, w)| **w > 0).map(|(n, _)| *n).collect();
+        let Some(previous) = rollback_target(serving, weights.keys().chain(cold.iter()).copied(), &carrying, &st) else {
             return Err(Error::Refused(format!("release {serving} serves and no earlier release is still running or cold: nothing to roll back to")));
         };
         let warmed = if cold.contains(&previous) && !weights.contains_key(&previous) {
