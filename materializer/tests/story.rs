@@ -324,3 +324,54 @@ async fn retention_keeps_the_release_known_good_and_lets_the_one_rolled_back_fro
     assert_eq!(r.release, 1);
     assert_eq!(weights(&aws).await, BTreeMap::from([(1, 100), (3, 0)]));
 }
+
+/// A deploy makes room first: with keep_releases 1 and a cold release warmed by hand, the live
+/// releases and the new one are more than a weighted forward holds (keep_releases + 2 = 3).
+/// The releases without traffic that retention lets go first leave the routing in the same
+/// plan, instead of the render failing as an internal error; releases that carry traffic are
+/// never dropped, and when they alone are too many the deploy is refused with the way out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_makes_room_for_itself_in_the_routing() {
+    use gilliam_materializer::ops::{Ops, WarmOptions};
+    use std::time::Duration;
+    let moto = moto::Moto::start();
+    let aws = SdkAws::connect(&Endpoint { url: Some(moto.url.clone()), region: Some(REGION.into()) }).await;
+    let stage = network(&aws, &moto.url).await.replace("keep_releases: 2\n", "keep_releases: 1\ncold_releases: 1\n");
+    let say = |line: &str| eprintln!("{line}");
+    aws.create_secure_bucket(ARTIFACTS, REGION).await.expect("artifact bucket");
+    aws.put_object(ARTIFACTS, "a.tgz", b"room".to_vec(), PutCondition::Always).await.expect("artifact");
+    let sha = gilliam_materializer::sha256_hex(b"room");
+    let release = |n: u32| compile_in("room", &stage, n, "a.tgz", &sha);
+    for n in 1..=3 {
+        Converger::new(&aws, &release(n), opts(), &say).run().await.unwrap_or_else(|e| panic!("release {n}: {e}"));
+    }
+    let ops = Ops::new(&aws, formation(), &say);
+    assert_eq!(ops.state().await.expect("state").releases[&1].status, "cold");
+    ops.warm(1, &WarmOptions { timeout: Duration::from_secs(60), poll: Duration::from_millis(100) }).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(weights(&aws).await, BTreeMap::from([(1, 0), (2, 0), (3, 100)]), "three routed: the forward is full");
+
+    // Release 4: one of the idle releases leaves the routing first, and the deploy goes through.
+    Converger::new(&aws, &release(4), opts(), &say).run().await.unwrap_or_else(|e| panic!("release 4: {e}"));
+    let w = weights(&aws).await;
+    assert_eq!(w.get(&4), Some(&100), "{w:?}");
+    assert!(w.len() <= 3, "{w:?}");
+    let st = ops.state().await.expect("state");
+    assert_eq!(st.releases[&3].status, "live", "release 3 served before this deploy: kept");
+
+    // Releases that carry traffic are never dropped: with every cold release warmed and the
+    // traffic split over the three routed ones, a deploy of release 5 has no room and is
+    // refused before anything is written.
+    let warm = WarmOptions { timeout: Duration::from_secs(60), poll: Duration::from_millis(100) };
+    for (n, r) in ops.state().await.expect("state").releases {
+        if r.status == "cold" {
+            ops.warm(n, &warm).await.unwrap_or_else(|e| panic!("warm {n}: {e}"));
+        }
+    }
+    let routed: Vec<u32> = weights(&aws).await.keys().copied().collect();
+    assert_eq!(routed.len(), 3, "{routed:?}");
+    let split: BTreeMap<u32, u32> = routed.iter().map(|n| (*n, 10)).collect();
+    ops.traffic(&split).await.unwrap_or_else(|e| panic!("{e}"));
+    let err = Converger::new(&aws, &release(5), opts(), &say).plan().await.expect_err("no room");
+    let text = err.to_string();
+    assert!(text.contains("carry traffic") && text.contains("gilliam retire"), "{text}");
+}

@@ -31,6 +31,34 @@ pub(super) struct Rendering {
     pub(super) deployed_routing: BTreeMap<String, crate::stacks::Deployed>,
     /// Every non-release template, by stack name.
     pub(super) rendered: BTreeMap<String, Vec<u8>>,
+    /// Releases without traffic taken out of the routing to make room for this one: this plan
+    /// cools or retires them whatever `keep_releases` says.
+    pub(super) must_go: BTreeSet<u32>,
+}
+
+/// Takes out of `shares` the releases without traffic that retention would let go first, until
+/// `release`'s routing fits `limit` target groups per forward; returns them. Refused, saying
+/// which releases serve, when those with traffic alone are too many.
+fn make_room(shares: &mut Vec<TrafficShare>, release: u32, limit: u32, state: &crate::state::State) -> Result<BTreeSet<u32>, Error> {
+    let limit = limit as usize;
+    if shares.len() <= limit {
+        return Ok(BTreeSet::new());
+    }
+    let serving: BTreeSet<u32> = shares.iter().filter(|s| s.weight > 0 && s.release != release).map(|s| s.release).collect();
+    let idle: Vec<u32> = shares.iter().filter(|s| s.weight == 0 && s.release != release).map(|s| s.release).collect();
+    let excess = shares.len() - limit;
+    if idle.len() < excess {
+        let list: Vec<String> = serving.iter().map(u32::to_string).collect();
+        return Err(Error::Refused(format!(
+            "releases {} carry traffic and release {release} makes {} routed releases, over the {limit} a weighted forward holds (keep_releases + 2): move the traffic off one (`gilliam traffic`) and retire it (`gilliam retire N`), then deploy again",
+            list.join(", "),
+            shares.len()
+        )));
+    }
+    let order = crate::retention::keep_order(&idle, &serving, state);
+    let gone: BTreeSet<u32> = order.iter().rev().take(excess).copied().collect();
+    shares.retain(|s| !gone.contains(&s.release));
+    Ok(gone)
 }
 
 impl<'a, A: Aws> Converger<'a, A> {
@@ -130,12 +158,23 @@ impl<'a, A: Aws> Converger<'a, A> {
                 s.weight = if s.release == number { 100 } else { 0 };
             }
         }
+        // Room first: a weighted forward holds at most keep_releases + 2 target groups. When the
+        // live releases and this one are more, those without traffic that retention would let go
+        // first leave the routing now (this plan cools or retires them); only releases that
+        // carry traffic and cannot fit are refused.
+        let must_go = make_room(&mut shares, number, m.formation.keep_releases + 2, &state)?;
+        if !must_go.is_empty() {
+            // Their ports stay open in the formation stack while they are still running.
+            let gone: Vec<TrafficShare> =
+                traffic.shares(m).into_iter().filter(|s| must_go.contains(&s.release)).map(|s| TrafficShare { weight: 0, ..s }).collect();
+            observed.standby.extend(to_plan(&gone));
+        }
         // The routing stacks as deployed: their rules keep their priorities, and new rules are
         // numbered around them (real ELBv2 refuses a number a deployed rule still holds).
         let (deployed_routing, rules) = self.router.deployed_routing().await?;
         observed.rules = rules;
         let rendered = self.router.render(&shares, observed)?;
-        Ok(Rendering { state, shares, serving, deployed_routing, rendered })
+        Ok(Rendering { state, shares, serving, deployed_routing, rendered, must_go })
     }
     /// The auxiliaries' secrets, before the formation stack that reads them.
     async fn plan_secrets(&self, p: &mut Planning) -> Result<(), Error> {
@@ -280,7 +319,12 @@ impl<'a, A: Aws> Converger<'a, A> {
         let after_weight = |n: u32| if shifting { 0 } else { shares.iter().find(|s| s.release == n).map_or(0, |s| s.weight) };
         // Past the newest `keep_releases`, releases without traffic go to the cold tier (the
         // next `cold_releases` of them, newest first), and past that they are retired.
-        let beyond: Vec<u32> = older.iter().skip(m.formation.keep_releases as usize).copied().filter(|n| after_weight(*n) == 0).collect();
+        let beyond: Vec<u32> = older
+            .iter()
+            .enumerate()
+            .filter(|(i, n)| (*i >= m.formation.keep_releases as usize && after_weight(**n) == 0) || r.must_go.contains(n))
+            .map(|(_, n)| *n)
+            .collect();
         let (cold, retire) = beyond.split_at(beyond.len().min(m.formation.cold_releases as usize));
         // Never the release that served before this deploy: past every tier, it stays live
         // until a later release has served on its own.
