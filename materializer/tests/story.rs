@@ -285,19 +285,25 @@ async fn old_releases_go_cold_and_a_rollback_warms_one_first() {
     assert_eq!((report.changes, aws.mutations()), (Vec::<String>::new(), BTreeMap::new()));
 }
 
+/// moto with the formation's network, a stage file whose retention is `retention`, and an
+/// artifact uploaded: (emulator, client, stage file, artifact sha256).
+async fn retention_world(retention: &str) -> (moto::Moto, SdkAws, String, String) {
+    let moto = moto::Moto::start();
+    let aws = SdkAws::connect(&Endpoint { url: Some(moto.url.clone()), region: Some(REGION.into()) }).await;
+    let stage = network(&aws, &moto.url).await.replace("keep_releases: 2\n", retention);
+    aws.create_secure_bucket(ARTIFACTS, REGION).await.expect("artifact bucket");
+    aws.put_object(ARTIFACTS, "a.tgz", b"retention".to_vec(), PutCondition::Always).await.expect("artifact");
+    (moto, aws, stage, gilliam_materializer::sha256_hex(b"retention"))
+}
+
 /// Retention follows what served, not release numbers (keep_releases: 1): release 2 is judged
 /// bad by a rollback during a 70/30 split; the deploy of release 3 lets release 2 go and keeps
 /// release 1, the one that served before it; a rollback after that deploy returns to release 1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_keeps_the_release_known_good_and_lets_the_one_rolled_back_from_go() {
     use gilliam_materializer::ops::Ops;
-    let moto = moto::Moto::start();
-    let aws = SdkAws::connect(&Endpoint { url: Some(moto.url.clone()), region: Some(REGION.into()) }).await;
-    let stage = network(&aws, &moto.url).await.replace("keep_releases: 2\n", "keep_releases: 1\n");
+    let (_moto, aws, stage, sha) = retention_world("keep_releases: 1\n").await;
     let say = |line: &str| eprintln!("{line}");
-    aws.create_secure_bucket(ARTIFACTS, REGION).await.expect("artifact bucket");
-    aws.put_object(ARTIFACTS, "a.tgz", b"good".to_vec(), PutCondition::Always).await.expect("artifact");
-    let sha = gilliam_materializer::sha256_hex(b"good");
     let release = |n: u32| compile_in("known-good", &stage, n, "a.tgz", &sha);
     Converger::new(&aws, &release(1), opts(), &say).run().await.unwrap_or_else(|e| panic!("{e}"));
     Converger::new(&aws, &release(2), opts(), &say).run().await.unwrap_or_else(|e| panic!("{e}"));
@@ -334,13 +340,8 @@ async fn retention_keeps_the_release_known_good_and_lets_the_one_rolled_back_fro
 async fn a_deploy_makes_room_for_itself_in_the_routing() {
     use gilliam_materializer::ops::{Ops, WarmOptions};
     use std::time::Duration;
-    let moto = moto::Moto::start();
-    let aws = SdkAws::connect(&Endpoint { url: Some(moto.url.clone()), region: Some(REGION.into()) }).await;
-    let stage = network(&aws, &moto.url).await.replace("keep_releases: 2\n", "keep_releases: 1\ncold_releases: 1\n");
+    let (_moto, aws, stage, sha) = retention_world("keep_releases: 1\ncold_releases: 1\n").await;
     let say = |line: &str| eprintln!("{line}");
-    aws.create_secure_bucket(ARTIFACTS, REGION).await.expect("artifact bucket");
-    aws.put_object(ARTIFACTS, "a.tgz", b"room".to_vec(), PutCondition::Always).await.expect("artifact");
-    let sha = gilliam_materializer::sha256_hex(b"room");
     let release = |n: u32| compile_in("room", &stage, n, "a.tgz", &sha);
     for n in 1..=3 {
         Converger::new(&aws, &release(n), opts(), &say).run().await.unwrap_or_else(|e| panic!("release {n}: {e}"));
