@@ -163,4 +163,21 @@ async fn gradual_shifts_step_and_an_unhealthy_release_is_aborted() {
     }
     let published = ops.outputs().await.expect("outputs").0;
     assert_eq!(published.release.number, 4, "the aborted release is not published as the latest");
+    // The routing rendered by an operator's command after the abort (retiring release 1) comes
+    // from the newest live release, 5, not from the latest published, 4: the test header still
+    // reaches release 5, whose stacks are live.
+    let header_targets = || async {
+        let exports: BTreeMap<String, String> = aws.inner.list_exports().await.expect("exports").into_iter().map(|(n, v)| (v, n)).collect();
+        let rules = test_rule_arns(&aws.inner).await;
+        let mut owners = std::collections::BTreeSet::new();
+        for r in aws.inner.describe_rules(&rules).await.expect("rules") {
+            for (tg, _) in r.forward {
+                owners.insert(exports[&tg].trim_start_matches("shop-r").split('-').next().expect("number").to_string());
+            }
+        }
+        owners
+    };
+    assert_eq!(header_targets().await, std::collections::BTreeSet::from(["5".to_string()]), "the aborted deploy's routing sends the header to 5");
+    ops.retire(1).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(header_targets().await, std::collections::BTreeSet::from(["5".to_string()]), "and retiring release 1 keeps it there");
 }

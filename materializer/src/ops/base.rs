@@ -34,6 +34,16 @@ impl<'a, A: Aws> Ops<'a, A> {
         Ops { aws, f: f.clone(), say, t: Traffic::new(aws, f, say) }
     }
 
+    /// The compiled bundle the routing is rendered from: the newest live release's (its own
+    /// published copy), which after an aborted deploy is newer than the latest published
+    /// manifest. Rendering from the latest would move the test header back to an older release
+    /// while the newer one is still live.
+    /// `leaving`: a release about to leave the routing, never the one rendered from.
+    pub(super) async fn routing_bundle(&self, st: &State, latest: u32, leaving: Option<u32>) -> Result<crate::bundle::Bundle, Error> {
+        let newest = st.releases.iter().filter(|(n, r)| r.status == "live" && Some(**n) != leaving).map(|(n, _)| *n).max().unwrap_or(latest).max(latest);
+        crate::bundle::from_s3(self.aws, &self.f.bucket, &self.f.prefix, newest).await.map_err(Error::Bundle)
+    }
+
     /// The latest published manifest (the formation's outputs).
     pub async fn outputs(&self) -> Result<(Manifest, Vec<u8>), Error> {
         self.t.outputs().await

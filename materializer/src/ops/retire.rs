@@ -30,7 +30,7 @@ impl<A: Aws> Ops<'_, A> {
         if weights.get(&release).copied().unwrap_or(0) > 0 {
             return Err(Error::Refused(format!("release {release} carries traffic ({}%): move traffic away first (gilliam traffic)", weights[&release])));
         }
-        let bundle: Bundle = crate::bundle::from_s3(self.aws, &self.f.bucket, &self.f.prefix, m.release.number).await.map_err(Error::Bundle)?;
+        let bundle: Bundle = self.routing_bundle(&st, m.release.number, Some(release)).await?;
         let stacks = Stacks::with_defaults(self.aws, self.say);
         Box::pin(retention::retire_release(&Router::new(self.aws, &bundle, stacks, self.say), release, &record.stacks)).await?;
         state::update(self.aws, &self.f.bucket, &self.f.prefix, &self.f.name, |st| {

@@ -76,7 +76,7 @@ impl<A: Aws> Ops<'_, A> {
         // never healthy), and a routing that cannot hold one more release is refused before
         // any instance starts. Live from here on: the next converge keeps it routed.
         let (m, _) = self.outputs().await?;
-        let bundle: Bundle = crate::bundle::from_s3(self.aws, &self.f.bucket, &self.f.prefix, m.release.number).await.map_err(Error::Bundle)?;
+        let bundle: Bundle = self.routing_bundle(&st, m.release.number, None).await?;
         let stacks = Stacks::with_defaults(self.aws, self.say);
         Box::pin(Router::new(self.aws, &bundle, stacks, self.say).route_with(release)).await?;
         state::update(self.aws, &self.f.bucket, &self.f.prefix, &self.f.name, |st| {
