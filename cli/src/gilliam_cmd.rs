@@ -2,7 +2,7 @@
 //! session and dispatches to the verb's module in `commands/`. Every verb reads the formation
 //! from AWS and the published state; nothing depends on a local state file.
 
-use crate::commands::common::{usage, Globals, Session};
+use crate::commands::common::{Globals, Session};
 use crate::commands::{build, deploy, docs, env, history, outputs, plan, promote, releases, retire, rollback, scale, status, traffic, unlock, warm, watch};
 use crate::compile_cmd;
 pub use crate::failure::Failure;
@@ -113,12 +113,12 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
         }
         _ => {}
     }
-    let text = compile_cmd::read(&args.stage).map_err(|e| usage(e.to_string().trim_start_matches("gilliam-compile: ").to_string()))?;
+    let text = compile_cmd::read(&args.stage).map_err(|e| Failure::usage(e.to_string().trim_start_matches("gilliam-compile: ").to_string()))?;
     let name = args.stage.display().to_string();
     let stage =
         gilliam_compiler::parse_stage(gilliam_compiler::Source { name: &name, text: &text }).map_err(|d| Failure { code: 1, message: d.to_string() })?;
     let formation = Formation::from_stage(&stage);
-    let aws = connect_from_env(&Endpoint { url: args.endpoint_url.clone(), region: Some(formation.region.clone()) }).await.map_err(usage)?;
+    let aws = connect_from_env(&Endpoint { url: args.endpoint_url.clone(), region: Some(formation.region.clone()) }).await.map_err(Failure::usage)?;
     let progress = crate::progress::Progress::new(args.verbose, args.quiet);
     let say = |line: &str| progress.say(line);
     let s = Session {

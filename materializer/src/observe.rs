@@ -99,16 +99,15 @@ pub async fn traffic<A: Aws>(aws: &A, m: &Manifest) -> Result<ObservedTraffic, E
         if *n == m.release.number {
             continue;
         }
-        let key = gilliam_contract::keys::release_manifest(&m.formation.s3_prefix, *n);
-        if let Some(o) = retry("read a release's manifest", || aws.get_object(&m.formation.outputs_bucket, &key)).await? {
-            if let Ok(published) = serde_json::from_slice::<Manifest>(&o.body) {
-                live.ports = published
-                    .services
-                    .iter()
-                    .filter(|s| s.internal_target_group_export.is_some())
-                    .filter_map(|s| s.port.map(|p| (s.name.clone(), p)))
-                    .collect();
-            }
+        let published = match crate::published::release(aws, &m.formation.outputs_bucket, &m.formation.s3_prefix, *n).await {
+            Ok(p) => p,
+            // Not gilliam's: no ports to keep open for it.
+            Err(Error::Corrupt(_)) => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(published) = published {
+            live.ports =
+                published.services.iter().filter(|s| s.internal_target_group_export.is_some()).filter_map(|s| s.port.map(|p| (s.name.clone(), p))).collect();
         }
     }
     Ok(out)

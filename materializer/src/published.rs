@@ -21,3 +21,11 @@ pub async fn latest<A: Aws>(aws: &A, f: &Formation) -> Result<(Manifest, Vec<u8>
     }
     Ok((m, o.body))
 }
+
+/// A release's own published manifest (`releases/N/manifest.json`): `None` when it was not
+/// published, `Error::Corrupt` when it is not a gilliam manifest.
+pub async fn release<A: Aws>(aws: &A, bucket: &str, prefix: &str, release: u32) -> Result<Option<Manifest>, Error> {
+    let key = gilliam_contract::keys::release_manifest(prefix, release);
+    let Some(o) = retry("read a release's manifest", || aws.get_object(bucket, &key)).await? else { return Ok(None) };
+    serde_json::from_slice(&o.body).map(Some).map_err(|e| Error::Corrupt(format!("s3://{bucket}/{key} is not a gilliam manifest: {e}")))
+}

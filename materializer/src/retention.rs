@@ -23,13 +23,8 @@ pub async fn retire_release<A: Aws>(router: &Router<'_, A>, release: u32, stacks
 
 /// The config secrets a release's manifest names (none when it was not published).
 async fn config_secrets<A: Aws>(aws: &A, m: &Manifest, release: u32) -> Result<BTreeSet<String>, Error> {
-    let key = gilliam_contract::keys::release_manifest(&m.formation.s3_prefix, release);
-    let Some(o) = retry("read a release's manifest", || aws.get_object(&m.formation.outputs_bucket, &key)).await? else {
-        return Ok(BTreeSet::new());
-    };
-    let published: Manifest =
-        serde_json::from_slice(&o.body).map_err(|e| Error::Corrupt(format!("s3://{}/{key} is not a gilliam manifest: {e}", m.formation.outputs_bucket)))?;
-    Ok(published.release.secret_config.into_values().collect())
+    let published = crate::published::release(aws, &m.formation.outputs_bucket, &m.formation.s3_prefix, release).await?;
+    Ok(published.map(|p| p.release.secret_config.into_values().collect()).unwrap_or_default())
 }
 
 /// After a release is retired: deletes (with Secrets Manager's 7-day recovery window) the

@@ -56,7 +56,7 @@ pub async fn build_release<A: gilliam_materializer::aws::Aws>(
     let image = runtime_image
         .map(str::to_string)
         .or_else(|| previous.as_ref().and_then(|p| p["runtime_image"].as_str().map(str::to_string)))
-        .ok_or_else(|| usage("no runtime image: pass --runtime-image ami-... (the first release needs one; see runtime-image/README.md)"))?;
+        .ok_or_else(|| Failure::usage("no runtime image: pass --runtime-image ami-... (the first release needs one; see runtime-image/README.md)"))?;
     let uploaded = build_cmd::upload(aws, formation, &packed).await.map_err(Failure::from)?;
     let key = build_cmd::artifact_key(formation, &packed.sha256);
     say(&format!(

@@ -43,10 +43,6 @@ pub struct Globals {
     pub lock_wait: f64,
 }
 
-pub fn usage(m: impl Into<String>) -> Failure {
-    Failure::usage(m)
-}
-
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     gilliam_materializer::strategy::parse_duration(s)
 }

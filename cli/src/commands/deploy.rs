@@ -39,10 +39,10 @@ pub struct Args {
 pub async fn exec(s: &Session<'_>, a: &Args) -> Result<(), Failure> {
     let Args { files, traffic, poll, strategy, judging, skip_preflight } = a;
     if traffic == "manual" && judging.bake.is_some() {
-        return Err(usage("--bake watches the traffic a deploy moves; with --traffic manual there is none"));
+        return Err(Failure::usage("--bake watches the traffic a deploy moves; with --traffic manual there is none"));
     }
     if traffic == "manual" && *strategy != Strategy::AllAtOnce {
-        return Err(usage("--strategy moves traffic; with --traffic manual there is none to move"));
+        return Err(Failure::usage("--strategy moves traffic; with --traffic manual there is none to move"));
     }
     let release = match &files.release {
         Some(r) => r.clone(),

@@ -53,7 +53,7 @@ pub async fn exec(s: &Session<'_>, a: &Args) -> Result<(), Failure> {
                 EnvChange::Set { pairs, secret, strategy, poll } => {
                     let mut set = BTreeMap::new();
                     for p in pairs {
-                        let (k, v) = p.split_once('=').ok_or_else(|| usage(format!("{p:?}: write KEY=VALUE")))?;
+                        let (k, v) = p.split_once('=').ok_or_else(|| Failure::usage(format!("{p:?}: write KEY=VALUE")))?;
                         set.insert(k.to_string(), v.to_string());
                     }
                     (set, *secret, Vec::new(), *strategy, *poll)
@@ -134,7 +134,7 @@ async fn config_release<A: gilliam_materializer::aws::Aws>(
     }
     for k in set.keys() {
         if !k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(usage(format!("bad config name {k:?}: letters, digits and _, not starting with a digit")));
+            return Err(Failure::usage(format!("bad config name {k:?}: letters, digits and _, not starting with a digit")));
         }
     }
     let what: Vec<String> = set.keys().map(|k| format!("{k}{}", if secret { " (secret)" } else { "" })).chain(unset.iter().map(|k| format!("-{k}"))).collect();

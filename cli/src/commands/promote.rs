@@ -41,7 +41,7 @@ pub struct Args {
 }
 
 pub fn read_stage(path: &Path) -> Result<gilliam_compiler::stage::Stage, Failure> {
-    let text = compile_cmd::read(path).map_err(|e| usage(e.to_string().trim_start_matches("gilliam-compile: ").to_string()))?;
+    let text = compile_cmd::read(path).map_err(|e| Failure::usage(e.to_string().trim_start_matches("gilliam-compile: ").to_string()))?;
     let name = path.display().to_string();
     gilliam_compiler::parse_stage(gilliam_compiler::Source { name: &name, text: &text }).map_err(|d| Failure { code: 1, message: d.to_string() })
 }
@@ -53,12 +53,12 @@ pub async fn exec(g: &Globals, a: &Args) -> Result<(), Failure> {
     let (src, dst) = (read_stage(from)?, read_stage(to)?);
     let (sf, df) = (Formation::from_stage(&src), Formation::from_stage(&dst));
     if sf.name == df.name && sf.bucket == df.bucket && src.region == dst.region {
-        return Err(usage("--from and --to name the same formation: promote goes from one stage to another"));
+        return Err(Failure::usage("--from and --to name the same formation: promote goes from one stage to another"));
     }
     let progress = crate::progress::Progress::new(g.verbose, g.quiet);
     let say = |line: &str| progress.say(line);
-    let a = connect_from_env(&Endpoint { url: g.endpoint_url.clone(), region: Some(sf.region.clone()) }).await.map_err(usage)?;
-    let b = connect_from_env(&Endpoint { url: g.endpoint_url.clone(), region: Some(df.region.clone()) }).await.map_err(usage)?;
+    let a = connect_from_env(&Endpoint { url: g.endpoint_url.clone(), region: Some(sf.region.clone()) }).await.map_err(Failure::usage)?;
+    let b = connect_from_env(&Endpoint { url: g.endpoint_url.clone(), region: Some(df.region.clone()) }).await.map_err(Failure::usage)?;
     let n = match release {
         Some(n) => *n,
         None => Ops::new(&a, sf.clone(), &say).outputs().await.map_err(Failure::from)?.0.release.number,
@@ -79,7 +79,7 @@ pub async fn exec(g: &Globals, a: &Args) -> Result<(), Failure> {
         (Some(i), _) => i.clone(),
         (None, true) => rel["runtime_image"].as_str().unwrap_or_default().to_string(),
         (None, false) => {
-            return Err(usage(format!(
+            return Err(Failure::usage(format!(
                 "{} is in {} and {} in {}: AMIs are per region; copy the runtime image and pass --runtime-image ami-...",
                 sf.name, src.region, df.name, dst.region
             )))

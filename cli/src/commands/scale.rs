@@ -27,8 +27,8 @@ pub async fn exec(s: &Session<'_>, a: &Args) -> Result<(), Failure> {
 pub fn parse_counts(args: &[String]) -> Result<BTreeMap<String, u32>, Failure> {
     let mut out = BTreeMap::new();
     for a in args {
-        let (s, n) = a.split_once('=').ok_or_else(|| usage(format!("{a:?}: write SERVICE=COUNT, e.g. api=10")))?;
-        let n: u32 = n.parse().map_err(|_| usage(format!("bad count in {a:?}")))?;
+        let (s, n) = a.split_once('=').ok_or_else(|| Failure::usage(format!("{a:?}: write SERVICE=COUNT, e.g. api=10")))?;
+        let n: u32 = n.parse().map_err(|_| Failure::usage(format!("bad count in {a:?}")))?;
         out.insert(s.to_string(), n);
     }
     Ok(out)

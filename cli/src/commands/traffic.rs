@@ -55,13 +55,13 @@ pub fn parse_weights(args: &[String]) -> Result<BTreeMap<u32, u32>, Failure> {
     let mut out = BTreeMap::new();
     for a in args {
         let (n, w) = match a.split_once('=') {
-            Some((n, w)) => (n, w.parse::<u32>().map_err(|_| usage(format!("bad weight in {a:?}: write RELEASE=WEIGHT with a whole number")))?),
+            Some((n, w)) => (n, w.parse::<u32>().map_err(|_| Failure::usage(format!("bad weight in {a:?}: write RELEASE=WEIGHT with a whole number")))?),
             None if args.len() == 1 => (a.as_str(), 100),
-            None => return Err(usage(format!("{a:?}: with several releases give each a weight, e.g. 11=90 12=10"))),
+            None => return Err(Failure::usage(format!("{a:?}: with several releases give each a weight, e.g. 11=90 12=10"))),
         };
-        let n: u32 = n.parse().map_err(|_| usage(format!("bad release number in {a:?}")))?;
+        let n: u32 = n.parse().map_err(|_| Failure::usage(format!("bad release number in {a:?}")))?;
         if out.insert(n, w).is_some() {
-            return Err(usage(format!("release {n} named twice")));
+            return Err(Failure::usage(format!("release {n} named twice")));
         }
     }
     Ok(out)

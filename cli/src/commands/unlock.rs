@@ -24,7 +24,7 @@ pub async fn exec(s: &Session<'_>, a: &Args) -> Result<(), Failure> {
     if !*yes {
         use std::io::{BufRead, IsTerminal, Write};
         if !std::io::stdin().is_terminal() {
-            return Err(usage("breaking a lock needs confirmation: run it on a terminal, or pass --yes"));
+            return Err(Failure::usage("breaking a lock needs confirmation: run it on a terminal, or pass --yes"));
         }
         print!("breaking it lets another deploy start while that one may still run; type the formation's name to break it: ");
         let _ = std::io::stdout().flush();

@@ -20,7 +20,7 @@ pub async fn exec(s: &Session<'_>, a: &Args) -> Result<(), Failure> {
     let poll = Duration::from_secs_f64(poll.max(0.05));
     if let Some(d) = for_ {
         if s.ops.state().await.map_err(Failure::from)?.bake.is_some() {
-            return Err(usage("a bake window is already recorded: run `gilliam watch` without --for to watch it"));
+            return Err(Failure::usage("a bake window is already recorded: run `gilliam watch` without --for to watch it"));
         }
         s.ops.begin_bake_over_serving(*d).await.map_err(Failure::from)?;
     }

@@ -45,7 +45,7 @@ impl<A: Aws> Ops<'_, A> {
             actor: crate::clock::actor(),
         };
         let r: Vec<String> = restore.iter().map(|(n, w)| format!("{n}={w}")).collect();
-        state::update(self.aws, &self.f.bucket, &self.f.prefix, &self.f.name, |st| {
+        state::update(self.t.aws, &self.t.f.bucket, &self.t.f.prefix, &self.t.f.name, |st| {
             st.bake = Some(bake.clone());
             st.history.push(state::event(format!("bake release {release} for {}s (a breach restores {})", duration.as_secs(), r.join(" "))));
         })
@@ -85,12 +85,17 @@ impl<A: Aws> Ops<'_, A> {
         let rules = self.t.rules(&m).await?;
         let watched = target_groups(&rules, |n| n == bake.release);
         let series = series(&rules, &[Some(bake.release), bake.baseline]);
-        let notifier = Notifier::new(self.aws, m.delivery.notifications.clone(), &self.f.name, self.say);
+        let notifier = Notifier::new(self.t.aws, m.delivery.notifications.clone(), &self.t.f.name, self.t.say);
         let window = serde_json::json!({ "release": bake.release, "baseline": bake.baseline, "bake": { "started": bake.started, "until": bake.until } });
         let about = |extra| delivery::with_fields(window.clone(), extra);
         let interval = analysis.as_ref().map(|a| Duration::from_secs(u64::from(a.interval_seconds)));
         let mut next_check = interval.map(|i| tokio::time::Instant::now() + i);
-        (self.say)(&format!("watching release {} until {}s after the epoch ({}s left)", bake.release, bake.until, (bake.until - crate::clock::epoch()).max(0)));
+        (self.t.say)(&format!(
+            "watching release {} until {}s after the epoch ({}s left)",
+            bake.release,
+            bake.until,
+            (bake.until - crate::clock::epoch()).max(0)
+        ));
         loop {
             // The window is still this one (not ended elsewhere, not replaced by a new shift).
             if self.state().await?.bake.as_ref() != Some(&bake) {
@@ -110,7 +115,7 @@ impl<A: Aws> Ops<'_, A> {
                         // The baseline is compared with only while it still has traffic.
                         let baseline = bake.baseline.filter(|b| bake.weights.get(b).copied().unwrap_or(0) > 0);
                         let (v, _) =
-                            delivery::check(self.aws, a, bake.release, baseline, &series, bake.started, now.min(bake.until).max(bake.started + 1)).await?;
+                            delivery::check(self.t.aws, a, bake.release, baseline, &series, bake.started, now.min(bake.until).max(bake.started + 1)).await?;
                         if let Verdict::Breach(b) = &v {
                             breach = Some((b.to_string(), Some(b.clone())));
                         }
@@ -121,8 +126,8 @@ impl<A: Aws> Ops<'_, A> {
             }
             if let Some((why, b)) = breach {
                 let why = format!("{why} during the bake of release {}", bake.release);
-                (self.say)(&format!("{why}: restoring traffic"));
-                let restored = lock::with_lock(self.aws, &self.f, "bake rollback", lock, self.say, async {
+                (self.t.say)(&format!("{why}: restoring traffic"));
+                let restored = lock::with_lock(self.t.aws, &self.t.f, "bake rollback", lock, self.t.say, async {
                     let rules = self.t.rules(&m).await?;
                     if weights(&rules) != bake.weights {
                         return Ok(None);
@@ -133,7 +138,7 @@ impl<A: Aws> Ops<'_, A> {
                 if restored.is_none() {
                     return Ok(WatchOutcome::Superseded(format!("{why}, but the traffic was changed since the bake began: left as it is")));
                 }
-                let env = hook_env(&self.f, &m, "on_abort", Some(bake.release), bake.baseline, &bake.restore, Some(&why));
+                let env = hook_env(&self.t.f, &m, "on_abort", Some(bake.release), bake.baseline, &bake.restore, Some(&why));
                 after_abort(
                     &self.t,
                     &m.delivery.hooks,
@@ -157,7 +162,7 @@ impl<A: Aws> Ops<'_, A> {
                         (format!("bake of release {} ended: {what}", bake.release), WatchOutcome::Passed(what), "healthy")
                     }
                 };
-                state::update(self.aws, &self.f.bucket, &self.f.prefix, &self.f.name, |st| {
+                state::update(self.t.aws, &self.t.f.bucket, &self.t.f.prefix, &self.t.f.name, |st| {
                     if st.bake.as_ref() == Some(&bake) {
                         st.bake = None;
                         st.history.push(state::event(line.clone()));

@@ -16,22 +16,20 @@ use std::time::Duration;
 
 /// The operator's commands on one formation (one module per command beside this one).
 pub struct Ops<'a, A: Aws> {
-    pub(super) aws: &'a A,
-    pub(super) f: Formation,
-    pub(super) say: &'a (dyn Fn(&str) + Sync),
-    /// The formation's traffic, which most commands read or change.
+    /// The formation's client, where it lives, its progress output, and its traffic, which
+    /// most commands read or change.
     pub(super) t: Traffic<'a, A>,
 }
 
 impl<A: Aws> std::fmt::Debug for Ops<'_, A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ops").field("formation", &self.f).finish()
+        f.debug_struct("Ops").field("formation", &self.t.f).finish()
     }
 }
 
 impl<'a, A: Aws> Ops<'a, A> {
     pub fn new(aws: &'a A, f: Formation, say: &'a (dyn Fn(&str) + Sync)) -> Self {
-        Ops { aws, f: f.clone(), say, t: Traffic::new(aws, f, say) }
+        Ops { t: Traffic::new(aws, f, say) }
     }
 
     /// The compiled bundle the routing is rendered from: the newest live release's (its own
@@ -41,7 +39,7 @@ impl<'a, A: Aws> Ops<'a, A> {
     /// `leaving`: a release about to leave the routing, never the one rendered from.
     pub(super) async fn routing_bundle(&self, st: &State, latest: u32, leaving: Option<u32>) -> Result<crate::bundle::Bundle, Error> {
         let newest = st.releases.iter().filter(|(n, r)| r.status == "live" && Some(**n) != leaving).map(|(n, _)| *n).max().unwrap_or(latest).max(latest);
-        crate::bundle::from_s3(self.aws, &self.f.bucket, &self.f.prefix, newest).await.map_err(Error::Bundle)
+        crate::bundle::from_s3(self.t.aws, &self.t.f.bucket, &self.t.f.prefix, newest).await.map_err(Error::Bundle)
     }
 
     /// The latest published manifest (the formation's outputs).
@@ -73,12 +71,6 @@ impl<'a, A: Aws> Ops<'a, A> {
         let (m, _) = self.outputs().await?;
         let rules = self.t.rules(&m).await?;
         self.t.traffic_on(&rules, target, "").await
-    }
-
-    /// Puts the weights `target` back on every rule of the routing stacks `m` names (after a
-    /// CloudFormation rollback of a routing stack restored an older template's weights).
-    pub async fn reassert(&self, m: &Manifest, target: &BTreeMap<u32, u32>) -> Result<usize, Error> {
-        self.t.reassert(m, target).await
     }
 
     /// Moves traffic to `target` by `strategy`, judged as the published manifest says
@@ -115,7 +107,7 @@ impl<'a, A: Aws> Ops<'a, A> {
             if tokio::time::Instant::now() >= deadline {
                 return Err(Error::Timeout(late(what.join("; "))));
             }
-            (self.say)(&format!("{waiting}: {}", what.join("; ")));
+            (self.t.say)(&format!("{waiting}: {}", what.join("; ")));
             tokio::time::sleep(poll).await;
         }
     }
@@ -123,13 +115,12 @@ impl<'a, A: Aws> Ops<'a, A> {
     /// Each service's scale as compiled for `release` (its published manifest); empty when it
     /// cannot be read.
     pub(super) async fn published_scales(&self, release: u32) -> Result<BTreeMap<String, gilliam_compiler::manifest::Scale>, Error> {
-        let key = gilliam_contract::keys::release_manifest(&self.f.prefix, release);
-        Ok(match retry("read the release's manifest", || self.aws.get_object(&self.f.bucket, &key)).await? {
-            Some(o) => serde_json::from_slice::<Manifest>(&o.body)
-                .map(|m| m.services.into_iter().filter_map(|s| s.scale.map(|x| (s.name, x))).collect())
-                .unwrap_or_default(),
-            None => BTreeMap::new(),
-        })
+        let published = match crate::published::release(self.t.aws, &self.t.f.bucket, &self.t.f.prefix, release).await {
+            Ok(p) => p,
+            Err(Error::Corrupt(_)) => None,
+            Err(e) => return Err(e),
+        };
+        Ok(published.map(|m| m.services.into_iter().filter_map(|s| s.scale.map(|x| (s.name, x))).collect()).unwrap_or_default())
     }
 
     /// Physical Auto Scaling group names of a release's services.
@@ -139,7 +130,7 @@ impl<'a, A: Aws> Ops<'a, A> {
             if by_stack.contains_key(stack.as_str()) {
                 continue;
             }
-            let res = match retry("list stack resources", || self.aws.stack_resources(stack)).await {
+            let res = match retry("list stack resources", || self.t.aws.stack_resources(stack)).await {
                 Ok(r) => r,
                 Err(_) => continue,
             };

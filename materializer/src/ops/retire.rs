@@ -31,9 +31,9 @@ impl<A: Aws> Ops<'_, A> {
             return Err(Error::Refused(format!("release {release} carries traffic ({}%): move traffic away first (gilliam traffic)", weights[&release])));
         }
         let bundle: Bundle = self.routing_bundle(&st, m.release.number, Some(release)).await?;
-        let stacks = Stacks::with_defaults(self.aws, self.say);
-        Box::pin(retention::retire_release(&Router::new(self.aws, &bundle, stacks, self.say), release, &record.stacks)).await?;
-        state::update(self.aws, &self.f.bucket, &self.f.prefix, &self.f.name, |st| {
+        let stacks = Stacks::with_defaults(self.t.aws, self.t.say);
+        Box::pin(retention::retire_release(&Router::new(self.t.aws, &bundle, stacks, self.t.say), release, &record.stacks)).await?;
+        state::update(self.t.aws, &self.t.f.bucket, &self.t.f.prefix, &self.t.f.name, |st| {
             if let Some(r) = st.releases.get_mut(&release) {
                 r.status = "retired".into();
             }

@@ -24,7 +24,7 @@ impl<A: Aws> Ops<'_, A> {
         let found: BTreeMap<String, Group> = if names.is_empty() {
             BTreeMap::new()
         } else {
-            retry("describe groups", || self.aws.describe_groups(&names)).await?.into_iter().map(|g| (g.name.clone(), g)).collect()
+            retry("describe groups", || self.t.aws.describe_groups(&names)).await?.into_iter().map(|g| (g.name.clone(), g)).collect()
         };
         let mut plan = Vec::new();
         for (svc, n) in changes {
@@ -41,10 +41,10 @@ impl<A: Aws> Ops<'_, A> {
             plan.push((g.name.clone(), g.min.min(*n), *n, g.max.max(*n)));
         }
         for (name, min, desired, max) in &plan {
-            retry("set capacity", || self.aws.set_capacity(name, *min, *desired, *max)).await?;
+            retry("set capacity", || self.t.aws.set_capacity(name, *min, *desired, *max)).await?;
         }
         let what: Vec<String> = changes.iter().map(|(s, n)| format!("{s}={n}")).collect();
-        state::update(self.aws, &self.f.bucket, &self.f.prefix, &self.f.name, |st| {
+        state::update(self.t.aws, &self.t.f.bucket, &self.t.f.prefix, &self.t.f.name, |st| {
             if let Some(r) = st.releases.get_mut(&release) {
                 r.scale.extend(changes.iter().map(|(s, n)| (s.clone(), *n)));
             }

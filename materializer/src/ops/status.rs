@@ -74,10 +74,10 @@ impl<A: Aws> Ops<'_, A> {
         let wanted: Vec<Option<u32>> = releases.iter().map(|n| Some(*n)).collect();
         let series = series(rules, &wanted);
         let now = crate::clock::epoch();
-        match delivery::samples(self.aws, &series, now - METRICS_WINDOW.as_secs() as i64, now).await {
+        match delivery::samples(self.t.aws, &series, now - METRICS_WINDOW.as_secs() as i64, now).await {
             Ok(s) => Some(s),
             Err(e) => {
-                (self.say)(&format!("metrics unavailable: {e}"));
+                (self.t.say)(&format!("metrics unavailable: {e}"));
                 None
             }
         }
@@ -91,7 +91,7 @@ impl<A: Aws> Ops<'_, A> {
         let mut rows = Vec::new();
         for (n, r) in st.releases.iter().filter(|(_, r)| r.status == "live" || r.status == "cold") {
             let stack_status = match r.stacks.first() {
-                Some(s) => retry("describe stack", || self.aws.describe_stack(s)).await?.map_or("MISSING".into(), |s| s.status),
+                Some(s) => retry("describe stack", || self.t.aws.describe_stack(s)).await?.map_or("MISSING".into(), |s| s.status),
                 None => "NONE".into(),
             };
             let groups = self.groups(r).await?;
@@ -99,7 +99,7 @@ impl<A: Aws> Ops<'_, A> {
             let found: BTreeMap<String, Group> = if names.is_empty() {
                 BTreeMap::new()
             } else {
-                retry("describe groups", || self.aws.describe_groups(&names)).await?.into_iter().map(|g| (g.name.clone(), g)).collect()
+                retry("describe groups", || self.t.aws.describe_groups(&names)).await?.into_iter().map(|g| (g.name.clone(), g)).collect()
             };
             let services = groups
                 .iter()

@@ -56,7 +56,7 @@ impl<A: Aws> Ops<'_, A> {
         let deadline = started + opts.timeout;
         let st = self.state().await?;
         let Some(record) = st.releases.get(&release) else {
-            return Err(Error::NotFound(format!("release {release} is not recorded in formation {}", self.f.name)));
+            return Err(Error::NotFound(format!("release {release} is not recorded in formation {}", self.t.f.name)));
         };
         if record.status != "cold" {
             return Err(Error::Refused(format!("release {release} is {}, not cold: nothing to warm", record.status)));
@@ -77,24 +77,24 @@ impl<A: Aws> Ops<'_, A> {
         // any instance starts. Live from here on: the next converge keeps it routed.
         let (m, _) = self.outputs().await?;
         let bundle: Bundle = self.routing_bundle(&st, m.release.number, None).await?;
-        let stacks = Stacks::with_defaults(self.aws, self.say);
-        Box::pin(Router::new(self.aws, &bundle, stacks, self.say).route_with(release)).await?;
-        state::update(self.aws, &self.f.bucket, &self.f.prefix, &self.f.name, |st| {
+        let stacks = Stacks::with_defaults(self.t.aws, self.t.say);
+        Box::pin(Router::new(self.t.aws, &bundle, stacks, self.t.say).route_with(release)).await?;
+        state::update(self.t.aws, &self.t.f.bucket, &self.t.f.prefix, &self.t.f.name, |st| {
             if let Some(r) = st.releases.get_mut(&release) {
                 r.status = "live".into();
             }
         })
         .await?;
         for (svc, name, min, desired, max) in &sizes {
-            (self.say)(&format!("warming release {release}: {svc} to {desired} instance(s)"));
-            retry("set capacity", || self.aws.set_capacity(name, *min, *desired, *max)).await?;
+            (self.t.say)(&format!("warming release {release}: {svc} to {desired} instance(s)"));
+            retry("set capacity", || self.t.aws.set_capacity(name, *min, *desired, *max)).await?;
         }
         let names: Vec<String> = sizes.iter().map(|(_, n, ..)| n.clone()).collect();
         let short = || async {
             let found: BTreeMap<String, Group> = if names.is_empty() {
                 BTreeMap::new()
             } else {
-                retry("describe groups", || self.aws.describe_groups(&names)).await?.into_iter().map(|g| (g.name.clone(), g)).collect()
+                retry("describe groups", || self.t.aws.describe_groups(&names)).await?.into_iter().map(|g| (g.name.clone(), g)).collect()
             };
             Ok(sizes
                 .iter()

@@ -88,31 +88,26 @@ pub async fn test_rule_arns<A: Aws>(aws: &A) -> Vec<String> {
         .collect()
 }
 
+/// Each rule's forward as (release, weight) pairs, as the routing stack's rules in moto hold them.
+async fn forwards<A: Aws>(aws: &A) -> Vec<Vec<(u32, u32)>> {
+    let exports: BTreeMap<String, String> = aws.list_exports().await.expect("exports").into_iter().map(|(n, v)| (v, n)).collect();
+    let rules = rule_arns(aws).await;
+    let release = |tg: &String| -> u32 { exports[tg].trim_start_matches("shop-r").split('-').next().expect("number").parse().expect("number") };
+    aws.describe_rules(&rules).await.expect("rules").into_iter().map(|r| r.forward.iter().map(|(tg, w)| (release(tg), *w)).collect()).collect()
+}
+
 /// Whether any rule gives release `n` traffic: for polling while a shift writes its rules one
 /// by one (they disagree meanwhile, which `weights` refuses).
 pub async fn has_traffic<A: Aws>(aws: &A, n: u32) -> bool {
-    let exports: BTreeMap<String, String> = aws.list_exports().await.expect("exports").into_iter().map(|(n, v)| (v, n)).collect();
-    let prefix = format!("shop-r{n}-");
-    let rules = rule_arns(aws).await;
-    aws.describe_rules(&rules)
-        .await
-        .expect("rules")
-        .iter()
-        .any(|r| r.forward.iter().any(|(tg, w)| *w > 0 && exports.get(tg).is_some_and(|e| e.starts_with(&prefix))))
+    forwards(aws).await.iter().flatten().any(|(r, w)| *r == n && *w > 0)
 }
 
 /// Weight per release number, as the routing stack's rules in moto hold them.
 pub async fn weights<A: Aws>(aws: &A) -> BTreeMap<u32, u32> {
-    let exports: BTreeMap<String, String> = aws.list_exports().await.expect("exports").into_iter().map(|(n, v)| (v, n)).collect();
-    let rules = rule_arns(aws).await;
     let mut out = BTreeMap::new();
-    for r in aws.describe_rules(&rules).await.expect("rules") {
-        for (tg, w) in r.forward {
-            let name = &exports[&tg];
-            let n: u32 = name.trim_start_matches("shop-r").split('-').next().expect("number").parse().expect("number");
-            let e = out.entry(n).or_insert(w);
-            assert_eq!(*e, w, "rules disagree on release {n}'s weight");
-        }
+    for (n, w) in forwards(aws).await.into_iter().flatten() {
+        let e = out.entry(n).or_insert(w);
+        assert_eq!(*e, w, "rules disagree on release {n}'s weight");
     }
     out
 }
