@@ -28,7 +28,11 @@ pub struct RuleView {
     pub logical: String,
     pub arn: String,
     pub forward: Vec<(String, u32, Option<u32>)>,
+    /// The forward's target group stickiness as ELBv2 holds it now (seconds).
     pub stickiness: Option<u32>,
+    /// The stickiness the formation is compiled with (`stickiness:`): a write that moves
+    /// traffic forward puts it back where an abort or rollback dropped it.
+    pub configured: Option<u32>,
 }
 
 /// One ELBv2 write: a rule's ARN, its whole weighted forward (target group, weight), and the
@@ -77,6 +81,7 @@ impl<'a, A: Aws> Traffic<'a, A> {
                 logical,
                 arn: r.arn,
                 stickiness: r.stickiness,
+                configured: m.delivery.stickiness_seconds,
                 forward: r
                     .forward
                     .into_iter()
@@ -105,7 +110,7 @@ impl<'a, A: Aws> Traffic<'a, A> {
     /// Returns how many rules it wrote.
     pub async fn reassert(&self, m: &Manifest, target: &BTreeMap<u32, u32>) -> Result<usize, Error> {
         let rules = self.rules(m).await?;
-        let changes = writes(&rules, target)?;
+        let changes = writes(&rules, target, false)?;
         self.write(&changes).await?;
         if !changes.is_empty() {
             let line: Vec<String> = target.iter().map(|(n, w)| format!("{n}={w}")).collect();
@@ -125,6 +130,12 @@ impl<'a, A: Aws> Traffic<'a, A> {
     /// `traffic_on`, marking `judged_bad` as rolled back from in the same state write (a
     /// rollback, an aborted shift, a bake's breach): retention lets it go first, and no
     /// rollback returns to it while another release is left.
+    ///
+    /// Taking traffic away from a release judged bad also drops the rules' target group
+    /// stickiness: ELBv2 keeps a client whose cookie names a target group on it for the whole
+    /// duration, whatever its weight (stickiness takes precedence over weights), so without
+    /// this an abort would leave the canary's sticky clients on the bad release for up to
+    /// `stickiness`. The next change that moves traffic forward puts the stickiness back.
     pub async fn traffic_away(&self, rules: &[RuleView], target: &BTreeMap<u32, u32>, label: &str, judged_bad: Option<u32>) -> Result<TrafficChange, Error> {
         let refuse = |m: String| Err(Error::Refused(m));
         if target.is_empty() || target.values().all(|w| *w == 0) {
@@ -148,7 +159,7 @@ impl<'a, A: Aws> Traffic<'a, A> {
         }
         // A rule none of whose releases gets weight (a service only newer releases have) stays
         // with the newest of them: it is the only one that can answer.
-        let changes = writes(rules, target)?;
+        let changes = writes(rules, target, judged_bad.is_some())?;
         let before = weights(rules);
         // The change is recorded after the writes: a state file that cannot be recorded to
         // (corrupt, foreign) refuses the change before anything moves.
@@ -207,9 +218,11 @@ pub fn weights(rules: &[RuleView]) -> BTreeMap<u32, u32> {
     crate::observe::release_weights(rules.iter().flat_map(|r| r.forward.iter().filter_map(|(_, w, n)| n.map(|n| (n, *w)))))
 }
 
-/// The writes that give every rule the weights `target`: (rule ARN, forward) for each rule
-/// whose weights change.
-pub fn writes(rules: &[RuleView], target: &BTreeMap<u32, u32>) -> Result<Vec<RuleWrite>, Error> {
+/// The writes that give every rule the weights `target`: (rule ARN, forward, stickiness) for
+/// each rule whose weights or stickiness change. With `drop_stickiness` (traffic taken from a
+/// release judged bad) every rule loses its stickiness, so that no client stays on the bad
+/// release; otherwise each rule has the stickiness the formation is compiled with.
+pub fn writes(rules: &[RuleView], target: &BTreeMap<u32, u32>, drop_stickiness: bool) -> Result<Vec<RuleWrite>, Error> {
     let mut changes = Vec::new();
     for r in rules {
         let releases: Vec<Option<u32>> = r.forward.iter().map(|(_, _, n)| *n).collect();
@@ -217,8 +230,9 @@ pub fn writes(rules: &[RuleView], target: &BTreeMap<u32, u32>) -> Result<Vec<Rul
             return Err(Error::Refused(format!("rule {} forwards to no target group of a live release; deploy again", r.arn)));
         };
         let new: Vec<(String, u32)> = r.forward.iter().zip(weights).map(|((tg, _, _), w)| (tg.clone(), w)).collect();
-        if new.iter().zip(&r.forward).any(|((_, a), (_, b, _))| a != b) {
-            changes.push((r.arn.clone(), new, r.stickiness));
+        let sticky = if drop_stickiness { None } else { r.configured };
+        if new.iter().zip(&r.forward).any(|((_, a), (_, b, _))| a != b) || sticky != r.stickiness {
+            changes.push((r.arn.clone(), new, sticky));
         }
     }
     Ok(changes)

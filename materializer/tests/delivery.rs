@@ -357,6 +357,20 @@ async fn the_test_header_reaches_only_the_new_release_and_weighted_forwards_stay
         assert_eq!((sticky.enabled(), sticky.duration_seconds()), (Some(true), Some(3600)), "{r:?}");
     }
     assert_eq!(weights(&w.aws).await, BTreeMap::from([(1, 90), (2, 10)]));
+
+    // ELBv2 keeps a client whose cookie names a target group there for the whole duration,
+    // whatever its weight: a rollback drops the stickiness, so that the canary's sticky clients
+    // leave the bad release with everyone else. The next forward change puts it back.
+    let sticky_of = |rules: &[aws_sdk_elasticloadbalancingv2::types::Rule]| -> Vec<Option<bool>> {
+        rules.iter().map(|r| r.actions()[0].forward_config().and_then(|f| f.target_group_stickiness_config()).and_then(|c| c.enabled())).collect()
+    };
+    ops.rollback(&gilliam_materializer::ops::WarmOptions::default()).await.expect("rollback");
+    assert_eq!(weights(&w.aws).await, BTreeMap::from([(1, 100), (2, 0)]));
+    let rolled = elb.describe_rules().set_rule_arns(Some(weighted.clone())).send().await.expect("rules");
+    assert!(sticky_of(rolled.rules()).iter().all(|e| *e != Some(true)), "stickiness dropped: {:?}", rolled.rules());
+    ops.traffic(&BTreeMap::from([(1, 50), (2, 50)])).await.expect("forward again");
+    let again = elb.describe_rules().set_rule_arns(Some(weighted.clone())).send().await.expect("rules");
+    assert!(sticky_of(again.rules()).iter().all(|e| *e == Some(true)), "stickiness back: {:?}", again.rules());
 }
 
 /// ELBv2's metrics reach CloudWatch minutes late: a step wait too short to judge one interval
