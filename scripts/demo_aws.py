@@ -44,6 +44,8 @@ stage = stage.replace("vpc-0a1b2c3d4e5f60718", vpc)
 for old, new in zip(["subnet-0a1b2c3d4e5f60001", "subnet-0a1b2c3d4e5f60002", "subnet-0a1b2c3d4e5f60011", "subnet-0a1b2c3d4e5f60012"], subnets):
     stage = stage.replace(old, new)
 stage = stage.replace("outputs_bucket: gilliam-quickstart-artifacts", "outputs_bucket: gilliam-demo-outputs")
+# No request is ever in flight on a local AWS: nothing to wait for before scaling a release down.
+stage += "deregistration_delay: 0s\n"
 os.makedirs(out, exist_ok=True)
 open(os.path.join(out, "stage.yml"), "w").write(stage)
 for n in (1, 2):

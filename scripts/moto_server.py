@@ -1,4 +1,5 @@
-"""moto_server, with the CloudWatch percentile statistics that moto lacks.
+"""moto_server, with the CloudWatch percentile statistics and the target group attributes
+(from CloudFormation) that moto lacks.
 
 Real CloudWatch answers GetMetricData and GetMetricStatistics with percentiles (p50, p99,
 p99.9); moto 5.2 answers an HTTP 500. gilliam reads the p99 of each release's target response
@@ -28,6 +29,25 @@ def _statistic(self, stat):
 
 
 models.Statistics.get_statistics_for_type = _statistic
+
+# Real CloudFormation applies a target group's `TargetGroupAttributes`; moto 5.2 drops them,
+# so every target group would report ELBv2's default deregistration delay (300 s) whatever
+# the template says. gilliam reads the delay back before it scales a release down.
+from moto.elbv2 import models as elbv2_models  # noqa: E402
+
+_tg_from_cfn = elbv2_models.FakeTargetGroup.create_from_cloudformation_json.__func__
+
+
+def _tg_with_attributes(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
+    tg = _tg_from_cfn(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
+    for a in cloudformation_json.get("Properties", {}).get("TargetGroupAttributes", []) or []:
+        if "Key" in a and "Value" in a:
+            value = a["Value"]
+            tg.attributes[a["Key"]] = int(value) if str(value).isdigit() else value
+    return tg
+
+
+elbv2_models.FakeTargetGroup.create_from_cloudformation_json = classmethod(_tg_with_attributes)
 
 from moto.server import main  # noqa: E402
 

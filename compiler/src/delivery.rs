@@ -40,7 +40,7 @@ struct PartialAnalysis {
 }
 
 /// `90`, `90s`, `5m`, `1h` as whole seconds within `lo..=hi`.
-fn seconds(n: &Node, sink: &mut Sink<'_>, what: &str, lo: u32, hi: u32) -> Option<u32> {
+pub(crate) fn seconds(n: &Node, sink: &mut Sink<'_>, what: &str, lo: u32, hi: u32) -> Option<u32> {
     let text = decode::scalar_text(n, sink, what)?;
     let (num, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
         Some(i) => (&text[..i], &text[i..]),

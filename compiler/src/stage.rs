@@ -46,6 +46,10 @@ pub struct Stage {
     pub auxiliary_image: Option<String>,
     pub routing_groups: Option<u32>,
     pub quotas: Quotas,
+    /// Seconds a release's target groups keep a deregistering target for its requests in flight
+    /// (`deregistration_delay.timeout_seconds`); the agent drains that long on shutdown, and the
+    /// materializer waits that long after a release's weight reaches 0 before scaling it down.
+    pub deregistration_delay: u32,
     /// `analysis`, `hooks`, `stickiness`, `notifications`: over gilliam.yml's, key by key.
     pub delivery: crate::delivery::Partial,
     pub root_pos: Pos,
@@ -66,6 +70,7 @@ const KEYS: &[&str] = &[
     "auxiliary_image",
     "routing_groups",
     "quotas",
+    "deregistration_delay",
     "analysis",
     "hooks",
     "stickiness",
@@ -228,6 +233,10 @@ pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<Stage> {
         Some(n) => quotas(n, sink),
         None => Quotas { load_balancers: 50, rules_per_load_balancer: 100 },
     };
+    let deregistration_delay = f
+        .get("deregistration_delay")
+        .and_then(|n| crate::delivery::seconds(n, sink, "`deregistration_delay`", 0, 3600))
+        .unwrap_or(crate::emit::common::DRAIN_SECONDS);
     let delivery = crate::delivery::decode(&mut f, sink, true);
     f.finish(sink, KEYS, "the stage file");
     Some(Stage {
@@ -248,6 +257,7 @@ pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<Stage> {
         auxiliary_image,
         routing_groups,
         quotas,
+        deregistration_delay,
         delivery,
         root_pos: root.pos,
     })

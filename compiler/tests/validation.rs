@@ -356,3 +356,29 @@ fn delivery_settings_merge_with_the_stage_file_winning_key_by_key() {
     };
     assert!(compile(&plain).expect("compiles").manifest.delivery.is_default());
 }
+
+/// `deregistration_delay`: ELBv2 takes 0 to 3600 seconds; the value reaches the target groups
+/// (which CloudFormation sets) and the agent's drain on shutdown.
+#[test]
+fn deregistration_delay_is_checked_and_compiled_into_target_groups_and_the_drain() {
+    let e = errors(APP, RELEASE, &format!("{STAGE}deregistration_delay: 2h\n"));
+    expect(&e, "stage.yml:7:23: `deregistration_delay` `2h` is out of range", "between 0 and 3600 seconds");
+    let stage = format!("{STAGE}deregistration_delay: 5s\n");
+    let inputs = Inputs {
+        app: Source { name: "gilliam.yml", text: APP },
+        release: Source { name: "release.json", text: RELEASE },
+        stage: Source { name: "stage.yml", text: &stage },
+    };
+    let c = compile(&inputs).unwrap_or_else(|e| panic!("{e:?}"));
+    let template: serde_json::Value = serde_json::from_slice(&c.files["templates/shop-r3.json"]).expect("template");
+    let groups: Vec<&serde_json::Value> =
+        template["Resources"].as_object().expect("resources").values().filter(|r| r["Type"] == "AWS::ElasticLoadBalancingV2::TargetGroup").collect();
+    assert!(!groups.is_empty());
+    for g in groups {
+        assert_eq!(g["Properties"]["TargetGroupAttributes"], serde_json::json!([{ "Key": "deregistration_delay.timeout_seconds", "Value": "5" }]));
+    }
+    let userdata = String::from_utf8(c.files["userdata/api.sh"].clone()).expect("utf-8");
+    let cfg = gilliam_compiler::runtime::from_userdata(&userdata).expect("config");
+    let gilliam_compiler::runtime::RuntimeConfig::Service(cfg) = gilliam_compiler::runtime::parse(cfg.as_bytes()).expect("parses") else { panic!("service") };
+    assert_eq!(cfg.drain_seconds, 5);
+}

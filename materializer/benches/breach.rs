@@ -106,6 +106,10 @@ impl Elbv2 for Bench {
         self.other();
         self.inner.target_health(tg).await
     }
+    async fn deregistration_delay(&self, tg: &str) -> AwsResult<u32> {
+        self.other();
+        self.inner.deregistration_delay(tg).await
+    }
 }
 
 gilliam_materializer::forward!(impl[] Aws for Bench => inner, except S3 CloudFormation Elbv2 CloudWatch);

@@ -340,6 +340,9 @@ macro_rules! __elbv2 {
         fn set_rule_weights(arn: &str, forward: &[(String, u32)], stickiness: Option<u32>) -> () = "ModifyRule";
         /// The health state of each registered target ("healthy", "unhealthy", "initial", ...).
         fn target_health(target_group_arn: &str) -> Vec<String> = "DescribeTargetHealth";
+        /// A target group's deregistration delay (`deregistration_delay.timeout_seconds`), in
+        /// seconds: how long requests in flight to a deregistering target may still take.
+        fn deregistration_delay(target_group_arn: &str) -> u32 = "DescribeTargetGroupAttributes";
     ); };
 }
 

@@ -14,6 +14,7 @@ pub mod bundle;
 pub mod clock;
 pub mod converge;
 pub mod delivery;
+pub mod drain;
 pub mod error;
 pub mod faults;
 pub mod formation;

@@ -12,9 +12,10 @@ use std::cmp::Reverse;
 use std::collections::BTreeSet;
 
 /// Removes one release: routing re-rendered with the observed weights but without it, then
-/// its Auto Scaling groups to zero and its stacks deleted.
+/// (once it has drained) its Auto Scaling groups to zero and its stacks deleted.
 pub async fn retire_release<A: Aws>(router: &Router<'_, A>, release: u32, stacks: &[String]) -> Result<Vec<String>, Error> {
     let mut changes = router.route_without(release).await?;
+    crate::drain::wait_drained(router.aws(), router.manifest(), &[release], router.stacks.poll(), router.say()).await?;
     router.stacks.retire(stacks).await?;
     retire_secrets(router.aws(), router.manifest(), release, router.say()).await?;
     changes.push(format!("- release {release}"));
@@ -107,6 +108,7 @@ mod tests {
                 status: "live".into(),
                 served: *served,
                 rolled_back: *rolled_back,
+                unrouted_since: None,
             };
             st.releases.insert(*n, r);
         }

@@ -432,6 +432,12 @@ impl Elbv2 for SdkAws {
         self.elb.modify_rule().rule_arn(arn).actions(action).send().boxed().await.map_err(classify)?;
         Ok(())
     }
+    async fn deregistration_delay(&self, target_group_arn: &str) -> AwsResult<u32> {
+        let out = self.elb.describe_target_group_attributes().target_group_arn(target_group_arn).send().boxed().await.map_err(classify)?;
+        let value = out.attributes().iter().find(|a| a.key() == Some("deregistration_delay.timeout_seconds")).and_then(|a| a.value());
+        // ELBv2's default when the attribute is not reported.
+        Ok(value.and_then(|v| v.parse().ok()).unwrap_or(300))
+    }
     async fn target_health(&self, target_group_arn: &str) -> AwsResult<Vec<String>> {
         let out = self.elb.describe_target_health().target_group_arn(target_group_arn).send().boxed().await.map_err(classify)?;
         Ok(out

@@ -83,6 +83,11 @@ impl<'a, A: Aws> Stacks<'a, A> {
         Stacks::new(aws, say, Duration::from_secs(5), Duration::from_secs(3600))
     }
 
+    /// How often stacks (and the rules read back) are polled.
+    pub fn poll(&self) -> Duration {
+        self.poll
+    }
+
     /// Deletes a stack and waits until it is gone.
     pub async fn delete(&self, stack: &str) -> Result<(), Error> {
         retry("delete stack", || self.aws.delete_stack(stack)).await?;

@@ -80,12 +80,23 @@ pub struct ReleaseRecord {
     /// bad. The first to go, and never a rollback's target while another release is left.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rolled_back: bool,
+    /// Since when (seconds since the epoch) gilliam has seen it carry no traffic: it is scaled
+    /// down only once that is longer ago than its target groups' deregistration delay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unrouted_since: Option<i64>,
 }
 
 impl State {
-    /// Marks every release that carries all of `weights`' traffic as known to have served.
+    /// Marks every release that carries all of `weights`' traffic as known to have served, and
+    /// notes since when each release of `weights` has carried none.
     pub fn mark_served(&mut self, weights: &BTreeMap<u32, u32>) {
         let total: u32 = weights.values().sum();
+        let now = crate::clock::epoch();
+        for (n, w) in weights {
+            if let Some(r) = self.releases.get_mut(n) {
+                r.unrouted_since = if *w == 0 { r.unrouted_since.or(Some(now)) } else { None };
+            }
+        }
         for (n, w) in weights {
             if total > 0 && *w == total {
                 if let Some(r) = self.releases.get_mut(n) {

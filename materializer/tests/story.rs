@@ -218,8 +218,16 @@ async fn old_releases_go_cold_and_a_rollback_warms_one_first() {
     use std::time::Duration;
     let moto = moto::Moto::start();
     let aws = Counting::new(Strict::new(SdkAws::connect(&Endpoint { url: Some(moto.url.clone()), region: Some(REGION.into()) }).await));
-    let stage = network(&aws, &moto.url).await.replace("keep_releases: 2\n", "keep_releases: 0\ncold_releases: 1\n");
-    let say = |line: &str| eprintln!("{line}");
+    // The target groups drain for 1 s: the deregistration delay is read back from ELBv2.
+    let stage = network(&aws, &moto.url)
+        .await
+        .replace("keep_releases: 2\n", "keep_releases: 0\ncold_releases: 1\n")
+        .replace("deregistration_delay: 0s\n", "deregistration_delay: 1s\n");
+    let said = std::sync::Mutex::new(Vec::<String>::new());
+    let say = |line: &str| {
+        eprintln!("{line}");
+        said.lock().expect("said").push(line.to_string());
+    };
     aws.inner().inner.create_secure_bucket(ARTIFACTS, REGION).await.expect("artifact bucket");
     aws.inner().inner.put_object(ARTIFACTS, "a.tgz", b"cold".to_vec(), PutCondition::Always).await.expect("artifact");
     let sha = gilliam_materializer::sha256_hex(b"cold");
@@ -235,6 +243,9 @@ async fn old_releases_go_cold_and_a_rollback_warms_one_first() {
     Converger::new(&aws, &r2, opts(), &say).apply(&plan).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(weights(&aws).await, BTreeMap::from([(2, 100)]), "release 1 is in no forward");
     assert!(desired(&aws, "shop-r1").await.iter().all(|d| *d == 0));
+    // Out of the rules, it drained for its target groups' deregistration delay first.
+    let drained = said.lock().expect("said").iter().any(|l| l.contains("release 1: no traffic; waiting 1s (the target groups' deregistration delay)"));
+    assert!(drained, "{:?}", said.lock().expect("said"));
     assert_eq!(aws.describe_stack("shop-r1").await.expect("describe").map(|s| s.status), Some("CREATE_COMPLETE".into()), "kept");
     let ops = Ops::new(&aws, formation(), &say);
     let st = ops.state().await.expect("state");

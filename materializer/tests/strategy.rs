@@ -50,6 +50,9 @@ impl Elbv2 for SickAfterFirstStep {
         }
         self.inner.set_rule_weights(arn, forward, stickiness).await
     }
+    async fn deregistration_delay(&self, tg: &str) -> AwsResult<u32> {
+        self.inner.deregistration_delay(tg).await
+    }
     async fn target_health(&self, tg: &str) -> AwsResult<Vec<String>> {
         let states = self.inner.target_health(tg).await?;
         let sick = self.sick.lock().expect("sick").as_ref().is_some_and(|(_, arns)| arns.iter().any(|a| a == tg));

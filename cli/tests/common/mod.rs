@@ -51,7 +51,9 @@ pub async fn prepare(moto: &Moto, dir: &Path) {
         .replace("subnet-0a1b2c3d4e5f60002", &o["B"])
         .replace("subnet-0a1b2c3d4e5f60011", &o["C"])
         .replace("subnet-0a1b2c3d4e5f60012", &o["D"])
-        .replace("gilliam-quickstart-artifacts", "gilliam-cli-outputs");
+        .replace("gilliam-quickstart-artifacts", "gilliam-cli-outputs")
+        // No request is ever in flight on a local AWS: nothing to wait for before scaling down.
+        + "deregistration_delay: 0s\n";
     std::fs::write(dir.join("stage.yml"), stage).expect("stage");
     aws.create_secure_bucket("gilliam-cli-artifacts", REGION).await.expect("bucket");
     let artifact = b"artifact".to_vec();

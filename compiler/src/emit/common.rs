@@ -24,7 +24,8 @@ pub(crate) fn lb_name(ctx: &Ctx<'_>, scheme: &str, g: u32) -> String {
 /// How long an Auto Scaling group waits for its instances' success signals.
 pub const SIGNAL_TIMEOUT_SECONDS: u32 = 900;
 
-/// Load balancer deregistration delay, which the agent also waits out when draining.
+/// Load balancer deregistration delay by default (`deregistration_delay` in the stage file),
+/// which the agent also waits out when draining.
 pub const DRAIN_SECONDS: u32 = 30;
 pub(crate) const TLS_POLICY: &str = "ELBSecurityPolicy-TLS13-1-2-2021-06";
 

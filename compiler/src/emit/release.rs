@@ -81,7 +81,7 @@ pub(crate) fn release_template(ctx: &Ctx<'_>, part: u32, scripts: &BTreeMap<Stri
                         "Name": target_group_name(ctx, &s.s.name, public), "Port": port, "Protocol": "HTTP", "VpcId": ctx.stage.vpc.as_str(), "TargetType": "instance",
                         "HealthCheckEnabled": true, "HealthCheckProtocol": "HTTP", "HealthCheckPath": p.health.as_str(), "HealthCheckIntervalSeconds": 10,
                         "HealthCheckTimeoutSeconds": 5, "HealthyThresholdCount": 2, "UnhealthyThresholdCount": 3, "Matcher": obj! { "HttpCode": "200-399" },
-                        "TargetGroupAttributes": vec![obj! { "Key": "deregistration_delay.timeout_seconds", "Value": DRAIN_SECONDS.to_string() }],
+                        "TargetGroupAttributes": vec![obj! { "Key": "deregistration_delay.timeout_seconds", "Value": ctx.stage.deregistration_delay.to_string() }],
                         "Tags": tags(&[("gilliam:formation", f), ("gilliam:release", &rel), ("gilliam:service", &s.s.name)]),
                     },
                 )?;

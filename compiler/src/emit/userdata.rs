@@ -147,7 +147,7 @@ pub(crate) fn service_config(ctx: &Ctx<'_>, s: &Svc<'_>, d: &Discovery, shared: 
         "script": p.map(|p| p.script.clone()),
         "port": p.and_then(|p| p.port),
         "health_path": p.filter(|p| p.port.is_some()).map(|p| p.health.clone()),
-        "drain_seconds": DRAIN_SECONDS,
+        "drain_seconds": ctx.stage.deregistration_delay,
         "env": env,
         "secrets": secrets,
     })

@@ -31,6 +31,15 @@ pub struct World {
     pub secrets: BTreeMap<String, (String, bool)>,
     /// Outputs each stack reports.
     pub outputs: BTreeMap<String, Vec<(String, String)>>,
+    /// Each stack's resources: (logical id, physical id, type).
+    pub resources: BTreeMap<String, Vec<(String, String, String)>>,
+    /// The region's exports: name to value.
+    pub exports: BTreeMap<String, String>,
+    /// Listener rules by ARN. A rule with scripted forwards reports the next of them on each
+    /// describe (then the last stays): how ELBv2's eventual consistency looks.
+    pub rules: BTreeMap<String, VecDeque<Vec<(String, u32)>>>,
+    /// Target group ARN to its deregistration delay (seconds); ELBv2's 300 by default.
+    pub delays: BTreeMap<String, u32>,
     etags: u64,
 }
 
@@ -185,28 +194,41 @@ impl CloudFormation for Fake {
         self.enter("get_template")?;
         self.with(|w| w.stacks.get(name).map(|s| s.template.clone()).ok_or_else(|| AwsError::Invalid("does not exist".into())))
     }
-    async fn stack_resources(&self, _name: &str) -> AwsResult<Vec<(String, String, String)>> {
+    async fn stack_resources(&self, name: &str) -> AwsResult<Vec<(String, String, String)>> {
         self.enter("stack_resources")?;
-        Ok(vec![])
+        Ok(self.with(|w| w.resources.get(name).cloned().unwrap_or_default()))
     }
     async fn list_exports(&self) -> AwsResult<Vec<(String, String)>> {
         self.enter("list_exports")?;
-        Ok(vec![])
+        Ok(self.with(|w| w.exports.iter().map(|(k, v)| (k.clone(), v.clone())).collect()))
     }
 }
 
 impl Elbv2 for Fake {
-    async fn describe_rules(&self, _arns: &[String]) -> AwsResult<Vec<Rule>> {
+    async fn describe_rules(&self, arns: &[String]) -> AwsResult<Vec<Rule>> {
         self.enter("describe_rules")?;
-        Ok(vec![])
+        Ok(self.with(|w| {
+            arns.iter()
+                .filter_map(|arn| {
+                    let script = w.rules.get_mut(arn)?;
+                    let forward = if script.len() > 1 { script.pop_front().unwrap_or_default() } else { script.front().cloned().unwrap_or_default() };
+                    Some(Rule { arn: arn.clone(), forward, stickiness: None })
+                })
+                .collect()
+        }))
     }
-    async fn set_rule_weights(&self, _arn: &str, _forward: &[(String, u32)], _stickiness: Option<u32>) -> AwsResult<()> {
+    async fn set_rule_weights(&self, arn: &str, forward: &[(String, u32)], _stickiness: Option<u32>) -> AwsResult<()> {
         self.enter("set_rule_weights")?;
+        self.with(|w| w.rules.insert(arn.to_string(), VecDeque::from([forward.to_vec()])));
         Ok(())
     }
     async fn target_health(&self, _arn: &str) -> AwsResult<Vec<String>> {
         self.enter("target_health")?;
         Ok(vec![])
+    }
+    async fn deregistration_delay(&self, arn: &str) -> AwsResult<u32> {
+        self.enter("deregistration_delay")?;
+        Ok(self.with(|w| w.delays.get(arn).copied().unwrap_or(300)))
     }
 }
 

@@ -387,6 +387,9 @@ impl<A: Aws> Elbv2 for Strict<A> {
         }
         self.inner.set_rule_weights(arn, forward, stickiness).await
     }
+    async fn deregistration_delay(&self, target_group_arn: &str) -> AwsResult<u32> {
+        self.inner.deregistration_delay(target_group_arn).await
+    }
     async fn target_health(&self, target_group_arn: &str) -> AwsResult<Vec<String>> {
         let states = self.inner.target_health(target_group_arn).await?;
         if self.routed_target_groups().await?.contains(target_group_arn) {

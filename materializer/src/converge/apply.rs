@@ -24,6 +24,8 @@ impl<'a, A: Aws> Converger<'a, A> {
         let bucket = &m.formation.outputs_bucket;
         // A gradual shift that aborted: why, and the weights it put back.
         let mut aborted: Option<(String, Vec<(u32, u32)>)> = None;
+        // Before the first release is cooled or retired, all of them have drained.
+        let mut drained = false;
         let mut i = 0;
         while i < plan.actions.len() {
             // A run of creations of release stacks: independent, so all at once.
@@ -117,6 +119,19 @@ impl<'a, A: Aws> Converger<'a, A> {
                     let body = self.manifest_bytes()?;
                     retry("publish", || self.aws.put_object(bucket, key, body.clone(), PutCondition::Always)).await?;
                     report.changes.push(format!("~ published s3://{bucket}/{key}"));
+                }
+                Action::Retire { .. } | Action::Cool { .. } if !drained => {
+                    let going: Vec<u32> = plan
+                        .actions
+                        .iter()
+                        .filter_map(|a| match a {
+                            Action::Retire { release, .. } | Action::Cool { release, .. } => Some(*release),
+                            _ => None,
+                        })
+                        .collect();
+                    crate::drain::wait_drained(self.aws, m, &going, self.opts.poll, self.say).await?;
+                    drained = true;
+                    continue;
                 }
                 Action::Retire { release, stacks } => {
                     self.router.stacks.retire(stacks).await?;
@@ -228,8 +243,8 @@ impl<'a, A: Aws> Converger<'a, A> {
         };
         crate::state::update(self.aws, &m.formation.outputs_bucket, &m.formation.s3_prefix, &m.formation.name, |st| {
             // A converge of a recorded release keeps what its record says of its past.
-            let past = st.releases.get(&release).map(|r| (r.served, r.rolled_back)).unwrap_or_default();
-            st.releases.insert(release, crate::state::ReleaseRecord { served: past.0, rolled_back: past.1, ..record.clone() });
+            let past = st.releases.get(&release).map(|r| (r.served, r.rolled_back, r.unrouted_since)).unwrap_or_default();
+            st.releases.insert(release, crate::state::ReleaseRecord { served: past.0, rolled_back: past.1, unrouted_since: past.2, ..record.clone() });
             match aborted {
                 None => st.mark_served(&weights.iter().copied().collect()),
                 // Its shift aborted: judged bad, the first to go.

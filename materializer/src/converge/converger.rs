@@ -173,6 +173,7 @@ impl<'a, A: Aws> Converger<'a, A> {
             status: "live".into(),
             served: false,
             rolled_back: false,
+            unrouted_since: None,
         }
     }
     pub(super) fn secret_entry(&self, name: &str) -> Result<&gilliam_compiler::manifest::SecretEntry, Error> {

@@ -29,7 +29,7 @@ pub async fn network<A: Aws>(aws: &A, url: &str) -> String {
     let out: BTreeMap<String, String> = aws.describe_stack("network").await.expect("describe").expect("exists").outputs.into_iter().collect();
     gilliam_tests::finish_network(url, REGION, &out).await;
     format!(
-        "formation: shop\nregion: {REGION}\nvpc: {}\npublic_subnets: [{}, {}]\nprivate_subnets:\n  - {{id: {}, zone: {REGION}a}}\n  - {{id: {}, zone: {REGION}b}}\noutputs_bucket: {BUCKET}\nkeep_releases: 2\n",
+        "formation: shop\nregion: {REGION}\nvpc: {}\npublic_subnets: [{}, {}]\nprivate_subnets:\n  - {{id: {}, zone: {REGION}a}}\n  - {{id: {}, zone: {REGION}b}}\noutputs_bucket: {BUCKET}\nkeep_releases: 2\nderegistration_delay: 0s\n",
         out["Vpc"], out["A"], out["B"], out["C"], out["D"]
     )
 }
