@@ -387,3 +387,39 @@ async fn a_deploy_makes_room_for_itself_in_the_routing() {
     let text = err.to_string();
     assert!(text.contains("carry traffic") && text.contains("gilliam retire"), "{text}");
 }
+
+/// An aborted deploy that made room: the release the plan took out of the routing for the new
+/// one is cooled (scaled to zero, recorded cold, so that `gilliam warm` or a rollback brings it
+/// back), neither left running unrouted nor retired: the deploy did not succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_deploy_cools_the_release_it_took_out_of_the_routing() {
+    use gilliam_materializer::ops::{Ops, WarmOptions};
+    use std::time::Duration;
+    let (_moto, aws, stage, sha) = retention_world("keep_releases: 1\ncold_releases: 1\n").await;
+    let say = |line: &str| eprintln!("{line}");
+    let release = |n: u32| compile_in("abort-room", &stage, n, "a.tgz", &sha);
+    for n in 1..=3 {
+        Converger::new(&aws, &release(n), opts(), &say).run().await.unwrap_or_else(|e| panic!("release {n}: {e}"));
+    }
+    let ops = Ops::new(&aws, formation(), &say);
+    ops.warm(1, &WarmOptions { timeout: Duration::from_secs(60), poll: Duration::from_millis(100) }).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(weights(&aws).await, BTreeMap::from([(1, 0), (2, 0), (3, 100)]), "the forward is full");
+
+    // Release 4's pre_traffic hook fails: the shift aborts with no weight moved.
+    let failing = format!("{stage}hooks: {{pre_traffic: 'exit 3'}}\n");
+    let r4 = compile_in("abort-room-4", &failing, 4, "a.tgz", &sha);
+    let err = Converger::new(&aws, &r4, opts(), &say).run().await.expect_err("aborted");
+    assert!(matches!(err, gilliam_materializer::Error::Aborted(_)), "{err}");
+    let w = weights(&aws).await;
+    assert_eq!((w.get(&3), w.get(&4)), (Some(&100), Some(&0)), "{w:?}");
+    let gone: Vec<u32> = [1, 2].into_iter().filter(|n| !w.contains_key(n)).collect();
+    assert_eq!(gone.len(), 1, "one idle release made room: {w:?}");
+    let gone = gone[0];
+    let st = ops.state().await.expect("state");
+    assert_eq!(st.releases[&gone].status, "cold", "out of the routing and scaled to zero: cold, not live");
+    assert!(desired(&aws, &format!("shop-r{gone}")).await.iter().all(|d| *d == 0), "its groups are at zero");
+    assert!(aws.describe_stack(&format!("shop-r{gone}")).await.expect("describe").is_some(), "not retired: its stacks are kept");
+    let last = st.history.last().expect("history").action.as_str();
+    assert!(last.contains(&format!("cool release {gone}")) && last.contains("aborted"), "{last}");
+    assert!(!st.traffic.contains_key(&gone), "{:?}", st.traffic);
+}

@@ -26,6 +26,10 @@ impl<'a, A: Aws> Converger<'a, A> {
         let mut aborted: Option<(String, Vec<(u32, u32)>)> = None;
         // Before the first release is cooled or retired, all of them have drained.
         let mut drained = false;
+        // After an abort: the releases this plan had taken out of the routing (to make room),
+        // cooled instead of retired, and the releases the deployed rules still forward to.
+        let mut cooled_on_abort: Vec<u32> = Vec::new();
+        let mut routed: Option<std::collections::BTreeSet<u32>> = None;
         let mut i = 0;
         while i < plan.actions.len() {
             // A run of creations of release stacks: independent, so all at once.
@@ -114,7 +118,22 @@ impl<'a, A: Aws> Converger<'a, A> {
                 // An aborted deploy is not the formation's latest: its own manifest is published
                 // (the ports and secrets of a live release are read from it), the latest is not.
                 Action::Publish { key, .. } if aborted.is_some() && *key == keys::latest_manifest(&m.formation.s3_prefix) => {}
-                Action::Retire { .. } | Action::Cool { .. } if aborted.is_some() => {}
+                // The deploy did not succeed: nothing is retired, and a release still routed stays
+                // live. One the plan already took out of the routing (to make room for this
+                // release) would run unrouted: it is cooled, so that `gilliam warm` or a
+                // rollback brings it back.
+                Action::Retire { release, stacks } | Action::Cool { release, stacks } if aborted.is_some() => {
+                    if routed.is_none() {
+                        let t = Traffic::new(self.aws, Formation::from_manifest(m), self.say);
+                        routed = Some(crate::traffic::weights(&t.rules(m).await?).into_keys().collect());
+                    }
+                    if !routed.as_ref().is_some_and(|r| r.contains(release)) {
+                        crate::drain::wait_drained(self.aws, m, &[*release], self.opts.poll, self.say).await?;
+                        self.router.stacks.scale_to_zero(stacks).await?;
+                        cooled_on_abort.push(*release);
+                        report.changes.push(format!("~ release {release} cold (out of routing for the aborted deploy; scaled to zero, stacks kept)"));
+                    }
+                }
                 Action::Publish { key, .. } => {
                     let body = self.manifest_bytes()?;
                     retry("publish", || self.aws.put_object(bucket, key, body.clone(), PutCondition::Always)).await?;
@@ -143,6 +162,7 @@ impl<'a, A: Aws> Converger<'a, A> {
                     report.changes.push(format!("~ release {release} cold (scaled to zero; stacks and target groups kept)"));
                 }
                 Action::Record { release, retired, cooled, deploy } => {
+                    let cooled = if aborted.is_some() { &cooled_on_abort } else { cooled };
                     self.record_in_state(plan, &report, *release, retired, cooled, *deploy, aborted.as_ref()).await?;
                     report.changes.push(format!("~ recorded release {release} in s3://{bucket}/{}", keys::state(&m.formation.s3_prefix)));
                 }
@@ -237,8 +257,8 @@ impl<'a, A: Aws> Converger<'a, A> {
         let (traffic, weights, retired, cooled) = match aborted {
             None => (report.traffic_line(plan), report.final_weights(plan), retired.to_vec(), cooled.to_vec()),
             Some((why, before)) => {
-                let w: Vec<String> = before.iter().map(|(n, w)| format!("{n}={w}")).collect();
-                (format!("{why}; traffic {}", w.join(" ")), before.clone(), Vec::new(), Vec::new())
+                let w: Vec<String> = before.iter().filter(|(n, _)| !cooled.contains(n)).map(|(n, w)| format!("{n}={w}")).collect();
+                (format!("{why}; traffic {}", w.join(" ")), before.clone(), Vec::new(), cooled.to_vec())
             }
         };
         crate::state::update(self.aws, &m.formation.outputs_bucket, &m.formation.s3_prefix, &m.formation.name, |st| {
