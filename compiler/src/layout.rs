@@ -57,10 +57,53 @@ fn overflow(svcs: &[Svc<'_>], k: u32, stage: &Stage, live: u32) -> Option<String
     None
 }
 
+/// Target groups one release has: an internal one per HTTP service, a public one per routed.
+fn target_groups_per_release(svcs: &[Svc<'_>]) -> u32 {
+    svcs.iter().map(|s| u32::from(s.s.is_http()) + u32::from(s.routed())).sum()
+}
+
+/// What the formation holds in the region at its peak: `live` releases (keep_releases + 2)
+/// and the cold ones, each with its target groups and release stacks; the load balancers of
+/// its routing groups; the routing stacks and the formation stack.
+pub(crate) fn footprint(svcs: &[Svc<'_>], stage: &Stage, groups: u32, parts: u32, live: u32) -> gilliam_contract::manifest::Footprint {
+    let releases = live + stage.cold_releases;
+    let (mut internal, mut public) = (BTreeMap::new(), BTreeMap::new());
+    for s in svcs.iter().filter(|s| s.s.is_http()) {
+        internal.insert(s.group, ());
+        if s.routed() {
+            public.insert(s.group, ());
+        }
+    }
+    gilliam_contract::manifest::Footprint {
+        target_groups: target_groups_per_release(svcs) * releases,
+        load_balancers: (internal.len() + public.len()) as u32,
+        stacks: parts * releases + groups + 1,
+        rules_per_load_balancer: stage.quotas.rules_per_load_balancer,
+    }
+}
+
 /// Places every HTTP service in a routing group (one public and one internal load balancer,
 /// with their rules, in one stack) by a stable hash of its name.
 pub(crate) fn groups(svcs: &mut [Svc<'_>], stage: &Stage, live: u32, sink: &mut Sink<'_>) -> Option<u32> {
     let limit_hint = "raise the quota with AWS and set it under `quotas:` in the stage file, lower `keep_releases`, or split the formation";
+    // Target groups are counted per region, across every formation of the account: at its
+    // peak this one holds every live and cold release's.
+    let per_release = target_groups_per_release(svcs);
+    let releases = live + stage.cold_releases;
+    if per_release * releases > stage.quotas.target_groups {
+        sink.error_hint(
+            stage.root_pos,
+            format!(
+                "the formation would hold {} target groups at its peak ({per_release} per release x {releases} releases: keep_releases {} + the serving and the deployed one + cold_releases {}), over the quota of {} target groups per region",
+                per_release * releases,
+                stage.keep_releases,
+                stage.cold_releases,
+                stage.quotas.target_groups
+            ),
+            "raise the quota with AWS (Elastic Load Balancing: Target groups per Region) and set `quotas.target_groups` in the stage file, lower `keep_releases` or `cold_releases`, or split the formation",
+        );
+        return None;
+    }
     for s in svcs.iter().filter(|s| s.routed()) {
         let n = s.s.process().map_or(0, |p| p.routes.len() as u32);
         if 2 * n > stage.quotas.rules_per_load_balancer {

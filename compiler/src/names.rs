@@ -71,6 +71,17 @@ pub fn release_stack(formation: &str, release: u32, part: u32, parts: u32) -> St
     }
 }
 
+/// Whether `stack` is one of `formation`'s: its formation stack, a routing stack, a release's.
+pub fn is_formation_stack(formation: &str, stack: &str) -> bool {
+    let Some(rest) = stack.strip_prefix(formation) else { return false };
+    if rest.is_empty() || rest.strip_prefix("-routing-").is_some_and(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit())) {
+        return true;
+    }
+    let Some(n) = rest.strip_prefix("-r") else { return false };
+    let (number, part) = n.split_once('-').unwrap_or((n, "1"));
+    !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()) && !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// The export through which routing stacks find a release's target group.
 pub fn target_group_export(formation: &str, release: u32, service: &str, public: bool) -> String {
     format!("{formation}-r{release}-{}-{}", logical(service), if public { "PublicTargetGroup" } else { "InternalTargetGroup" })
@@ -101,6 +112,16 @@ pub fn is_test_rule(logical: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_formations_stacks_are_told_from_others() {
+        for ours in ["shop", "shop-routing-2", "shop-r12", "shop-r12-3"] {
+            assert!(is_formation_stack("shop", ours), "{ours}");
+        }
+        for theirs in ["shopfront", "shop-api", "shop-routing-", "shop-r", "shop-rx", "shop-r1-", "net", "shop-r1-a"] {
+            assert!(!is_formation_stack("shop", theirs), "{theirs}");
+        }
+    }
 
     #[test]
     fn logical_ids_fold_separators() {

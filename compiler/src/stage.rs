@@ -23,6 +23,17 @@ pub struct Defaults {
 pub struct Quotas {
     pub load_balancers: u32,
     pub rules_per_load_balancer: u32,
+    /// Target groups per region (ELBv2, shared with every other user of the account).
+    pub target_groups: u32,
+    /// CloudFormation stacks per region.
+    pub stacks: u32,
+}
+
+impl Default for Quotas {
+    /// AWS's defaults.
+    fn default() -> Self {
+        Quotas { load_balancers: 50, rules_per_load_balancer: 100, target_groups: 3000, stacks: 2000 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -77,7 +88,7 @@ const KEYS: &[&str] = &[
     "notifications",
 ];
 const DEFAULT_KEYS: &[&str] = &["instance_type", "root_volume_gb", "scale"];
-const QUOTA_KEYS: &[&str] = &["load_balancers", "rules_per_load_balancer"];
+const QUOTA_KEYS: &[&str] = &["load_balancers", "rules_per_load_balancer", "target_groups", "stacks"];
 
 /// Most previous releases kept running: with the serving release and one being deployed, a
 /// weighted forward then names at most 5 target groups, the ELBv2 limit.
@@ -231,7 +242,7 @@ pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<Stage> {
     let routing_groups = f.get("routing_groups").and_then(|n| decode::int_in(n, sink, "`routing_groups`", 1, 200)).map(|v| v as u32);
     let quotas = match f.get("quotas") {
         Some(n) => quotas(n, sink),
-        None => Quotas { load_balancers: 50, rules_per_load_balancer: 100 },
+        None => Quotas::default(),
     };
     let deregistration_delay = f
         .get("deregistration_delay")
@@ -322,7 +333,7 @@ fn defaults(n: &Node, sink: &mut Sink<'_>) -> Defaults {
 }
 
 fn quotas(n: &Node, sink: &mut Sink<'_>) -> Quotas {
-    let mut q = Quotas { load_balancers: 50, rules_per_load_balancer: 100 };
+    let mut q = Quotas::default();
     let Some(entries) = decode::map(n, sink, "`quotas`") else {
         return q;
     };
@@ -332,6 +343,12 @@ fn quotas(n: &Node, sink: &mut Sink<'_>) -> Quotas {
     }
     if let Some(v) = f.get("rules_per_load_balancer").and_then(|n| decode::int_in(n, sink, "`quotas.rules_per_load_balancer`", 10, 1_000)) {
         q.rules_per_load_balancer = v as u32;
+    }
+    if let Some(v) = f.get("target_groups").and_then(|n| decode::int_in(n, sink, "`quotas.target_groups`", 1, 1_000_000)) {
+        q.target_groups = v as u32;
+    }
+    if let Some(v) = f.get("stacks").and_then(|n| decode::int_in(n, sink, "`quotas.stacks`", 1, 1_000_000)) {
+        q.stacks = v as u32;
     }
     f.finish(sink, QUOTA_KEYS, "`quotas`");
     q

@@ -382,3 +382,23 @@ fn deregistration_delay_is_checked_and_compiled_into_target_groups_and_the_drain
     let gilliam_compiler::runtime::RuntimeConfig::Service(cfg) = gilliam_compiler::runtime::parse(cfg.as_bytes()).expect("parses") else { panic!("service") };
     assert_eq!(cfg.drain_seconds, 5);
 }
+
+/// Target groups are a per-region quota shared by the whole account: at its peak (every live
+/// and cold release) the formation must fit the stage's `quotas.target_groups`; the manifest
+/// records what it holds at its peak for the preflight to count against the account.
+#[test]
+fn the_target_groups_of_every_live_and_cold_release_must_fit_the_regions_quota() {
+    // api: an internal and a public target group per release; keep 2 + 2 + cold 3 = 7 releases.
+    let stage = format!("{STAGE}cold_releases: 3\nquotas: {{target_groups: 13}}\n");
+    let e = errors(APP, RELEASE, &stage);
+    expect(&e, "stage.yml:1:1: the formation would hold 14 target groups at its peak (2 per release x 7 releases", "quotas.target_groups");
+    let stage = format!("{STAGE}cold_releases: 3\nquotas: {{target_groups: 14}}\n");
+    let c = compile(&Inputs {
+        app: Source { name: "gilliam.yml", text: APP },
+        release: Source { name: "release.json", text: RELEASE },
+        stage: Source { name: "stage.yml", text: &stage },
+    })
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    let f = c.manifest.formation.footprint.expect("footprint");
+    assert_eq!((f.target_groups, f.load_balancers, f.stacks, f.rules_per_load_balancer), (14, 2, 7 + 1 + 1, 100));
+}

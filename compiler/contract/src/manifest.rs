@@ -201,6 +201,27 @@ pub struct FormationInfo {
     pub routing_groups: u32,
     pub https: bool,
     pub public_url: Option<String>,
+    /// What the formation holds in the region at its peak (a deploy under way, every kept and
+    /// cold release): the preflight counts it against the account's quotas and usage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub footprint: Option<Footprint>,
+}
+
+/// The account-wide resources a formation holds at its peak: `keep_releases + 2` live releases
+/// (the serving one, those kept, one being deployed) and `cold_releases` cold ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Footprint {
+    /// ELBv2 target groups (each release has its own).
+    pub target_groups: u32,
+    /// Application load balancers (the routing groups' public and internal ones).
+    pub load_balancers: u32,
+    /// CloudFormation stacks: each release's, the routing stacks and the formation stack.
+    pub stacks: u32,
+    /// The rules per load balancer the layout was made for (the stage's quota): a routing
+    /// update is refused when, at its peak, a listener would hold more.
+    pub rules_per_load_balancer: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

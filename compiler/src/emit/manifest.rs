@@ -93,6 +93,7 @@ pub(crate) fn manifest(
             routing_groups: ctx.groups,
             https: ctx.https(),
             public_url: ctx.stage.domain.as_ref().map(|d| format!("{}://{d}", if ctx.https() { "https" } else { "http" })),
+            footprint: Some(crate::layout::footprint(&ctx.svcs, ctx.stage, ctx.groups, ctx.parts, ctx.live)),
         },
         release: mf::ReleaseInfo {
             number: n,
