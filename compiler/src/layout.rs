@@ -12,6 +12,10 @@ fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
+/// Rules left free on every load balancer: a routing update creates a replaced rule and its
+/// twin before it deletes the old pair, so both count against the quota for a while.
+pub(crate) const RULE_HEADROOM: u32 = 2;
+
 /// Why a layout over `k` routing groups breaks a limit, or `None` when it fits.
 fn overflow(svcs: &[Svc<'_>], k: u32, stage: &Stage, live: u32) -> Option<String> {
     let mut http = vec![0u32; k as usize];
@@ -34,18 +38,20 @@ fn overflow(svcs: &[Svc<'_>], k: u32, stage: &Stage, live: u32) -> Option<String
         if routed[g] * live > TARGET_GROUPS_PER_LB {
             return Some(format!("routing group {n}'s public load balancer would hold {} target groups ({} routed services x {live} live releases), over ELBv2's limit of {TARGET_GROUPS_PER_LB} per load balancer", routed[g] * live, routed[g]));
         }
-        // Each rule has a twin for the test header (`X-Gilliam-Release`) just before it.
-        if 2 * http[g] > rules {
+        // Each rule has a twin for the test header (`X-Gilliam-Release`) just before it; and
+        // room is left for one more pair, which an update creates before it deletes the pair
+        // it replaces (a renamed route, a service moving in).
+        if 2 * http[g] + RULE_HEADROOM > rules {
             return Some(format!(
-                "routing group {n}'s internal load balancer would need {} rules ({} services, each with its test-header rule), over the quota of {rules} rules per load balancer",
-                2 * http[g],
+                "routing group {n}'s internal load balancer would need {} rules ({} services, each with its test-header rule, and {RULE_HEADROOM} free for an update), over the quota of {rules} rules per load balancer",
+                2 * http[g] + RULE_HEADROOM,
                 http[g]
             ));
         }
-        if 2 * routes[g] > rules {
+        if 2 * routes[g] + RULE_HEADROOM > rules {
             return Some(format!(
-                "routing group {n}'s public load balancer would need {} rules ({} routes, each with its test-header rule), over the quota of {rules} rules per load balancer",
-                2 * routes[g],
+                "routing group {n}'s public load balancer would need {} rules ({} routes, each with its test-header rule, and {RULE_HEADROOM} free for an update), over the quota of {rules} rules per load balancer",
+                2 * routes[g] + RULE_HEADROOM,
                 routes[g]
             ));
         }
@@ -59,7 +65,7 @@ fn overflow(svcs: &[Svc<'_>], k: u32, stage: &Stage, live: u32) -> Option<String
 
 /// Target groups one release has: an internal one per HTTP service, a public one per routed.
 fn target_groups_per_release(svcs: &[Svc<'_>]) -> u32 {
-    svcs.iter().map(|s| u32::from(s.s.is_http()) + u32::from(s.routed())).sum()
+    svcs.iter().filter(|s| !s.carried).map(|s| u32::from(s.s.is_http()) + u32::from(s.routed())).sum()
 }
 
 /// What the formation holds in the region at its peak: `live` releases (keep_releases + 2)
@@ -106,13 +112,13 @@ pub(crate) fn groups(svcs: &mut [Svc<'_>], stage: &Stage, live: u32, sink: &mut 
     }
     for s in svcs.iter().filter(|s| s.routed()) {
         let n = s.s.process().map_or(0, |p| p.routes.len() as u32);
-        if 2 * n > stage.quotas.rules_per_load_balancer {
+        if 2 * n + RULE_HEADROOM > stage.quotas.rules_per_load_balancer {
             sink.error_hint(
                 s.s.pos,
                 format!(
-                    "service `{}` has {n} routes, which need {} rules with their test-header rules, over the quota of {} rules per load balancer",
+                    "service `{}` has {n} routes, which need {} rules with their test-header rules and {RULE_HEADROOM} free for an update, over the quota of {} rules per load balancer",
                     s.s.name,
-                    2 * n,
+                    2 * n + RULE_HEADROOM,
                     stage.quotas.rules_per_load_balancer
                 ),
                 limit_hint,
@@ -174,7 +180,7 @@ pub(crate) const RELEASE_BYTES_BUDGET: usize = 900_000;
 /// appears in the template (JSON-escaped).
 pub(crate) fn parts(svcs: &mut [Svc<'_>], userdata_bytes: &BTreeMap<String, usize>) -> u32 {
     let (mut res, mut outs, mut bytes, mut part) = (RELEASE_SHARED.0, RELEASE_SHARED.1, 0usize, 1u32);
-    for s in svcs.iter_mut().filter(|s| s.s.process().is_some()) {
+    for s in svcs.iter_mut().filter(|s| s.s.process().is_some() && !s.carried) {
         let (r, o) = release_cost(s);
         let b = RELEASE_BYTES_PER_SERVICE + userdata_bytes.get(&s.s.name).copied().unwrap_or(0);
         if res + r > cfn::MAX_RESOURCES - HEADROOM || outs + o > cfn::MAX_OUTPUTS - HEADROOM || bytes + b > RELEASE_BYTES_BUDGET {

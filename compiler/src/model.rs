@@ -84,6 +84,9 @@ pub(crate) struct Svc<'a> {
     pub instance_type: String,
     pub group: Option<u32>,
     pub part: u32,
+    /// A service this release dropped, still routed (to the older releases that have it)
+    /// while one of them carries traffic: in the routing only, without a test-header rule.
+    pub carried: bool,
 }
 
 impl Svc<'_> {
@@ -125,11 +128,17 @@ impl Ctx<'_> {
     pub fn release_stack(&self, part: u32) -> String {
         names::release_stack(self.f(), self.release.number, part, self.parts)
     }
+    /// This release's processes (not the services it carries for older releases).
     pub fn processes(&self) -> impl Iterator<Item = &Svc<'_>> {
-        self.svcs.iter().filter(|s| s.s.process().is_some())
+        self.svcs.iter().filter(|s| s.s.process().is_some() && !s.carried)
     }
+    /// Every HTTP service the routing routes: this release's and those it carries.
     pub fn http(&self) -> impl Iterator<Item = &Svc<'_>> {
         self.svcs.iter().filter(|s| s.s.is_http())
+    }
+    /// This release's own HTTP services.
+    pub fn own_http(&self) -> impl Iterator<Item = &Svc<'_>> {
+        self.http().filter(|s| !s.carried)
     }
     pub fn auxiliaries(&self) -> impl Iterator<Item = &Svc<'_>> {
         self.svcs.iter().filter(|s| s.s.auxiliary().is_some())
@@ -151,4 +160,8 @@ pub struct Options {
     /// stays open on their ports, so that warming one needs no formation stack update. Their
     /// weights are ignored and they count against no routing limit.
     pub standby: Vec<TrafficShare>,
+    /// The gilliam.yml of older releases in `traffic` (release number, text): an HTTP service
+    /// this release dropped stays routed, to the releases that have it, while one of them
+    /// carries weight (its callers are still those releases).
+    pub carried: Vec<(u32, String)>,
 }

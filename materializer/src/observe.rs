@@ -106,6 +106,9 @@ pub async fn traffic<A: Aws>(aws: &A, m: &Manifest) -> Result<ObservedTraffic, E
             Err(e) => return Err(e),
         };
         if let Some(published) = published {
+            // Its services as it was compiled: one this release dropped is still its own.
+            live.internal.extend(published.services.iter().filter(|s| s.internal_target_group_export.is_some()).map(|s| s.name.clone()));
+            live.public.extend(published.services.iter().filter(|s| s.public_target_group_export.is_some()).map(|s| s.name.clone()));
             live.ports =
                 published.services.iter().filter(|s| s.internal_target_group_export.is_some()).filter_map(|s| s.port.map(|p| (s.name.clone(), p))).collect();
         }

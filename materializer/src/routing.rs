@@ -25,6 +25,8 @@ pub struct Router<'a, A: Aws> {
     bundle: &'a Bundle,
     pub stacks: Stacks<'a, A>,
     say: &'a (dyn Fn(&str) + Sync),
+    /// Older releases' gilliam.yml as published (`None`: not published), read once.
+    apps: std::sync::Mutex<BTreeMap<u32, Option<String>>>,
 }
 
 impl<A: Aws> std::fmt::Debug for Router<'_, A> {
@@ -35,7 +37,7 @@ impl<A: Aws> std::fmt::Debug for Router<'_, A> {
 
 impl<'a, A: Aws> Router<'a, A> {
     pub fn new(aws: &'a A, bundle: &'a Bundle, stacks: Stacks<'a, A>, say: &'a (dyn Fn(&str) + Sync)) -> Self {
-        Router { aws, bundle, stacks, say }
+        Router { aws, bundle, stacks, say, apps: std::sync::Mutex::new(BTreeMap::new()) }
     }
 
     fn m(&self) -> &'a Manifest {
@@ -57,9 +59,35 @@ impl<'a, A: Aws> Router<'a, A> {
 
     /// Renders the formation and routing stacks for these shares (and the deployed rules'
     /// priorities) with the compiler: stack name to template.
+    /// The published gilliam.yml of each older release in `shares` with traffic: the compile
+    /// keeps the HTTP services this release dropped routed while such a release still has them.
+    async fn carried(&self, shares: &[TrafficShare]) -> Result<Vec<(u32, String)>, Error> {
+        let m = self.m();
+        let mut out = Vec::new();
+        for s in shares.iter().filter(|s| s.weight > 0 && s.release != m.release.number) {
+            let cached = self.apps.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&s.release).cloned();
+            let text = match cached {
+                Some(t) => t,
+                None => {
+                    let key = gilliam_contract::keys::release_file(&m.formation.s3_prefix, s.release, &m.inputs.app.path);
+                    let bucket = &m.formation.outputs_bucket;
+                    let t = retry("read an older release's gilliam.yml", || self.aws.get_object(bucket, &key))
+                        .await?
+                        .and_then(|o| String::from_utf8(o.body).ok());
+                    self.apps.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(s.release, t.clone());
+                    t
+                }
+            };
+            out.extend(text.map(|t| (s.release, t)));
+        }
+        Ok(out)
+    }
+
     /// Every template for `shares`, around the deployed rules' priorities and with the cold
-    /// releases' ports kept open, as `observed` holds them.
-    pub fn render(&self, shares: &[TrafficShare], observed: &Observed) -> Result<BTreeMap<String, Vec<u8>>, Error> {
+    /// releases' ports kept open, as `observed` holds them; an HTTP service this release
+    /// dropped stays routed while an older release that has it carries traffic.
+    pub async fn render(&self, shares: &[TrafficShare], observed: &Observed) -> Result<BTreeMap<String, Vec<u8>>, Error> {
+        let carried = self.carried(shares).await?;
         let [app, rel, stage] = self.bundle.inputs()?;
         let inputs = gilliam_compiler::Inputs {
             app: gilliam_compiler::Source { name: "gilliam.yml", text: &app },
@@ -71,6 +99,7 @@ impl<'a, A: Aws> Router<'a, A> {
             workers: 2,
             deployed_rules: observed.rules.clone(),
             standby: from_plan(&observed.standby, self.m()),
+            carried,
         };
         let compiled =
             gilliam_compiler::compile_with(&inputs, &options).map_err(|e| Error::Compile(format!("re-rendering routing for the observed traffic: {e}")))?;
@@ -90,7 +119,7 @@ impl<'a, A: Aws> Router<'a, A> {
     /// is returned, so that a failed update never moves traffic.
     /// `observed` is what the plan saw: the deployed rules' priorities, and the weights.
     pub async fn rendered(&self, stack: &str, shares: &[Share], template_sha256: &str, observed: &Observed, changes: &mut Vec<String>) -> Result<(), Error> {
-        let rendered = self.render(&from_plan(shares, self.m()), observed)?;
+        let rendered = self.render(&from_plan(shares, self.m()), observed).await?;
         let body = rendered.get(stack).ok_or_else(|| Error::Compile(format!("stack {stack} is not in this compile")))?;
         if canonical_sha(body) != template_sha256 {
             return Err(Error::Compile(format!("stack {stack} rendered differently than when planned: plan again")));
@@ -156,7 +185,7 @@ impl<'a, A: Aws> Router<'a, A> {
             standby: to_plan(&standby_shares(&traffic, m, &shares)),
             ..Observed::default()
         };
-        for (stack, body) in routing_only(m, self.render(&shares, &observed)?) {
+        for (stack, body) in routing_only(m, self.render(&shares, &observed).await?) {
             self.rendered(&stack, &to_plan(&shares), &canonical_sha(&body), &observed, &mut changes).await?;
         }
         Ok(changes)
@@ -206,6 +235,54 @@ pub fn routing_shape(bytes: &[u8]) -> Option<serde_json::Value> {
     Some(v)
 }
 
+/// One load balancer's rules while CloudFormation updates a routing stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RulePeak {
+    /// The load balancer's logical ID in the routing stack.
+    pub load_balancer: String,
+    /// Rules deployed now.
+    pub deployed: usize,
+    /// Rules the update creates (new logical IDs), before it deletes the ones it replaces.
+    pub created: usize,
+}
+
+impl RulePeak {
+    /// Rules the load balancer holds at the update's peak.
+    pub fn peak(&self) -> usize {
+        self.deployed + self.created
+    }
+}
+
+/// Per load balancer, the rules a routing update holds at its peak: CloudFormation creates the
+/// new rules (a renamed route, a new service, their test-header twins) before it deletes the
+/// ones they replace, so both count against ELBv2's rules quota for a while.
+pub fn rule_peaks(deployed: Option<&[u8]>, rendered: &[u8]) -> Vec<RulePeak> {
+    fn rules(bytes: &[u8]) -> BTreeMap<String, std::collections::BTreeSet<String>> {
+        let Ok(t) = serde_json::from_slice::<serde_json::Value>(bytes) else { return BTreeMap::new() };
+        let Some(res) = t["Resources"].as_object() else { return BTreeMap::new() };
+        let lb_of_listener: BTreeMap<&str, &str> = res
+            .iter()
+            .filter(|(_, r)| r["Type"] == "AWS::ElasticLoadBalancingV2::Listener")
+            .filter_map(|(id, r)| r["Properties"]["LoadBalancerArn"]["Ref"].as_str().map(|lb| (id.as_str(), lb)))
+            .collect();
+        let mut out: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+        for (id, r) in res.iter().filter(|(_, r)| r["Type"] == "AWS::ElasticLoadBalancingV2::ListenerRule") {
+            let listener = r["Properties"]["ListenerArn"]["Ref"].as_str().unwrap_or_default();
+            let lb = lb_of_listener.get(listener).copied().unwrap_or(listener);
+            out.entry(lb.to_string()).or_default().insert(id.clone());
+        }
+        out
+    }
+    let before = deployed.map(rules).unwrap_or_default();
+    rules(rendered)
+        .into_iter()
+        .map(|(lb, after)| {
+            let had = before.get(&lb).cloned().unwrap_or_default();
+            RulePeak { created: after.difference(&had).count(), deployed: had.len(), load_balancer: lb }
+        })
+        .collect()
+}
+
 /// The releases the routing renders for: every release whose stacks export target groups, but
 /// the cold ones (out of routing by design) unless `include` names one or ELBv2 still gives one
 /// traffic (someone routed it by hand: leaving it out would cut that traffic).
@@ -248,4 +325,35 @@ pub fn from_plan(shares: &[Share], m: &Manifest) -> Vec<TrafficShare> {
             ports: s.ports.clone(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template(rules: &[(&str, &str)]) -> Vec<u8> {
+        let mut res = serde_json::json!({
+            "PublicLoadBalancer": {"Type": "AWS::ElasticLoadBalancingV2::LoadBalancer"},
+            "PublicHttpsListener": {"Type": "AWS::ElasticLoadBalancingV2::Listener", "Properties": {"LoadBalancerArn": {"Ref": "PublicLoadBalancer"}}},
+            "InternalLoadBalancer": {"Type": "AWS::ElasticLoadBalancingV2::LoadBalancer"},
+            "InternalListener": {"Type": "AWS::ElasticLoadBalancingV2::Listener", "Properties": {"LoadBalancerArn": {"Ref": "InternalLoadBalancer"}}},
+        });
+        for (id, listener) in rules {
+            res[*id] = serde_json::json!({"Type": "AWS::ElasticLoadBalancingV2::ListenerRule", "Properties": {"ListenerArn": {"Ref": listener}}});
+        }
+        serde_json::to_vec(&serde_json::json!({ "Resources": res })).expect("json")
+    }
+
+    #[test]
+    fn the_rules_created_before_the_replaced_ones_go_count_at_the_peak() {
+        let deployed = template(&[("A", "PublicHttpsListener"), ("ATest", "PublicHttpsListener"), ("X", "InternalListener")]);
+        let rendered = template(&[("B", "PublicHttpsListener"), ("BTest", "PublicHttpsListener"), ("X", "InternalListener")]);
+        let peaks = rule_peaks(Some(&deployed), &rendered);
+        let public = peaks.iter().find(|p| p.load_balancer == "PublicLoadBalancer").expect("public");
+        assert_eq!((public.deployed, public.created, public.peak()), (2, 2, 4));
+        let internal = peaks.iter().find(|p| p.load_balancer == "InternalLoadBalancer").expect("internal");
+        assert_eq!(internal.peak(), 1);
+        // A stack created from nothing holds what it renders.
+        assert_eq!(rule_peaks(None, &rendered).iter().map(RulePeak::peak).sum::<usize>(), 3);
+    }
 }

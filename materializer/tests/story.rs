@@ -423,3 +423,64 @@ async fn an_aborted_deploy_cools_the_release_it_took_out_of_the_routing() {
     assert!(last.contains(&format!("cool release {gone}")) && last.contains("aborted"), "{last}");
     assert!(!st.traffic.contains_key(&gone), "{:?}", st.traffic);
 }
+
+/// A service dropped in release 2 keeps its listener rule and DNS name, forwarding to release
+/// 1 (the only one that has it), while release 1 carries traffic: release 1 still calls it.
+/// Once no release that has it serves, the next routing render removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_service_stays_routed_while_a_release_that_has_it_serves() {
+    use gilliam_materializer::ops::Ops;
+    let (_moto, aws, stage, sha) = retention_world("keep_releases: 2\n").await;
+    let say = |line: &str| eprintln!("{line}");
+    let quickstart = std::fs::read_to_string(root().join("examples/quickstart/gilliam.yml")).expect("quickstart");
+    let start = quickstart.find("pricing:").expect("pricing");
+    let end = quickstart.find("worker:").expect("worker");
+    let without_pricing = format!("{}{}", &quickstart[..start], &quickstart[end..]);
+    Converger::new(&aws, &compile_in("dropped", &stage, 1, "a.tgz", &sha), opts(), &say).run().await.unwrap_or_else(|e| panic!("{e}"));
+    let routing = |aws: &SdkAws| {
+        let aws = aws.clone();
+        async move { aws.stack_resources("shop-routing-1").await.expect("resources").into_iter().map(|r| (r.0, r.1)).collect::<BTreeMap<String, String>>() }
+    };
+    let exports: BTreeMap<String, String> = aws.list_exports().await.expect("exports").into_iter().collect();
+    let pricing_r1 = exports["shop-r1-Pricing-InternalTargetGroup"].clone();
+
+    // Release 2 without pricing, its traffic left to the operator: release 1 serves and calls
+    // pricing, whose rule and name stay, forwarding to release 1 alone; no test-header twin.
+    let manual = Options { traffic_auto: false, ..opts() };
+    Converger::new(&aws, &compile_app("dropped", &without_pricing, &stage, 2, "a.tgz", &sha), manual, &say).run().await.unwrap_or_else(|e| panic!("{e}"));
+    let r = routing(&aws).await;
+    assert!(r.contains_key("PricingDnsRecord"), "{r:?}");
+    assert!(!r.contains_key("PricingInternalRuleTest"), "no release-2 target group for the header to reach: {r:?}");
+    let rule = aws.describe_rules(&[r["PricingInternalRule"].clone()]).await.expect("rule");
+    assert_eq!(rule[0].forward.iter().map(|(tg, _)| tg.clone()).collect::<Vec<_>>(), vec![pricing_r1], "{rule:?}");
+    assert_eq!(weights(&aws).await.get(&1), Some(&100));
+
+    // All traffic to release 2; release 3 (also without pricing) is deployed: no release that
+    // has pricing serves any more, and its rule and name go.
+    let ops = Ops::new(&aws, formation(), &say);
+    ops.traffic(&BTreeMap::from([(2, 100)])).await.unwrap_or_else(|e| panic!("{e}"));
+    Converger::new(&aws, &compile_app("dropped", &without_pricing, &stage, 3, "a.tgz", &sha), opts(), &say).run().await.unwrap_or_else(|e| panic!("{e}"));
+    let r = routing(&aws).await;
+    assert!(!r.contains_key("PricingInternalRule") && !r.contains_key("PricingDnsRecord"), "{r:?}");
+}
+
+/// A routing update creates its new rules before it deletes the ones they replace: on a
+/// listener near the rules quota, a release that renames every route would hold both sets for
+/// a while (ELBv2: TooManyRules, the update rolled back). The plan refuses it before any
+/// write, saying how many rules the peak needs and what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routing_update_whose_peak_overflows_the_rules_quota_is_refused_before_any_write() {
+    let (_moto, aws, stage, sha) = retention_world("keep_releases: 1\nquotas: {rules_per_load_balancer: 10}\n").await;
+    let say = |line: &str| eprintln!("{line}");
+    let quickstart = std::fs::read_to_string(root().join("examples/quickstart/gilliam.yml")).expect("quickstart");
+    Converger::new(&aws, &compile_app("peak", &quickstart, &stage, 1, "a.tgz", &sha), opts(), &say).run().await.unwrap_or_else(|e| panic!("{e}"));
+    // Three routes, three twins: 6 of 10 rules. Every route renamed: 6 more before 6 go.
+    let renamed = quickstart.replace("- /api/*", "- /api2/*").replace("- api.shop.example.com", "- api2.shop.example.com").replace("/v1/{rest}", "/v2/{rest}");
+    let err = Converger::new(&aws, &compile_app("peak", &renamed, &stage, 2, "a.tgz", &sha), opts(), &say).plan().await.expect_err("refused");
+    let text = err.to_string();
+    assert!(matches!(err, gilliam_materializer::Error::Refused(_)), "{text}");
+    assert!(text.contains("PublicLoadBalancer would hold 12 rules") && text.contains("(6 deployed, 6 created") && text.contains("quotas.rules_per_load_balancer"), "{text}");
+    // One route renamed fits: 6 deployed + 2 created = 8.
+    let one = quickstart.replace("- /api/*", "- /api2/*");
+    Converger::new(&aws, &compile_app("peak", &one, &stage, 3, "a.tgz", &sha), opts(), &say).plan().await.unwrap_or_else(|e| panic!("{e}"));
+}

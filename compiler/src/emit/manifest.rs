@@ -25,7 +25,7 @@ pub(crate) fn manifest(
     let stage = out.file("inputs/stage.yml".into(), inputs.stage.text.as_bytes().to_vec());
     let mut tg_names = BTreeSet::new();
     let mut services = Vec::new();
-    for s in &ctx.svcs {
+    for s in ctx.svcs.iter().filter(|s| !s.carried) {
         let p = s.s.process();
         let aux = s.s.auxiliary();
         let http = s.s.is_http();
@@ -130,7 +130,7 @@ pub(crate) fn manifest(
                 })
             })
             .collect(),
-        test_route: ctx.http().next().is_some().then(|| mf::TestRoute { header: crate::delivery::TEST_HEADER.into(), value: n.to_string() }),
+        test_route: ctx.own_http().next().is_some().then(|| mf::TestRoute { header: crate::delivery::TEST_HEADER.into(), value: n.to_string() }),
         delivery: ctx.delivery.clone(),
     })
 }

@@ -138,6 +138,10 @@ pub(crate) fn routing_template(ctx: &Ctx<'_>, g: u32) -> Result<Template, String
         let priorities = crate::priority::allocate(&keys, &deployed.on(listener), true).map_err(|e| format!("routing group {g}'s public listener: {e}"))?;
         let pairs = routes.iter().flat_map(|sr| [(sr, true), (sr, false)]);
         for ((((s, r), test), id), prio) in pairs.zip(&ids).zip(priorities) {
+            // A carried service has no target group in this release for the header to reach.
+            if test && s.carried {
+                continue;
+            }
             let actions = if test {
                 test_forward(ctx, &s.s.name, true)
             } else {
@@ -197,7 +201,8 @@ pub(crate) fn routing_template(ctx: &Ctx<'_>, g: u32) -> Result<Template, String
         for (s, (pair, prio)) in members.iter().zip(ids.chunks(2).zip(priorities.chunks(2))) {
             let host = host(ctx, &s.s.name);
             let host_condition = obj! { "Field": "host-header", "HostHeaderConfig": obj! { "Values": vec![host.as_str()] } };
-            t.add(
+            if !s.carried {
+                t.add(
                 pair[0].clone(),
                 "AWS::ElasticLoadBalancingV2::ListenerRule",
                 obj! {
@@ -205,6 +210,7 @@ pub(crate) fn routing_template(ctx: &Ctx<'_>, g: u32) -> Result<Template, String
                     "Conditions": vec![host_condition.clone(), test_condition(ctx)], "Actions": test_forward(ctx, &s.s.name, false),
                 },
             )?;
+            }
             if let Some(actions) = forward(ctx, &s.s.name, false) {
                 t.add(
                     pair[1].clone(),

@@ -43,7 +43,7 @@ impl Discovery {
 pub(crate) fn discovery(ctx: &Ctx<'_>, warnings: &mut Vec<String>) -> Discovery {
     let domain = ctx.domain();
     let mut d = Discovery { env: BTreeMap::new(), secrets: BTreeMap::new(), urls: BTreeMap::new() };
-    for s in ctx.http() {
+    for s in ctx.own_http() {
         let url = format!("http://{}", host(ctx, &s.s.name));
         d.urls.insert(format!("{}_URL", s.env), url);
     }

@@ -10,7 +10,8 @@
 //!   digits, `-`, `.`, `*`, `?` (no `_`), at most 5 target groups per forward, weights 0..999;
 //! - an update creates and modifies rules in parallel before it deletes any (and rolls back the
 //!   same way): a created or re-prioritised rule must not take a number a deployed rule holds
-//!   (`PriorityInUse`);
+//!   (`PriorityInUse`), and the deployed and created rules together must fit the rules quota
+//!   (100 per load balancer, default rules not counted: `TooManyRules`);
 //! - an export cannot be removed, nor its value changed, while another stack imports it, and a
 //!   stack whose exports are imported cannot be deleted; an import must name an existing export;
 //! - a target group that a listener rule forwards to cannot be deleted (`ResourceInUse`);
@@ -124,6 +125,9 @@ pub fn template_problems(t: &Value) -> Vec<String> {
 }
 
 /// Listener rule priorities of a template: listener (as written) to rule ID to priority.
+/// ELBv2's default quota of rules per Application Load Balancer (default rules not counted).
+pub const RULES_QUOTA: usize = 100;
+
 fn rule_priorities(t: &Value) -> BTreeMap<String, BTreeMap<String, u32>> {
     let mut out: BTreeMap<String, BTreeMap<String, u32>> = BTreeMap::new();
     for (id, r) in resources(t).filter(|(_, r)| r["Type"] == LISTENER_RULE) {
@@ -166,6 +170,13 @@ fn imports(t: &Value) -> BTreeSet<String> {
 /// `after` (`None`: a create), given every other stack's template.
 pub fn change_problems(name: &str, before: Option<&Value>, after: &Value, others: &BTreeMap<String, Value>) -> Vec<String> {
     let mut out = template_problems(after);
+    if before.is_none() {
+        for (listener, rules) in rule_priorities(after) {
+            if rules.len() > RULES_QUOTA {
+                out.push(format!("stack {name}: TooManyRules: listener {listener} would hold {} rules; the quota is {RULES_QUOTA}", rules.len()));
+            }
+        }
+    }
     let importers = |export: &str| -> Vec<&str> { others.iter().filter(|(_, t)| imports(t).contains(export)).map(|(n, _)| n.as_str()).collect() };
     let available: BTreeSet<String> = others.values().flat_map(|t| exports(t).into_keys()).chain(exports(after).into_keys()).collect();
     for i in imports(after) {
@@ -189,6 +200,11 @@ pub fn change_problems(name: &str, before: Option<&Value>, after: &Value, others
     let old = rule_priorities(before);
     for (listener, rules) in rule_priorities(after) {
         let deployed = old.get(&listener).cloned().unwrap_or_default();
+        // Created before the replaced ones are deleted: both count at the update's peak.
+        let peak = deployed.keys().chain(rules.keys()).collect::<BTreeSet<_>>().len();
+        if peak > RULES_QUOTA {
+            out.push(format!("stack {name}: TooManyRules: listener {listener} would hold {peak} rules while the update runs; the quota is {RULES_QUOTA}"));
+        }
         let b: BTreeMap<&str, u32> = deployed.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         let a: BTreeMap<&str, u32> = rules.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         if let Some(why) = transition_conflict(&b, &a) {
@@ -481,6 +497,26 @@ mod tests {
         let fine = json!({"Resources": {"X": rule("L", 5, "x.example.com"), "A": rule("L", 1, "a.example.com"), "B": rule("L", 2, "b.example.com")},
             "Outputs": {"Sg": {"Value": {"Ref": "Sg"}, "Export": {"Name": "shop-Sg"}}}});
         assert_eq!(change_problems("shop", Some(&before), &fine, &others), Vec::<String>::new());
+    }
+
+    #[test]
+    fn an_update_whose_created_and_deployed_rules_overflow_the_quota_is_refused() {
+        let many = |prefix: &str, n: usize, from: u32| -> serde_json::Map<String, Value> {
+            (0..n).map(|i| (format!("{prefix}{i}"), rule("L", u64::from(from) + i as u64, &format!("{prefix}{i}.example.com")))).collect()
+        };
+        let before = json!({"Resources": many("a", 99, 1)});
+        // Two renamed: created before the two they replace are deleted, 101 at the peak.
+        let mut renamed = many("a", 97, 1);
+        renamed.extend(many("b", 2, 200));
+        let p = change_problems("shop", Some(&before), &json!({"Resources": renamed}), &BTreeMap::new()).join("\n");
+        assert!(p.contains("TooManyRules") && p.contains("101 rules"), "{p}");
+        // One renamed: 100 at the peak, which fits.
+        let mut one = many("a", 98, 1);
+        one.extend(many("b", 1, 200));
+        assert_eq!(change_problems("shop", Some(&before), &json!({"Resources": one}), &BTreeMap::new()), Vec::<String>::new());
+        // A new stack with 101 rules is refused as such.
+        let p = change_problems("shop", None, &json!({"Resources": many("a", 101, 1)}), &BTreeMap::new()).join("\n");
+        assert!(p.contains("TooManyRules"), "{p}");
     }
 
     #[test]

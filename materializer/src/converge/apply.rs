@@ -109,7 +109,7 @@ impl<'a, A: Aws> Converger<'a, A> {
                 }
                 Action::ShiftWhenHealthy { release, shares, strategy: _ } => {
                     self.wait_healthy().await?;
-                    let rendered = routing_only(m, self.router.render(&from_plan(shares, m), &plan.observed)?);
+                    let rendered = routing_only(m, self.router.render(&from_plan(shares, m), &plan.observed).await?);
                     for (stack, body) in &rendered {
                         self.router.rendered(stack, shares, &canonical_sha(body), &plan.observed, &mut report.changes).await?;
                     }
@@ -223,7 +223,7 @@ impl<'a, A: Aws> Converger<'a, A> {
             Ok(_) => {
                 // The routing stacks catch up with the weights now set, and drop the releases
                 // this converge retires, as an all-at-once shift does.
-                let rendered = routing_only(m, self.router.render(&from_plan(shares, m), &plan.observed)?);
+                let rendered = routing_only(m, self.router.render(&from_plan(shares, m), &plan.observed).await?);
                 for (stack, body) in &rendered {
                     self.router.rendered(stack, shares, &canonical_sha(body), &plan.observed, &mut report.changes).await?;
                 }

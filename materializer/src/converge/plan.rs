@@ -173,7 +173,7 @@ impl<'a, A: Aws> Converger<'a, A> {
         // numbered around them (real ELBv2 refuses a number a deployed rule still holds).
         let (deployed_routing, rules) = self.router.deployed_routing().await?;
         observed.rules = rules;
-        let rendered = self.router.render(&shares, observed)?;
+        let rendered = self.router.render(&shares, observed).await?;
         Ok(Rendering { state, shares, serving, deployed_routing, rendered, must_go })
     }
     /// The auxiliaries' secrets, before the formation stack that reads them.
@@ -263,6 +263,18 @@ impl<'a, A: Aws> Converger<'a, A> {
             if seen.as_ref().is_some_and(|(status, _)| status == "UPDATE_ROLLBACK_FAILED") {
                 actions.push(Action::ContinueRollback { stack: stack.clone() });
             }
+            // ELBv2 counts the rules an update creates before it deletes the ones they replace.
+            let quota = m.formation.footprint.map_or(100, |f| f.rules_per_load_balancer) as usize;
+            let deployed_body = deployed.as_ref().and_then(|(_, b)| b.as_deref());
+            if let Some(p) = crate::routing::rule_peaks(deployed_body, body).into_iter().find(|p| p.peak() > quota) {
+                return Err(Error::Refused(format!(
+                    "routing stack {stack}: {} would hold {} rules while CloudFormation updates it ({} deployed, {} created before the ones they replace are deleted), over the quota of {quota} rules per load balancer: deploy the route changes in smaller steps (a release that drops the old routes, then one that adds the new), or raise the quota with AWS and set `quotas.rules_per_load_balancer`",
+                    p.load_balancer,
+                    p.peak(),
+                    p.deployed,
+                    p.created
+                )));
+            }
             match (&seen, &deployed) {
                 (Some((status, _)), _) if status.ends_with("_IN_PROGRESS") => return Err(Error::Busy { stack: stack.clone(), status: status.clone() }),
                 (Some((_, have)), _) if *have == want => {}
@@ -342,7 +354,7 @@ impl<'a, A: Aws> Converger<'a, A> {
             actions.push(Action::ShiftWhenHealthy { release: number, shares: to_plan(&shifted), strategy });
         } else if !retire.is_empty() || !cool.is_empty() {
             let kept = without(shares);
-            for (stack, body) in routing_only(m, self.router.render(&kept, observed)?) {
+            for (stack, body) in routing_only(m, self.router.render(&kept, observed).await?) {
                 actions.push(Action::Routing { stack, create: false, shares: to_plan(&kept), template_sha256: canonical_sha(&body) });
             }
         }

@@ -53,6 +53,11 @@ pub fn root() -> PathBuf {
 /// under `target/test-scratch/TAG/`.
 pub fn compile_in(tag: &str, stage: &str, number: u32, artifact_key: &str, sha: &str) -> Bundle {
     let app = std::fs::read_to_string(root().join("examples/quickstart/gilliam.yml")).expect("quickstart");
+    compile_app(tag, &app, stage, number, artifact_key, sha)
+}
+
+/// Compiles release `number` of the gilliam.yml `app`, as `compile_in` does the quickstart's.
+pub fn compile_app(tag: &str, app: &str, stage: &str, number: u32, artifact_key: &str, sha: &str) -> Bundle {
     let release = format!(
         r#"{{"number": {number}, "artifact": {{"url": "s3://{ARTIFACTS}/{artifact_key}", "sha256": "{sha}"}}, "runtime_image": "ami-0a1b2c3d4e5f60718", "revision": "rev{number}", "created": "2026-11-22T10:00:00Z"}}"#
     );
