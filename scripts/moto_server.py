@@ -1,5 +1,5 @@
-"""moto_server, with the CloudWatch percentile statistics and the target group attributes
-(from CloudFormation) that moto lacks.
+"""moto_server, with what moto lacks and gilliam reads: the CloudWatch percentile statistics,
+target group attributes set through CloudFormation, CloudFormation's DescribeAccountLimits.
 
 Real CloudWatch answers GetMetricData and GetMetricStatistics with percentiles (p50, p99,
 p99.9); moto 5.2 answers an HTTP 500. gilliam reads the p99 of each release's target response
@@ -48,6 +48,19 @@ def _tg_with_attributes(cls, resource_name, cloudformation_json, account_id, reg
 
 
 elbv2_models.FakeTargetGroup.create_from_cloudformation_json = classmethod(_tg_with_attributes)
+
+# Real CloudFormation answers DescribeAccountLimits (the preflight reads `StackLimit`); moto 5.2
+# has no such action. The values are AWS's documented defaults.
+from moto.cloudformation import responses as cfn_responses  # noqa: E402
+from moto.core.responses import ActionResult  # noqa: E402
+
+
+def _describe_account_limits(self):
+    limits = [{"Name": "StackLimit", "Value": 2000}, {"Name": "StackOutputsLimit", "Value": 200}, {"Name": "ConcurrentResourcesLimit", "Value": 2500}]
+    return ActionResult({"AccountLimits": limits})
+
+
+cfn_responses.CloudFormationResponse.describe_account_limits = _describe_account_limits
 
 from moto.server import main  # noqa: E402
 

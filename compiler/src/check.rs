@@ -109,7 +109,16 @@ pub(crate) fn check<'a>(
                     );
                 }
             }
-            svcs.push(Svc { s, id, env, scale: scale.unwrap_or(mf::Scale { min: 0, desired: 0, max: 0, cpu: 0 }), instance_type, group: None, part: 0, carried: false });
+            svcs.push(Svc {
+                s,
+                id,
+                env,
+                scale: scale.unwrap_or(mf::Scale { min: 0, desired: 0, max: 0, cpu: 0 }),
+                instance_type,
+                group: None,
+                part: 0,
+                carried: false,
+            });
         }
 
         // Routes: the same host and path may lead to one service only.

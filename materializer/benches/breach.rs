@@ -89,6 +89,14 @@ impl CloudFormation for Bench {
         self.other();
         self.inner.list_exports().await
     }
+    async fn stack_limit(&self) -> AwsResult<Option<u32>> {
+        self.other();
+        self.inner.stack_limit().await
+    }
+    async fn stack_names(&self) -> AwsResult<Vec<String>> {
+        self.other();
+        self.inner.stack_names().await
+    }
 }
 
 impl Elbv2 for Bench {
@@ -109,6 +117,18 @@ impl Elbv2 for Bench {
     async fn deregistration_delay(&self, tg: &str) -> AwsResult<u32> {
         self.other();
         self.inner.deregistration_delay(tg).await
+    }
+    async fn elb_limits(&self) -> AwsResult<std::collections::BTreeMap<String, u32>> {
+        self.other();
+        self.inner.elb_limits().await
+    }
+    async fn target_group_arns(&self) -> AwsResult<Vec<String>> {
+        self.other();
+        self.inner.target_group_arns().await
+    }
+    async fn load_balancer_arns(&self) -> AwsResult<Vec<String>> {
+        self.other();
+        self.inner.load_balancer_arns().await
     }
 }
 

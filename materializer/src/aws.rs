@@ -327,6 +327,10 @@ macro_rules! __cloudformation {
         fn stack_resources(name: &str) -> Vec<(String, String, String)> = "ListStackResources";
         /// Every export in the region: (name, value).
         fn list_exports() -> Vec<(String, String)> = "ListExports";
+        /// The account's stack quota in the region (`StackLimit`); `None` when not reported.
+        fn stack_limit() -> Option<u32> = "DescribeAccountLimits";
+        /// The names of the region's stacks that are not deleted.
+        fn stack_names() -> Vec<String> = "ListStacks";
     ); };
 }
 
@@ -343,6 +347,13 @@ macro_rules! __elbv2 {
         /// A target group's deregistration delay (`deregistration_delay.timeout_seconds`), in
         /// seconds: how long requests in flight to a deregistering target may still take.
         fn deregistration_delay(target_group_arn: &str) -> u32 = "DescribeTargetGroupAttributes";
+        /// The account's ELBv2 quotas in the region, by name (`target-groups`,
+        /// `application-load-balancers`, `rules-per-application-load-balancer`, ...).
+        fn elb_limits() -> ::std::collections::BTreeMap<String, u32> = "DescribeAccountLimits";
+        /// Every target group in the region (ARNs).
+        fn target_group_arns() -> Vec<String> = "DescribeTargetGroups";
+        /// Every load balancer in the region (ARNs).
+        fn load_balancer_arns() -> Vec<String> = "DescribeLoadBalancers";
     ); };
 }
 

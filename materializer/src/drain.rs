@@ -36,9 +36,8 @@ pub async fn wait_drained<A: Aws>(aws: &A, m: &Manifest, releases: &[u32], poll:
     let started = tokio::time::Instant::now();
     loop {
         let rules = crate::observe::routing_rules(aws, m).await?;
-        let carrying = rules.iter().find_map(|(logical, r)| {
-            r.forward.iter().find_map(|(tg, w)| groups.get(tg).filter(|_| *w > 0).map(|n| (*n, *w, logical.clone())))
-        });
+        let carrying =
+            rules.iter().find_map(|(logical, r)| r.forward.iter().find_map(|(tg, w)| groups.get(tg).filter(|_| *w > 0).map(|n| (*n, *w, logical.clone()))));
         let Some((n, w, logical)) = carrying else { break };
         if started.elapsed() >= SETTLE {
             return Err(Error::Refused(format!(

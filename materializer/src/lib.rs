@@ -24,6 +24,7 @@ pub mod ops;
 pub mod plan;
 pub mod preflight;
 pub mod published;
+pub mod quotas;
 pub mod retention;
 pub mod retry;
 pub mod routing;

@@ -71,9 +71,8 @@ impl<'a, A: Aws> Router<'a, A> {
                 None => {
                     let key = gilliam_contract::keys::release_file(&m.formation.s3_prefix, s.release, &m.inputs.app.path);
                     let bucket = &m.formation.outputs_bucket;
-                    let t = retry("read an older release's gilliam.yml", || self.aws.get_object(bucket, &key))
-                        .await?
-                        .and_then(|o| String::from_utf8(o.body).ok());
+                    let t =
+                        retry("read an older release's gilliam.yml", || self.aws.get_object(bucket, &key)).await?.and_then(|o| String::from_utf8(o.body).ok());
                     self.apps.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(s.release, t.clone());
                     t
                 }

@@ -391,9 +391,78 @@ impl CloudFormation for SdkAws {
             }
         }
     }
+    async fn stack_limit(&self) -> AwsResult<Option<u32>> {
+        let mut token = None;
+        loop {
+            let page = self.cfn.describe_account_limits().set_next_token(token).send().boxed().await.map_err(classify)?;
+            if let Some(v) = page.account_limits().iter().find(|l| l.name() == Some("StackLimit")).and_then(|l| l.value()) {
+                return Ok(u32::try_from(v).ok());
+            }
+            token = page.next_token().map(str::to_string);
+            if token.is_none() {
+                return Ok(None);
+            }
+        }
+    }
+    async fn stack_names(&self) -> AwsResult<Vec<String>> {
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self.cfn.list_stacks().set_next_token(token).send().boxed().await.map_err(classify)?;
+            for s in page.stack_summaries() {
+                if s.stack_status().map(|st| st.as_str()) != Some("DELETE_COMPLETE") {
+                    out.push(s.stack_name().unwrap_or_default().to_string());
+                }
+            }
+            token = page.next_token().map(str::to_string);
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
+    }
 }
 
 impl Elbv2 for SdkAws {
+    async fn elb_limits(&self) -> AwsResult<std::collections::BTreeMap<String, u32>> {
+        let mut out = std::collections::BTreeMap::new();
+        let mut marker = None;
+        loop {
+            let page = self.elb.describe_account_limits().set_marker(marker).send().boxed().await.map_err(classify)?;
+            for l in page.limits() {
+                if let (Some(name), Some(max)) = (l.name(), l.max().and_then(|m| m.parse::<f64>().ok())) {
+                    out.insert(name.to_string(), max as u32);
+                }
+            }
+            marker = page.next_marker().map(str::to_string);
+            if marker.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+    async fn target_group_arns(&self) -> AwsResult<Vec<String>> {
+        let mut out = Vec::new();
+        let mut marker = None;
+        loop {
+            let page = self.elb.describe_target_groups().set_marker(marker).send().boxed().await.map_err(classify)?;
+            out.extend(page.target_groups().iter().filter_map(|t| t.target_group_arn().map(str::to_string)));
+            marker = page.next_marker().map(str::to_string);
+            if marker.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+    async fn load_balancer_arns(&self) -> AwsResult<Vec<String>> {
+        let mut out = Vec::new();
+        let mut marker = None;
+        loop {
+            let page = self.elb.describe_load_balancers().set_marker(marker).send().boxed().await.map_err(classify)?;
+            out.extend(page.load_balancers().iter().filter_map(|l| l.load_balancer_arn().map(str::to_string)));
+            marker = page.next_marker().map(str::to_string);
+            if marker.is_none() {
+                return Ok(out);
+            }
+        }
+    }
     async fn describe_rules(&self, arns: &[String]) -> AwsResult<Vec<Rule>> {
         let mut out = Vec::new();
         // DescribeRules takes a bounded number of ARNs per call.

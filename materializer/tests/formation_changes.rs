@@ -213,6 +213,12 @@ impl<A: Aws> CloudFormation for RollingBack<A> {
     async fn list_exports(&self) -> gilliam_materializer::aws::AwsResult<Vec<(String, String)>> {
         self.inner.list_exports().await
     }
+    async fn stack_limit(&self) -> gilliam_materializer::aws::AwsResult<Option<u32>> {
+        self.inner.stack_limit().await
+    }
+    async fn stack_names(&self) -> gilliam_materializer::aws::AwsResult<Vec<String>> {
+        self.inner.stack_names().await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

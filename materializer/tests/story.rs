@@ -479,8 +479,37 @@ async fn a_routing_update_whose_peak_overflows_the_rules_quota_is_refused_before
     let err = Converger::new(&aws, &compile_app("peak", &renamed, &stage, 2, "a.tgz", &sha), opts(), &say).plan().await.expect_err("refused");
     let text = err.to_string();
     assert!(matches!(err, gilliam_materializer::Error::Refused(_)), "{text}");
-    assert!(text.contains("PublicLoadBalancer would hold 12 rules") && text.contains("(6 deployed, 6 created") && text.contains("quotas.rules_per_load_balancer"), "{text}");
+    assert!(
+        text.contains("PublicLoadBalancer would hold 12 rules") && text.contains("(6 deployed, 6 created") && text.contains("quotas.rules_per_load_balancer"),
+        "{text}"
+    );
     // One route renamed fits: 6 deployed + 2 created = 8.
     let one = quickstart.replace("- /api/*", "- /api2/*");
     Converger::new(&aws, &compile_app("peak", &one, &stage, 3, "a.tgz", &sha), opts(), &say).plan().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The preflight reads the account's quotas and what the region holds, telling this
+/// formation's target groups, load balancers and stacks from everything else's; with a smaller
+/// account (the same usage, a lower quota) the formation's peak is refused before any write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_preflight_counts_the_formations_peak_against_the_accounts_quotas() {
+    let (_moto, aws, stage, sha) = retention_world("keep_releases: 1\n").await;
+    let say = |line: &str| eprintln!("{line}");
+    let r1 = compile_in("quotas", &stage, 1, "a.tgz", &sha);
+    Converger::new(&aws, &r1, opts(), &say).run().await.unwrap_or_else(|e| panic!("{e}"));
+    let m = &r1.manifest;
+    let a = gilliam_materializer::quotas::read(&aws, m).await.expect("read");
+    assert!(a.unread.is_empty(), "{:?}", a.unread);
+    // api (public and internal) and pricing (internal): three target groups, two load
+    // balancers, and the formation, routing and release stacks; the network stack is another's.
+    assert_eq!(a.target_groups, Some((3, 3)));
+    assert_eq!(a.load_balancers, Some((2, 2)));
+    assert_eq!(a.stacks, Some((4, 3)));
+    let peak = m.formation.footprint.expect("footprint");
+    assert_eq!((peak.target_groups, peak.load_balancers), (3 * 3, 2), "keep 1 + 2 live releases");
+    assert_eq!(gilliam_materializer::quotas::findings(m, &peak, &a).problems, Vec::<String>::new());
+    let mut small = a.clone();
+    small.elb_limits.as_mut().expect("limits").insert("target-groups".into(), 8);
+    let f = gilliam_materializer::quotas::findings(m, &peak, &small);
+    assert!(f.problems.len() == 1 && f.problems[0].contains("holds up to 9 at its peak"), "{f:?}");
 }

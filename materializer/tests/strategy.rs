@@ -53,6 +53,15 @@ impl Elbv2 for SickAfterFirstStep {
     async fn deregistration_delay(&self, tg: &str) -> AwsResult<u32> {
         self.inner.deregistration_delay(tg).await
     }
+    async fn elb_limits(&self) -> AwsResult<std::collections::BTreeMap<String, u32>> {
+        self.inner.elb_limits().await
+    }
+    async fn target_group_arns(&self) -> AwsResult<Vec<String>> {
+        self.inner.target_group_arns().await
+    }
+    async fn load_balancer_arns(&self) -> AwsResult<Vec<String>> {
+        self.inner.load_balancer_arns().await
+    }
     async fn target_health(&self, tg: &str) -> AwsResult<Vec<String>> {
         let states = self.inner.target_health(tg).await?;
         let sick = self.sick.lock().expect("sick").as_ref().is_some_and(|(_, arns)| arns.iter().any(|a| a == tg));

@@ -203,13 +203,13 @@ pub(crate) fn routing_template(ctx: &Ctx<'_>, g: u32) -> Result<Template, String
             let host_condition = obj! { "Field": "host-header", "HostHeaderConfig": obj! { "Values": vec![host.as_str()] } };
             if !s.carried {
                 t.add(
-                pair[0].clone(),
-                "AWS::ElasticLoadBalancingV2::ListenerRule",
-                obj! {
-                    "ListenerArn": r#ref("InternalListener"), "Priority": prio[0],
-                    "Conditions": vec![host_condition.clone(), test_condition(ctx)], "Actions": test_forward(ctx, &s.s.name, false),
-                },
-            )?;
+                    pair[0].clone(),
+                    "AWS::ElasticLoadBalancingV2::ListenerRule",
+                    obj! {
+                        "ListenerArn": r#ref("InternalListener"), "Priority": prio[0],
+                        "Conditions": vec![host_condition.clone(), test_condition(ctx)], "Actions": test_forward(ctx, &s.s.name, false),
+                    },
+                )?;
             }
             if let Some(actions) = forward(ctx, &s.s.name, false) {
                 t.add(

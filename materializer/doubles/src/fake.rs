@@ -40,6 +40,12 @@ pub struct World {
     pub rules: BTreeMap<String, VecDeque<Vec<(String, u32)>>>,
     /// Target group ARN to its deregistration delay (seconds); ELBv2's 300 by default.
     pub delays: BTreeMap<String, u32>,
+    /// The account's quotas as ELBv2 and CloudFormation report them (`None`: the call fails
+    /// as access denied), and the target groups and load balancers of the region.
+    pub elb_limits: Option<BTreeMap<String, u32>>,
+    pub stack_limit: Option<u32>,
+    pub target_groups: Vec<String>,
+    pub load_balancers: Vec<String>,
     etags: u64,
 }
 
@@ -202,6 +208,14 @@ impl CloudFormation for Fake {
         self.enter("list_exports")?;
         Ok(self.with(|w| w.exports.iter().map(|(k, v)| (k.clone(), v.clone())).collect()))
     }
+    async fn stack_limit(&self) -> AwsResult<Option<u32>> {
+        self.enter("stack_limit")?;
+        Ok(self.with(|w| w.stack_limit))
+    }
+    async fn stack_names(&self) -> AwsResult<Vec<String>> {
+        self.enter("stack_names")?;
+        Ok(self.with(|w| w.stacks.keys().cloned().collect()))
+    }
 }
 
 impl Elbv2 for Fake {
@@ -229,6 +243,19 @@ impl Elbv2 for Fake {
     async fn deregistration_delay(&self, arn: &str) -> AwsResult<u32> {
         self.enter("deregistration_delay")?;
         Ok(self.with(|w| w.delays.get(arn).copied().unwrap_or(300)))
+    }
+    async fn elb_limits(&self) -> AwsResult<BTreeMap<String, u32>> {
+        self.enter("elb_limits")?;
+        self.with(|w| w.elb_limits.clone())
+            .ok_or_else(|| AwsError::Other("AccessDenied: not authorized to perform elasticloadbalancing:DescribeAccountLimits".into()))
+    }
+    async fn target_group_arns(&self) -> AwsResult<Vec<String>> {
+        self.enter("target_group_arns")?;
+        Ok(self.with(|w| w.target_groups.clone()))
+    }
+    async fn load_balancer_arns(&self) -> AwsResult<Vec<String>> {
+        self.enter("load_balancer_arns")?;
+        Ok(self.with(|w| w.load_balancers.clone()))
     }
 }
 

@@ -388,6 +388,12 @@ impl<A: Aws> CloudFormation for Strict<A> {
     async fn list_exports(&self) -> AwsResult<Vec<(String, String)>> {
         self.inner.list_exports().await
     }
+    async fn stack_limit(&self) -> AwsResult<Option<u32>> {
+        self.inner.stack_limit().await
+    }
+    async fn stack_names(&self) -> AwsResult<Vec<String>> {
+        self.inner.stack_names().await
+    }
 }
 
 impl<A: Aws> Elbv2 for Strict<A> {
@@ -405,6 +411,15 @@ impl<A: Aws> Elbv2 for Strict<A> {
     }
     async fn deregistration_delay(&self, target_group_arn: &str) -> AwsResult<u32> {
         self.inner.deregistration_delay(target_group_arn).await
+    }
+    async fn elb_limits(&self) -> AwsResult<BTreeMap<String, u32>> {
+        self.inner.elb_limits().await
+    }
+    async fn target_group_arns(&self) -> AwsResult<Vec<String>> {
+        self.inner.target_group_arns().await
+    }
+    async fn load_balancer_arns(&self) -> AwsResult<Vec<String>> {
+        self.inner.load_balancer_arns().await
     }
     async fn target_health(&self, target_group_arn: &str) -> AwsResult<Vec<String>> {
         let states = self.inner.target_health(target_group_arn).await?;

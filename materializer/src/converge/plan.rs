@@ -100,6 +100,16 @@ impl<'a, A: Aws> Converger<'a, A> {
                 return Err(Error::Preflight { formation: m.formation.name.clone(), problems: found.problems });
             }
         }
+        // The quotas the whole account shares: this formation's peak on top of what is there.
+        if self.opts.preflight {
+            let found = crate::quotas::check(self.aws, m).await?;
+            for w in &found.warnings {
+                (self.say)(&format!("warning: {w}"));
+            }
+            if !found.problems.is_empty() {
+                return Err(Error::Preflight { formation: m.formation.name.clone(), problems: found.problems });
+            }
+        }
         let mut actions = Vec::new();
         if !observed.bucket_exists {
             actions.push(Action::CreateBucket { bucket: bucket.clone() });

@@ -62,7 +62,7 @@ pub fn compile_app(tag: &str, app: &str, stage: &str, number: u32, artifact_key:
         r#"{{"number": {number}, "artifact": {{"url": "s3://{ARTIFACTS}/{artifact_key}", "sha256": "{sha}"}}, "runtime_image": "ami-0a1b2c3d4e5f60718", "revision": "rev{number}", "created": "2026-11-22T10:00:00Z"}}"#
     );
     let inputs = gilliam_compiler::Inputs {
-        app: gilliam_compiler::Source { name: "gilliam.yml", text: &app },
+        app: gilliam_compiler::Source { name: "gilliam.yml", text: app },
         release: gilliam_compiler::Source { name: "release.json", text: &release },
         stage: gilliam_compiler::Source { name: "stage.yml", text: stage },
     };
