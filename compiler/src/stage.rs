@@ -90,6 +90,9 @@ const KEYS: &[&str] = &[
 const DEFAULT_KEYS: &[&str] = &["instance_type", "root_volume_gb", "scale"];
 const QUOTA_KEYS: &[&str] = &["load_balancers", "rules_per_load_balancer", "target_groups", "stacks"];
 
+/// Seconds a deregistering target keeps its requests in flight, unless the stage file says.
+pub const DEFAULT_DEREGISTRATION_DELAY: u32 = 30;
+
 /// Most previous releases kept running: with the serving release and one being deployed, a
 /// weighted forward then names at most 5 target groups, the ELBv2 limit.
 pub const MAX_KEEP_RELEASES: u32 = 3;
@@ -247,7 +250,7 @@ pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<Stage> {
     let deregistration_delay = f
         .get("deregistration_delay")
         .and_then(|n| crate::delivery::seconds(n, sink, "`deregistration_delay`", 0, 3600))
-        .unwrap_or(crate::emit::common::DRAIN_SECONDS);
+        .unwrap_or(DEFAULT_DEREGISTRATION_DELAY);
     let delivery = crate::delivery::decode(&mut f, sink, true);
     f.finish(sink, KEYS, "the stage file");
     Some(Stage {

@@ -26,7 +26,7 @@ pub const SIGNAL_TIMEOUT_SECONDS: u32 = 900;
 
 /// Load balancer deregistration delay by default (`deregistration_delay` in the stage file),
 /// which the agent also waits out when draining.
-pub const DRAIN_SECONDS: u32 = 30;
+pub const DRAIN_SECONDS: u32 = crate::stage::DEFAULT_DEREGISTRATION_DELAY;
 pub(crate) const TLS_POLICY: &str = "ELBSecurityPolicy-TLS13-1-2-2021-06";
 
 pub(crate) fn sg_rule(port: u16, source: Value, description: &str) -> Value {
