@@ -34,7 +34,7 @@ fn seed_example_is_the_shared_one_unchanged() {
 
 #[test]
 fn small_cases_snapshot_every_file() {
-    for case in ["seed", "full", "names"] {
+    for case in ["seed", "full", "names", "image"] {
         let c = compile_case(case);
         insta::with_settings!({ snapshot_path => fixtures().join(case).join("snapshots"), prepend_module_to_snapshot => false, omit_expression => true }, {
             for (path, bytes) in c.files.iter().filter(|(p, _)| !p.starts_with("inputs/")) {

@@ -63,7 +63,7 @@ fn instances_require_imdsv2_and_every_volume_is_encrypted() {
 }
 
 /// Actions that AWS only grants on `*` (no resource-level permissions).
-const STAR_ONLY: &[&str] = &["ec2:DescribeVolumes", "ec2:DescribeNetworkInterfaces"];
+const STAR_ONLY: &[&str] = &["ec2:DescribeVolumes", "ec2:DescribeNetworkInterfaces", "ecr:GetAuthorizationToken"];
 
 fn strings(v: &Value, out: &mut Vec<String>) {
     match v {
@@ -79,6 +79,8 @@ fn instance_roles_reach_only_their_own_formation() {
     for (case, c) in outputs() {
         let f = &c.manifest.formation.name;
         let artifact = c.manifest.release.artifact_url.trim_start_matches("s3://").to_string();
+        // An image release pulls exactly its own image's repository.
+        let repository = gilliam_contract::image::ImageRef::parse(&c.manifest.release.artifact_url).ok().and_then(|i| i.repository_arn());
         for (path, t) in templates(&c) {
             for (id, role) in of_type(&t, "AWS::IAM::Role") {
                 assert!(role["Properties"]["ManagedPolicyArns"].is_null(), "{case}/{path}/{id}: no managed policies");
@@ -104,6 +106,7 @@ fn instance_roles_reach_only_their_own_formation() {
                                 || r.contains("${AWS::StackName}")
                                 || r.contains(&format!(":secret:gilliam/{f}/"))
                                 || r.ends_with(&artifact)
+                                || repository.as_deref() == Some(r.as_str())
                                 || r.contains(&format!(":::{}/gilliam/{f}/", c.manifest.formation.outputs_bucket))
                                 || r.contains("${Aux")
                                 || r.ends_with("instance/*")

@@ -5,7 +5,7 @@ use gilliam_compiler::{compile, Compiled, Inputs, Source};
 use std::path::{Path, PathBuf};
 
 /// The fixture cases under `tests/fixtures/`, each a `gilliam.yml`, `release.json` and `stage.yml`.
-pub const CASES: &[&str] = &["seed", "full", "split", "names"];
+pub const CASES: &[&str] = &["seed", "full", "split", "names", "image"];
 
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")

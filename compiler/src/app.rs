@@ -150,7 +150,13 @@ fn replacement(part: &str, vars: &[String], other: &[String], other_is: &str) ->
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Process {
-    pub script: String,
+    /// The command: a script of the tarball (required then), or the command run in the image
+    /// (`None`: the image's own entrypoint and command).
+    pub script: Option<String>,
+    /// `memory: 512M`: the most memory the service may use, in MiB, and where it was written.
+    pub memory: Option<(u32, Pos)>,
+    /// `cpus: 0.5`: the most CPU the service may use, in thousandths of a CPU.
+    pub cpus: Option<(u32, Pos)>,
     pub port: Option<u16>,
     pub health: String,
     pub scale: PartialScale,
@@ -219,7 +225,7 @@ pub struct App {
 pub const SETTINGS_KEY: &str = "x-gilliam";
 const SETTINGS_KEYS: &[&str] = &["build", "analysis", "hooks", "stickiness"];
 
-const PROCESS_KEYS: &[&str] = &["script", "ports", "env", "health", "scale", "instance_type", "routes", "internal"];
+const PROCESS_KEYS: &[&str] = &["script", "ports", "env", "health", "scale", "instance_type", "routes", "internal", "memory", "cpus"];
 const AUX_KEYS_POSTGRES: &[&str] = &["type", "version", "instance_type", "storage", "database"];
 const AUX_KEYS_REDIS: &[&str] = &["type", "version", "instance_type"];
 const AUX_KEYS_ETCD: &[&str] = &["type", "version", "instance_type", "storage", "size"];
@@ -300,7 +306,7 @@ pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<App> {
             );
             continue;
         }
-        if let Some(kind) = decode_service(&key.name, key.pos, node, sink) {
+        if let Some(kind) = decode_service(&key.name, node, sink) {
             services.push(Service { name: key.name.clone(), pos: key.pos, kind });
         }
     }
@@ -308,7 +314,7 @@ pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<App> {
     Some(App { services, build, delivery })
 }
 
-fn decode_service(name: &str, name_pos: Pos, node: &Node, sink: &mut Sink<'_>) -> Option<ServiceKind> {
+fn decode_service(name: &str, node: &Node, sink: &mut Sink<'_>) -> Option<ServiceKind> {
     let entries = decode::map(node, sink, &format!("service `{name}`"))?;
     let mut f = Fields::new(entries);
     if let Some(t) = f.get("type") {
@@ -359,17 +365,11 @@ fn decode_service(name: &str, name_pos: Pos, node: &Node, sink: &mut Sink<'_>) -
         return Some(ServiceKind::Auxiliary(Auxiliary { kind, version, instance_type, storage_gb, size, database }));
     }
 
-    let script = match f.get("script") {
-        Some(n) => decode::string(n, sink, "`script`"),
-        None => {
-            sink.error_hint(
-                name_pos,
-                format!("service `{name}` has neither `script` nor `type`"),
-                "give your own code's `script: bin/NAME`, or `type: postgres|redis|etcd` for an auxiliary service",
-            );
-            None
-        }
-    };
+    // Without `script`, an image release runs the image's own command (a tarball release
+    // needs one: checked against the release).
+    let script = f.get("script").and_then(|n| decode::string(n, sink, "`script`"));
+    let memory = f.get("memory").and_then(|n| memory(n, sink).map(|m| (m, n.pos)));
+    let cpus = f.get("cpus").and_then(|n| cpus(n, sink).map(|c| (c, n.pos)));
     let port = f.get("ports").and_then(|n| ports(n, sink));
     let health_node = f.get("health");
     let health = match health_node {
@@ -407,7 +407,9 @@ fn decode_service(name: &str, name_pos: Pos, node: &Node, sink: &mut Sink<'_>) -
     }
     f.finish(sink, PROCESS_KEYS, &format!("service `{name}`"));
     Some(ServiceKind::Process(Process {
-        script: script?,
+        script,
+        memory,
+        cpus,
         port,
         health,
         scale,
@@ -431,6 +433,51 @@ fn decode_aux_type(n: &Node, sink: &mut Sink<'_>) -> Option<AuxType> {
         sink.error_hint(n.pos, format!("unknown auxiliary service type `{s}`"), hint);
     }
     found
+}
+
+/// `512M`, `1536Mi`, `2G`, `1.5Gi`: MiB, at least 16.
+fn memory(n: &Node, sink: &mut Sink<'_>) -> Option<u32> {
+    let text = decode::scalar_text(n, sink, "`memory`")?;
+    let t = text.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (num, unit) = (&t[..split], &t[split..]);
+    let mib = match (num.parse::<f64>(), unit) {
+        (Ok(v), "M" | "Mi" | "MB" | "MiB") => Some(v),
+        (Ok(v), "G" | "Gi" | "GB" | "GiB") => Some(v * 1024.0),
+        _ => None,
+    };
+    match mib {
+        Some(m) if m.is_finite() && (16.0..=4_194_304.0).contains(&m) => Some(m.round() as u32),
+        Some(_) => {
+            sink.error_hint(n.pos, format!("`memory` `{text}` is out of range"), "give between 16M and 4096G");
+            None
+        }
+        None => {
+            sink.error_hint(n.pos, format!("`memory` `{text}` is not an amount of memory"), "write MiB or GiB with its unit: `512M`, `1.5G`");
+            None
+        }
+    }
+}
+
+/// `0.5`, `2`: thousandths of a CPU, at least 0.01.
+fn cpus(n: &Node, sink: &mut Sink<'_>) -> Option<u32> {
+    let v = match &n.value {
+        crate::node::Value::Int(i) => Some(*i as f64),
+        crate::node::Value::Float(f) => Some(*f),
+        crate::node::Value::Str(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    match v {
+        Some(c) if c.is_finite() && (0.01..=448.0).contains(&c) => Some((c * 1000.0).round() as u32),
+        _ => {
+            sink.error_hint(
+                n.pos,
+                format!("`cpus` must be a number of CPUs, found {}", n.describe()),
+                "write how many CPUs the service may use, e.g. `cpus: 0.5` or `cpus: 2`",
+            );
+            None
+        }
+    }
 }
 
 fn ports(n: &Node, sink: &mut Sink<'_>) -> Option<u16> {

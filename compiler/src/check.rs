@@ -35,6 +35,39 @@ fn resolve_scale(svc: &Service, stage: &Stage, sink: &mut Sink<'_>) -> Option<mf
     Some(mf::Scale { min, desired, max, cpu })
 }
 
+/// The service's limits: what gilliam.yml says, else what its instance type offers less what
+/// the agent and the OS keep; more than the instance has is refused where it is written.
+fn limits(s: &Service, p: &crate::app::Process, instance_type: &str, sink: &mut Sink<'_>) -> Option<gilliam_contract::runtime::Limits> {
+    let have = crate::sizes::instance(instance_type);
+    let default = crate::sizes::default_limits(instance_type);
+    if let (Some((mib, pos)), Some((_, total))) = (p.memory, have) {
+        let room = total.saturating_sub(crate::sizes::RESERVED_MIB);
+        if mib > room {
+            sink.error_hint(
+                pos,
+                format!(
+                    "service `{}`: `memory` {mib}M is more than {instance_type} leaves it ({room}M of {total}M: {}M is kept for the agent and the OS)",
+                    s.name,
+                    crate::sizes::RESERVED_MIB
+                ),
+                "lower `memory`, or give the service a larger `instance_type`",
+            );
+        }
+    }
+    if let (Some((millis, pos)), Some((vcpus, _))) = (p.cpus, have) {
+        if millis > vcpus * 1000 {
+            sink.error_hint(
+                pos,
+                format!("service `{}`: `cpus` {} is more than the {vcpus} vCPUs of {instance_type}", s.name, f64::from(millis) / 1000.0),
+                "lower `cpus`, or give the service a larger `instance_type`",
+            );
+        }
+    }
+    let memory_mib = p.memory.map(|(m, _)| m).or(default.map(|(_, m)| m))?;
+    let cpu_millis = p.cpus.map(|(c, _)| c).or(default.map(|(c, _)| c))?;
+    Some(gilliam_contract::runtime::Limits { memory_mib, cpu_millis })
+}
+
 pub(crate) fn check<'a>(
     app: &'a App,
     release: &'a Release,
@@ -109,6 +142,16 @@ pub(crate) fn check<'a>(
                     );
                 }
             }
+            let limits = s.process().and_then(|p| limits(s, p, &instance_type, &mut sink));
+            if let (ServiceKind::Process(p), crate::release::Artifact::Tarball { .. }) = (&s.kind, &release.artifact) {
+                if p.script.is_none() {
+                    sink.error_hint(
+                        s.pos,
+                        format!("service `{}` has no `script`: a tarball release runs a script of its own", s.name),
+                        "give `script: bin/NAME` (an image release may leave it out to run the image's own command), or `type: postgres|redis|etcd` for an auxiliary service",
+                    );
+                }
+            }
             svcs.push(Svc {
                 s,
                 id,
@@ -118,6 +161,7 @@ pub(crate) fn check<'a>(
                 group: None,
                 part: 0,
                 carried: false,
+                limits,
             });
         }
 

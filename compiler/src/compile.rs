@@ -46,7 +46,7 @@ pub fn compile_with(inputs: &Inputs<'_>, options: &Options) -> Result<Compiled, 
         for s in &carried {
             let (id, env) = (crate::names::logical(&s.name), crate::names::env_prefix(&s.name));
             let scale = gilliam_contract::manifest::Scale { min: 0, desired: 0, max: 0, cpu: 0 };
-            ctx.svcs.push(crate::model::Svc { s, id, env, scale, instance_type: String::new(), group: None, part: 0, carried: true });
+            ctx.svcs.push(crate::model::Svc { s, id, env, scale, instance_type: String::new(), group: None, part: 0, carried: true, limits: None });
         }
         ctx.groups = layout::groups(&mut ctx.svcs, &stage, ctx.live, &mut sink)?;
         for s in ctx.traffic.iter_mut().filter(|s| s.release == release.number) {

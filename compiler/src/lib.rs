@@ -22,6 +22,7 @@ pub mod node;
 mod par;
 pub mod priority;
 pub mod release;
+mod sizes;
 pub mod stage;
 
 pub use compile::{compile, compile_with, compile_with_traffic};

@@ -87,6 +87,8 @@ pub(crate) struct Svc<'a> {
     /// A service this release dropped, still routed (to the older releases that have it)
     /// while one of them carries traffic: in the routing only, without a test-header rule.
     pub carried: bool,
+    /// CPU and memory the service may use (from gilliam.yml, else its instance type's).
+    pub limits: Option<gilliam_contract::runtime::Limits>,
 }
 
 impl Svc<'_> {

@@ -71,6 +71,16 @@ pub fn release_stack(formation: &str, release: u32, part: u32, parts: u32) -> St
     }
 }
 
+/// The formation's ECR repository: `gilliam/FORMATION`.
+pub fn image_repository(formation: &str) -> String {
+    format!("gilliam/{formation}")
+}
+
+/// The tag that keeps release `n`'s image from the repository's lifecycle policy.
+pub fn release_image_tag(release: u32) -> String {
+    format!("gilliam-r{release}")
+}
+
 /// Whether `stack` is one of `formation`'s: its formation stack, a routing stack, a release's.
 pub fn is_formation_stack(formation: &str, stack: &str) -> bool {
     let Some(rest) = stack.strip_prefix(formation) else { return false };

@@ -6,12 +6,28 @@ use crate::diag::Sink;
 use crate::node::{Node, Value};
 use std::collections::BTreeMap;
 
+/// What a release runs: a tarball in S3, or a container image pinned by digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Artifact {
-    pub url: String,
-    pub bucket: String,
-    pub key: String,
-    pub sha256: String,
+pub enum Artifact {
+    Tarball { url: String, bucket: String, key: String, sha256: String },
+    Image(gilliam_contract::image::ImageRef),
+}
+
+impl Artifact {
+    /// Where it is: the tarball's `s3://` URL, or the image reference by digest.
+    pub fn location(&self) -> String {
+        match self {
+            Artifact::Tarball { url, .. } => url.clone(),
+            Artifact::Image(i) => i.pinned().unwrap_or_else(|| i.to_string()),
+        }
+    }
+    /// Its digest's hex: the tarball's sha256, or the image manifest's.
+    pub fn sha256(&self) -> &str {
+        match self {
+            Artifact::Tarball { sha256, .. } => sha256,
+            Artifact::Image(i) => i.digest.as_deref().and_then(|d| d.strip_prefix("sha256:")).unwrap_or_default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,6 +230,35 @@ fn config_map(n: &crate::node::Node, sink: &mut crate::diag::Sink<'_>) -> (BTree
 fn artifact(n: &Node, sink: &mut Sink<'_>) -> Option<Artifact> {
     let entries = decode::map(n, sink, "`artifact`")?;
     let mut f = Fields::new(entries);
+    if let Some(i) = f.get("image") {
+        f.finish(sink, &["image"], "`artifact` (an image)");
+        let s = decode::string(i, sink, "`artifact.image`")?;
+        return match gilliam_contract::image::ImageRef::parse(&s) {
+            Ok(r) if r.digest.is_some() => Some(Artifact::Image(gilliam_contract::image::ImageRef { tag: None, ..r })),
+            Ok(r) => {
+                sink.error_hint(
+                    i.pos,
+                    format!(
+                        "image `{s}` is named by its tag `{}`: a release pins a digest, so that it runs the same bytes wherever and whenever it is deployed",
+                        r.tag.as_deref().unwrap_or("latest")
+                    ),
+                    format!(
+                        "resolve the tag to its digest: `gilliam build --image {s}` records `{}@sha256:...` in the release",
+                        format_args!("{}/{}", r.registry, r.repository)
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                sink.error_hint(
+                    i.pos,
+                    e.to_string(),
+                    "write REGISTRY/REPOSITORY@sha256:DIGEST, e.g. 123456789012.dkr.ecr.eu-west-1.amazonaws.com/shop/api@sha256:...",
+                );
+                None
+            }
+        };
+    }
     let url = match f.get("url") {
         Some(u) => decode::string(u, sink, "`artifact.url`").and_then(|s| match parse_s3_url(&s) {
             Some(bk) => Some((s, bk)),
@@ -227,7 +272,11 @@ fn artifact(n: &Node, sink: &mut Sink<'_>) -> Option<Artifact> {
             }
         }),
         None => {
-            sink.error_hint(n.pos, "the artifact has no `url`", "add \"url\": \"s3://BUCKET/KEY.tar.gz\"");
+            sink.error_hint(
+                n.pos,
+                "the artifact has no `url`",
+                "add \"url\": \"s3://BUCKET/KEY.tar.gz\" (a tarball), or give {\"image\": \"REGISTRY/REPOSITORY@sha256:...\"} (a container image)",
+            );
             None
         }
     };
@@ -248,7 +297,7 @@ fn artifact(n: &Node, sink: &mut Sink<'_>) -> Option<Artifact> {
     };
     f.finish(sink, &["url", "sha256"], "`artifact`");
     let (url, (bucket, key)) = url?;
-    Some(Artifact { url, bucket, key, sha256: sha256? })
+    Some(Artifact::Tarball { url, bucket, key, sha256: sha256? })
 }
 
 #[cfg(test)]

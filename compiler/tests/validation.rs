@@ -244,7 +244,7 @@ fn diagnostic_format_is_file_line_column_message_then_hint() {
     };
     let Err(Error::Invalid(d)) = compile(&inputs) else { panic!("must fail") };
     let text = d.to_string();
-    assert!(text.starts_with("app/gilliam.yml:1:1: service `api` has neither `script` nor `type`\n  hint: "), "{text}");
+    assert!(text.starts_with("app/gilliam.yml:1:1: service `api` has no `script`: a tarball release runs a script of its own\n  hint: "), "{text}");
     assert!(text.contains("app/gilliam.yml:2:3: unknown key `scirpt` in service `api`\n  hint: did you mean `script`?"), "{text}");
     assert!(text.ends_with("2 problems found"), "{text}");
 }
@@ -401,4 +401,57 @@ fn the_target_groups_of_every_live_and_cold_release_must_fit_the_regions_quota()
     .unwrap_or_else(|e| panic!("{e:?}"));
     let f = c.manifest.formation.footprint.expect("footprint");
     assert_eq!((f.target_groups, f.load_balancers, f.stacks, f.rules_per_load_balancer), (14, 2, 7 + 1 + 1, 100));
+}
+
+/// A release from a container image pins a digest: a tag is refused where it is written, with
+/// the command that resolves it. A service of an image release may leave `script` out (the
+/// image's own command); its limits may not exceed its instance.
+#[test]
+fn an_image_release_pins_a_digest_and_limits_fit_the_instance() {
+    let image = |reference: &str| {
+        RELEASE.replace(
+            r#""artifact": {"url": "s3://bucket-a/app.tgz", "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}"#,
+            &format!(r#""artifact": {{"image": "{reference}"}}"#),
+        )
+    };
+    let e = errors(APP, &image("123456789012.dkr.ecr.eu-west-1.amazonaws.com/shop/api:v3"), STAGE);
+    expect(
+        &e,
+        "release.json:3:25: image `123456789012.dkr.ecr.eu-west-1.amazonaws.com/shop/api:v3` is named by its tag `v3`",
+        "gilliam build --image 123456789012.dkr.ecr.eu-west-1.amazonaws.com/shop/api:v3",
+    );
+    let e = errors(APP, &image("shop/api@sha256:00"), STAGE);
+    expect(&e, "release.json:3:25: `shop/api@sha256:00` is not an image reference", "REGISTRY/REPOSITORY@sha256:DIGEST");
+    let pinned = image("123456789012.dkr.ecr.eu-west-1.amazonaws.com/shop/api@sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08");
+    // No script: fine for an image, refused for a tarball.
+    let app = "api:\n  ports: [80]\n  memory: 4G\n  cpus: 3\n";
+    let e = errors(app, &pinned, STAGE);
+    expect(&e, "gilliam.yml:3:11: service `api`: `memory` 4096M is more than t3.small leaves it (1664M of 2048M", "larger `instance_type`");
+    expect(&e, "gilliam.yml:4:9: service `api`: `cpus` 3 is more than the 2 vCPUs of t3.small", "lower `cpus`");
+    assert!(!e.iter().any(|(l, _)| l.contains("no `script`")), "{e:?}");
+    let e = errors("api:\n  ports: [80]\n", RELEASE, STAGE);
+    expect(&e, "gilliam.yml:1:1: service `api` has no `script`", "an image release may leave it out");
+    let e = errors("api:\n  script: a\n  memory: lots\n  cpus: many\n", RELEASE, STAGE);
+    expect(&e, "gilliam.yml:3:11: `memory` `lots` is not an amount of memory", "`512M`");
+    expect(&e, "gilliam.yml:4:9: `cpus` must be a number of CPUs", "cpus: 0.5");
+    // The instance role may pull exactly the image's repository.
+    let c = compile(&Inputs {
+        app: Source { name: "gilliam.yml", text: "api:\n  ports: [80]\n  memory: 512M\n  cpus: 0.5\n" },
+        release: Source { name: "release.json", text: &pinned },
+        stage: Source { name: "stage.yml", text: STAGE },
+    })
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    let t: serde_json::Value = serde_json::from_slice(&c.files["templates/shop-r3.json"]).expect("template");
+    let statements = &t["Resources"]["InstanceRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"];
+    let pull = statements.as_array().expect("statements").iter().find(|s| s["Sid"] == "PullOwnImage").expect("pull");
+    assert_eq!(pull["Resource"], "arn:aws:ecr:eu-west-1:123456789012:repository/shop/api");
+    assert!(!statements.to_string().contains("s3:GetObject"), "no artifact to read: {statements}");
+    let userdata = String::from_utf8(c.files["userdata/api.sh"].clone()).expect("utf-8");
+    let cfg = gilliam_compiler::runtime::from_userdata(&userdata).expect("config");
+    let gilliam_compiler::runtime::RuntimeConfig::Service(cfg) = gilliam_compiler::runtime::parse(cfg.as_bytes()).expect("parses") else { panic!("service") };
+    assert_eq!(cfg.limits, Some(gilliam_compiler::runtime::Limits { memory_mib: 512, cpu_millis: 500 }));
+    assert_eq!(
+        (cfg.artifact, cfg.image.map(|i| i.digest)),
+        (None, Some("sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".to_string()))
+    );
 }

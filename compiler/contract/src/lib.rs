@@ -5,6 +5,7 @@
 //! published documents (`keys`), and the digest every file is checked by (`digest`).
 
 pub mod digest;
+pub mod image;
 pub mod keys;
 pub mod manifest;
 pub mod runtime;

@@ -22,6 +22,27 @@ pub struct Artifact {
     pub sha256: String,
 }
 
+/// A container image, pulled by digest and checked against it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Image {
+    /// `REGISTRY/REPOSITORY@sha256:...` (no tag).
+    pub reference: String,
+    /// `sha256:...`: the manifest digest the pulled image must have.
+    pub digest: String,
+}
+
+/// What the service may use of the instance: its process's cgroup (a tarball release), its
+/// container's limits (an image release).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Memory, in MiB; the kernel kills the process past it.
+    pub memory_mib: u32,
+    /// CPU, in thousandths of a CPU (1500: one and a half); throttled past it.
+    pub cpu_millis: u32,
+}
+
 /// A secret-bearing variable: the agent reads Secrets Manager secret `secret` (a JSON object)
 /// and substitutes its fields into `format` (`postgres://{username}:{password}@...`),
 /// percent-encoded unless `raw` (secret config: `{API_KEY}`).
@@ -54,8 +75,17 @@ pub struct ServiceConfig {
     pub service: String,
     pub region: String,
     pub signal: Signal,
-    pub artifact: Artifact,
+    /// The tarball to fetch, check and unpack (`None`: the release is a container image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<Artifact>,
+    /// The container image to pull by digest and run (`None`: a tarball release).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<Image>,
+    /// The command: a script in the unpacked tarball, or the command run in the image (empty:
+    /// the image's own entrypoint and command).
     pub script: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
     #[serde(default)]
     pub port: Option<u16>,
     #[serde(default)]

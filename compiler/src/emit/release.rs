@@ -17,11 +17,24 @@ pub(crate) fn release_template(ctx: &Ctx<'_>, part: u32, scripts: &BTreeMap<Stri
         "gilliam formation {f}, release {n}{}: launch templates, Auto Scaling groups, target groups",
         if ctx.parts > 1 { format!(" (part {part} of {})", ctx.parts) } else { String::new() }
     ));
-    let art = &ctx.release.artifact;
-    let mut statements = vec![
-        json!({ "Sid": "ReadOwnArtifact", "Effect": "Allow", "Action": "s3:GetObject", "Resource": arn("arn:${AWS::Partition}:s3:::{}", &format!("{}/{}", art.bucket, art.key)) }),
+    let mut statements = match &ctx.release.artifact {
+        crate::release::Artifact::Tarball { bucket, key, .. } => {
+            vec![
+                json!({ "Sid": "ReadOwnArtifact", "Effect": "Allow", "Action": "s3:GetObject", "Resource": arn("arn:${AWS::Partition}:s3:::{}", &format!("{bucket}/{key}")) }),
+            ]
+        }
+        // The release's image: exactly its repository (a registry that is not ECR needs no role).
+        crate::release::Artifact::Image(i) => match i.repository_arn() {
+            Some(repo) => vec![
+                json!({ "Sid": "PullOwnImage", "Effect": "Allow", "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"], "Resource": repo }),
+                json!({ "Sid": "EcrAuthorizationToken", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*" }),
+            ],
+            None => Vec::new(),
+        },
+    };
+    statements.push(
         json!({ "Sid": "SignalOwnStack", "Effect": "Allow", "Action": "cloudformation:SignalResource", "Resource": cfn::sub("arn:${AWS::Partition}:cloudformation:${AWS::Region}:${AWS::AccountId}:stack/${AWS::StackName}/*") }),
-    ];
+    );
     if external {
         statements.push(json!({ "Sid": "ReadOwnRuntimeConfig", "Effect": "Allow", "Action": "s3:GetObject", "Resource": arn("arn:${AWS::Partition}:s3:::{}", &format!("{}/{}releases/{n}/runtime/*", ctx.stage.outputs_bucket, ctx.prefix())) }));
     }

@@ -143,8 +143,16 @@ pub(crate) fn service_config(ctx: &Ctx<'_>, s: &Svc<'_>, d: &Discovery, shared: 
         "service": s.s.name.as_str(),
         "region": ctx.stage.region.as_str(),
         "signal": obj! { "stack": STACK_PLACEHOLDER, "resource": format!("{}AutoScalingGroup", s.id), "timeout_seconds": SIGNAL_TIMEOUT_SECONDS },
-        "artifact": obj! { "url": ctx.release.artifact.url.as_str(), "sha256": ctx.release.artifact.sha256.as_str() },
-        "script": p.map(|p| p.script.clone()),
+        "artifact": match &ctx.release.artifact {
+            crate::release::Artifact::Tarball { url, sha256, .. } => obj! { "url": url.as_str(), "sha256": sha256.as_str() },
+            crate::release::Artifact::Image(_) => Value::Null,
+        },
+        "image": match &ctx.release.artifact {
+            crate::release::Artifact::Image(i) => obj! { "reference": ctx.release.artifact.location(), "digest": i.digest.clone().unwrap_or_default() },
+            crate::release::Artifact::Tarball { .. } => Value::Null,
+        },
+        "script": p.map(|p| p.script.clone().unwrap_or_default()),
+        "limits": s.limits.map(|l| obj! { "memory_mib": l.memory_mib, "cpu_millis": l.cpu_millis }),
         "port": p.and_then(|p| p.port),
         "health_path": p.filter(|p| p.port.is_some()).map(|p| p.health.clone()),
         "drain_seconds": ctx.stage.deregistration_delay,

@@ -146,7 +146,7 @@ fn run_service(opts: &Options, c: &ServiceConfig, base: &Logger, connect: Connec
     let prepared = boot::prepare_service(c, cloud.as_ref(), &opts.paths, &home, opts.limits).map_err(|e| signaller.fail(e))?;
     log.info(&format!(
         "artifact {} {} in {:.1?} at {}",
-        c.artifact.sha256,
+        c.artifact.as_ref().map_or("", |a| a.sha256.as_str()),
         if prepared.unpacked { "fetched, verified and unpacked" } else { "already verified and unpacked" },
         t.elapsed(),
         prepared.dir.display()

@@ -150,20 +150,27 @@ pub fn prepare_service(cfg: &ServiceConfig, cloud: &dyn Cloud, paths: &Paths, ho
     env.entry("PATH".into()).or_insert_with(|| "/usr/local/bin:/usr/bin:/bin".into());
     env.entry("HOME".into()).or_insert_with(|| home.into());
 
+    let Some(artifact) = &cfg.artifact else {
+        return Err(BootError::Config(format!(
+            "release {} of {} is a container image ({}); this agent runs tarball releases only: build the runtime image with a container engine",
+            cfg.release,
+            cfg.service,
+            cfg.image.as_ref().map_or("no artifact", |i| i.reference.as_str())
+        )));
+    };
     let dir = paths.release_dir(&cfg.formation, cfg.release, &cfg.service);
     let parent = dir.parent().ok_or_else(|| BootError::Host("release directory has no parent".into()))?.to_path_buf();
     std::fs::create_dir_all(&parent).map_err(|e| host(&parent, e))?;
     let marker = parent.join(format!("{}.sha256", cfg.service));
-    let want = cfg.artifact.sha256.to_ascii_lowercase();
+    let want = artifact.sha256.to_ascii_lowercase();
     if dir.is_dir() && std::fs::read_to_string(&marker).is_ok_and(|s| s.trim() == want) {
         return Ok(Prepared { dir, env, unpacked: false });
     }
     let downloads = paths.state().join("downloads");
     std::fs::create_dir_all(&downloads).map_err(|e| host(&downloads, e))?;
     let tarball = downloads.join(format!("{want}.tar.gz.part"));
-    let fetched = cloud
-        .fetch(&cfg.artifact.url, &tarball, limits.max_bytes)
-        .map_err(|e| BootError::Fetch(format!("cannot fetch the artifact {}: {e}", cfg.artifact.url)));
+    let fetched =
+        cloud.fetch(&artifact.url, &tarball, limits.max_bytes).map_err(|e| BootError::Fetch(format!("cannot fetch the artifact {}: {e}", artifact.url)));
     let result = fetched.and_then(|f| {
         if f.sha256 != want {
             return Err(BootError::Artifact(unpack::Error::Sha256 { expected: want.clone(), found: f.sha256 }.to_string()));

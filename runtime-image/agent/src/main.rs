@@ -123,10 +123,15 @@ fn check(config: &std::path::Path) -> ExitCode {
     };
     match parse(&bytes) {
         Ok(RuntimeConfig::Service(s)) => {
-            println!(
-                "service {} of release {} (formation {}): runs {:?}; artifact {} sha256 {}",
-                s.service, s.release, s.formation, s.script, s.artifact.url, s.artifact.sha256
-            );
+            let what = match (&s.artifact, &s.image) {
+                (Some(a), _) => format!("artifact {} sha256 {}", a.url, a.sha256),
+                (None, Some(i)) => format!("image {}", i.reference),
+                (None, None) => "no artifact".into(),
+            };
+            println!("service {} of release {} (formation {}): runs {:?}; {what}", s.service, s.release, s.formation, s.script);
+            if let Some(l) = s.limits {
+                println!("limits: {} MiB of memory, {} CPUs", l.memory_mib, f64::from(l.cpu_millis) / 1000.0);
+            }
             println!(
                 "signals {} in stack {}; health {}",
                 s.signal.resource,
