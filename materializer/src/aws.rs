@@ -193,9 +193,17 @@ pub struct VpcEndpoint {
 
 /// Every service gilliam calls: what the materializer and the operator commands are written
 /// against.
-pub trait Aws: S3 + CloudFormation + Elbv2 + AutoScaling + SecretsManager + CloudWatch + Sns + EventBridge + Ec2 {}
+pub trait Aws: S3 + CloudFormation + Elbv2 + AutoScaling + SecretsManager + CloudWatch + Sns + EventBridge + Ec2 + Ecr {}
 
-impl<T: S3 + CloudFormation + Elbv2 + AutoScaling + SecretsManager + CloudWatch + Sns + EventBridge + Ec2> Aws for T {}
+impl<T: S3 + CloudFormation + Elbv2 + AutoScaling + SecretsManager + CloudWatch + Sns + EventBridge + Ec2 + Ecr> Aws for T {}
+
+/// An image in an ECR repository, as DescribeImages reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EcrImage {
+    /// `sha256:...`: the image manifest's digest.
+    pub digest: String,
+    pub tags: Vec<String>,
+}
 
 /// One call at the seam as a layer sees it: the AWS operation and the seam's method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,9 +267,10 @@ macro_rules! forward {
     (impl[$($gen:tt)*] Sns for $ty:ty => $field:ident) => { $crate::__sns!(__service_forward!([$($gen)*] Sns for $ty => $field)); };
     (impl[$($gen:tt)*] EventBridge for $ty:ty => $field:ident) => { $crate::__eventbridge!(__service_forward!([$($gen)*] EventBridge for $ty => $field)); };
     (impl[$($gen:tt)*] Ec2 for $ty:ty => $field:ident) => { $crate::__ec2!(__service_forward!([$($gen)*] Ec2 for $ty => $field)); };
+    (impl[$($gen:tt)*] Ecr for $ty:ty => $field:ident) => { $crate::__ecr!(__service_forward!([$($gen)*] Ecr for $ty => $field)); };
     // Every service but those named after `except`.
     (impl[$($gen:tt)*] Aws for $ty:ty => $field:ident $(, except $($skip:ident)+)?) => {
-        $crate::__forward_all!([$($gen)*] $ty => $field; [S3 CloudFormation Elbv2 AutoScaling SecretsManager CloudWatch Sns EventBridge Ec2]; [$($($skip)+)?]);
+        $crate::__forward_all!([$($gen)*] $ty => $field; [S3 CloudFormation Elbv2 AutoScaling SecretsManager CloudWatch Sns EventBridge Ec2 Ecr]; [$($($skip)+)?]);
     };
 }
 
@@ -288,6 +297,7 @@ macro_rules! __forward_unless {
     ([$($gen:tt)*] Sns for $ty:ty => $field:ident; [Sns $($rest:ident)*]) => {};
     ([$($gen:tt)*] EventBridge for $ty:ty => $field:ident; [EventBridge $($rest:ident)*]) => {};
     ([$($gen:tt)*] Ec2 for $ty:ty => $field:ident; [Ec2 $($rest:ident)*]) => {};
+    ([$($gen:tt)*] Ecr for $ty:ty => $field:ident; [Ecr $($rest:ident)*]) => {};
     ([$($gen:tt)*] $svc:ident for $ty:ty => $field:ident; [$other:ident $($rest:ident)*]) => {
         $crate::__forward_unless!([$($gen)*] $svc for $ty => $field; [$($rest)*]);
     };
@@ -429,6 +439,22 @@ macro_rules! __ec2 {
     ); };
 }
 
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __ecr {
+    ($gen:ident!($($pre:tt)*)) => { $crate::$gen!($($pre)* ;
+        /// The image `reference` (a tag, or a `sha256:` digest) names in `repository` of the
+        /// registry of `region`: its digest and tags; `None` when there is no such image.
+        fn describe_image(region: &str, repository: &str, reference: &str) -> Option<$crate::aws::EcrImage> = "DescribeImages";
+        /// Adds `tag` to the image `digest` (its manifest read, then put again with the tag); a
+        /// tag the image already has is no change.
+        fn tag_image(region: &str, repository: &str, digest: &str, tag: &str) -> () = "PutImage";
+        /// Removes `tag` from its image (ECR deletes an image with its last tag); a tag that is
+        /// not there is no change.
+        fn untag_image(region: &str, repository: &str, tag: &str) -> () = "BatchDeleteImage";
+    ); };
+}
+
 __s3!(__service_trait!(
     /// Amazon S3: the outputs bucket (published documents, templates, the state and the lock)
     /// and the artifacts.
@@ -466,8 +492,12 @@ __ec2!(__service_trait!(
     /// Amazon EC2: the network the preflight checks (through `gilliam-ec2`).
     Ec2
 ));
+__ecr!(__service_trait!(
+    /// Amazon ECR: the images of image releases, and the tags that keep them.
+    Ecr
+));
 
 /// Every service trait and `Aws`, for code that calls the seam on a concrete client.
 pub mod prelude {
-    pub use super::{AutoScaling, Aws, CloudFormation, CloudWatch, Ec2, Elbv2, EventBridge, SecretsManager, Sns, S3};
+    pub use super::{AutoScaling, Aws, CloudFormation, CloudWatch, Ec2, Ecr, Elbv2, EventBridge, SecretsManager, Sns, S3};
 }

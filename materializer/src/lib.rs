@@ -18,6 +18,7 @@ pub mod drain;
 pub mod error;
 pub mod faults;
 pub mod formation;
+pub mod images;
 pub mod lock;
 pub mod observe;
 pub mod ops;

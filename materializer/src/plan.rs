@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 /// Bumped when an older gilliam would misread a plan.
-pub const PLAN_VERSION: u32 = 3;
+pub const PLAN_VERSION: u32 = 4;
 
 /// One live release's traffic share, as planned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +66,9 @@ pub enum Action {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         strategy: Option<String>,
     },
+    /// Tag the release's image in the formation's repository `gilliam-rN`, which keeps it from
+    /// the repository's lifecycle policy while the release is live or cold.
+    HoldImage { release: u32, region: String, repository: String, digest: String },
     /// Publish the bundle's manifest at this key.
     Publish { key: String, sha256: String },
     /// Retention: scale an old release carrying no traffic to zero, then delete its stacks.
@@ -206,6 +209,10 @@ impl Plan {
                 Action::ShiftWhenHealthy { release, strategy: Some(s), .. } => {
                     writeln!(out, "  ~ traffic: to release {release} once healthy, by {s} (aborted, and put back, if it turns unhealthy)")
                 }
+                Action::HoldImage { release, repository, digest, .. } => writeln!(
+                    out,
+                    "  + tag image {repository}@{digest} `gilliam-r{release}` (kept from the repository's lifecycle policy while the release lives)"
+                ),
                 Action::Publish { key, .. } => writeln!(out, "  ~ publish {key}"),
                 Action::Retire { release, stacks } => writeln!(out, "  - release {release}: scale to zero, then delete {}", stacks.join(", ")),
                 Action::Cool { release, .. } => writeln!(out, "  ~ release {release}: cold (out of routing, scaled to zero; stacks and target groups kept)"),

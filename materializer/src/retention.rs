@@ -18,6 +18,7 @@ pub async fn retire_release<A: Aws>(router: &Router<'_, A>, release: u32, stacks
     crate::drain::wait_drained(router.aws(), router.manifest(), &[release], router.stacks.poll(), router.say()).await?;
     router.stacks.retire(stacks).await?;
     retire_secrets(router.aws(), router.manifest(), release, router.say()).await?;
+    crate::images::let_go(router.aws(), router.manifest(), release).await?;
     changes.push(format!("- release {release}"));
     Ok(changes)
 }

@@ -34,6 +34,7 @@ pub struct SdkAws {
     cloudwatch: aws_sdk_cloudwatch::Client,
     sns: aws_sdk_sns::Client,
     events: aws_sdk_eventbridge::Client,
+    ecr: aws_sdk_ecr::Client,
 }
 
 /// The HTTP client every gilliam AWS client uses: rustls with ring.
@@ -74,6 +75,7 @@ impl SdkAws {
             cloudwatch: aws_sdk_cloudwatch::Client::new(&conf),
             sns: aws_sdk_sns::Client::new(&conf),
             events: aws_sdk_eventbridge::Client::new(&conf),
+            ecr: aws_sdk_ecr::Client::new(&conf),
         }
     }
 }
@@ -789,6 +791,78 @@ impl Ec2 for SdkAws {
             });
         }
         Ok(Some(net))
+    }
+}
+
+impl SdkAws {
+    /// The ECR client's configuration for the registry of `region` (an image may live in
+    /// another region than the formation's).
+    fn ecr_in(&self, region: &str) -> Option<aws_sdk_ecr::config::Builder> {
+        let own = self.ecr.config().region().map(|r| r.as_ref().to_string());
+        (own.as_deref() != Some(region)).then(|| aws_sdk_ecr::config::Builder::default().region(aws_sdk_ecr::config::Region::new(region.to_string())))
+    }
+}
+
+impl Ecr for SdkAws {
+    async fn describe_image(&self, region: &str, repository: &str, reference: &str) -> AwsResult<Option<crate::aws::EcrImage>> {
+        let id = if reference.starts_with("sha256:") {
+            aws_sdk_ecr::types::ImageIdentifier::builder().image_digest(reference).build()
+        } else {
+            aws_sdk_ecr::types::ImageIdentifier::builder().image_tag(reference).build()
+        };
+        let req = self.ecr.describe_images().repository_name(repository).image_ids(id);
+        let sent = match self.ecr_in(region) {
+            Some(c) => req.customize().config_override(c).send().boxed().await,
+            None => req.send().boxed().await,
+        };
+        match sent.map_err(classify) {
+            Ok(out) => Ok(out
+                .image_details()
+                .first()
+                .map(|d| crate::aws::EcrImage { digest: d.image_digest().unwrap_or_default().to_string(), tags: d.image_tags().to_vec() })),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+    async fn tag_image(&self, region: &str, repository: &str, digest: &str, tag: &str) -> AwsResult<()> {
+        let id = aws_sdk_ecr::types::ImageIdentifier::builder().image_digest(digest).build();
+        let get = self.ecr.batch_get_image().repository_name(repository).image_ids(id);
+        let got = match self.ecr_in(region) {
+            Some(c) => get.customize().config_override(c).send().boxed().await,
+            None => get.send().boxed().await,
+        }
+        .map_err(classify)?;
+        let Some(image) = got.images().first() else {
+            return Err(AwsError::Invalid(format!("ImageNotFoundException: no image {digest} in repository {repository}")));
+        };
+        let mut put =
+            self.ecr.put_image().repository_name(repository).image_manifest(image.image_manifest().unwrap_or_default()).image_tag(tag).image_digest(digest);
+        if let Some(t) = image.image_manifest_media_type() {
+            put = put.image_manifest_media_type(t);
+        }
+        let sent = match self.ecr_in(region) {
+            Some(c) => put.customize().config_override(c).send().boxed().await,
+            None => put.send().boxed().await,
+        };
+        match sent.map_err(classify) {
+            Ok(_) => Ok(()),
+            // The image already has this tag.
+            Err(AwsError::Invalid(m) | AwsError::Other(m)) if m.contains("ImageAlreadyExists") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+    async fn untag_image(&self, region: &str, repository: &str, tag: &str) -> AwsResult<()> {
+        let id = aws_sdk_ecr::types::ImageIdentifier::builder().image_tag(tag).build();
+        let req = self.ecr.batch_delete_image().repository_name(repository).image_ids(id);
+        let sent = match self.ecr_in(region) {
+            Some(c) => req.customize().config_override(c).send().boxed().await,
+            None => req.send().boxed().await,
+        };
+        match sent.map_err(classify) {
+            Ok(_) => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 }
 

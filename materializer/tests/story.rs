@@ -513,3 +513,67 @@ async fn the_preflight_counts_the_formations_peak_against_the_accounts_quotas() 
     let f = gilliam_materializer::quotas::findings(m, &peak, &small);
     assert!(f.problems.len() == 1 && f.problems[0].contains("holds up to 9 at its peak"), "{f:?}");
 }
+
+/// A release from an image in the formation's ECR repository: refused while ECR lacks the
+/// digest; held by its tag `gilliam-rN` from the deploy on (the repository's lifecycle policy
+/// expires untagged images only), through a deploy that keeps it; its tag (and with the last
+/// tag, the image) goes when the release is retired. Rollback and deploys between the tarball
+/// and image kinds are ordinary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_release_is_held_by_its_tag_while_it_lives_and_let_go_when_retired() {
+    use gilliam_materializer::ops::Ops;
+    let (moto, aws, stage, sha) = retention_world("keep_releases: 0\n").await;
+    let say = |line: &str| eprintln!("{line}");
+    Converger::new(&aws, &compile_in("image", &stage, 1, "a.tgz", &sha), opts(), &say).run().await.unwrap_or_else(|e| panic!("{e}"));
+    // The formation stack made the repository; CI pushes an image to it.
+    let ecr = aws_sdk_ecr::Client::new(&sdk_config(&moto.url).await);
+    let manifest = r#"{"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json", "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 2, "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"}, "layers": []}"#;
+    let pushed = ecr.put_image().repository_name("gilliam/shop").image_manifest(manifest).send().await.expect("push");
+    let digest = pushed.image().and_then(|i| i.image_id()).and_then(|i| i.image_digest()).expect("digest").to_string();
+    let quickstart = std::fs::read_to_string(root().join("examples/quickstart/gilliam.yml")).expect("quickstart");
+    let image_release = |n: u32, digest: &str| {
+        let release = format!(
+            r#"{{"number": {n}, "artifact": {{"image": "123456789012.dkr.ecr.{REGION}.amazonaws.com/gilliam/shop@{digest}"}}, "runtime_image": "ami-0a1b2c3d4e5f60718", "revision": "img{n}", "created": "2026-12-01T10:00:00Z"}}"#
+        );
+        let dir = root().join(format!("target/test-scratch/image/r{n}"));
+        gilliam_tests::compile_into(&quickstart, &release, &stage, &dir);
+        Bundle::load(&dir).expect("bundle")
+    };
+    let tags = |digest: String| {
+        let ecr = ecr.clone();
+        async move {
+            let id = aws_sdk_ecr::types::ImageIdentifier::builder().image_digest(digest).build();
+            match ecr.describe_images().repository_name("gilliam/shop").image_ids(id).send().await {
+                Ok(out) => out.image_details().first().map(|d| d.image_tags().to_vec()),
+                Err(_) => None,
+            }
+        }
+    };
+
+    // A digest ECR does not hold is refused before anything is written.
+    let missing = format!("sha256:{}", "0".repeat(64));
+    let err = Converger::new(&aws, &image_release(2, &missing), opts(), &say).plan().await.expect_err("no such image");
+    assert!(err.to_string().contains("is not in ECR repository gilliam/shop") && err.to_string().contains("push it"), "{err}");
+
+    // Release 2 runs the image: its tag holds it.
+    let r2 = image_release(2, &digest);
+    let plan = Converger::new(&aws, &r2, opts(), &say).plan().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(plan.render().contains("+ tag image gilliam/shop@sha256:") && plan.render().contains("`gilliam-r2`"), "{}", plan.render());
+    Converger::new(&aws, &r2, opts(), &say).apply(&plan).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(tags(digest.clone()).await, Some(vec!["gilliam-r2".to_string()]));
+    assert_eq!(weights(&aws).await.get(&2), Some(&100));
+
+    // Release 3, a tarball again: release 2 served before it, so it stays, and so does its tag.
+    Converger::new(&aws, &compile_in("image", &stage, 3, "a.tgz", &sha), opts(), &say).run().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(tags(digest.clone()).await, Some(vec!["gilliam-r2".to_string()]), "a release that may be rolled back to keeps its image");
+    // A rollback from the tarball release goes back to the image release.
+    let ops = Ops::new(&aws, formation(), &say);
+    assert_eq!(ops.rollback(&Default::default()).await.unwrap_or_else(|e| panic!("{e}")).release, 2);
+    ops.traffic(&BTreeMap::from([(3, 100)])).await.unwrap_or_else(|e| panic!("{e}"));
+
+    // Release 4: release 2 is past retention and retired; its tag goes, and with its last tag
+    // the image.
+    Converger::new(&aws, &compile_in("image", &stage, 4, "a.tgz", &sha), opts(), &say).run().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ops.state().await.expect("state").releases[&2].status, "retired");
+    assert_eq!(tags(digest).await, None, "the retired release's image is gone");
+}

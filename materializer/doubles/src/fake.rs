@@ -3,7 +3,9 @@
 //! throttling and server errors. Only what the converge touches is modelled.
 
 use gilliam_materializer::aws::prelude::*;
-use gilliam_materializer::aws::{AwsError, AwsResult, Group, Object, ObjectHead, PutCondition, Rule, Stack, StackEvent, StackRequest, TemplateSource};
+use gilliam_materializer::aws::{
+    AwsError, AwsResult, EcrImage, Group, Object, ObjectHead, PutCondition, Rule, Stack, StackEvent, StackRequest, TemplateSource,
+};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 
@@ -15,6 +17,9 @@ pub struct FakeStack {
     pub script: VecDeque<String>,
     pub events: Vec<StackEvent>,
 }
+
+/// An image in a fake ECR repository: its digest and tags.
+pub type FakeImage = (String, std::collections::BTreeSet<String>);
 
 #[derive(Debug, Default)]
 pub struct World {
@@ -46,6 +51,9 @@ pub struct World {
     pub stack_limit: Option<u32>,
     pub target_groups: Vec<String>,
     pub load_balancers: Vec<String>,
+    /// ECR images by (region, repository): each a digest with its tags. A tag is on one image
+    /// at most; an image whose last tag is removed is deleted, as ECR does.
+    pub images: BTreeMap<(String, String), Vec<FakeImage>>,
     etags: u64,
 }
 
@@ -256,6 +264,46 @@ impl Elbv2 for Fake {
     async fn load_balancer_arns(&self) -> AwsResult<Vec<String>> {
         self.enter("load_balancer_arns")?;
         Ok(self.with(|w| w.load_balancers.clone()))
+    }
+}
+
+impl Ecr for Fake {
+    async fn describe_image(&self, region: &str, repository: &str, reference: &str) -> AwsResult<Option<EcrImage>> {
+        self.enter("describe_image")?;
+        Ok(self.with(|w| {
+            let images = w.images.get(&(region.to_string(), repository.to_string()))?;
+            images
+                .iter()
+                .find(|(d, tags)| d == reference || tags.contains(reference))
+                .map(|(d, tags)| EcrImage { digest: d.clone(), tags: tags.iter().cloned().collect() })
+        }))
+    }
+    async fn tag_image(&self, region: &str, repository: &str, digest: &str, tag: &str) -> AwsResult<()> {
+        self.enter("tag_image")?;
+        self.with(|w| {
+            let images = w
+                .images
+                .get_mut(&(region.to_string(), repository.to_string()))
+                .ok_or_else(|| AwsError::Invalid(format!("RepositoryNotFoundException: {repository}")))?;
+            if images.iter().any(|(d, tags)| d != digest && tags.contains(tag)) {
+                return Err(AwsError::Invalid(format!(
+                    "ImageTagAlreadyExistsException: tag {tag} is on another image of the immutable repository {repository}"
+                )));
+            }
+            let (_, tags) = images.iter_mut().find(|(d, _)| d == digest).ok_or_else(|| AwsError::Invalid(format!("ImageNotFoundException: {digest}")))?;
+            tags.insert(tag.to_string());
+            Ok(())
+        })
+    }
+    async fn untag_image(&self, region: &str, repository: &str, tag: &str) -> AwsResult<()> {
+        self.enter("untag_image")?;
+        self.with(|w| {
+            if let Some(images) = w.images.get_mut(&(region.to_string(), repository.to_string())) {
+                // The image whose last tag this was is deleted with it.
+                images.retain_mut(|(_, tags)| !(tags.remove(tag) && tags.is_empty()));
+            }
+        });
+        Ok(())
     }
 }
 

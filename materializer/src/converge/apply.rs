@@ -152,9 +152,15 @@ impl<'a, A: Aws> Converger<'a, A> {
                     drained = true;
                     continue;
                 }
+                Action::HoldImage { release, region, repository, digest } => {
+                    let i = crate::images::InEcr { region: region.clone(), repository: repository.clone(), digest: digest.clone() };
+                    crate::images::hold(self.aws, &i, *release).await?;
+                    report.changes.push(format!("+ image tag {repository}:gilliam-r{release}"));
+                }
                 Action::Retire { release, stacks } => {
                     self.router.stacks.retire(stacks).await?;
                     crate::retention::retire_secrets(self.aws, m, *release, self.say).await?;
+                    crate::images::let_go(self.aws, m, *release).await?;
                     report.changes.push(format!("- release {release} (scaled to zero, stacks deleted)"));
                 }
                 Action::Cool { release, stacks } => {

@@ -187,6 +187,9 @@ impl<'a, A: Aws> Converger<'a, A> {
     pub(super) async fn check_artifact(&self) -> Result<(), Error> {
         let m = self.m();
         let url = &m.release.artifact_url;
+        if !url.starts_with("s3://") {
+            return crate::images::check(self.aws, m, self.say).await;
+        }
         let (bucket, key) =
             url.strip_prefix("s3://").and_then(|r| r.split_once('/')).ok_or_else(|| Error::Artifact(format!("artifact URL {url} is not s3://BUCKET/KEY")))?;
         let head = retry("look for the artifact", || self.aws.head_object(bucket, key)).await?;

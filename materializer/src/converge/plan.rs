@@ -115,6 +115,10 @@ impl<'a, A: Aws> Converger<'a, A> {
             actions.push(Action::CreateBucket { bucket: bucket.clone() });
         }
         self.check_artifact().await?;
+        // An image in the formation's repository is held by its release's tag from the start.
+        if let Some(i) = crate::images::unheld(self.aws, m).await? {
+            actions.push(Action::HoldImage { release: m.release.number, region: i.region, repository: i.repository, digest: i.digest });
+        }
         Ok(Planning { observed, actions })
     }
     /// Every file of the compile (templates, uploads, inputs) whose digest in the bucket differs.

@@ -1,0 +1,71 @@
+//! Image releases in ECR: the release's image checked before anything is created (it exists,
+//! by its digest), and, in the formation's own repository, the tag `gilliam-rN` that keeps it
+//! from the repository's lifecycle policy while release N is live or cold, removed when it is
+//! retired (ECR deletes an image with its last tag).
+
+use crate::aws::Aws;
+use crate::error::Error;
+use crate::retry::retry;
+use gilliam_compiler::manifest::Manifest;
+use gilliam_contract::image::ImageRef;
+
+/// A release's image in an ECR registry: (region, repository, digest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InEcr {
+    pub region: String,
+    pub repository: String,
+    pub digest: String,
+}
+
+/// The release's image, when its artifact is one in ECR.
+pub fn in_ecr(artifact_url: &str) -> Option<InEcr> {
+    let r = ImageRef::parse(artifact_url).ok()?;
+    let ecr = r.ecr()?;
+    Some(InEcr { region: ecr.region, repository: r.repository, digest: r.digest? })
+}
+
+/// The release's image when it is in the formation's own repository (`gilliam/FORMATION`),
+/// whose lifecycle policy gilliam's tags steer.
+pub fn in_own_repository(m: &Manifest) -> Option<InEcr> {
+    in_ecr(&m.release.artifact_url).filter(|i| i.repository == gilliam_compiler::names::image_repository(&m.formation.name))
+}
+
+/// Refuses a release whose image ECR does not hold by its digest. An image in a registry that
+/// is not ECR is not checked here (the instances pull it; a failed pull signals FAILURE).
+pub async fn check(aws: &impl Aws, m: &Manifest, say: &(dyn Fn(&str) + Sync)) -> Result<(), Error> {
+    let url = &m.release.artifact_url;
+    let Some(i) = in_ecr(url) else {
+        say(&format!("image {url}: not in ECR, not checked before the deploy (each instance checks the digest it pulls)"));
+        return Ok(());
+    };
+    match retry("look for the image", || aws.describe_image(&i.region, &i.repository, &i.digest)).await? {
+        Some(found) if found.digest == i.digest => Ok(()),
+        _ => Err(Error::Artifact(format!(
+            "image {url} is not in ECR repository {} ({}): push it before deploying release {} (`gilliam build` pushes and records the digest)",
+            i.repository, i.region, m.release.number
+        ))),
+    }
+}
+
+/// Whether release `m`'s image in the formation's repository lacks its `gilliam-rN` tag.
+pub async fn unheld<A: Aws>(aws: &A, m: &Manifest) -> Result<Option<InEcr>, Error> {
+    let Some(i) = in_own_repository(m) else { return Ok(None) };
+    let tag = gilliam_compiler::names::release_image_tag(m.release.number);
+    let found = retry("look for the image", || aws.describe_image(&i.region, &i.repository, &i.digest)).await?;
+    Ok((!found.is_some_and(|f| f.tags.contains(&tag))).then_some(i))
+}
+
+/// Tags release `release`'s image `gilliam-rN`: the lifecycle policy never selects it now.
+pub async fn hold<A: Aws>(aws: &A, i: &InEcr, release: u32) -> Result<(), Error> {
+    let tag = gilliam_compiler::names::release_image_tag(release);
+    retry("tag the release's image", || aws.tag_image(&i.region, &i.repository, &i.digest, &tag)).await
+}
+
+/// After release `retired` is retired: its `gilliam-rN` tag goes, and with it the image when no
+/// other release holds it (a release that runs the same image has its own tag).
+pub async fn let_go<A: Aws>(aws: &A, m: &Manifest, retired: u32) -> Result<(), Error> {
+    let published = crate::published::release(aws, &m.formation.outputs_bucket, &m.formation.s3_prefix, retired).await?;
+    let Some(i) = published.as_ref().and_then(in_own_repository) else { return Ok(()) };
+    let tag = gilliam_compiler::names::release_image_tag(retired);
+    retry("untag the retired release's image", || aws.untag_image(&i.region, &i.repository, &tag)).await
+}
