@@ -46,13 +46,16 @@ root="${root%/}"
 if [ "$packages" = 1 ]; then
   # What the agent calls: blkid, mkfs.ext4 and mount for etcd volumes; CA certificates for
   # HTTPS to AWS; the time service; python3 for services written in it is the artifact's affair.
+  # Image releases: Docker Engine (what ECS on EC2, Kamal and Empire run; the agent talks to
+  # its API over /var/run/docker.sock), enabled at boot; ECR pulls authenticate through the
+  # instance role (the agent asks ECR for the token, so no credential helper is needed).
   if command -v apt-get >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
-    apt-get install -y -q --no-install-recommends ca-certificates e2fsprogs util-linux chrony curl
+    apt-get install -y -q --no-install-recommends ca-certificates e2fsprogs util-linux chrony curl docker.io
     apt-get clean
   elif command -v dnf >/dev/null; then
-    dnf install -y -q ca-certificates e2fsprogs util-linux chrony
+    dnf install -y -q ca-certificates e2fsprogs util-linux chrony docker
     dnf clean all
   else
     die "neither apt-get nor dnf found: use a Debian or Amazon Linux base image"

@@ -51,12 +51,18 @@ fi
 echo "setup: checkov $CHECKOV_VERSION in .venv-checkov"
 
 # System tools the tests use: shellcheck (the image's scripts and userdata), systemd-analyze
-# (the agent's unit), and a system python3 (the agent tests' demo service runs as an
-# unprivileged user, who cannot reach a python under /root).
+# (the agent's unit), a system python3 (the agent tests' demo service runs as an
+# unprivileged user, who cannot reach a python under /root), and for image releases the
+# container engine (Debian's docker.io: dockerd and its CLI), a registry (docker-registry) and
+# busybox-static (the test image is built from it); the tests start and stop them on
+# 127.0.0.1, and pull nothing from the internet.
 missing=()
 command -v shellcheck >/dev/null || missing+=(shellcheck)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 [ -x /usr/bin/python3 ] || missing+=(python3)
+command -v dockerd >/dev/null || missing+=(docker.io)
+command -v docker-registry >/dev/null || missing+=(docker-registry)
+command -v busybox >/dev/null || missing+=(busybox-static)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -34,6 +34,10 @@ pub struct Options {
     pub stop_grace: Duration,
     pub backoff: Backoff,
     pub limits: Limits,
+    /// The container engine's socket (image releases).
+    pub docker_socket: PathBuf,
+    /// Longest wait for a release's image to be pulled, retries included.
+    pub pull_deadline: Duration,
 }
 
 impl Options {
@@ -51,6 +55,8 @@ impl Options {
             stop_grace: Duration::from_secs(20),
             backoff: Backoff::default(),
             limits: Limits::default(),
+            docker_socket: PathBuf::from("/var/run/docker.sock"),
+            pull_deadline: Duration::from_secs(600),
         }
     }
 }
@@ -142,6 +148,36 @@ fn run_service(opts: &Options, c: &ServiceConfig, base: &Logger, connect: Connec
     let signaller = Signaller { cloud: cloud.as_ref(), signal: &c.signal, instance, log: &log };
     let user = identity::service_user(&opts.user).map_err(|m| signaller.fail(BootError::Host(m)))?;
     let home = user.as_ref().map_or_else(|| opts.paths.state().join("home").display().to_string(), |u| u.home.clone());
+    let health = match (c.port, &c.health_path) {
+        (Some(port), path) => Health::Http { port, path: path.clone().unwrap_or_else(|| "/".into()) },
+        (None, _) => Health::Stays(opts.worker_grace),
+    };
+    if let Some(image) = &c.image {
+        let env = boot::service_env(c, cloud.as_ref(), &opts.paths, &home).map_err(|e| signaller.fail(e))?;
+        let engine = crate::container::Engine::connect(&opts.docker_socket).map_err(|m| signaller.fail(BootError::Host(m)))?;
+        let t = Instant::now();
+        // A pull that fails (no permission, no such digest, the registry down past the deadline)
+        // is the release's failure: FAILURE with the reason, and the serving release serves on.
+        let registry = image.reference.split('/').next().unwrap_or_default().to_string();
+        let auth = cloud
+            .registry_credentials(&registry)
+            .map_err(|e| signaller.fail(BootError::Fetch(format!("cannot get credentials for registry {registry}: {e}"))))?
+            .map(|(username, password)| crate::container::Credentials { username, password, server: format!("https://{registry}") });
+        let pulled = engine.pull(image, auth, opts.pull_deadline, &|m| log.info(m)).map_err(|m| signaller.fail(BootError::Fetch(m)))?;
+        log.info(&format!("image {} {} in {:.1?}", image.reference, if pulled { "pulled and verified" } else { "already present and verified" }, t.elapsed()));
+        let spec = crate::container::ContainerSpec {
+            name: format!("gilliam-{}-r{}-{}", c.formation, c.release, c.service),
+            image: image.clone(),
+            command: c.script.clone(),
+            env,
+            limits: c.limits,
+            user: user.as_ref().map(|u| format!("{}:{}", u.ids.uid, u.ids.gid)),
+            output: Some(output(&log)),
+            stop_grace: opts.stop_grace,
+        };
+        let unit = crate::container::ContainerUnit { engine: Arc::new(engine), spec };
+        return keep(opts, Box::new(unit), health, c.port, c.drain_seconds, &c.signal, &signaller, &log, stop);
+    }
     let t = Instant::now();
     let prepared = boot::prepare_service(c, cloud.as_ref(), &opts.paths, &home, opts.limits).map_err(|e| signaller.fail(e))?;
     log.info(&format!(
@@ -159,11 +195,7 @@ fn run_service(opts: &Options, c: &ServiceConfig, base: &Logger, connect: Connec
         output: Some(output(&log)),
         stop_grace: opts.stop_grace,
     };
-    let health = match (c.port, &c.health_path) {
-        (Some(port), path) => Health::Http { port, path: path.clone().unwrap_or_else(|| "/".into()) },
-        (None, _) => Health::Stays(opts.worker_grace),
-    };
-    keep(opts, spec, health, c.port, c.drain_seconds, &c.signal, &signaller, &log, stop)
+    keep(opts, Box::new(spec), health, c.port, c.drain_seconds, &c.signal, &signaller, &log, stop)
 }
 
 /// How the agent decides a fresh process is healthy.
@@ -190,7 +222,7 @@ fn output(log: &Arc<Logger>) -> Output {
 #[allow(clippy::too_many_arguments)]
 fn keep(
     opts: &Options,
-    spec: Spec,
+    unit: Box<dyn crate::supervise::Unit>,
     health: Health,
     drain_port: Option<u16>,
     drain_seconds: u32,
@@ -203,7 +235,7 @@ fn keep(
     let halt = Arc::new(AtomicBool::new(false));
     let supervisor = {
         let (watch, halt, log, backoff) = (watch.clone(), halt.clone(), log.clone(), opts.backoff);
-        std::thread::spawn(move || supervise::supervise_watched(&spec, backoff, &halt, None, &|m| log.warn(m), &watch))
+        std::thread::spawn(move || supervise::supervise_watched(unit.as_ref(), backoff, &halt, None, &|m| log.warn(m), &watch))
     };
     let end = |halt: &AtomicBool| {
         halt.store(true, Ordering::SeqCst);
@@ -328,7 +360,7 @@ fn run_etcd(opts: &Options, c: &EtcdConfig, base: &Logger, connect: Connect<'_>,
     let home = user.as_ref().map_or_else(|| data.display().to_string(), |u| u.home.clone());
     let env = [("PATH", "/usr/local/bin:/usr/bin:/bin"), ("HOME", home.as_str())].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let spec = Spec { script, dir: data, env, user: user.as_ref().map(|u| u.ids), output: Some(output(&log)), stop_grace: opts.stop_grace };
-    keep(opts, spec, Health::Http { port: client, path: "/health".into() }, Some(client), c.drain_seconds, &c.signal, &signaller, &log, stop)
+    keep(opts, Box::new(spec), Health::Http { port: client, path: "/health".into() }, Some(client), c.drain_seconds, &c.signal, &signaller, &log, stop)
 }
 
 /// Mounts the member's volume at `dir`, making a file system on it the first time. The

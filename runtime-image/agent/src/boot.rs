@@ -131,11 +131,9 @@ pub fn fill_secret(format: &str, secret: &str, var: &str, name: &str, raw: bool)
     Ok(out)
 }
 
-/// Fetches, verifies and unpacks the artifact (reusing a copy an earlier boot verified),
-/// resolves secrets and builds the environment: discovery first, then the config's `env`,
-/// then secrets; `PATH` and `HOME` defaulted when the config does not set them.
-pub fn prepare_service(cfg: &ServiceConfig, cloud: &dyn Cloud, paths: &Paths, home: &str, limits: Limits) -> Result<Prepared, BootError> {
-    let host = |p: &Path, e: std::io::Error| BootError::Host(format!("{}: {e}", p.display()));
+/// The service's environment: the discovery document's variables, then the config's `env`,
+/// then its secrets resolved; `PATH` and `HOME` defaulted when the config does not set them.
+pub fn service_env(cfg: &ServiceConfig, cloud: &dyn Cloud, paths: &Paths, home: &str) -> Result<BTreeMap<String, String>, BootError> {
     let mut env = BTreeMap::new();
     if let Some(d) = &cfg.discovery {
         let bytes = fetch_document(cloud, paths, "discovery document", &d.url, &d.sha256)?;
@@ -149,7 +147,14 @@ pub fn prepare_service(cfg: &ServiceConfig, cloud: &dyn Cloud, paths: &Paths, ho
     }
     env.entry("PATH".into()).or_insert_with(|| "/usr/local/bin:/usr/bin:/bin".into());
     env.entry("HOME".into()).or_insert_with(|| home.into());
+    Ok(env)
+}
 
+/// Fetches, verifies and unpacks the artifact (reusing a copy an earlier boot verified), with
+/// the environment of `service_env`.
+pub fn prepare_service(cfg: &ServiceConfig, cloud: &dyn Cloud, paths: &Paths, home: &str, limits: Limits) -> Result<Prepared, BootError> {
+    let host = |p: &Path, e: std::io::Error| BootError::Host(format!("{}: {e}", p.display()));
+    let env = service_env(cfg, cloud, paths, home)?;
     let Some(artifact) = &cfg.artifact else {
         return Err(BootError::Config(format!(
             "release {} of {} is a container image ({}); this agent runs tarball releases only: build the runtime image with a container engine",

@@ -61,6 +61,11 @@ pub trait Cloud: Send + Sync {
     /// Attaches the network interface and volume tagged `tag_key=tag_value` to the instance
     /// (leaving alone what is already attached to it).
     fn attach(&self, tag_key: &str, tag_value: &str, instance_id: &str) -> Result<Attached, CloudError>;
+    /// The user and password to pull from `registry` with (ECR's, from an authorization
+    /// token); `None`: pull without credentials.
+    fn registry_credentials(&self, _registry: &str) -> Result<Option<(String, String)>, CloudError> {
+        Ok(None)
+    }
 }
 
 /// Bucket and key of an S3 URL: `s3://bucket/key`, `https://bucket.s3.REGION.amazonaws.com/key`

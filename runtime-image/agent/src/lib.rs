@@ -1,11 +1,13 @@
 //! gilliam-agent: what runs on every instance of a release. It reads the runtime config that
 //! userdata wrote, fetches and verifies the artifact, unpacks it safely, runs the service as
 //! an unprivileged user under supervision, proves it healthy, signals CloudFormation, and
-//! drains it on shutdown. etcd members run the same way.
+//! drains it on shutdown; an image release runs as a container (`container`). etcd members
+//! run the same way.
 
 pub mod agent;
 pub mod boot;
 pub mod cloud;
+pub mod container;
 pub mod drain;
 pub mod health;
 pub mod identity;

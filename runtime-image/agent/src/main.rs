@@ -55,6 +55,12 @@ enum Command {
         /// Seconds the service has between SIGTERM and SIGKILL when stopped.
         #[arg(long, env = "GILLIAM_STOP_GRACE_SECONDS", default_value_t = 20)]
         stop_grace_seconds: u64,
+        /// The container engine's socket (image releases).
+        #[arg(long, env = "GILLIAM_DOCKER_SOCKET", default_value = "/var/run/docker.sock")]
+        docker_socket: PathBuf,
+        /// Longest wait for a release's image to be pulled, retries included.
+        #[arg(long, env = "GILLIAM_PULL_DEADLINE_SECONDS", default_value_t = 600)]
+        pull_deadline_seconds: u64,
     },
     /// Read and check a runtime config without touching AWS; print what it would run.
     Check {
@@ -73,7 +79,19 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Check { config } => check(&config),
-        Command::Run { config, root, user, instance_id, etcd, etcd_data_dir, health_interval_ms, worker_grace_seconds, stop_grace_seconds } => {
+        Command::Run {
+            config,
+            root,
+            user,
+            instance_id,
+            etcd,
+            etcd_data_dir,
+            health_interval_ms,
+            worker_grace_seconds,
+            stop_grace_seconds,
+            docker_socket,
+            pull_deadline_seconds,
+        } => {
             let mut opts = Options::new(config, root);
             opts.user = user;
             opts.instance_id = instance_id;
@@ -82,6 +100,8 @@ fn main() -> ExitCode {
             opts.health_interval = Duration::from_millis(health_interval_ms.max(10));
             opts.worker_grace = Duration::from_secs(worker_grace_seconds);
             opts.stop_grace = Duration::from_secs(stop_grace_seconds);
+            opts.docker_socket = docker_socket;
+            opts.pull_deadline = Duration::from_secs(pull_deadline_seconds);
             let stop = Arc::new(AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
                 if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {

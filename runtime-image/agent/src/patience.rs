@@ -109,6 +109,9 @@ impl<C: Cloud> Cloud for Patient<C> {
     fn attach(&self, tag_key: &str, tag_value: &str, instance_id: &str) -> Result<Attached, CloudError> {
         self.patiently(&format!("attaching {tag_value}"), || self.inner.attach(tag_key, tag_value, instance_id), true)
     }
+    fn registry_credentials(&self, registry: &str) -> Result<Option<(String, String)>, CloudError> {
+        self.patiently(&format!("asking {registry} for credentials"), || self.inner.registry_credentials(registry), false)
+    }
 }
 
 #[cfg(test)]

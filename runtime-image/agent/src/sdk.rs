@@ -17,6 +17,7 @@ pub struct SdkCloud {
     s3: aws_sdk_s3::Client,
     cfn: aws_sdk_cloudformation::Client,
     secrets: aws_sdk_secretsmanager::Client,
+    ecr: aws_sdk_ecr::Client,
     /// The narrow EC2 client; an endpoint it cannot use is reported at the first EC2 call.
     ec2: Result<gilliam_ec2::Ec2, gilliam_ec2::Ec2Error>,
 }
@@ -69,6 +70,7 @@ impl SdkCloud {
             s3: aws_sdk_s3::Client::from_conf(s3conf),
             cfn: aws_sdk_cloudformation::Client::new(&conf),
             secrets: aws_sdk_secretsmanager::Client::new(&conf),
+            ecr: aws_sdk_ecr::Client::new(&conf),
             ec2: gilliam_ec2::Ec2::new(&conf, 6),
             rt,
         })
@@ -141,6 +143,23 @@ fn ec2_err(call: &'static str, e: gilliam_ec2::Ec2Error) -> CloudError {
 impl Cloud for SdkCloud {
     fn fetch(&self, url: &str, dest: &Path, max_bytes: u64) -> Result<Fetched, CloudError> {
         self.rt.block_on(self.fetch_async(url, dest, max_bytes))
+    }
+
+    fn registry_credentials(&self, registry: &str) -> Result<Option<(String, String)>, CloudError> {
+        // ECR's registries take a token from GetAuthorizationToken, as the instance role; others
+        // are pulled from without credentials.
+        let Some(ecr) = gilliam_contract::image::ImageRef::parse(&format!("{registry}/x")).ok().and_then(|r| r.ecr()) else { return Ok(None) };
+        let req = self.ecr.get_authorization_token().customize().config_override(aws_sdk_ecr::config::Builder::default().region(Region::new(ecr.region)));
+        let out = self.rt.block_on(req.send()).map_err(|e| err("GetAuthorizationToken", e))?;
+        let token = out
+            .authorization_data()
+            .first()
+            .and_then(|d| d.authorization_token())
+            .ok_or_else(|| own("GetAuthorizationToken", "no token in the answer".into()))?;
+        let decoded = aws_smithy_types::base64::decode(token).map_err(|e| own("GetAuthorizationToken", format!("the token is not base64: {e}")))?;
+        let text = String::from_utf8(decoded).map_err(|_| own("GetAuthorizationToken", "the token is not text".into()))?;
+        let (user, password) = text.split_once(':').ok_or_else(|| own("GetAuthorizationToken", "the token is not USER:PASSWORD".into()))?;
+        Ok(Some((user.to_string(), password.to_string())))
     }
 
     fn secret(&self, id: &str) -> Result<String, CloudError> {

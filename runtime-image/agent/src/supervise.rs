@@ -139,67 +139,123 @@ pub struct Run {
     pub then_waited: Duration,
 }
 
+/// What the supervisor keeps running: the release's script as a process, or its image as a
+/// container (`crate::container`).
+pub trait Unit: Send + Sync {
+    /// For the log: the script, the image.
+    fn describe(&self) -> String;
+    /// One start.
+    fn launch(&self) -> std::io::Result<Box<dyn Running>>;
+    /// How long a stop waits between SIGTERM and SIGKILL.
+    fn stop_grace(&self) -> Duration;
+}
+
+/// One started run of a unit.
+pub trait Running: Send {
+    /// Its process id on this host (0 when it has none).
+    fn pid(&self) -> u32;
+    /// `Some` once it has exited.
+    fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>>;
+    /// SIGTERM, then SIGKILL after `grace`; its status, when known.
+    fn terminate(&mut self, grace: Duration) -> Option<ExitStatus>;
+    /// After it ended: the last of its output handed on.
+    fn finish(&mut self) {}
+}
+
+/// A started process and the threads handing its output on.
+struct ProcessRun {
+    child: Child,
+    pumps: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Running for ProcessRun {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        self.child.try_wait()
+    }
+    fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
+        terminate(&mut self.child, grace)
+    }
+    fn finish(&mut self) {
+        for p in self.pumps.drain(..) {
+            let _ = p.join();
+        }
+    }
+}
+
+impl Unit for Spec {
+    fn describe(&self) -> String {
+        self.script.clone()
+    }
+    fn launch(&self) -> std::io::Result<Box<dyn Running>> {
+        let mut child = start(self)?;
+        let mut pumps = Vec::new();
+        if let Some(out) = &self.output {
+            if let Some(o) = child.stdout.take() {
+                pumps.push(pump(o, Stream::Stdout, out.clone()));
+            }
+            if let Some(e) = child.stderr.take() {
+                pumps.push(pump(e, Stream::Stderr, out.clone()));
+            }
+        }
+        Ok(Box::new(ProcessRun { child, pumps }))
+    }
+    fn stop_grace(&self) -> Duration {
+        self.stop_grace
+    }
+}
+
 /// Starts the script and restarts it whenever it exits, until `stop` is set (then the running
 /// process is terminated) or `max_runs` starts were made. Returns the runs that ended.
 pub fn supervise(spec: &Spec, backoff: Backoff, stop: &AtomicBool, max_runs: Option<usize>, log: &dyn Fn(&str)) -> Vec<Run> {
     supervise_watched(spec, backoff, stop, max_runs, log, &Watch::default())
 }
 
-/// `supervise`, publishing the pid and the number of starts in `watch`.
-pub fn supervise_watched(spec: &Spec, backoff: Backoff, stop: &AtomicBool, max_runs: Option<usize>, log: &dyn Fn(&str), watch: &Watch) -> Vec<Run> {
+/// `supervise` of any unit, publishing the pid and the number of starts in `watch`.
+pub fn supervise_watched(unit: &dyn Unit, backoff: Backoff, stop: &AtomicBool, max_runs: Option<usize>, log: &dyn Fn(&str), watch: &Watch) -> Vec<Run> {
     let mut runs = Vec::new();
     let mut delay = backoff.first;
     let mut started = 0;
+    let what = unit.describe();
     while !stop.load(Ordering::SeqCst) && max_runs.is_none_or(|m| started < m) {
         started += 1;
         let began = Instant::now();
-        let status = match start(spec) {
-            Ok(mut child) => {
-                watch.pid.store(child.id(), Ordering::SeqCst);
+        let status = match unit.launch() {
+            Ok(mut run) => {
+                watch.pid.store(run.pid().max(1), Ordering::SeqCst);
                 watch.starts.fetch_add(1, Ordering::SeqCst);
-                let mut pumps = Vec::new();
-                if let Some(out) = &spec.output {
-                    if let Some(o) = child.stdout.take() {
-                        pumps.push(pump(o, Stream::Stdout, out.clone()));
-                    }
-                    if let Some(e) = child.stderr.take() {
-                        pumps.push(pump(e, Stream::Stderr, out.clone()));
-                    }
-                }
                 let status = loop {
                     if stop.load(Ordering::SeqCst) {
-                        let status = terminate(&mut child, spec.stop_grace);
+                        let status = run.terminate(unit.stop_grace());
                         watch.pid.store(0, Ordering::SeqCst);
-                        for p in pumps {
-                            let _ = p.join();
-                        }
-                        log(&format!("{} stopped ({})", spec.script, status.map_or("gone".into(), |s| s.to_string())));
+                        run.finish();
+                        log(&format!("{what} stopped ({})", status.map_or("gone".into(), |s| s.to_string())));
                         return runs;
                     }
-                    match child.try_wait() {
+                    match run.try_wait() {
                         Ok(Some(s)) => break Some(s),
                         Ok(None) => std::thread::sleep(Duration::from_millis(20)),
                         Err(e) => {
-                            log(&format!("cannot watch {}: {e}", spec.script));
+                            log(&format!("cannot watch {what}: {e}"));
                             break None;
                         }
                     }
                 };
                 watch.pid.store(0, Ordering::SeqCst);
-                for p in pumps {
-                    let _ = p.join();
-                }
+                run.finish();
                 status
             }
             Err(e) => {
-                log(&format!("cannot start {}: {e}", spec.script));
+                log(&format!("cannot start {what}: {e}"));
                 None
             }
         };
         if began.elapsed() >= backoff.stable {
             delay = backoff.first;
         }
-        log(&format!("{} exited ({}); restarting in {delay:?}", spec.script, status.map_or("did not start".into(), |s| s.to_string())));
+        log(&format!("{what} exited ({}); restarting in {delay:?}", status.map_or("did not start".into(), |s| s.to_string())));
         runs.push(Run { status, then_waited: delay });
         let until = Instant::now() + delay;
         while Instant::now() < until && !stop.load(Ordering::SeqCst) {
