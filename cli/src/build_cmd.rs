@@ -136,8 +136,40 @@ pub fn run_build_command(dir: &Path, command: &str) -> Result<(), String> {
 }
 
 /// The artifact's key: content-addressed, so that the same tree lands once.
+/// The image `reference` pinned by its digest: as given when it names one; else its tag looked
+/// up in ECR (a registry that is not ECR cannot be asked: give the digest).
+pub async fn resolve_image<A: Aws>(aws: &A, reference: &str) -> Result<String, crate::failure::Failure> {
+    use crate::failure::Failure;
+    let r = gilliam_contract::image::ImageRef::parse(reference).map_err(|e| Failure::usage(format!("--image: {e}")))?;
+    if let Some(pinned) = r.pinned() {
+        return Ok(pinned);
+    }
+    let tag = r.tag.clone().unwrap_or_else(|| "latest".into());
+    let Some(ecr) = r.ecr() else {
+        return Err(Failure::usage(format!(
+            "--image {reference}: {} is not an ECR registry, whose tags gilliam can resolve: give the digest, REGISTRY/REPOSITORY@sha256:...",
+            r.registry
+        )));
+    };
+    let found =
+        gilliam_materializer::retry::retry("resolve the image's tag", || aws.describe_image(&ecr.region, &r.repository, &tag)).await.map_err(Failure::from)?;
+    let Some(found) = found else {
+        return Err(Failure { code: 4, message: format!("--image {reference}: ECR repository {} ({}) has no image tagged {tag}", r.repository, ecr.region) });
+    };
+    Ok(format!("{}/{}@{}", r.registry, r.repository, found.digest))
+}
+
 pub fn artifact_key(f: &Formation, sha256: &str) -> String {
     format!("{}artifacts/{sha256}.tar.gz", f.prefix)
+}
+
+/// Creates the outputs bucket (versioned, encrypted, public access blocked) when missing: the
+/// first build of a formation reserves its release number there.
+pub async fn ensure_bucket<A: Aws>(aws: &A, f: &Formation) -> Result<(), Error> {
+    if !retry("look for the outputs bucket", || aws.bucket_exists(&f.bucket)).await? {
+        retry("create the outputs bucket", || aws.create_secure_bucket(&f.bucket, &f.region)).await?;
+    }
+    Ok(())
 }
 
 /// Uploads the artifact unless it is there already. Returns whether it was uploaded.
@@ -147,9 +179,7 @@ pub async fn upload<A: Aws>(aws: &A, f: &Formation, packed: &Packed) -> Result<b
     if head.is_some_and(|h| h.sha256.as_deref() == Some(packed.sha256.as_str())) {
         return Ok(false);
     }
-    if !retry("look for the outputs bucket", || aws.bucket_exists(&f.bucket)).await? {
-        retry("create the outputs bucket", || aws.create_secure_bucket(&f.bucket, &f.region)).await?;
-    }
+    ensure_bucket(aws, f).await?;
     match retry(&format!("upload the artifact s3://{}/{key}", f.bucket), || aws.put_object(&f.bucket, &key, packed.gz.clone(), PutCondition::Absent)).await {
         Ok(_) => Ok(true),
         // Someone uploaded the same bytes meanwhile (or a retried upload of ours landed): the

@@ -144,3 +144,51 @@ async fn builds_are_reproducible_land_once_number_safely_and_deploy_in_one_go() 
     assert!(st.releases.contains_key(&12) && !st.reserved.contains_key(&12), "recorded, no longer only reserved");
     assert_eq!(st.traffic.get(&12), Some(&100));
 }
+
+/// A release from the image CI pushed: `gilliam build --image REPO:TAG` resolves the tag in ECR
+/// (moto's) and records the digest, never the tag; a tag ECR does not have, and a tag in a
+/// registry gilliam cannot ask, are refused with the way out; a digest is taken as given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_with_an_image_records_its_digest_resolved_in_ecr() {
+    let Session { moto, dir, stage, app: _ } = session("build-image").await;
+    let g = |args: &[&str]| gilliam(&moto, &stage, None, args);
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .endpoint_url(&moto.url)
+        .http_client(gilliam_materializer::sdk::http_client())
+        .load()
+        .await;
+    let ecr = aws_sdk_ecr::Client::new(&conf);
+    ecr.create_repository().repository_name("shop/api").send().await.expect("repository");
+    let manifest = r#"{"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json", "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 2, "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"}, "layers": []}"#;
+    let pushed = ecr.put_image().repository_name("shop/api").image_manifest(manifest).image_tag("v3").send().await.expect("push");
+    let digest = pushed.image().and_then(|i| i.image_id()).and_then(|i| i.image_digest()).expect("digest").to_string();
+    let tree = checkout(&dir.join("tree"), "true", "1000000000");
+    let t = tree.display().to_string();
+    let out = dir.join("release.json").display().to_string();
+    let repo = format!("123456789012.dkr.ecr.{REGION}.amazonaws.com/shop/api");
+
+    let o = g(&["build", &t, "--runtime-image", IMAGE, "--image", &format!("{repo}:v3"), "--release-out", &out]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = release(Path::new(&out));
+    assert_eq!(r["artifact"], serde_json::json!({ "image": format!("{repo}@{digest}") }), "{r}");
+    // And it deploys: the image is in ECR by that digest (an image in a repository of the
+    // user's own: no tag of gilliam's is added to it).
+    let app = root().join("examples/quickstart/gilliam.yml").display().to_string();
+    let deployed =
+        gilliam(&moto, &stage, None, &["deploy", "--app", &app, "--release", &out, "--out", &dir.join("out").display().to_string(), "--poll", "0.2"]);
+    assert!(deployed.status.success(), "{}", text(&deployed));
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("out/manifest.json")).expect("manifest")).expect("JSON");
+    assert_eq!(manifest["release"]["artifact_url"], format!("{repo}@{digest}"));
+
+    let o = g(&["build", &t, "--runtime-image", IMAGE, "--image", &format!("{repo}:v4")]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(text(&o).contains("has no image tagged v4"), "{}", text(&o));
+    let o = g(&["build", &t, "--runtime-image", IMAGE, "--image", "registry.example.com/api:v3"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("give the digest"), "{}", text(&o));
+    let pinned = format!("registry.example.com/api@sha256:{}", "a".repeat(64));
+    let o = g(&["build", &t, "--runtime-image", IMAGE, "--image", &pinned, "--release-out", &out]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(release(Path::new(&out))["artifact"]["image"], pinned);
+}

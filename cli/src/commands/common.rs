@@ -65,6 +65,10 @@ pub struct ReleaseFiles {
     /// With no --release: the runtime image of the new release (default: the latest release's).
     #[arg(long, value_name = "AMI")]
     pub runtime_image: Option<String>,
+    /// With no --release: the release is this container image (REGISTRY/REPOSITORY:TAG, its
+    /// tag resolved to a digest in ECR, or @sha256:DIGEST), not a tarball of the tree.
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
     /// Where the compiled files go.
     #[arg(long, default_value = ".gilliam/out")]
     pub out: PathBuf,

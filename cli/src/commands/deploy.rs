@@ -49,7 +49,8 @@ pub async fn exec(s: &Session<'_>, a: &Args) -> Result<(), Failure> {
         None => {
             let dir = files.app.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
             let out = files.out.with_file_name("release.json");
-            let (n, path) = build_release(s.aws, s.formation, dir, &files.app, files.runtime_image.as_deref(), None, &out, s.say).await?;
+            let (n, path) =
+                build_release(s.aws, s.formation, dir, &files.app, files.runtime_image.as_deref(), files.image.as_deref(), None, &out, s.say).await?;
             println!("built release {n}");
             path
         }
