@@ -181,6 +181,24 @@ async fn build_with_an_image_records_its_digest_resolved_in_ecr() {
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("out/manifest.json")).expect("manifest")).expect("JSON");
     assert_eq!(manifest["release"]["artifact_url"], format!("{repo}@{digest}"));
 
+    // Promoted to the next stage by digest: the same reference, which the target sees in ECR.
+    let prod = dir.join("prod.yml");
+    std::fs::write(&prod, std::fs::read_to_string(&stage).expect("stage").replace("formation: shop", "formation: shop-prod").replace("gilliam-cli-outputs", "gilliam-cli-prod"))
+        .expect("prod stage");
+    let prod = prod.display().to_string();
+    let promoted = dir.join("promoted").display().to_string();
+    let promote = |release: &str| gilliam(&moto, "/nonexistent.yml", Some(&dir), &["promote", "--from", &stage, "--to", &prod, release, "--poll", "0.2", "--out", &promoted]);
+    let o = promote("1");
+    assert!(o.status.success(), "{}", text(&o));
+    let p: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("promoted/out/manifest.json")).expect("manifest")).expect("JSON");
+    assert_eq!(p["release"]["artifact_url"], format!("{repo}@{digest}"), "the same image, by digest");
+    // An image ECR no longer holds is not promoted.
+    let id = aws_sdk_ecr::types::ImageIdentifier::builder().image_digest(&digest).build();
+    ecr.batch_delete_image().repository_name("shop/api").image_ids(id).send().await.expect("delete");
+    let o = promote("1");
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(text(&o).contains("ECR has no image with that digest") && text(&o).contains("refused"), "{}", text(&o));
+
     let o = g(&["build", &t, "--runtime-image", IMAGE, "--image", &format!("{repo}:v4")]);
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     assert!(text(&o).contains("has no image tagged v4"), "{}", text(&o));

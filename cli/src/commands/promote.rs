@@ -85,63 +85,98 @@ pub async fn exec(g: &Globals, a: &Args) -> Result<(), Failure> {
             )))
         }
     };
-    // The artifact, by digest: read from where the release was built, checked, and copied into
-    // the target's bucket at its content address unless it is there already.
-    let (bucket, key) = url
-        .strip_prefix("s3://")
-        .and_then(|u| u.split_once('/'))
-        .ok_or_else(|| Failure { code: 4, message: format!("release {n}'s artifact URL {url:?} is not s3://BUCKET/KEY") })?;
-    let target_key = crate::build_cmd::artifact_key(&df, &sha);
-    let there = retry(&format!("look for s3://{}/{target_key}", df.bucket), || b.head_object(&df.bucket, &target_key)).await.map_err(Failure::from)?;
-    match there {
-        Some(h) if h.sha256.as_deref() == Some(sha.as_str()) => say(&format!("artifact {sha} already in s3://{}/{target_key}", df.bucket)),
-        Some(h) => {
-            return Err(Failure {
-                code: 4,
-                message: format!(
-                    "s3://{}/{target_key} holds another artifact (sha256 {}) than release {n} of {} was built from ({sha}): refused; remove the object and promote again",
-                    df.bucket,
-                    h.sha256.unwrap_or_else(|| "unrecorded".into()),
-                    sf.name
-                ),
-            })
+    // An image goes by its digest: the same reference, once the target's account sees it there
+    // (ECR pulls across regions; another account's repository needs a policy that lets it in).
+    // A tarball is copied into the target's bucket at its content address.
+    let image_ref = rel["artifact"]["image"].as_str().map(str::to_string);
+    let artifact = match image_ref {
+        Some(reference) => {
+            check_image_for_target(&b, &reference, &df.name).await?;
+            say(&format!("image {reference}: the target's account sees it by its digest"));
+            reference
         }
         None => {
-            let o = retry(&format!("read {url}"), || a.get_object(bucket, key))
-                .await
-                .map_err(Failure::from)?
-                .ok_or_else(|| Failure { code: 4, message: format!("{url} is gone: release {n}'s artifact cannot be promoted") })?;
-            let got = gilliam_materializer::sha256_hex(&o.body);
-            if got != sha {
-                return Err(Failure { code: 4, message: format!("{url} has sha256 {got}, not the {sha} release {n} was built from: refused") });
+            // The artifact, by digest: read from where the release was built, checked, and copied into
+            // the target's bucket at its content address unless it is there already.
+            let (bucket, key) = url
+                .strip_prefix("s3://")
+                .and_then(|u| u.split_once('/'))
+                .ok_or_else(|| Failure { code: 4, message: format!("release {n}'s artifact URL {url:?} is not s3://BUCKET/KEY") })?;
+            let target_key = crate::build_cmd::artifact_key(&df, &sha);
+            let there = retry(&format!("look for s3://{}/{target_key}", df.bucket), || b.head_object(&df.bucket, &target_key)).await.map_err(Failure::from)?;
+            match there {
+            Some(h) if h.sha256.as_deref() == Some(sha.as_str()) => say(&format!("artifact {sha} already in s3://{}/{target_key}", df.bucket)),
+            Some(h) => {
+                return Err(Failure {
+                    code: 4,
+                    message: format!(
+                        "s3://{}/{target_key} holds another artifact (sha256 {}) than release {n} of {} was built from ({sha}): refused; remove the object and promote again",
+                        df.bucket,
+                        h.sha256.unwrap_or_else(|| "unrecorded".into()),
+                        sf.name
+                    ),
+                })
             }
-            if !retry(&format!("look for bucket {}", df.bucket), || b.bucket_exists(&df.bucket)).await.map_err(Failure::from)? {
-                retry(&format!("create bucket {}", df.bucket), || b.create_secure_bucket(&df.bucket, &df.region)).await.map_err(Failure::from)?;
+            None => {
+                let o = retry(&format!("read {url}"), || a.get_object(bucket, key))
+                    .await
+                    .map_err(Failure::from)?
+                    .ok_or_else(|| Failure { code: 4, message: format!("{url} is gone: release {n}'s artifact cannot be promoted") })?;
+                let got = gilliam_materializer::sha256_hex(&o.body);
+                if got != sha {
+                    return Err(Failure { code: 4, message: format!("{url} has sha256 {got}, not the {sha} release {n} was built from: refused") });
+                }
+                if !retry(&format!("look for bucket {}", df.bucket), || b.bucket_exists(&df.bucket)).await.map_err(Failure::from)? {
+                    retry(&format!("create bucket {}", df.bucket), || b.create_secure_bucket(&df.bucket, &df.region)).await.map_err(Failure::from)?;
+                }
+                let what = format!("copy the artifact to s3://{}/{target_key}", df.bucket);
+                retry(&what, || b.put_object(&df.bucket, &target_key, o.body.clone(), gilliam_materializer::aws::PutCondition::Always))
+                    .await
+                    .map_err(Failure::from)?;
+                say(&format!("artifact {sha} copied to s3://{}/{target_key}", df.bucket));
             }
-            let what = format!("copy the artifact to s3://{}/{target_key}", df.bucket);
-            retry(&what, || b.put_object(&df.bucket, &target_key, o.body.clone(), gilliam_materializer::aws::PutCondition::Always))
-                .await
-                .map_err(Failure::from)?;
-            say(&format!("artifact {sha} copied to s3://{}/{target_key}", df.bucket));
         }
-    }
+            rel["artifact"]["url"] = serde_json::json!(format!("s3://{}/{target_key}", df.bucket));
+            sha.clone()
+        }
+    };
     let digest = gilliam_materializer::sha256_hex(format!("{}\n{app}", rel["config"]).as_bytes());
     let purpose = format!("promote release {n} of {}", sf.name);
+    crate::build_cmd::ensure_bucket(&b, &df).await.map_err(Failure::from)?;
     let number = gilliam_materializer::state::allocate_release(&b, &df.bucket, &df.prefix, &df.name, &purpose).await.map_err(Failure::from)?;
     rel["number"] = serde_json::json!(number);
-    rel["artifact"]["url"] = serde_json::json!(format!("s3://{}/{target_key}", df.bucket));
     rel["runtime_image"] = serde_json::json!(image);
     std::fs::create_dir_all(out).map_err(|e| Failure { code: 1, message: format!("{}: {e}", out.display()) })?;
     let (app_path, release_path) = (out.join("gilliam.yml"), out.join("release.json"));
     std::fs::write(&app_path, &app).map_err(|e| Failure { code: 1, message: format!("{}: {e}", app_path.display()) })?;
     crate::build_cmd::write_release(&release_path, &rel).map_err(|m| Failure { code: 1, message: m })?;
-    println!("release {number} of {}: release {n} of {} (artifact {sha}, config and gilliam.yml {})", df.name, sf.name, &digest[..16]);
+    println!("release {number} of {}: release {n} of {} (artifact {artifact}, config and gilliam.yml {})", df.name, sf.name, &digest[..16]);
     let lock_opts = crate::materialize_cmd::lock_options(g.lock_wait);
     let opts = Options { poll: Duration::from_secs_f64(poll.max(0.05)), strategy: *strategy, ..Options::default() };
     deploy_files(&b, &df, to, &app_path, &release_path, &out.join("out"), opts, judging, lock_opts, &say).await?;
-    let line = format!("{purpose} as release {number} (artifact {sha}, config and gilliam.yml {})", &digest[..16]);
+    let line = format!("{purpose} as release {number} (artifact {artifact}, config and gilliam.yml {})", &digest[..16]);
     gilliam_materializer::state::update(&b, &df.bucket, &df.prefix, &df.name, |st| st.history.push(gilliam_materializer::state::event(line.clone())))
         .await
         .map_err(Failure::from)?;
     Ok(())
+}
+
+/// Refuses an image the target's account cannot see by its digest (no such image, no
+/// permission): its instances could not pull it either.
+async fn check_image_for_target<A: gilliam_materializer::aws::Aws>(b: &A, reference: &str, target: &str) -> Result<(), Failure> {
+    let Some(i) = gilliam_materializer::images::in_ecr(reference) else {
+        // Not ECR: the registry is the instances' to reach; the digest pins what they run.
+        return Ok(());
+    };
+    let found = retry("look for the image from the target's account", || b.describe_image(&i.region, &i.repository, &i.digest)).await;
+    match found {
+        Ok(Some(f)) if f.digest == i.digest => Ok(()),
+        Ok(_) => Err(Failure { code: 4, message: format!("{reference}: ECR has no image with that digest as {target}'s account sees it: refused") }),
+        Err(e) => Err(Failure {
+            code: 4,
+            message: format!(
+                "{reference}: {target}'s account cannot read it ({e}): let it in with a repository policy (or replicate the image) and promote again"
+            ),
+        }),
+    }
 }
