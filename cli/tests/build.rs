@@ -183,11 +183,16 @@ async fn build_with_an_image_records_its_digest_resolved_in_ecr() {
 
     // Promoted to the next stage by digest: the same reference, which the target sees in ECR.
     let prod = dir.join("prod.yml");
-    std::fs::write(&prod, std::fs::read_to_string(&stage).expect("stage").replace("formation: shop", "formation: shop-prod").replace("gilliam-cli-outputs", "gilliam-cli-prod"))
-        .expect("prod stage");
+    std::fs::write(
+        &prod,
+        std::fs::read_to_string(&stage).expect("stage").replace("formation: shop", "formation: shop-prod").replace("gilliam-cli-outputs", "gilliam-cli-prod"),
+    )
+    .expect("prod stage");
     let prod = prod.display().to_string();
     let promoted = dir.join("promoted").display().to_string();
-    let promote = |release: &str| gilliam(&moto, "/nonexistent.yml", Some(&dir), &["promote", "--from", &stage, "--to", &prod, release, "--poll", "0.2", "--out", &promoted]);
+    let promote = |release: &str| {
+        gilliam(&moto, "/nonexistent.yml", Some(&dir), &["promote", "--from", &stage, "--to", &prod, release, "--poll", "0.2", "--out", &promoted])
+    };
     let o = promote("1");
     assert!(o.status.success(), "{}", text(&o));
     let p: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("promoted/out/manifest.json")).expect("manifest")).expect("JSON");

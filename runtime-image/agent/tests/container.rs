@@ -134,7 +134,8 @@ fn image_release(number: u32, reference: &str) -> String {
 }
 
 fn web_app(port: u16) -> String {
-    format!("web:\n  ports: [{port}]\n  health: /healthz\n  memory: 64M\n  cpus: 0.5\n  env:\n    GREETING: hello\n")
+    // With the demo's database: DATABASE_URL carries a password resolved at boot.
+    format!("web:\n  ports: [{port}]\n  health: /healthz\n  memory: 64M\n  cpus: 0.5\n  env:\n    GREETING: hello\ndb:\n  type: postgres\n  database: app\n")
 }
 
 fn userdata(b: &Scratch, port: u16, release: &str) -> PathBuf {
@@ -179,6 +180,21 @@ fn an_image_release_is_pulled_by_digest_run_within_its_limits_restarted_and_drai
     assert!(config.ends_with(&pinned), "runs the image by digest: {config}");
     let env = engine.run(&["exec", name, "sh", "-c", "echo $GREETING $GILLIAM_RELEASE"]);
     assert_eq!(env, "hello 1");
+    // The secret reaches the service, and never its command line, the userdata, or a file on
+    // the instance that others may read.
+    let db = engine.run(&["exec", name, "sh", "-c", "echo $DATABASE_URL"]);
+    assert!(db.contains(PASSWORD), "resolved at boot: {db}");
+    let args = engine.run(&["inspect", "--format", "{{json .Path}} {{json .Args}} {{json .Config.Cmd}} {{json .Config.Entrypoint}}", name]);
+    assert!(!args.contains(PASSWORD), "{args}");
+    assert!(!std::fs::read_to_string(&script).expect("userdata").contains(PASSWORD));
+    // As another user (nobody): what the engine and the agent keep is out of reach.
+    let readable = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "grep", "-rl", PASSWORD])
+        .arg(&engine.dir)
+        .arg(&b.root)
+        .output()
+        .expect("setpriv");
+    assert_eq!(String::from_utf8_lossy(&readable.stdout).trim(), "", "files others may read hold no secret");
 
     // A container that dies is started again.
     engine.run(&["kill", name]);
