@@ -38,6 +38,8 @@ pub struct Options {
     pub docker_socket: PathBuf,
     /// Longest wait for a release's image to be pulled, retries included.
     pub pull_deadline: Duration,
+    /// The cgroup filesystem a tarball release's process is limited through.
+    pub cgroup_root: PathBuf,
 }
 
 impl Options {
@@ -57,6 +59,7 @@ impl Options {
             limits: Limits::default(),
             docker_socket: PathBuf::from("/var/run/docker.sock"),
             pull_deadline: Duration::from_secs(600),
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
         }
     }
 }
@@ -187,6 +190,18 @@ fn run_service(opts: &Options, c: &ServiceConfig, base: &Logger, connect: Connec
         t.elapsed(),
         prepared.dir.display()
     ));
+    // The service's limits, through a cgroup of its own; where the machine gives the agent none
+    // to make (not root, no delegation), the service runs unlimited and the log says so.
+    let cgroup = c.limits.and_then(|l| match crate::cgroup::create(&opts.cgroup_root, &format!("gilliam-{}", c.service), l) {
+        Ok(cg) => {
+            log.info(&format!("limits: {} MiB of memory, {} CPUs ({})", l.memory_mib, f64::from(l.cpu_millis) / 1000.0, cg.memory_file.display()));
+            Some(Arc::new(cg))
+        }
+        Err(e) => {
+            log.warn(&format!("limits not applied ({e}): the service runs without a memory or CPU limit"));
+            None
+        }
+    });
     let spec = Spec {
         script: c.script.clone(),
         dir: prepared.dir,
@@ -194,6 +209,7 @@ fn run_service(opts: &Options, c: &ServiceConfig, base: &Logger, connect: Connec
         user: user.as_ref().map(|u| u.ids),
         output: Some(output(&log)),
         stop_grace: opts.stop_grace,
+        cgroup,
     };
     keep(opts, Box::new(spec), health, c.port, c.drain_seconds, &c.signal, &signaller, &log, stop)
 }
@@ -359,7 +375,7 @@ fn run_etcd(opts: &Options, c: &EtcdConfig, base: &Logger, connect: Connect<'_>,
     );
     let home = user.as_ref().map_or_else(|| data.display().to_string(), |u| u.home.clone());
     let env = [("PATH", "/usr/local/bin:/usr/bin:/bin"), ("HOME", home.as_str())].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let spec = Spec { script, dir: data, env, user: user.as_ref().map(|u| u.ids), output: Some(output(&log)), stop_grace: opts.stop_grace };
+    let spec = Spec { script, dir: data, env, user: user.as_ref().map(|u| u.ids), output: Some(output(&log)), stop_grace: opts.stop_grace, cgroup: None };
     keep(opts, Box::new(spec), Health::Http { port: client, path: "/health".into() }, Some(client), c.drain_seconds, &c.signal, &signaller, &log, stop)
 }
 

@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod boot;
+pub mod cgroup;
 pub mod cloud;
 pub mod container;
 pub mod drain;

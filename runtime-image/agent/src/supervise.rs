@@ -54,6 +54,8 @@ pub struct Spec {
     pub output: Option<Output>,
     /// How long a stopped process has between SIGTERM and SIGKILL (zero: SIGKILL at once).
     pub stop_grace: Duration,
+    /// The cgroup (memory and CPU limits) each start of the process joins.
+    pub cgroup: Option<Arc<crate::cgroup::Cgroup>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -191,6 +193,13 @@ impl Unit for Spec {
     }
     fn launch(&self) -> std::io::Result<Box<dyn Running>> {
         let mut child = start(self)?;
+        if let Some(cg) = &self.cgroup {
+            // Joined at once: the script has had no time to start anything of its own yet.
+            if let Err(e) = cg.join(child.id()) {
+                let _ = terminate(&mut child, Duration::ZERO);
+                return Err(std::io::Error::other(format!("cannot put the process in its cgroup: {e}")));
+            }
+        }
         let mut pumps = Vec::new();
         if let Some(out) = &self.output {
             if let Some(o) = child.stdout.take() {

@@ -49,6 +49,15 @@ fn a_release_boots_serves_is_restarted_and_drains_on_sigterm() {
     let (pid, uid) = who.split_once(' ').map(|(p, u)| (p.parse::<u32>().expect("pid"), u.parse::<u32>().expect("uid"))).expect("pid uid");
     if rustix::process::geteuid().is_root() {
         assert_ne!(uid, 0, "the service never runs as root");
+        // Its own cgroup holds it within the limits its instance type gives it (t3.small:
+        // 2048 MiB less 384 for the agent and the OS).
+        let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+        let limit = match cgroups.lines().find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string())) {
+            Some(p) => format!("/sys/fs/cgroup/memory{p}/memory.limit_in_bytes"),
+            None => format!("/sys/fs/cgroup{}/memory.max", cgroups.lines().find_map(|l| l.strip_prefix("0::")).expect("v2")),
+        };
+        assert!(limit.contains("gilliam-web"), "{cgroups}");
+        assert_eq!(std::fs::read_to_string(&limit).expect("limit").trim(), (1664u64 * 1024 * 1024).to_string(), "{limit}");
     }
     // The release directory holds the artifact, read-only to the service.
     let dir = b.root.join("var/lib/gilliam/releases/boot/1/web");

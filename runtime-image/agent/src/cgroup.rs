@@ -1,0 +1,102 @@
+//! A tarball release's process within its memory and CPU limits: a cgroup of its own, a child
+//! of the agent's (cgroup v2, the unified hierarchy of Debian 12 and Amazon Linux 2023, where
+//! the unit delegates its subtree to the agent; or the memory and cpu hierarchies of cgroup
+//! v1), with `memory.max` / `cpu.max` (v2) or `memory.limit_in_bytes` / `cpu.cfs_quota_us`
+//! (v1) written, and the process moved into it as soon as it is started.
+
+use gilliam_contract::runtime::Limits;
+use std::path::{Path, PathBuf};
+
+/// The CPU period quotas are counted in (the kernel's default).
+const PERIOD_US: u64 = 100_000;
+
+/// A service's cgroup: the `cgroup.procs` files a process joins it through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cgroup {
+    pub procs: Vec<PathBuf>,
+    /// Where the memory limit was written (for the log and tests).
+    pub memory_file: PathBuf,
+}
+
+fn write(path: &Path, value: &str) -> Result<(), String> {
+    std::fs::write(path, value).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The agent's own cgroup in each hierarchy: controller list ("" for v2) to its path.
+fn own(proc_self_cgroup: &str) -> Vec<(String, String)> {
+    proc_self_cgroup
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            Some((controllers.to_string(), path.trim_end_matches('/').to_string()))
+        })
+        .collect()
+}
+
+/// Makes (or reuses) the cgroup `name` beside the agent's, with `limits`, under the cgroup
+/// filesystem at `root` (`/sys/fs/cgroup`).
+pub fn create(root: &Path, name: &str, limits: Limits) -> Result<Cgroup, String> {
+    let mine = own(&std::fs::read_to_string("/proc/self/cgroup").map_err(|e| format!("/proc/self/cgroup: {e}"))?);
+    let memory = u64::from(limits.memory_mib) * 1024 * 1024;
+    let quota = u64::from(limits.cpu_millis) * PERIOD_US / 1000;
+    if root.join("cgroup.controllers").is_file() {
+        // v2: one tree. A cgroup with processes cannot hand controllers to its children, so the
+        // agent first moves itself into a leaf of its own.
+        let path = mine.iter().find(|(c, _)| c.is_empty()).map(|(_, p)| p.clone()).unwrap_or_default();
+        let base = root.join(path.trim_start_matches('/'));
+        let agent = base.join("gilliam-agent");
+        if !agent.is_dir() {
+            std::fs::create_dir_all(&agent).map_err(|e| format!("{}: {e}", agent.display()))?;
+        }
+        write(&agent.join("cgroup.procs"), &std::process::id().to_string())?;
+        write(&base.join("cgroup.subtree_control"), "+memory +cpu")?;
+        let dir = base.join(name);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        write(&dir.join("memory.max"), &memory.to_string())?;
+        write(&dir.join("memory.swap.max"), "0").ok();
+        write(&dir.join("cpu.max"), &format!("{quota} {PERIOD_US}"))?;
+        return Ok(Cgroup { procs: vec![dir.join("cgroup.procs")], memory_file: dir.join("memory.max") });
+    }
+    // v1: the memory and the cpu hierarchies, each beside the agent's place in it.
+    let place = |controller: &str| -> Result<PathBuf, String> {
+        let (list, path) = mine.iter().find(|(c, _)| c.split(',').any(|x| x == controller)).ok_or_else(|| format!("no {controller} cgroup hierarchy"))?;
+        let mount = root.join(list.as_str());
+        let mount = if mount.is_dir() { mount } else { root.join(controller) };
+        let dir = mount.join(path.trim_start_matches('/')).join(name);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        Ok(dir)
+    };
+    let mem = place("memory")?;
+    write(&mem.join("memory.limit_in_bytes"), &memory.to_string())?;
+    let cpu = place("cpu")?;
+    write(&cpu.join("cpu.cfs_period_us"), &PERIOD_US.to_string())?;
+    write(&cpu.join("cpu.cfs_quota_us"), &quota.to_string())?;
+    Ok(Cgroup { procs: vec![mem.join("cgroup.procs"), cpu.join("cgroup.procs")], memory_file: mem.join("memory.limit_in_bytes") })
+}
+
+impl Cgroup {
+    /// Moves process `pid` (and the threads and children it starts from now on) into it.
+    pub fn join(&self, pid: u32) -> Result<(), String> {
+        for p in &self.procs {
+            write(p, &pid.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_agents_own_cgroups_are_read_per_hierarchy() {
+        let mine = super::own("12:memory:/process_api/abc\n3:cpu,cpuacct:/\n0::/system.slice/gilliam-agent.service\n");
+        assert_eq!(
+            mine,
+            vec![
+                ("memory".to_string(), "/process_api/abc".to_string()),
+                ("cpu,cpuacct".to_string(), String::new()),
+                (String::new(), "/system.slice/gilliam-agent.service".to_string())
+            ]
+        );
+    }
+}
