@@ -172,6 +172,14 @@ async fn build_with_an_image_records_its_digest_resolved_in_ecr() {
     assert!(o.status.success(), "{}", text(&o));
     let r = release(Path::new(&out));
     assert_eq!(r["artifact"], serde_json::json!({ "image": format!("{repo}@{digest}") }), "{r}");
+    // gilliam.yml may name the image instead (`x-gilliam: {image: ...}`): the same digest.
+    let named = dir.join("named");
+    std::fs::create_dir_all(&named).expect("tree");
+    std::fs::write(named.join("gilliam.yml"), format!("x-gilliam:\n  image: {repo}:v3\nweb:\n  ports: [8080]\n")).expect("app");
+    let named_out = dir.join("named.json").display().to_string();
+    let o = g(&["build", &named.display().to_string(), "--runtime-image", IMAGE, "--release-out", &named_out]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(release(Path::new(&named_out))["artifact"], serde_json::json!({ "image": format!("{repo}@{digest}") }));
     // And it deploys: the image is in ECR by that digest (an image in a repository of the
     // user's own: no tag of gilliam's is added to it).
     let app = root().join("examples/quickstart/gilliam.yml").display().to_string();

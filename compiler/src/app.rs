@@ -217,13 +217,16 @@ pub struct App {
     pub services: Vec<Service>,
     /// `x-gilliam: {build: ...}`: the command `gilliam build` runs in the source tree first.
     pub build: Option<String>,
+    /// `x-gilliam: {image: REGISTRY/REPOSITORY:TAG}`: `gilliam build` makes the release of
+    /// this image (its tag resolved to a digest), as `--image` does.
+    pub image: Option<String>,
     /// `x-gilliam: {analysis, hooks, stickiness}`: how traffic moving to a release is judged.
     pub delivery: crate::delivery::Partial,
 }
 
 /// The top-level key for gilliam's own settings (not a service; `x-` as in other tools' files).
 pub const SETTINGS_KEY: &str = "x-gilliam";
-const SETTINGS_KEYS: &[&str] = &["build", "analysis", "hooks", "stickiness"];
+const SETTINGS_KEYS: &[&str] = &["build", "image", "analysis", "hooks", "stickiness"];
 
 const PROCESS_KEYS: &[&str] = &["script", "ports", "env", "health", "scale", "instance_type", "routes", "internal", "memory", "cpus"];
 const AUX_KEYS_POSTGRES: &[&str] = &["type", "version", "instance_type", "storage", "database"];
@@ -284,6 +287,7 @@ pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<App> {
     }
     let mut services = Vec::new();
     let mut build = None;
+    let mut image = None;
     let mut delivery = crate::delivery::Partial::default();
     for (key, node) in entries {
         if key.name == SETTINGS_KEY {
@@ -292,6 +296,19 @@ pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<App> {
                 build = f.get("build").and_then(|n| decode::scalar_text(n, sink, "`build` (a shell command)"));
                 if build.as_deref().is_some_and(|b| b.trim().is_empty()) {
                     sink.error_hint(node.pos, "`build` is empty", "give the command that builds the tree, e.g. `make dist`, or leave `build` out");
+                }
+                if let Some(n) = f.get("image") {
+                    image = decode::string(n, sink, "`image`").filter(|s| match gilliam_contract::image::ImageRef::parse(s) {
+                        Ok(_) => true,
+                        Err(e) => {
+                            sink.error_hint(
+                                n.pos,
+                                e.to_string(),
+                                "write REGISTRY/REPOSITORY:TAG (or @sha256:DIGEST), e.g. 123456789012.dkr.ecr.eu-west-1.amazonaws.com/shop/api:main",
+                            );
+                            false
+                        }
+                    });
                 }
                 delivery = crate::delivery::decode(&mut f, sink, false);
                 f.finish(sink, SETTINGS_KEYS, &format!("`{SETTINGS_KEY}`"));
@@ -311,7 +328,7 @@ pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<App> {
         }
     }
     services.sort_by(|a, b| a.name.cmp(&b.name));
-    Some(App { services, build, delivery })
+    Some(App { services, build, image, delivery })
 }
 
 fn decode_service(name: &str, node: &Node, sink: &mut Sink<'_>) -> Option<ServiceKind> {

@@ -313,7 +313,7 @@ fn delivery_settings_are_checked_where_they_are_written() {
     expect(&e, "stage.yml:8:64: bad event bus `a b`", "EventBridge bus name");
     // `notifications` belong to the stage file: where the account's endpoints are.
     let e = errors(&format!("{APP}x-gilliam: {{notifications: {{webhook: http://x}}}}\n"), RELEASE, STAGE);
-    expect(&e, "gilliam.yml:7:13: unknown key `notifications` in `x-gilliam`", "allowed keys: build, analysis, hooks, stickiness");
+    expect(&e, "gilliam.yml:7:13: unknown key `notifications` in `x-gilliam`", "allowed keys: build, image, analysis, hooks, stickiness");
 }
 
 #[test]

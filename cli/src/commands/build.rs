@@ -56,7 +56,9 @@ pub async fn build_release<A: gilliam_materializer::aws::Aws>(
         .map(str::to_string)
         .or_else(|| previous.as_ref().and_then(|p| p["runtime_image"].as_str().map(str::to_string)))
         .ok_or_else(|| Failure::usage("no runtime image: pass --runtime-image ami-... (the first release needs one; see runtime-image/README.md)"))?;
-    let (artifact, digest) = match image {
+    // `--image` first, else gilliam.yml's `x-gilliam: {image: ...}`.
+    let image = image.map(str::to_string).or_else(|| parsed.image.clone());
+    let (artifact, digest) = match image.as_deref() {
         // An image CI built: its tag resolved to the digest the release pins.
         Some(reference) => {
             let pinned = build_cmd::resolve_image(aws, reference).await?;
