@@ -36,7 +36,15 @@ impl Drop for Engine {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let _ = Command::new("umount").arg("-R").arg(self.dir.join("data")).output();
+        // The engine leaves mounts under its roots (the default network namespace's, its
+        // storage): each let go, deepest first, before the directory goes.
+        let dir = self.dir.display().to_string();
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let mut under: Vec<&str> = mounts.lines().filter_map(|l| l.split(' ').nth(1)).filter(|m| m.starts_with(&dir)).collect();
+        under.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in under {
+            let _ = Command::new("umount").args(["-l", m]).output();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
