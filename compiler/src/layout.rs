@@ -73,13 +73,8 @@ fn target_groups_per_release(svcs: &[Svc<'_>]) -> u32 {
 /// its routing groups; the routing stacks and the formation stack.
 pub(crate) fn footprint(svcs: &[Svc<'_>], stage: &Stage, groups: u32, parts: u32, live: u32) -> gilliam_contract::manifest::Footprint {
     let releases = live + stage.cold_releases;
-    let (mut internal, mut public) = (BTreeMap::new(), BTreeMap::new());
-    for s in svcs.iter().filter(|s| s.s.is_http()) {
-        internal.insert(s.group, ());
-        if s.routed() {
-            public.insert(s.group, ());
-        }
-    }
+    let internal: std::collections::BTreeSet<Option<u32>> = svcs.iter().filter(|s| s.s.is_http()).map(|s| s.group).collect();
+    let public: std::collections::BTreeSet<Option<u32>> = svcs.iter().filter(|s| s.routed()).map(|s| s.group).collect();
     gilliam_contract::manifest::Footprint {
         target_groups: target_groups_per_release(svcs) * releases,
         load_balancers: (internal.len() + public.len()) as u32,

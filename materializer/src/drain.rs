@@ -23,15 +23,8 @@ pub async fn wait_drained<A: Aws>(aws: &A, m: &Manifest, releases: &[u32], poll:
     }
     let wanted: BTreeSet<u32> = releases.iter().copied().collect();
     let f = &m.formation;
-    // Target group ARN to release, from the exports of the releases' stacks.
-    let mut groups: BTreeMap<String, u32> = BTreeMap::new();
-    for (name, value) in retry("list exports", || aws.list_exports()).await? {
-        if let Some((n, _, _)) = crate::observe::parse_export(&f.name, &name) {
-            if wanted.contains(&n) {
-                groups.insert(value, n);
-            }
-        }
-    }
+    let mut groups = crate::observe::release_target_groups(aws, &f.name).await?;
+    groups.retain(|_, n| wanted.contains(n));
     // 1. The rules, read back, forward nothing to them.
     let started = tokio::time::Instant::now();
     loop {

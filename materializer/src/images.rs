@@ -3,7 +3,7 @@
 //! from the repository's lifecycle policy while release N is live or cold, removed when it is
 //! retired (ECR deletes an image with its last tag).
 
-use crate::aws::Aws;
+use crate::aws::{Aws, EcrImage};
 use crate::error::Error;
 use crate::retry::retry;
 use gilliam_compiler::manifest::Manifest;
@@ -30,29 +30,31 @@ pub fn in_own_repository(m: &Manifest) -> Option<InEcr> {
     in_ecr(&m.release.artifact_url).filter(|i| i.repository == gilliam_compiler::names::image_repository(&m.formation.name))
 }
 
-/// Refuses a release whose image ECR does not hold by its digest. An image in a registry that
-/// is not ECR is not checked here (the instances pull it; a failed pull signals FAILURE).
-pub async fn check(aws: &impl Aws, m: &Manifest, say: &(dyn Fn(&str) + Sync)) -> Result<(), Error> {
+/// The image `i` names, as ECR holds it by its digest (`None`: not there).
+pub async fn find<A: Aws>(aws: &A, i: &InEcr) -> Result<Option<EcrImage>, Error> {
+    let found = retry("look for the image", || aws.describe_image(&i.region, &i.repository, &i.digest)).await?;
+    Ok(found.filter(|f| f.digest == i.digest))
+}
+
+/// Refuses a release whose image ECR does not hold by its digest; returns the image when it is
+/// in the formation's own repository and lacks its release's `gilliam-rN` tag (to be held). An
+/// image in a registry that is not ECR is not checked here (the instances pull it; a failed
+/// pull signals FAILURE).
+pub async fn check<A: Aws>(aws: &A, m: &Manifest, say: &(dyn Fn(&str) + Sync)) -> Result<Option<InEcr>, Error> {
     let url = &m.release.artifact_url;
     let Some(i) = in_ecr(url) else {
         say(&format!("image {url}: not in ECR, not checked before the deploy (each instance checks the digest it pulls)"));
-        return Ok(());
+        return Ok(None);
     };
-    match retry("look for the image", || aws.describe_image(&i.region, &i.repository, &i.digest)).await? {
-        Some(found) if found.digest == i.digest => Ok(()),
-        _ => Err(Error::Artifact(format!(
+    let Some(found) = find(aws, &i).await? else {
+        return Err(Error::Artifact(format!(
             "image {url} is not in ECR repository {} ({}): push it before deploying release {} (`gilliam build` pushes and records the digest)",
             i.repository, i.region, m.release.number
-        ))),
-    }
-}
-
-/// Whether release `m`'s image in the formation's repository lacks its `gilliam-rN` tag.
-pub async fn unheld<A: Aws>(aws: &A, m: &Manifest) -> Result<Option<InEcr>, Error> {
-    let Some(i) = in_own_repository(m) else { return Ok(None) };
+        )));
+    };
     let tag = gilliam_compiler::names::release_image_tag(m.release.number);
-    let found = retry("look for the image", || aws.describe_image(&i.region, &i.repository, &i.digest)).await?;
-    Ok((!found.is_some_and(|f| f.tags.contains(&tag))).then_some(i))
+    let own = in_own_repository(m).is_some();
+    Ok((own && !found.tags.contains(&tag)).then_some(i))
 }
 
 /// Tags release `release`'s image `gilliam-rN`: the lifecycle policy never selects it now.

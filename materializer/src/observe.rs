@@ -43,6 +43,13 @@ pub(crate) fn parse_export<'a>(formation: &str, name: &'a str) -> Option<(u32, &
     logical.bytes().all(|b| b.is_ascii_alphanumeric()).then_some((number, logical, public))
 }
 
+/// Every target group of the formation's releases, by its ARN, with its release: read from
+/// the exports of the release stacks (`{formation}-r{N}-...TargetGroup`).
+pub async fn release_target_groups<A: Aws>(aws: &A, formation: &str) -> Result<BTreeMap<String, u32>, Error> {
+    let exports = retry("list exports", || aws.list_exports()).await?;
+    Ok(exports.into_iter().filter_map(|(name, arn)| parse_export(formation, &name).map(|(n, _, _)| (arn, n))).collect())
+}
+
 /// The weighted listener rules of the formation's routing stacks (test-header rules left
 /// out), as ELBv2 holds them now, each with its logical ID in its stack.
 pub async fn routing_rules<A: Aws>(aws: &A, m: &Manifest) -> Result<Vec<(String, crate::aws::Rule)>, Error> {

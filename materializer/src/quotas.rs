@@ -39,10 +39,9 @@ pub async fn read<A: Aws>(aws: &A, m: &Manifest) -> Result<Account, Error> {
     let mut unread = Vec::new();
     a.elb_limits = soft(&mut unread, "ELBv2's account limits", retry("read ELBv2's account limits", || aws.elb_limits()).await);
     a.stack_limit = soft(&mut unread, "CloudFormation's account limits", retry("read CloudFormation's account limits", || aws.stack_limit()).await).flatten();
-    let exports = retry("list exports", || aws.list_exports()).await?;
-    let own_groups: BTreeSet<String> = exports.into_iter().filter(|(name, _)| crate::observe::parse_export(f, name).is_some()).map(|(_, arn)| arn).collect();
+    let own_groups = crate::observe::release_target_groups(aws, f).await?;
     if let Some(all) = soft(&mut unread, "the region's target groups", retry("describe target groups", || aws.target_group_arns()).await) {
-        a.target_groups = Some((all.len() as u32, all.iter().filter(|t| own_groups.contains(*t)).count() as u32));
+        a.target_groups = Some((all.len() as u32, all.iter().filter(|t| own_groups.contains_key(*t)).count() as u32));
     }
     if let Some(all) = soft(&mut unread, "the region's load balancers", retry("describe load balancers", || aws.load_balancer_arns()).await) {
         let mut own: BTreeSet<String> = BTreeSet::new();

@@ -794,13 +794,9 @@ impl Ec2 for SdkAws {
     }
 }
 
-impl SdkAws {
-    /// The ECR client's configuration for the registry of `region` (an image may live in
-    /// another region than the formation's).
-    fn ecr_in(&self, region: &str) -> Option<aws_sdk_ecr::config::Builder> {
-        let own = self.ecr.config().region().map(|r| r.as_ref().to_string());
-        (own.as_deref() != Some(region)).then(|| aws_sdk_ecr::config::Builder::default().region(aws_sdk_ecr::config::Region::new(region.to_string())))
-    }
+/// ECR calls go to the registry's region (an image may live in another than the formation's).
+fn ecr_region(region: &str) -> aws_sdk_ecr::config::Builder {
+    aws_sdk_ecr::config::Builder::default().region(aws_sdk_ecr::config::Region::new(region.to_string()))
 }
 
 impl Ecr for SdkAws {
@@ -811,10 +807,7 @@ impl Ecr for SdkAws {
             aws_sdk_ecr::types::ImageIdentifier::builder().image_tag(reference).build()
         };
         let req = self.ecr.describe_images().repository_name(repository).image_ids(id);
-        let sent = match self.ecr_in(region) {
-            Some(c) => req.customize().config_override(c).send().boxed().await,
-            None => req.send().boxed().await,
-        };
+        let sent = req.customize().config_override(ecr_region(region)).send().boxed().await;
         match sent.map_err(classify) {
             Ok(out) => Ok(out
                 .image_details()
@@ -827,11 +820,7 @@ impl Ecr for SdkAws {
     async fn tag_image(&self, region: &str, repository: &str, digest: &str, tag: &str) -> AwsResult<()> {
         let id = aws_sdk_ecr::types::ImageIdentifier::builder().image_digest(digest).build();
         let get = self.ecr.batch_get_image().repository_name(repository).image_ids(id);
-        let got = match self.ecr_in(region) {
-            Some(c) => get.customize().config_override(c).send().boxed().await,
-            None => get.send().boxed().await,
-        }
-        .map_err(classify)?;
+        let got = get.customize().config_override(ecr_region(region)).send().boxed().await.map_err(classify)?;
         let Some(image) = got.images().first() else {
             return Err(AwsError::Invalid(format!("ImageNotFoundException: no image {digest} in repository {repository}")));
         };
@@ -840,10 +829,7 @@ impl Ecr for SdkAws {
         if let Some(t) = image.image_manifest_media_type() {
             put = put.image_manifest_media_type(t);
         }
-        let sent = match self.ecr_in(region) {
-            Some(c) => put.customize().config_override(c).send().boxed().await,
-            None => put.send().boxed().await,
-        };
+        let sent = put.customize().config_override(ecr_region(region)).send().boxed().await;
         match sent.map_err(classify) {
             Ok(_) => Ok(()),
             // The image already has this tag.
@@ -854,10 +840,7 @@ impl Ecr for SdkAws {
     async fn untag_image(&self, region: &str, repository: &str, tag: &str) -> AwsResult<()> {
         let id = aws_sdk_ecr::types::ImageIdentifier::builder().image_tag(tag).build();
         let req = self.ecr.batch_delete_image().repository_name(repository).image_ids(id);
-        let sent = match self.ecr_in(region) {
-            Some(c) => req.customize().config_override(c).send().boxed().await,
-            None => req.send().boxed().await,
-        };
+        let sent = req.customize().config_override(ecr_region(region)).send().boxed().await;
         match sent.map_err(classify) {
             Ok(_) => Ok(()),
             Err(e) if not_found(&e) => Ok(()),

@@ -68,12 +68,7 @@ impl<'a, A: Aws> Traffic<'a, A> {
 
     /// Rules of the routing stacks, with each target group's release.
     pub async fn rules(&self, m: &Manifest) -> Result<Vec<RuleView>, Error> {
-        let mut by_arn: BTreeMap<String, u32> = BTreeMap::new();
-        for (name, value) in retry("list exports", || self.aws.list_exports()).await? {
-            if let Some((n, _, _)) = crate::observe::parse_export(&self.f.name, &name) {
-                by_arn.insert(value, n);
-            }
-        }
+        let by_arn = crate::observe::release_target_groups(self.aws, &self.f.name).await?;
         let rules = crate::observe::routing_rules(self.aws, m).await?;
         Ok(rules
             .into_iter()

@@ -168,10 +168,9 @@ async fn check_image_for_target<A: gilliam_materializer::aws::Aws>(b: &A, refere
         // Not ECR: the registry is the instances' to reach; the digest pins what they run.
         return Ok(());
     };
-    let found = retry("look for the image from the target's account", || b.describe_image(&i.region, &i.repository, &i.digest)).await;
-    match found {
-        Ok(Some(f)) if f.digest == i.digest => Ok(()),
-        Ok(_) => Err(Failure { code: 4, message: format!("{reference}: ECR has no image with that digest as {target}'s account sees it: refused") }),
+    match gilliam_materializer::images::find(b, &i).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(Failure { code: 4, message: format!("{reference}: ECR has no image with that digest as {target}'s account sees it: refused") }),
         Err(e) => Err(Failure {
             code: 4,
             message: format!(

@@ -24,12 +24,11 @@ impl<'a, A: Aws> Converger<'a, A> {
         let bucket = &m.formation.outputs_bucket;
         // A gradual shift that aborted: why, and the weights it put back.
         let mut aborted: Option<(String, Vec<(u32, u32)>)> = None;
-        // Before the first release is cooled or retired, all of them have drained.
-        let mut drained = false;
-        // After an abort: the releases this plan had taken out of the routing (to make room),
-        // cooled instead of retired, and the releases the deployed rules still forward to.
+        // The releases this plan scales down, once they have drained: all it cools or retires,
+        // or after an abort only those it had already taken out of the routing (to make room),
+        // which are then cooled, not retired.
+        let mut going: Option<std::collections::BTreeSet<u32>> = None;
         let mut cooled_on_abort: Vec<u32> = Vec::new();
-        let mut routed: Option<std::collections::BTreeSet<u32>> = None;
         let mut i = 0;
         while i < plan.actions.len() {
             // A run of creations of release stacks: independent, so all at once.
@@ -118,17 +117,31 @@ impl<'a, A: Aws> Converger<'a, A> {
                 // An aborted deploy is not the formation's latest: its own manifest is published
                 // (the ports and secrets of a live release are read from it), the latest is not.
                 Action::Publish { key, .. } if aborted.is_some() && *key == keys::latest_manifest(&m.formation.s3_prefix) => {}
-                // The deploy did not succeed: nothing is retired, and a release still routed stays
-                // live. One the plan already took out of the routing (to make room for this
-                // release) would run unrouted: it is cooled, so that `gilliam warm` or a
-                // rollback brings it back.
-                Action::Retire { release, stacks } | Action::Cool { release, stacks } if aborted.is_some() => {
-                    if routed.is_none() {
+                Action::Retire { .. } | Action::Cool { .. } if going.is_none() => {
+                    let mut all: std::collections::BTreeSet<u32> = plan
+                        .actions
+                        .iter()
+                        .filter_map(|a| match a {
+                            Action::Retire { release, .. } | Action::Cool { release, .. } => Some(*release),
+                            _ => None,
+                        })
+                        .collect();
+                    if aborted.is_some() {
+                        // A release the deployed rules still forward to stays live.
                         let t = Traffic::new(self.aws, Formation::from_manifest(m), self.say);
-                        routed = Some(crate::traffic::weights(&t.rules(m).await?).into_keys().collect());
+                        let routed = crate::traffic::weights(&t.rules(m).await?);
+                        all.retain(|n| !routed.contains_key(n));
                     }
-                    if !routed.as_ref().is_some_and(|r| r.contains(release)) {
-                        crate::drain::wait_drained(self.aws, m, &[*release], self.opts.poll, self.say).await?;
+                    let list: Vec<u32> = all.iter().copied().collect();
+                    crate::drain::wait_drained(self.aws, m, &list, self.opts.poll, self.say).await?;
+                    going = Some(all);
+                    continue;
+                }
+                // The deploy did not succeed: nothing is retired, and a release still routed stays
+                // live. One the plan already took out of the routing would run unrouted: it is
+                // cooled, so that `gilliam warm` or a rollback brings it back.
+                Action::Retire { release, stacks } | Action::Cool { release, stacks } if aborted.is_some() => {
+                    if going.as_ref().is_some_and(|g| g.contains(release)) {
                         self.router.stacks.scale_to_zero(stacks).await?;
                         cooled_on_abort.push(*release);
                         report.changes.push(format!("~ release {release} cold (out of routing for the aborted deploy; scaled to zero, stacks kept)"));
@@ -138,19 +151,6 @@ impl<'a, A: Aws> Converger<'a, A> {
                     let body = self.manifest_bytes()?;
                     retry("publish", || self.aws.put_object(bucket, key, body.clone(), PutCondition::Always)).await?;
                     report.changes.push(format!("~ published s3://{bucket}/{key}"));
-                }
-                Action::Retire { .. } | Action::Cool { .. } if !drained => {
-                    let going: Vec<u32> = plan
-                        .actions
-                        .iter()
-                        .filter_map(|a| match a {
-                            Action::Retire { release, .. } | Action::Cool { release, .. } => Some(*release),
-                            _ => None,
-                        })
-                        .collect();
-                    crate::drain::wait_drained(self.aws, m, &going, self.opts.poll, self.say).await?;
-                    drained = true;
-                    continue;
                 }
                 Action::HoldImage { release, region, repository, digest } => {
                     let i = crate::images::InEcr { region: region.clone(), repository: repository.clone(), digest: digest.clone() };

@@ -184,7 +184,9 @@ impl<'a, A: Aws> Converger<'a, A> {
             String::from_utf8(self.bundle.file(&s.template)?.to_vec()).map_err(|_| Error::Bundle(BundleError(format!("{} is not UTF-8", s.template))))?;
         Ok(crate::stacks::request(self.m(), s, body))
     }
-    pub(super) async fn check_artifact(&self) -> Result<(), Error> {
+    /// Refuses an artifact that is not there by its digest. Returns the release's image when
+    /// it is in the formation's repository and not yet held by its release's tag.
+    pub(super) async fn check_artifact(&self) -> Result<Option<crate::images::InEcr>, Error> {
         let m = self.m();
         let url = &m.release.artifact_url;
         if !url.starts_with("s3://") {
@@ -197,7 +199,7 @@ impl<'a, A: Aws> Converger<'a, A> {
             return Err(Error::Artifact(format!("artifact {url} does not exist: upload it before deploying release {}", m.release.number)));
         };
         if head.sha256.as_deref() == Some(m.release.artifact_sha256.as_str()) {
-            return Ok(());
+            return Ok(None);
         }
         let obj = retry("read the artifact", || self.aws.get_object(bucket, key))
             .await?
@@ -209,7 +211,7 @@ impl<'a, A: Aws> Converger<'a, A> {
                 m.release.artifact_sha256, m.release.number
             )));
         }
-        Ok(())
+        Ok(None)
     }
     /// Whether the release's shift has hooks to run or people to tell: then even an
     /// all-at-once shift goes through the operator's path.

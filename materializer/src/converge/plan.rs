@@ -114,9 +114,8 @@ impl<'a, A: Aws> Converger<'a, A> {
         if !observed.bucket_exists {
             actions.push(Action::CreateBucket { bucket: bucket.clone() });
         }
-        self.check_artifact().await?;
         // An image in the formation's repository is held by its release's tag from the start.
-        if let Some(i) = crate::images::unheld(self.aws, m).await? {
+        if let Some(i) = self.check_artifact().await? {
             actions.push(Action::HoldImage { release: m.release.number, region: i.region, repository: i.repository, digest: i.digest });
         }
         Ok(Planning { observed, actions })

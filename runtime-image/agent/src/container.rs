@@ -260,9 +260,10 @@ impl Running for ContainerRun {
         self.pid
     }
     fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
-        // Polled by the supervisor every 20 ms: once a second is plenty for a container.
-        std::thread::sleep(Duration::from_millis(200));
         self.exit()
+    }
+    fn poll_interval(&self) -> Duration {
+        Duration::from_millis(200)
     }
     fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
         let t = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);

@@ -158,6 +158,10 @@ pub trait Running: Send {
     fn pid(&self) -> u32;
     /// `Some` once it has exited.
     fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>>;
+    /// How often the supervisor asks `try_wait` (each ask of a container is an API call).
+    fn poll_interval(&self) -> Duration {
+        Duration::from_millis(20)
+    }
     /// SIGTERM, then SIGKILL after `grace`; its status, when known.
     fn terminate(&mut self, grace: Duration) -> Option<ExitStatus>;
     /// After it ended: the last of its output handed on.
@@ -245,7 +249,7 @@ pub fn supervise_watched(unit: &dyn Unit, backoff: Backoff, stop: &AtomicBool, m
                     }
                     match run.try_wait() {
                         Ok(Some(s)) => break Some(s),
-                        Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                        Ok(None) => std::thread::sleep(run.poll_interval()),
                         Err(e) => {
                             log(&format!("cannot watch {what}: {e}"));
                             break None;
