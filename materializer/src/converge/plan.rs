@@ -69,6 +69,7 @@ impl<'a, A: Aws> Converger<'a, A> {
         let mut r = self.plan_traffic(&mut p).await?;
         self.plan_secrets(&mut p).await?;
         self.plan_stacks(&mut p, &r).await?;
+        self.check_quotas(&p).await?;
         self.plan_routing(&mut p, &mut r).await?;
         self.plan_retention(&mut p, &r).await?;
         self.finish(p).await
@@ -93,16 +94,6 @@ impl<'a, A: Aws> Converger<'a, A> {
         if !self.opts.preflight {
             (self.say)("preflight skipped (--skip-preflight): the network is not checked");
         } else if let Some(found) = crate::preflight::check(self.aws, &needs).await? {
-            for w in &found.warnings {
-                (self.say)(&format!("warning: {w}"));
-            }
-            if !found.problems.is_empty() {
-                return Err(Error::Preflight { formation: m.formation.name.clone(), problems: found.problems });
-            }
-        }
-        // The quotas the whole account shares: this formation's peak on top of what is there.
-        if self.opts.preflight {
-            let found = crate::quotas::check(self.aws, m).await?;
             for w in &found.warnings {
                 (self.say)(&format!("warning: {w}"));
             }
@@ -188,6 +179,29 @@ impl<'a, A: Aws> Converger<'a, A> {
         observed.rules = rules;
         let rendered = self.router.render(&shares, observed).await?;
         Ok(Rendering { state, shares, serving, deployed_routing, rendered, must_go })
+    }
+    /// The quotas the whole account shares (this formation's peak on top of what is there),
+    /// read only when this plan creates a release's stacks: a converge that adds nothing needs
+    /// no account-wide listing.
+    async fn check_quotas(&self, p: &Planning) -> Result<(), Error> {
+        let m = self.m();
+        let creates = p.actions.iter().any(|a| match a {
+            Action::CreateStack { stack, .. } | Action::ReplaceFailedStack { stack, .. } => {
+                m.stacks.iter().any(|s| &s.name == stack && s.role == StackRole::Release)
+            }
+            _ => false,
+        });
+        if !self.opts.preflight || !creates {
+            return Ok(());
+        }
+        let found = crate::quotas::check(self.aws, m).await?;
+        for w in &found.warnings {
+            (self.say)(&format!("warning: {w}"));
+        }
+        if !found.problems.is_empty() {
+            return Err(Error::Preflight { formation: m.formation.name.clone(), problems: found.problems });
+        }
+        Ok(())
     }
     /// The auxiliaries' secrets, before the formation stack that reads them.
     async fn plan_secrets(&self, p: &mut Planning) -> Result<(), Error> {
