@@ -62,6 +62,8 @@ pub fn scratch(name: &str) -> PathBuf {
     d
 }
 
+pub mod engine;
+
 pub mod moto {
     //! A moto_server on a free loopback port, started by the test and stopped when dropped.
     //! Tests talk only to it: static dummy credentials, the instance metadata service disabled.

@@ -120,12 +120,13 @@ pub fn revision(dir: &Path, sha256: &str) -> String {
     }
 }
 
-/// Runs the build command in the tree, its output passed through.
-pub fn run_build_command(dir: &Path, command: &str) -> Result<(), String> {
+/// Runs the build command in the tree with `env` added, its output passed through.
+pub fn run_build_command(dir: &Path, command: &str, env: &[(&str, &str)]) -> Result<(), String> {
     let status = std::process::Command::new("sh")
         .arg("-c")
         .arg(command)
         .current_dir(dir)
+        .envs(env.iter().copied())
         .status()
         .map_err(|e| format!("cannot run the build command {command:?}: {e}"))?;
     if status.success() {

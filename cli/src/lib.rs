@@ -3,6 +3,7 @@
 
 pub mod build_cmd;
 pub mod commands;
+pub mod engine;
 /// gilliam-compile's own code, which `gilliam deploy` and `gilliam plan` call.
 pub use gilliam_compile::cmd as compile_cmd;
 pub mod entry;

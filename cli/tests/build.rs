@@ -223,3 +223,82 @@ async fn build_with_an_image_records_its_digest_resolved_in_ecr() {
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(release(Path::new(&out))["artifact"]["image"], pinned);
 }
+
+/// `x-gilliam: {build: {image: CMD}}`: the command makes `$GILLIAM_IMAGE` with the real engine
+/// (dockerd on 127.0.0.1), gilliam makes the formation's repository (in moto's ECR) and pushes
+/// the image there through the registry standing in for ECR's (docker-registry, bridged to
+/// moto); the release pins the registry's digest. The same image built again is found in ECR
+/// by its content and not pushed again; the release deploys, and its image is then held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_the_build_makes_is_pushed_once_to_the_formations_repository_and_deployed() {
+    let Session { moto, dir, stage, app: _ } = session("build-push").await;
+    let Some(engine) = gilliam_tests::engine::Engine::start_for_ecr(&moto.url, REGION) else { return };
+    let env = [("DOCKER_HOST", engine.host()), ("GILLIAM_REGISTRY_ENDPOINT", engine.registry.clone())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let g = |args: &[&str]| gilliam_env(&moto, &stage, None, args, &env);
+    // A reproducible build (as `pack build` is): the same content gives the same image ID.
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(&tree).expect("tree");
+    let import = engine.import_command("gilliam-test/web:src");
+    std::fs::write(
+        tree.join("make-image.sh"),
+        format!("set -e\ndocker image inspect gilliam-test/web:src >/dev/null 2>&1 || {import}\ndocker tag gilliam-test/web:src \"$GILLIAM_IMAGE\"\n"),
+    )
+    .expect("script");
+    let app = std::fs::read_to_string(root().join("examples/quickstart/gilliam.yml")).expect("app");
+    std::fs::write(tree.join("gilliam.yml"), format!("x-gilliam:\n  build:\n    image: sh make-image.sh\n{app}")).expect("app");
+    let (t, out) = (tree.display().to_string(), dir.join("release.json").display().to_string());
+
+    let o = g(&["build", &t, "--runtime-image", IMAGE, "--release-out", &out]);
+    assert!(o.status.success(), "{}", text(&o));
+    let reference = release(Path::new(&out))["artifact"]["image"].as_str().expect("an image release").to_string();
+    let repo = format!("123456789012.dkr.ecr.{REGION}.amazonaws.com/gilliam/shop");
+    let digest = reference.strip_prefix(&format!("{repo}@")).unwrap_or_else(|| panic!("pinned in the formation's repository: {reference}")).to_string();
+    let id = engine.run(&["image", "inspect", "--format", "{{.Id}}", "gilliam-test/web:src"]);
+    let tag = gilliam_compiler::repository::build_tag(&id);
+    assert_eq!(*engine.pushed.lock().expect("pushed"), vec![format!("gilliam/shop:{tag}@{digest}")], "pushed once, under its content's tag");
+    // The repository, as gilliam made it in ECR.
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .endpoint_url(&moto.url)
+        .http_client(gilliam_materializer::sdk::http_client())
+        .load()
+        .await;
+    let ecr = aws_sdk_ecr::Client::new(&conf);
+    let r = ecr.describe_repositories().repository_names("gilliam/shop").send().await.expect("repository");
+    let r = &r.repositories()[0];
+    assert_eq!(r.image_tag_mutability().map(|m| m.as_str()), Some("IMMUTABLE"));
+    assert_eq!(r.image_scanning_configuration().map(|c| c.scan_on_push()), Some(true));
+    assert_eq!(r.encryption_configuration().map(|c| c.encryption_type().as_str()), Some("KMS"));
+    let policy = ecr.get_lifecycle_policy().repository_name("gilliam/shop").send().await.expect("policy");
+    let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s).expect("JSON");
+    assert_eq!(parse(policy.lifecycle_policy_text().expect("text")), parse(&gilliam_compiler::repository::lifecycle_policy()));
+    // What the registry holds by that digest is the image: pulled back by it, the same ID.
+    engine.run(&["rmi", &format!("{}/gilliam/shop:{tag}", engine.registry)]);
+    engine.run(&["pull", &format!("{}/gilliam/shop@{digest}", engine.registry)]);
+
+    // Built again (another checkout, another machine: the same content): not pushed again.
+    let again = dir.join("again.json").display().to_string();
+    let o = g(&["build", &t, "--runtime-image", IMAGE, "--release-out", &again]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("not pushed again"), "{}", text(&o));
+    assert_eq!(release(Path::new(&again))["artifact"]["image"], reference.as_str());
+    assert_eq!(engine.pushed.lock().expect("pushed").len(), 1);
+
+    // It deploys, and the release's tag then holds the image.
+    let app = tree.join("gilliam.yml").display().to_string();
+    let deployed = g(&["deploy", "--app", &app, "--release", &out, "--out", &dir.join("out").display().to_string(), "--poll", "0.2"]);
+    assert!(deployed.status.success(), "{}", text(&deployed));
+    let number = release(Path::new(&out))["number"].as_u64().expect("number");
+    let id = aws_sdk_ecr::types::ImageIdentifier::builder().image_digest(&digest).build();
+    let images = ecr.describe_images().repository_name("gilliam/shop").image_ids(id).send().await.expect("images");
+    let tags = images.image_details()[0].image_tags().to_vec();
+    assert!(tags.contains(&format!("gilliam-r{number}")) && tags.contains(&tag), "{tags:?}");
+
+    // A build command that makes no image: the way out.
+    std::fs::write(tree.join("make-image.sh"), "true\n").expect("script");
+    engine.run(&["rmi", "gilliam-build/shop:latest"]);
+    let o = g(&["build", &t, "--runtime-image", IMAGE, "--release-out", &again]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("made no image gilliam-build/shop:latest") && text(&o).contains("$GILLIAM_IMAGE"), "{}", text(&o));
+}

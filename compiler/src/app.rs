@@ -215,13 +215,33 @@ impl Service {
 #[derive(Debug, Clone, PartialEq)]
 pub struct App {
     pub services: Vec<Service>,
-    /// `x-gilliam: {build: ...}`: the command `gilliam build` runs in the source tree first.
-    pub build: Option<String>,
+    /// `x-gilliam: {build: ...}`: what `gilliam build` runs in the source tree.
+    pub build: Option<Build>,
     /// `x-gilliam: {image: REGISTRY/REPOSITORY:TAG}`: `gilliam build` makes the release of
     /// this image (its tag resolved to a digest), as `--image` does.
     pub image: Option<String>,
     /// `x-gilliam: {analysis, hooks, stickiness}`: how traffic moving to a release is judged.
     pub delivery: crate::delivery::Partial,
+}
+
+/// `x-gilliam: {build: ...}`: a command `gilliam build` runs in the source tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Build {
+    /// `build: CMD`: run before the tree is packed into the release's tarball.
+    Tree(String),
+    /// `build: {image: CMD}`: CMD makes a container image named `$GILLIAM_IMAGE` (a `docker
+    /// build -t "$GILLIAM_IMAGE" .`, a `pack build "$GILLIAM_IMAGE"`...), which gilliam pushes
+    /// to the formation's repository; the release is that image, by digest.
+    Image(String),
+}
+
+impl Build {
+    /// The command, whichever kind.
+    pub fn command(&self) -> &str {
+        match self {
+            Build::Tree(c) | Build::Image(c) => c,
+        }
+    }
 }
 
 /// The top-level key for gilliam's own settings (not a service; `x-` as in other tools' files).
@@ -233,6 +253,32 @@ const AUX_KEYS_POSTGRES: &[&str] = &["type", "version", "instance_type", "storag
 const AUX_KEYS_REDIS: &[&str] = &["type", "version", "instance_type"];
 const AUX_KEYS_ETCD: &[&str] = &["type", "version", "instance_type", "storage", "size"];
 pub(crate) const SCALE_KEYS: &[&str] = &["min", "desired", "max", "cpu"];
+
+/// `build`: a shell command (run before the tree is packed), or `{image: CMD}` (CMD makes the
+/// image `$GILLIAM_IMAGE`).
+fn decode_build(n: &Node, sink: &mut Sink<'_>) -> Option<Build> {
+    let (build, pos) = if let Value::Map(m) = &n.value {
+        let mut f = Fields::new(m);
+        let cmd = f.get("image").map(|c| (decode::scalar_text(c, sink, "`build.image` (a shell command that makes the image $GILLIAM_IMAGE)"), c.pos));
+        f.finish(sink, &["image"], "`build`");
+        let Some((cmd, pos)) = cmd else {
+            sink.error_hint(
+                n.pos,
+                "`build` as a map needs `image`",
+                "write `build: {image: docker build -t \"$GILLIAM_IMAGE\" .}`, or `build: CMD` for a tarball release",
+            );
+            return None;
+        };
+        (Build::Image(cmd?), pos)
+    } else {
+        (Build::Tree(decode::scalar_text(n, sink, "`build` (a shell command, or {image: CMD})")?), n.pos)
+    };
+    if build.command().trim().is_empty() {
+        sink.error_hint(pos, "`build` is empty", "give the command that builds the tree (e.g. `make dist`) or the image, or leave `build` out");
+        return None;
+    }
+    Some(build)
+}
 
 /// Largest service count accepted in one formation.
 pub const MAX_SERVICES: usize = 5_000;
@@ -293,10 +339,7 @@ pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<App> {
         if key.name == SETTINGS_KEY {
             if let Some(m) = decode::map(node, sink, &format!("`{SETTINGS_KEY}`")) {
                 let mut f = Fields::new(m);
-                build = f.get("build").and_then(|n| decode::scalar_text(n, sink, "`build` (a shell command)"));
-                if build.as_deref().is_some_and(|b| b.trim().is_empty()) {
-                    sink.error_hint(node.pos, "`build` is empty", "give the command that builds the tree, e.g. `make dist`, or leave `build` out");
-                }
+                build = f.get("build").and_then(|n| decode_build(n, sink));
                 if let Some(n) = f.get("image") {
                     image = decode::string(n, sink, "`image`").filter(|s| match gilliam_contract::image::ImageRef::parse(s) {
                         Ok(_) => true,
@@ -309,6 +352,13 @@ pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<App> {
                             false
                         }
                     });
+                }
+                if let (Some(Build::Image(_)), Some(_)) = (&build, &image) {
+                    sink.error_hint(
+                        node.pos,
+                        "`build: {image: ...}` and `image` both say where the release's image comes from",
+                        "keep `build.image` to build and push the image, or `image` to take one CI already pushed",
+                    );
                 }
                 delivery = crate::delivery::decode(&mut f, sink, false);
                 f.finish(sink, SETTINGS_KEYS, &format!("`{SETTINGS_KEY}`"));

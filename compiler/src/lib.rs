@@ -22,6 +22,7 @@ pub mod node;
 mod par;
 pub mod priority;
 pub mod release;
+pub mod repository;
 mod sizes;
 pub mod stage;
 

@@ -455,3 +455,20 @@ fn an_image_release_pins_a_digest_and_limits_fit_the_instance() {
         (None, Some("sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".to_string()))
     );
 }
+
+#[test]
+fn a_build_is_a_command_or_an_image_command_and_says_where_it_is_wrong() {
+    let parse = |x: &str| gilliam_compiler::parse_app(gilliam_compiler::Source { name: "gilliam.yml", text: &format!("{APP}x-gilliam:\n{x}") });
+    use gilliam_compiler::app::Build;
+    assert_eq!(parse("  build: make dist\n").expect("tree").build, Some(Build::Tree("make dist".into())));
+    let image = parse("  build:\n    image: docker build -t \"$GILLIAM_IMAGE\" .\n").expect("image");
+    assert_eq!(image.build, Some(Build::Image("docker build -t \"$GILLIAM_IMAGE\" .".into())));
+    let e = errors(&format!("{APP}x-gilliam:\n  build: {{imag: make}}\n"), RELEASE, STAGE);
+    expect(&e, "gilliam.yml:8:11: unknown key `imag` in `build`", "did you mean `image`?");
+    expect(&e, "gilliam.yml:8:10: `build` as a map needs `image`", "build: {image: docker build");
+    let e = errors(&format!("{APP}x-gilliam:\n  build: {{image: ' '}}\n"), RELEASE, STAGE);
+    expect(&e, "gilliam.yml:8:18: `build` is empty", "leave `build` out");
+    let both = format!("{APP}x-gilliam:\n  image: 123456789012.dkr.ecr.eu-west-1.amazonaws.com/shop/api:main\n  build: {{image: make image}}\n");
+    let e = errors(&both, RELEASE, STAGE);
+    expect(&e, "gilliam.yml:8:3: `build: {image: ...}` and `image` both say", "keep `build.image`");
+}

@@ -205,6 +205,22 @@ pub struct EcrImage {
     pub tags: Vec<String>,
 }
 
+/// A login to an ECR registry (GetAuthorizationToken's answer, decoded).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryLogin {
+    /// `AWS`.
+    pub username: String,
+    pub password: String,
+    /// `https://ACCOUNT.dkr.ecr.REGION.amazonaws.com`.
+    pub endpoint: String,
+}
+
+impl std::fmt::Debug for RegistryLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryLogin").field("username", &self.username).field("password", &"<redacted>").field("endpoint", &self.endpoint).finish()
+    }
+}
+
 /// One call at the seam as a layer sees it: the AWS operation and the seam's method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Call {
@@ -452,6 +468,19 @@ macro_rules! __ecr {
         /// Removes `tag` from its image (ECR deletes an image with its last tag); a tag that is
         /// not there is no change.
         fn untag_image(region: &str, repository: &str, tag: &str) -> () = "BatchDeleteImage";
+        /// The URI of repository `name` in the registry of `region`
+        /// (`ACCOUNT.dkr.ecr.REGION.amazonaws.com/NAME`); `None` when there is no such
+        /// repository.
+        fn describe_repository(region: &str, name: &str) -> Option<String> = "DescribeRepositories";
+        /// Creates repository `name` as a formation's: immutable tags, scan on push, KMS
+        /// encryption (the AWS managed key), tagged with its formation; returns its URI.
+        fn create_repository(region: &str, name: &str, formation: &str) -> String = "CreateRepository";
+        /// The repository's lifecycle policy text; `None` when it has none.
+        fn lifecycle_policy(region: &str, name: &str) -> Option<String> = "GetLifecyclePolicy";
+        /// Sets the repository's lifecycle policy.
+        fn put_lifecycle_policy(region: &str, name: &str, text: &str) -> () = "PutLifecyclePolicy";
+        /// A login to the registry of `region`, valid for 12 hours.
+        fn registry_login(region: &str) -> $crate::aws::RegistryLogin = "GetAuthorizationToken";
     ); };
 }
 

@@ -1,7 +1,8 @@
 //! Image releases in ECR: the release's image checked before anything is created (it exists,
 //! by its digest), and, in the formation's own repository, the tag `gilliam-rN` that keeps it
 //! from the repository's lifecycle policy while release N is live or cold, removed when it is
-//! retired (ECR deletes an image with its last tag).
+//! retired (ECR deletes an image with its last tag); that repository made when missing, with
+//! the compiler's lifecycle policy.
 
 use crate::aws::{Aws, EcrImage};
 use crate::error::Error;
@@ -70,4 +71,38 @@ pub async fn let_go<A: Aws>(aws: &A, m: &Manifest, retired: u32) -> Result<(), E
     let Some(i) = published.as_ref().and_then(in_own_repository) else { return Ok(()) };
     let tag = gilliam_compiler::names::release_image_tag(retired);
     retry("untag the retired release's image", || aws.untag_image(&i.region, &i.repository, &tag)).await
+}
+
+/// The formation's repository in `region`, made when it is missing (immutable tags, scan on
+/// push, KMS), its lifecycle policy set to the compiler's when it differs: its URI. As the
+/// outputs bucket, it comes before any stack, so that a first release's image has a home.
+pub async fn ensure_repository<A: Aws>(aws: &A, region: &str, formation: &str, say: &(dyn Fn(&str) + Sync)) -> Result<String, Error> {
+    let name = gilliam_compiler::names::image_repository(formation);
+    let uri = match retry("look for the formation's image repository", || aws.describe_repository(region, &name)).await? {
+        Some(uri) => uri,
+        None => match retry("create the formation's image repository", || aws.create_repository(region, &name, formation)).await {
+            Ok(uri) => {
+                say(&format!("image repository {uri}: created (immutable tags, scan on push, KMS)"));
+                uri
+            }
+            // Made meanwhile by another build of the same formation.
+            Err(Error::Aws { err: crate::aws::AwsError::Invalid(m) | crate::aws::AwsError::Other(m), .. }) if m.contains("AlreadyExists") => {
+                retry("look for the formation's image repository", || aws.describe_repository(region, &name))
+                    .await?
+                    .ok_or_else(|| Error::Artifact(format!("image repository {name} was created and is gone again")))?
+            }
+            Err(e) => return Err(e),
+        },
+    };
+    let want = gilliam_compiler::repository::lifecycle_policy();
+    let have = retry("read the repository's lifecycle policy", || aws.lifecycle_policy(region, &name)).await?;
+    let parse = |t: &str| serde_json::from_str::<serde_json::Value>(t).ok();
+    if have.as_deref().and_then(parse) != parse(&want) {
+        retry("set the repository's lifecycle policy", || aws.put_lifecycle_policy(region, &name, &want)).await?;
+        say(&format!(
+            "image repository {name}: lifecycle policy set (held images kept; builds and untagged images go after {} days)",
+            gilliam_compiler::repository::IMAGE_GRACE_DAYS
+        ));
+    }
+    Ok(uri)
 }

@@ -837,6 +837,59 @@ impl Ecr for SdkAws {
             Err(e) => Err(e),
         }
     }
+    async fn describe_repository(&self, region: &str, name: &str) -> AwsResult<Option<String>> {
+        let req = self.ecr.describe_repositories().repository_names(name);
+        match req.customize().config_override(ecr_region(region)).send().boxed().await.map_err(classify) {
+            Ok(out) => Ok(out.repositories().first().and_then(|r| r.repository_uri()).map(str::to_string)),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+    async fn create_repository(&self, region: &str, name: &str, formation: &str) -> AwsResult<String> {
+        use aws_sdk_ecr::types::{EncryptionConfiguration, EncryptionType, ImageScanningConfiguration, ImageTagMutability, Tag};
+        let req = self
+            .ecr
+            .create_repository()
+            .repository_name(name)
+            .image_tag_mutability(ImageTagMutability::Immutable)
+            .image_scanning_configuration(ImageScanningConfiguration::builder().scan_on_push(true).build())
+            .encryption_configuration(
+                EncryptionConfiguration::builder().encryption_type(EncryptionType::Kms).build().map_err(|e| AwsError::Invalid(e.to_string()))?,
+            )
+            .tags(Tag::builder().key("gilliam:formation").value(formation).build().map_err(|e| AwsError::Invalid(e.to_string()))?);
+        let out = req.customize().config_override(ecr_region(region)).send().boxed().await.map_err(classify)?;
+        out.repository()
+            .and_then(|r| r.repository_uri())
+            .map(str::to_string)
+            .ok_or_else(|| AwsError::Other(format!("CreateRepository {name}: no URI in the answer")))
+    }
+    async fn lifecycle_policy(&self, region: &str, name: &str) -> AwsResult<Option<String>> {
+        let req = self.ecr.get_lifecycle_policy().repository_name(name);
+        match req.customize().config_override(ecr_region(region)).send().boxed().await.map_err(classify) {
+            Ok(out) => Ok(out.lifecycle_policy_text().map(str::to_string)),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+    async fn put_lifecycle_policy(&self, region: &str, name: &str, text: &str) -> AwsResult<()> {
+        let req = self.ecr.put_lifecycle_policy().repository_name(name).lifecycle_policy_text(text);
+        req.customize().config_override(ecr_region(region)).send().boxed().await.map_err(classify).map(|_| ())
+    }
+    async fn registry_login(&self, region: &str) -> AwsResult<crate::aws::RegistryLogin> {
+        let req = self.ecr.get_authorization_token();
+        let out = req.customize().config_override(ecr_region(region)).send().boxed().await.map_err(classify)?;
+        let bad = |why: &str| AwsError::Other(format!("GetAuthorizationToken: {why}"));
+        let data = out.authorization_data().first().ok_or_else(|| bad("no authorization data in the answer"))?;
+        let token = data.authorization_token().ok_or_else(|| bad("no token in the answer"))?;
+        let decoded = aws_smithy_types::base64::decode(token).map_err(|_| bad("the token is not base64"))?;
+        let text = String::from_utf8(decoded).map_err(|_| bad("the token is not text"))?;
+        let (user, password) = text.split_once(':').ok_or_else(|| bad("the token is not USER:PASSWORD"))?;
+        Ok(crate::aws::RegistryLogin {
+            username: user.to_string(),
+            password: password.to_string(),
+            endpoint: data.proxy_endpoint().unwrap_or_default().to_string(),
+        })
+    }
     async fn untag_image(&self, region: &str, repository: &str, tag: &str) -> AwsResult<()> {
         let id = aws_sdk_ecr::types::ImageIdentifier::builder().image_tag(tag).build();
         let req = self.ecr.batch_delete_image().repository_name(repository).image_ids(id);

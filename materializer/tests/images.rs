@@ -1,5 +1,5 @@
 //! The formation's image repository keeps what releases may return to: its lifecycle policy,
-//! as compiled, evaluated the way ECR evaluates one (the emulator stores policies but never
+//! as the compiler writes it, evaluated the way ECR evaluates one (the emulator stores policies but never
 //! runs them), against the images a formation holds: a live or cold release's image (tagged
 //! `gilliam-rN`) never expires however old; an image no release holds does, two weeks after its
 //! push; a retired release's image, once its tag is gone, becomes eligible.
@@ -7,17 +7,9 @@
 use gilliam_doubles::fake::Fake;
 use gilliam_doubles::lifecycle::{expired, Image};
 use gilliam_materializer::aws::prelude::*;
-use std::path::Path;
 
 fn policy() -> String {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let read = |f: &str| std::fs::read_to_string(root.join("tests/fixtures/image").join(f)).expect("fixture");
-    let c = gilliam_tests::compile_texts(&read("gilliam.yml"), &read("release.json"), &read("stage.yml")).unwrap_or_else(|e| panic!("{e}"));
-    let t: serde_json::Value = serde_json::from_slice(&c.files["templates/shop.json"]).expect("formation template");
-    let repo = &t["Resources"]["ImageRepository"];
-    assert_eq!(repo["Properties"]["ImageTagMutability"], "IMMUTABLE");
-    assert_eq!(repo["DeletionPolicy"], "Retain");
-    repo["Properties"]["LifecyclePolicy"]["LifecyclePolicyText"].as_str().expect("policy").to_string()
+    gilliam_compiler::repository::lifecycle_policy()
 }
 
 fn image(digest: &str, tags: &[&str], age_days: u32) -> Image {
@@ -31,10 +23,14 @@ fn the_lifecycle_policy_never_expires_a_live_or_cold_releases_image() {
         image("sha256:live", &["gilliam-r9"], 400),
         image("sha256:cold", &["gilliam-r3"], 900),
         image("sha256:shared", &["gilliam-r4", "gilliam-r5"], 900),
-        image("sha256:fresh-build", &[], 3),
-        image("sha256:old-build", &[], 15),
+        image("sha256:fresh-untagged", &[], 3),
+        image("sha256:old-untagged", &[], 15),
+        // What `gilliam build` pushed: kept two weeks unless a release holds it, however old.
+        image("sha256:fresh-build", &["build-1"], 3),
+        image("sha256:old-build", &["build-2"], 15),
+        image("sha256:deployed-build", &["build-3", "gilliam-r8"], 400),
     ];
-    assert_eq!(expired(&policy, &images).expect("evaluates"), vec!["sha256:old-build".to_string()]);
+    assert_eq!(expired(&policy, &images).expect("evaluates"), vec!["sha256:old-build".to_string(), "sha256:old-untagged".to_string()]);
 }
 
 #[tokio::test]
@@ -78,4 +74,26 @@ fn the_evaluator_follows_ecrs_rules_for_tagged_and_counted_selections() {
     ]}"#;
     let images = [image("k-new", &["keep-2"], 1), image("k-old", &["keep-1"], 50), image("other", &["x"], 20), image("young", &[], 2)];
     assert_eq!(expired(policy, &images).expect("evaluates"), vec!["k-old".to_string(), "other".to_string()]);
+}
+
+#[tokio::test]
+async fn the_repository_is_made_once_with_its_policy_and_a_drifted_policy_is_set_back() {
+    let aws = Fake::default();
+    let said = std::sync::Mutex::new(Vec::<String>::new());
+    let say = |m: &str| said.lock().expect("lock").push(m.to_string());
+    let uri = gilliam_materializer::images::ensure_repository(&aws, "eu-west-1", "shop", &say).await.expect("made");
+    assert_eq!(uri, "123456789012.dkr.ecr.eu-west-1.amazonaws.com/gilliam/shop");
+    let key = ("eu-west-1".to_string(), "gilliam/shop".to_string());
+    assert_eq!(aws.with(|w| w.repositories[&key].clone()), Some(policy()));
+    // Again: nothing to do.
+    aws.with(|w| w.calls.clear());
+    gilliam_materializer::images::ensure_repository(&aws, "eu-west-1", "shop", &say).await.expect("again");
+    let calls = aws.with(|w| w.calls.clone());
+    assert!(!calls.iter().any(|c| *c == "create_repository" || *c == "put_lifecycle_policy"), "{calls:?}");
+    // Someone edited the policy in the console: the next build sets it back.
+    aws.with(|w| w.repositories.insert(key.clone(), Some(r#"{"rules": []}"#.into())));
+    gilliam_materializer::images::ensure_repository(&aws, "eu-west-1", "shop", &say).await.expect("set back");
+    assert_eq!(aws.with(|w| w.repositories[&key].clone()), Some(policy()));
+    let said = said.lock().expect("lock").join("\n");
+    assert!(said.contains("created") && said.contains("lifecycle policy set"), "{said}");
 }

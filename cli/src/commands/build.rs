@@ -58,19 +58,31 @@ pub async fn build_release<A: gilliam_materializer::aws::Aws>(
         .ok_or_else(|| Failure::usage("no runtime image: pass --runtime-image ami-... (the first release needs one; see runtime-image/README.md)"))?;
     // `--image` first, else gilliam.yml's `x-gilliam: {image: ...}`.
     let image = image.map(str::to_string).or_else(|| parsed.image.clone());
-    let (artifact, digest) = match image.as_deref() {
+    let image_of = |pinned: String| {
+        let digest = pinned.rsplit_once("@sha256:").map(|(_, d)| d.to_string()).unwrap_or_default();
+        (serde_json::json!({ "image": pinned }), digest)
+    };
+    let (artifact, digest) = match (image.as_deref(), &parsed.build) {
         // An image CI built: its tag resolved to the digest the release pins.
-        Some(reference) => {
+        (Some(reference), _) => {
             let pinned = build_cmd::resolve_image(aws, reference).await?;
             say(&format!("image {pinned}"));
             build_cmd::ensure_bucket(aws, formation).await.map_err(Failure::from)?;
-            let digest = pinned.rsplit_once("@sha256:").map(|(_, d)| d.to_string()).unwrap_or_default();
-            (serde_json::json!({ "image": pinned }), digest)
+            image_of(pinned)
         }
-        None => {
-            if let Some(cmd) = &parsed.build {
+        // An image the build command makes: pushed to the formation's repository.
+        (None, Some(gilliam_compiler::app::Build::Image(cmd))) => {
+            let local = crate::engine::local_name(&formation.name);
+            say(&format!("build: {cmd} (GILLIAM_IMAGE={local})"));
+            build_cmd::run_build_command(dir, cmd, &[("GILLIAM_IMAGE", &local)]).map_err(|m| Failure { code: 1, message: m })?;
+            let pinned = crate::engine::push_build(aws, formation, &local, say).await?;
+            build_cmd::ensure_bucket(aws, formation).await.map_err(Failure::from)?;
+            image_of(pinned)
+        }
+        (None, build) => {
+            if let Some(gilliam_compiler::app::Build::Tree(cmd)) = build {
                 say(&format!("build: {cmd}"));
-                build_cmd::run_build_command(dir, cmd).map_err(|m| Failure { code: 1, message: m })?;
+                build_cmd::run_build_command(dir, cmd, &[]).map_err(|m| Failure { code: 1, message: m })?;
             }
             let epoch = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
             let packed = build_cmd::pack(dir, epoch).map_err(|m| Failure { code: 1, message: m })?;

@@ -69,12 +69,17 @@ pub async fn prepare(moto: &Moto, dir: &Path) {
 
 /// `gilliam --stage DIR/stage.yml ...` against moto, from `cwd` (default: the test's).
 pub fn gilliam(moto: &Moto, stage: &str, cwd: Option<&Path>, args: &[&str]) -> Output {
+    gilliam_env(moto, stage, cwd, args, &[])
+}
+
+/// `gilliam`, with more environment.
+pub fn gilliam_env(moto: &Moto, stage: &str, cwd: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_gilliam"));
     c.args(["--stage", stage]).args(args).env("AWS_ENDPOINT_URL", &moto.url).env("GILLIAM_ACTOR", "ci").env_remove("AWS_PROFILE").env_remove("GILLIAM_FAULTS");
     if let Some(d) = cwd {
         c.current_dir(d);
     }
-    for (k, v) in SAFE_ENV {
+    for (k, v) in SAFE_ENV.iter().chain(env) {
         c.env(k, v);
     }
     c.output().expect("run gilliam")

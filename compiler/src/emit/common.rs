@@ -21,9 +21,6 @@ pub(crate) fn lb_name(ctx: &Ctx<'_>, scheme: &str, g: u32) -> String {
     shorten(&format!("{}-{scheme}-{g}", ctx.f()), ELB_NAME_MAX)
 }
 
-/// Days an image no release holds stays in the formation's repository after its push.
-pub const IMAGE_GRACE_DAYS: u32 = 14;
-
 /// How long an Auto Scaling group waits for its instances' success signals.
 pub const SIGNAL_TIMEOUT_SECONDS: u32 = 900;
 

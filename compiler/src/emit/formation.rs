@@ -100,34 +100,6 @@ pub(crate) fn formation_template(ctx: &Ctx<'_>, aux_scripts: &BTreeMap<(String, 
     )?;
     t.output("PrivateZoneId", r#ref("PrivateZone"), Some(&names::formation_export(f, "PrivateZoneId")), "Private hosted zone of the formation");
 
-    // The formation's image repository: what `gilliam build` pushes. Tags are immutable, and
-    // every live or cold release's image carries the tag `gilliam-rN` (the materializer adds it
-    // on deploy and removes it on retire); the lifecycle policy expires untagged images only,
-    // so it can never select an image a release still uses. It outlives the formation stack,
-    // as the releases' images may.
-    let lifecycle = json!({ "rules": [{
-        "rulePriority": 1,
-        "description": "images no release holds (a build never deployed, a retired release's) go two weeks after their push",
-        "selection": { "tagStatus": "untagged", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": IMAGE_GRACE_DAYS },
-        "action": { "type": "expire" },
-    }] });
-    let repo = t.add(
-        "ImageRepository",
-        "AWS::ECR::Repository",
-        json!({
-            "RepositoryName": names::image_repository(f),
-            "ImageTagMutability": "IMMUTABLE",
-            "ImageScanningConfiguration": { "ScanOnPush": true },
-            // KMS with the AWS managed key (aws/ecr): pulls need no key policy of their own.
-            "EncryptionConfiguration": { "EncryptionType": "KMS" },
-            "LifecyclePolicy": { "LifecyclePolicyText": lifecycle.to_string() },
-            "Tags": [{ "Key": "gilliam:formation", "Value": f }],
-        }),
-    )?;
-    repo.insert("DeletionPolicy".into(), json!("Retain"));
-    repo.insert("UpdateReplacePolicy".into(), json!("Retain"));
-    t.output("ImageRepositoryUri", get_att("ImageRepository", "RepositoryUri"), None, "Where the formation's release images are pushed");
-
     let auxes: Vec<&Svc<'_>> = ctx.auxiliaries().collect();
     if auxes.is_empty() {
         return Ok(t);

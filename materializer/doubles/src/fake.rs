@@ -21,6 +21,11 @@ pub struct FakeStack {
 /// An image in a fake ECR repository: its digest and tags.
 pub type FakeImage = (String, std::collections::BTreeSet<String>);
 
+/// A repository's URI in the fake's account.
+pub fn fake_repository_uri(region: &str, name: &str) -> String {
+    format!("123456789012.dkr.ecr.{region}.amazonaws.com/{name}")
+}
+
 #[derive(Debug, Default)]
 pub struct World {
     pub objects: BTreeMap<(String, String), (Vec<u8>, String)>,
@@ -54,6 +59,8 @@ pub struct World {
     /// ECR images by (region, repository): each a digest with its tags. A tag is on one image
     /// at most; an image whose last tag is removed is deleted, as ECR does.
     pub images: BTreeMap<(String, String), Vec<FakeImage>>,
+    /// ECR repositories by (region, name): their lifecycle policy text, when they have one.
+    pub repositories: BTreeMap<(String, String), Option<String>>,
     etags: u64,
 }
 
@@ -293,6 +300,44 @@ impl Ecr for Fake {
             let (_, tags) = images.iter_mut().find(|(d, _)| d == digest).ok_or_else(|| AwsError::Invalid(format!("ImageNotFoundException: {digest}")))?;
             tags.insert(tag.to_string());
             Ok(())
+        })
+    }
+    async fn describe_repository(&self, region: &str, name: &str) -> AwsResult<Option<String>> {
+        self.enter("describe_repository")?;
+        Ok(self.with(|w| w.repositories.contains_key(&(region.to_string(), name.to_string())).then(|| fake_repository_uri(region, name))))
+    }
+    async fn create_repository(&self, region: &str, name: &str, _formation: &str) -> AwsResult<String> {
+        self.enter("create_repository")?;
+        self.with(|w| {
+            let key = (region.to_string(), name.to_string());
+            if w.repositories.contains_key(&key) {
+                return Err(AwsError::Invalid(format!("RepositoryAlreadyExistsException: {name}")));
+            }
+            w.repositories.insert(key.clone(), None);
+            w.images.entry(key).or_default();
+            Ok(fake_repository_uri(region, name))
+        })
+    }
+    async fn lifecycle_policy(&self, region: &str, name: &str) -> AwsResult<Option<String>> {
+        self.enter("lifecycle_policy")?;
+        Ok(self.with(|w| w.repositories.get(&(region.to_string(), name.to_string())).cloned().flatten()))
+    }
+    async fn put_lifecycle_policy(&self, region: &str, name: &str, text: &str) -> AwsResult<()> {
+        self.enter("put_lifecycle_policy")?;
+        self.with(|w| match w.repositories.get_mut(&(region.to_string(), name.to_string())) {
+            Some(p) => {
+                *p = Some(text.to_string());
+                Ok(())
+            }
+            None => Err(AwsError::Invalid(format!("RepositoryNotFoundException: {name}"))),
+        })
+    }
+    async fn registry_login(&self, region: &str) -> AwsResult<gilliam_materializer::aws::RegistryLogin> {
+        self.enter("registry_login")?;
+        Ok(gilliam_materializer::aws::RegistryLogin {
+            username: "AWS".into(),
+            password: "fake".into(),
+            endpoint: format!("https://{}", fake_repository_uri(region, "").trim_end_matches('/')),
         })
     }
     async fn untag_image(&self, region: &str, repository: &str, tag: &str) -> AwsResult<()> {
