@@ -72,7 +72,7 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
 }
 
 /// One HTTP/1.0 exchange on loopback: the status and the body.
-fn http(addr: &str, request: &str, body: &[u8]) -> Option<(u16, Vec<u8>)> {
+pub fn http(addr: &str, request: &str, body: &[u8]) -> Option<(u16, Vec<u8>)> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     s.write_all(request.as_bytes()).ok()?;
@@ -110,8 +110,10 @@ fn read_request(s: &mut TcpStream) -> Option<Vec<u8>> {
 }
 
 /// The bridge: takes the registry's notifications; each manifest pushed with a tag is put into
-/// moto's ECR repository of the same name, with the registry's digest.
-fn bridge(listener: TcpListener, registry: String, moto: String, region: String, pushed: Arc<Mutex<Vec<String>>>) {
+/// moto's ECR repository of the same name, with the registry's digest, in the first of
+/// `places` (account, region) that has such a repository: one registry stands in for the
+/// registries of several accounts and regions, whose repositories' names differ.
+fn bridge(listener: TcpListener, registry: String, moto: String, places: Vec<(String, String)>, pushed: Arc<Mutex<Vec<String>>>) {
     let moto_addr = moto.trim_start_matches("http://").to_string();
     for conn in listener.incoming() {
         let Ok(mut s) = conn else { continue };
@@ -139,15 +141,23 @@ fn bridge(listener: TcpListener, registry: String, moto: String, region: String,
                 "imageDigest": digest,
             })
             .to_string();
-            let request = format!(
-                "POST / HTTP/1.0\r\nHost: {moto_addr}\r\nX-Amz-Target: AmazonEC2ContainerRegistry_V20150921.PutImage\r\nContent-Type: application/x-amz-json-1.1\r\nAuthorization: AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/ecr/aws4_request, SignedHeaders=host, Signature=0\r\nContent-Length: {}\r\n\r\n",
-                put.len()
-            );
-            let answer = http(&moto_addr, &request, put.as_bytes());
-            if answer.as_ref().is_some_and(|(code, _)| *code == 200) {
-                pushed.lock().expect("pushed").push(format!("{repo}:{tag}@{digest}"));
-            } else {
-                eprintln!("bridge: moto refused PutImage {repo}:{tag}: {:?}", answer.map(|(c, b)| (c, String::from_utf8_lossy(&b).to_string())));
+            let mut refusals = Vec::new();
+            for (account, region) in &places {
+                let request = format!(
+                    "POST / HTTP/1.0\r\nHost: {moto_addr}\r\nX-Amz-Target: AmazonEC2ContainerRegistry_V20150921.PutImage\r\nContent-Type: application/x-amz-json-1.1\r\nx-moto-account-id: {account}\r\nAuthorization: AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/ecr/aws4_request, SignedHeaders=host, Signature=0\r\nContent-Length: {}\r\n\r\n",
+                    put.len()
+                );
+                match http(&moto_addr, &request, put.as_bytes()) {
+                    Some((200, _)) => {
+                        pushed.lock().expect("pushed").push(format!("{repo}:{tag}@{digest}"));
+                        refusals.clear();
+                        break;
+                    }
+                    answer => refusals.push(format!("{account}/{region}: {:?}", answer.map(|(c, b)| (c, String::from_utf8_lossy(&b).to_string())))),
+                }
+            }
+            if !refusals.is_empty() {
+                eprintln!("bridge: moto took PutImage {repo}:{tag} nowhere: {refusals:?}");
             }
         }
     }
@@ -177,12 +187,13 @@ impl Engine {
         Engine::start_with(None)
     }
 
-    /// As `start`, the registry standing in for ECR's registry, moto (at `moto`) for ECR's API.
-    pub fn start_for_ecr(moto: &str, region: &str) -> Option<Engine> {
-        Engine::start_with(Some((moto.to_string(), region.to_string())))
+    /// As `start`, the registry standing in for the ECR registries of `places` (account,
+    /// region), moto (at `moto`) for ECR's API.
+    pub fn start_for_ecr(moto: &str, places: &[(&str, &str)]) -> Option<Engine> {
+        Engine::start_with(Some((moto.to_string(), places.iter().map(|(a, r)| (a.to_string(), r.to_string())).collect())))
     }
 
-    fn start_with(ecr: Option<(String, String)>) -> Option<Engine> {
+    fn start_with(ecr: Option<(String, Vec<(String, String)>)>) -> Option<Engine> {
         let have = |b: &str| Command::new("sh").args(["-c", &format!("command -v {b}")]).output().is_ok_and(|o| o.status.success());
         let missing: Vec<&str> = ["dockerd", "docker", "docker-registry", "busybox"].into_iter().filter(|b| !have(b)).collect();
         let root = Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
@@ -221,14 +232,14 @@ impl Engine {
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {registry}\n",
             dir.join("registry").display()
         );
-        if let Some((moto, region)) = ecr {
+        if let Some((moto, places)) = ecr {
             let listener = TcpListener::bind("127.0.0.1:0").expect("bridge");
             let url = format!("http://{}/events", listener.local_addr().expect("addr"));
             config.push_str(&format!(
                 "notifications:\n  endpoints:\n    - name: ecr\n      url: {url}\n      timeout: 5s\n      threshold: 3\n      backoff: 1s\n"
             ));
             let (r, p) = (registry.clone(), pushed.clone());
-            std::thread::spawn(move || bridge(listener, r, moto, region, p));
+            std::thread::spawn(move || bridge(listener, r, moto, places, p));
         }
         let config_path = dir.join("registry.yml");
         std::fs::write(&config_path, config).expect("registry config");

@@ -138,6 +138,26 @@ pub mod moto {
         }
     }
 
+    /// Access keys of a user made in `account` (moto keeps one set of services per account,
+    /// and answers a request in the account whose key signed it): another account to test with.
+    pub fn account_keys(url: &str, account: &str) -> (String, String) {
+        let addr = url.trim_start_matches("http://");
+        let call = |form: &str| {
+            let request = format!(
+                "POST / HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nx-moto-account-id: {account}\r\nAuthorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0\r\nContent-Length: {}\r\n\r\n",
+                form.len()
+            );
+            let (code, body) = crate::engine::http(addr, &request, form.as_bytes()).expect("IAM on moto");
+            let body = String::from_utf8_lossy(&body).to_string();
+            assert_eq!(code, 200, "{body}");
+            body
+        };
+        call("Action=CreateUser&UserName=gilliam-test&Version=2010-05-08");
+        let keys = call("Action=CreateAccessKey&UserName=gilliam-test&Version=2010-05-08");
+        let field = |name: &str| keys.split(&format!("<{name}>")).nth(1).and_then(|r| r.split('<').next()).expect(name).to_string();
+        (field("AccessKeyId"), field("SecretAccessKey"))
+    }
+
     impl Drop for Moto {
         fn drop(&mut self) {
             let _ = self.child.kill();

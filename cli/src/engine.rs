@@ -61,7 +61,7 @@ pub async fn push_build<A: Aws>(aws: &A, formation: &Formation, local: &str, say
         return Ok(format!("{uri}@{}", there.digest));
     }
     let login = retry("log in to the registry", || aws.registry_login(region)).await.map_err(Failure::from)?;
-    let through = std::env::var("GILLIAM_REGISTRY_ENDPOINT").ok().filter(|e| !e.is_empty()).unwrap_or_else(|| host.to_string());
+    let through = gilliam_materializer::registry::address(host);
     let target = format!("{through}/{repository}");
     docker
         .tag_image(local, Some(bollard::image::TagImageOptions { repo: target.clone(), tag: tag.clone() }))
@@ -96,17 +96,7 @@ pub async fn push_build<A: Aws>(aws: &A, formation: &Formation, local: &str, say
         .find_map(|d| d.strip_prefix(&format!("{target}@")).map(str::to_string))
         .ok_or_else(|| Failure::refused(format!("the engine pushed {target}:{tag} but reports no digest for it")))?;
     // The release is checked in ECR by its digest before the deploy: wait until it is listed.
-    let until = Instant::now() + LISTED_WITHIN;
-    loop {
-        let listed = retry("look for the pushed image", || aws.describe_image(region, repository, &digest)).await.map_err(Failure::from)?;
-        if listed.is_some_and(|i| i.digest == digest) {
-            break;
-        }
-        if Instant::now() >= until {
-            return Err(Failure::refused(format!("pushed {uri}@{digest}, and ECR does not list it after {}s", LISTED_WITHIN.as_secs())));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    gilliam_materializer::images::wait_listed(aws, region, repository, &digest, LISTED_WITHIN).await.map_err(Failure::from)?;
     say(&format!("image {id}: pushed as {uri}@{digest} in {:.1}s", started.elapsed().as_secs_f64()));
     Ok(format!("{uri}@{digest}"))
 }

@@ -228,11 +228,12 @@ async fn build_with_an_image_records_its_digest_resolved_in_ecr() {
 /// (dockerd on 127.0.0.1), gilliam makes the formation's repository (in moto's ECR) and pushes
 /// the image there through the registry standing in for ECR's (docker-registry, bridged to
 /// moto); the release pins the registry's digest. The same image built again is found in ECR
-/// by its content and not pushed again; the release deploys, and its image is then held.
+/// by its content and not pushed again; the release deploys, and its image is then held;
+/// promoted, it is copied into the next stage's repository by the same digest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_image_the_build_makes_is_pushed_once_to_the_formations_repository_and_deployed() {
     let Session { moto, dir, stage, app: _ } = session("build-push").await;
-    let Some(engine) = gilliam_tests::engine::Engine::start_for_ecr(&moto.url, REGION) else { return };
+    let Some(engine) = gilliam_tests::engine::Engine::start_for_ecr(&moto.url, &[("123456789012", REGION)]) else { return };
     let env = [("DOCKER_HOST", engine.host()), ("GILLIAM_REGISTRY_ENDPOINT", engine.registry.clone())];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let g = |args: &[&str]| gilliam_env(&moto, &stage, None, args, &env);
@@ -294,6 +295,32 @@ async fn an_image_the_build_makes_is_pushed_once_to_the_formations_repository_an
     let images = ecr.describe_images().repository_name("gilliam/shop").image_ids(id).send().await.expect("images");
     let tags = images.image_details()[0].image_tags().to_vec();
     assert!(tags.contains(&format!("gilliam-r{number}")) && tags.contains(&tag), "{tags:?}");
+
+    // Promoted to the next stage: copied into that formation's own repository (its releases
+    // must not hang on staging's lifecycle policy), by the same digest, and deployed there.
+    let prod = dir.join("prod.yml");
+    std::fs::write(
+        &prod,
+        std::fs::read_to_string(&stage).expect("stage").replace("formation: shop", "formation: shop-prod").replace("gilliam-cli-outputs", "gilliam-cli-prod"),
+    )
+    .expect("prod stage");
+    let prod = prod.display().to_string();
+    let promoted = dir.join("promoted").display().to_string();
+    let promote =
+        || gilliam_env(&moto, "/nonexistent.yml", Some(&dir), &["promote", "--from", &stage, "--to", &prod, "--poll", "0.2", "--out", &promoted], &env);
+    let o = promote();
+    assert!(o.status.success(), "{}", text(&o));
+    let p: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("promoted/out/manifest.json")).expect("manifest")).expect("JSON");
+    let prod_repo = format!("123456789012.dkr.ecr.{REGION}.amazonaws.com/gilliam/shop-prod");
+    assert_eq!(p["release"]["artifact_url"], format!("{prod_repo}@{digest}"), "{}", text(&o));
+    assert!(engine.pushed.lock().expect("pushed").iter().any(|p| p.starts_with("gilliam/shop-prod:") && p.ends_with(&digest)), "through the registry");
+    let id = aws_sdk_ecr::types::ImageIdentifier::builder().image_digest(&digest).build();
+    let held = ecr.describe_images().repository_name("gilliam/shop-prod").image_ids(id).send().await.expect("prod's image");
+    assert!(held.image_details()[0].image_tags().iter().any(|t| t.starts_with("gilliam-r")), "held by prod's release");
+    // Promoted again: prod's repository has it; nothing is copied.
+    let o = promote();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains(&format!("already in {prod_repo}")), "{}", text(&o));
 
     // A build command that makes no image: the way out.
     std::fs::write(tree.join("make-image.sh"), "true\n").expect("script");

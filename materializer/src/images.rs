@@ -106,3 +106,65 @@ pub async fn ensure_repository<A: Aws>(aws: &A, region: &str, formation: &str, s
     }
     Ok(uri)
 }
+
+/// Waits until ECR lists image `digest` in `repository` (a push is listed at once in ECR; a
+/// registry that stands in for it may take a moment).
+pub async fn wait_listed<A: Aws>(aws: &A, region: &str, repository: &str, digest: &str, within: std::time::Duration) -> Result<(), Error> {
+    let until = std::time::Instant::now() + within;
+    loop {
+        let listed = retry("look for the image", || aws.describe_image(region, repository, digest)).await?;
+        if listed.is_some_and(|i| i.digest == digest) {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= until {
+            return Err(Error::Artifact(format!("{repository}@{digest} was put, and ECR does not list it after {}s", within.as_secs())));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+/// Copies the image `reference` (in ECR, read with `from`'s login) into `formation`'s own
+/// repository in `region` (made when missing, written with `to`'s login): another account's,
+/// another region's, or the same account's. Nothing is sent when the target lists the digest
+/// already; blobs it holds are not sent again. Returns the image's reference there, by the
+/// same digest.
+pub async fn copy_to_formation<A: Aws, B: Aws>(
+    from: &A,
+    reference: &str,
+    to: &B,
+    region: &str,
+    formation: &str,
+    say: &(dyn Fn(&str) + Sync),
+) -> Result<String, Error> {
+    let (Some(source), Ok(parsed)) = (in_ecr(reference), ImageRef::parse(reference)) else {
+        return Err(Error::Artifact(format!("{reference} is not an image in ECR by its digest")));
+    };
+    let source_registry = parsed.registry;
+    let uri = ensure_repository(to, region, formation, say).await?;
+    let (host, repository) = uri.split_once('/').ok_or_else(|| Error::Artifact(format!("ECR gave the repository URI {uri}, which names no host")))?;
+    let target = InEcr { region: region.to_string(), repository: repository.to_string(), digest: source.digest.clone() };
+    if find(to, &target).await?.is_some() {
+        say(&format!("image {}: already in {uri}", source.digest));
+        return Ok(format!("{uri}@{}", source.digest));
+    }
+    let from_login = retry("log in to the source registry", || from.registry_login(&source.region)).await?;
+    let to_login = retry("log in to the target registry", || to.registry_login(region)).await?;
+    let src = crate::registry::Registry::new(&crate::registry::address(&source_registry), Some((&from_login.username, &from_login.password)))
+        .map_err(Error::Artifact)?;
+    let dst = crate::registry::Registry::new(&crate::registry::address(host), Some((&to_login.username, &to_login.password))).map_err(Error::Artifact)?;
+    let tag = gilliam_compiler::repository::build_tag(&source.digest);
+    let started = std::time::Instant::now();
+    let copied = crate::registry::copy(&src, &source.repository, &dst, repository, &source.digest, &tag)
+        .await
+        .map_err(|e| Error::Artifact(format!("copy {reference} to {uri}: {e}")))?;
+    wait_listed(to, region, repository, &source.digest, std::time::Duration::from_secs(60)).await?;
+    say(&format!(
+        "image {}: copied to {uri} in {:.1}s ({} blobs, {} bytes sent; {} already there)",
+        source.digest,
+        started.elapsed().as_secs_f64(),
+        copied.sent,
+        copied.bytes,
+        copied.there
+    ));
+    Ok(format!("{uri}@{}", source.digest))
+}

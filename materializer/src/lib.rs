@@ -4,7 +4,8 @@
 //! Layers, each using only those below it (no circle of modules; `tests/layers.rs` checks):
 //! the seam (`aws`) and its implementations (`sdk`, `faults`; the test doubles are in
 //! `gilliam-doubles`); values
-//! (`error`, `retry`, `clock`, `formation`, `strategy`, `plan`, `bundle`); the published
+//! (`error`, `retry`, `clock`, `formation`, `strategy`, `plan`, `bundle`); a registry's HTTP API
+//! (`registry`); the published
 //! documents (`state`, `lock`, `published`, `observe`); AWS operations (`stacks`,
 //! `traffic`, `delivery`, `preflight`); `shift` and `routing`; `retention`; and on top the
 //! two callers, `converge` (plan and apply) and `ops` (one module per operator command).
@@ -26,6 +27,7 @@ pub mod plan;
 pub mod preflight;
 pub mod published;
 pub mod quotas;
+pub mod registry;
 pub mod retention;
 pub mod retry;
 pub mod routing;

@@ -45,17 +45,34 @@ pub fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
 /// The real AWS client, behind the fault injector when `GILLIAM_FAULTS` says so (a testing
 /// facility; without it the wrapper passes every call through).
 pub async fn connect_from_env(endpoint: &Endpoint) -> Result<crate::faults::Faulty<SdkAws>, String> {
+    connect_from_env_as(endpoint, None).await
+}
+
+/// `connect_from_env`, with the credentials of the named profile (`~/.aws/config` and
+/// `~/.aws/credentials`) rather than the standard chain, when one is named: another account's.
+pub async fn connect_from_env_as(endpoint: &Endpoint, profile: Option<&str>) -> Result<crate::faults::Faulty<SdkAws>, String> {
     let spec = match std::env::var("GILLIAM_FAULTS") {
         Ok(s) => crate::faults::FaultSpec::parse(&s)?,
         Err(_) => crate::faults::FaultSpec::default(),
     };
-    Ok(crate::faults::Faulty::new(SdkAws::connect(endpoint).await, spec))
+    Ok(crate::faults::Faulty::new(SdkAws::connect_as(endpoint, profile).await, spec))
 }
 
 impl SdkAws {
     pub async fn connect(endpoint: &Endpoint) -> Self {
+        SdkAws::connect_as(endpoint, None).await
+    }
+
+    /// `connect`, with the named profile's credentials when one is named.
+    pub async fn connect_as(endpoint: &Endpoint, profile: Option<&str>) -> Self {
         let http = http_client();
         let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
+        if let Some(p) = profile {
+            // The profile's own credentials, even where the environment has others.
+            let conf = aws_config::provider_config::ProviderConfig::without_region().with_http_client(http_client());
+            let creds = aws_config::profile::ProfileFileCredentialsProvider::builder().configure(&conf).profile_name(p).build();
+            loader = loader.profile_name(p).credentials_provider(creds);
+        }
         if let Some(r) = &endpoint.region {
             loader = loader.region(Region::new(r.clone()));
         }

@@ -8,7 +8,7 @@ use crate::failure::Failure;
 use crate::judging::Judging;
 use gilliam_materializer::aws::prelude::*;
 use gilliam_materializer::retry::retry;
-use gilliam_materializer::sdk::{connect_from_env, Endpoint};
+use gilliam_materializer::sdk::{connect_from_env_as, Endpoint};
 use gilliam_materializer::strategy::Strategy;
 use gilliam_materializer::Options;
 use gilliam_materializer::{Formation, Ops};
@@ -28,6 +28,13 @@ pub struct Args {
     /// The runtime image in the target (AMIs are per region: needed when the regions differ).
     #[arg(long, value_name = "AMI")]
     pub runtime_image: Option<String>,
+    /// The AWS profile whose credentials read the source stage (another account's); default:
+    /// the standard chain.
+    #[arg(long, value_name = "PROFILE")]
+    pub from_profile: Option<String>,
+    /// The AWS profile whose credentials write the target stage; default: the standard chain.
+    #[arg(long, value_name = "PROFILE")]
+    pub to_profile: Option<String>,
     /// Where the compiled files go.
     #[arg(long, default_value = ".gilliam/promote")]
     pub out: PathBuf,
@@ -49,7 +56,7 @@ pub fn read_stage(path: &Path) -> Result<gilliam_compiler::stage::Stage, Failure
 /// `gilliam promote`: release `release` of the formation `from` names, as a new release of the
 /// formation `to` names, with the same artifact (by digest), gilliam.yml and config.
 pub async fn exec(g: &Globals, a: &Args) -> Result<(), Failure> {
-    let Args { from, to, release, runtime_image, out, strategy, poll, judging } = a;
+    let Args { from, to, release, runtime_image, from_profile, to_profile, out, strategy, poll, judging } = a;
     let (src, dst) = (read_stage(from)?, read_stage(to)?);
     let (sf, df) = (Formation::from_stage(&src), Formation::from_stage(&dst));
     if sf.name == df.name && sf.bucket == df.bucket && src.region == dst.region {
@@ -57,8 +64,11 @@ pub async fn exec(g: &Globals, a: &Args) -> Result<(), Failure> {
     }
     let progress = crate::progress::Progress::new(g.verbose, g.quiet);
     let say = |line: &str| progress.say(line);
-    let a = connect_from_env(&Endpoint { url: g.endpoint_url.clone(), region: Some(sf.region.clone()) }).await.map_err(Failure::usage)?;
-    let b = connect_from_env(&Endpoint { url: g.endpoint_url.clone(), region: Some(df.region.clone()) }).await.map_err(Failure::usage)?;
+    let a = connect_from_env_as(&Endpoint { url: g.endpoint_url.clone(), region: Some(sf.region.clone()) }, from_profile.as_deref())
+        .await
+        .map_err(Failure::usage)?;
+    let b =
+        connect_from_env_as(&Endpoint { url: g.endpoint_url.clone(), region: Some(df.region.clone()) }, to_profile.as_deref()).await.map_err(Failure::usage)?;
     let n = match release {
         Some(n) => *n,
         None => Ops::new(&a, sf.clone(), &say).outputs().await.map_err(Failure::from)?.0.release.number,
@@ -85,15 +95,14 @@ pub async fn exec(g: &Globals, a: &Args) -> Result<(), Failure> {
             )))
         }
     };
-    // An image goes by its digest: the same reference, once the target's account sees it there
-    // (ECR pulls across regions; another account's repository needs a policy that lets it in).
-    // A tarball is copied into the target's bucket at its content address.
+    // An image goes by its digest (see `promote_image`). A tarball is copied into the target's
+    // bucket at its content address.
     let image_ref = rel["artifact"]["image"].as_str().map(str::to_string);
     let artifact = match image_ref {
         Some(reference) => {
-            check_image_for_target(&b, &reference, &df.name).await?;
-            say(&format!("image {reference}: the target's account sees it by its digest"));
-            reference
+            let promoted = promote_image(&a, &b, &reference, &sf, &df, &say).await?;
+            rel["artifact"]["image"] = serde_json::json!(promoted);
+            promoted
         }
         None => {
             // The artifact, by digest: read from where the release was built, checked, and copied into
@@ -159,6 +168,40 @@ pub async fn exec(g: &Globals, a: &Args) -> Result<(), Failure> {
         .await
         .map_err(Failure::from)?;
     Ok(())
+}
+
+/// The image of an image release, for the target, by the same digest. From the source
+/// formation's own repository it is copied into the target's (made when missing): the target's
+/// releases must never hang on the source's lifecycle policy, and another account or region
+/// could not pull it anyway. From a repository of the user's, the same reference when the
+/// target's account sees it there, else copied too. Refused when the source no longer holds
+/// it, or when anything arrives under another digest.
+async fn promote_image<A: gilliam_materializer::aws::Aws, B: gilliam_materializer::aws::Aws>(
+    a: &A,
+    b: &B,
+    reference: &str,
+    sf: &Formation,
+    df: &Formation,
+    say: &(dyn Fn(&str) + Sync),
+) -> Result<String, Failure> {
+    let Some(i) = gilliam_materializer::images::in_ecr(reference) else {
+        // Not ECR: the registry is the instances' to reach; the digest pins what they run.
+        say(&format!("image {reference}: not in ECR, the same reference"));
+        return Ok(reference.to_string());
+    };
+    if i.repository != gilliam_compiler::names::image_repository(&sf.name) {
+        match check_image_for_target(b, reference, &df.name).await {
+            Ok(()) => {
+                say(&format!("image {reference}: the target's account sees it by its digest"));
+                return Ok(reference.to_string());
+            }
+            Err(e) => say(&format!("{}; copying it into {}'s repository", e.message, df.name)),
+        }
+    }
+    if gilliam_materializer::images::find(a, &i).await.map_err(Failure::from)?.is_none() {
+        return Err(Failure { code: 4, message: format!("{reference}: ECR has no image with that digest as {}'s account sees it: refused", sf.name) });
+    }
+    gilliam_materializer::images::copy_to_formation(a, reference, b, &df.region, &df.name, say).await.map_err(Failure::from)
 }
 
 /// Refuses an image the target's account cannot see by its digest (no such image, no
