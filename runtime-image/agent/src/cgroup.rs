@@ -37,7 +37,12 @@ fn own(proc_self_cgroup: &str) -> Vec<(String, String)> {
 /// Makes (or reuses) the cgroup `name` beside the agent's, with `limits`, under the cgroup
 /// filesystem at `root` (`/sys/fs/cgroup`).
 pub fn create(root: &Path, name: &str, limits: Limits) -> Result<Cgroup, String> {
-    let mine = own(&std::fs::read_to_string("/proc/self/cgroup").map_err(|e| format!("/proc/self/cgroup: {e}"))?);
+    create_from(root, &std::fs::read_to_string("/proc/self/cgroup").map_err(|e| format!("/proc/self/cgroup: {e}"))?, name, limits)
+}
+
+/// `create`, with the agent's own cgroups as `/proc/self/cgroup` lists them.
+fn create_from(root: &Path, proc_self_cgroup: &str, name: &str, limits: Limits) -> Result<Cgroup, String> {
+    let mine = own(proc_self_cgroup);
     let memory = u64::from(limits.memory_mib) * 1024 * 1024;
     let quota = u64::from(limits.cpu_millis) * PERIOD_US / 1000;
     if root.join("cgroup.controllers").is_file() {
@@ -87,6 +92,30 @@ impl Cgroup {
 
 #[cfg(test)]
 mod tests {
+    /// The v2 protocol, on a directory standing in for the unified hierarchy (this machine's
+    /// kernel mounts cgroup v1, and a cgroup2 mount beside it gets no memory or cpu
+    /// controller: the end-to-end check in `tests/boot.rs` covers v1): the agent moves into a
+    /// leaf of its own, hands the controllers to its children, and writes the limits.
+    #[test]
+    fn on_cgroup_v2_the_agent_leaves_its_cgroup_for_a_leaf_and_writes_the_limits() {
+        let root = std::env::temp_dir().join(format!("gilliam-cg2-{}", std::process::id()));
+        let base = root.join("system.slice/gilliam-agent.service");
+        std::fs::create_dir_all(&base).expect("tree");
+        std::fs::write(root.join("cgroup.controllers"), "cpuset cpu io memory pids").expect("controllers");
+        let limits = gilliam_contract::runtime::Limits { memory_mib: 256, cpu_millis: 500 };
+        let cg = super::create_from(&root, "0::/system.slice/gilliam-agent.service\n", "gilliam-r3-web", limits).expect("v2");
+        let read = |p: &str| std::fs::read_to_string(base.join(p)).expect(p);
+        assert_eq!(read("gilliam-agent/cgroup.procs"), std::process::id().to_string(), "the agent in a leaf of its own");
+        assert_eq!(read("cgroup.subtree_control"), "+memory +cpu");
+        assert_eq!(read("gilliam-r3-web/memory.max"), (256u64 << 20).to_string());
+        assert_eq!(read("gilliam-r3-web/memory.swap.max"), "0");
+        assert_eq!(read("gilliam-r3-web/cpu.max"), "50000 100000");
+        assert_eq!(cg.procs, vec![base.join("gilliam-r3-web/cgroup.procs")]);
+        cg.join(4242).expect("join");
+        assert_eq!(read("gilliam-r3-web/cgroup.procs"), "4242");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
     #[test]
     fn the_agents_own_cgroups_are_read_per_hierarchy() {
         let mine = super::own("12:memory:/process_api/abc\n3:cpu,cpuacct:/\n0::/system.slice/gilliam-agent.service\n");
