@@ -516,7 +516,7 @@ async fn the_preflight_counts_the_formations_peak_against_the_accounts_quotas() 
 
 /// A release from an image in the formation's ECR repository: refused while ECR lacks the
 /// digest; held by its tag `gilliam-rN` from the deploy on (the repository's lifecycle policy
-/// expires untagged images only), through a deploy that keeps it; its tag (and with the last
+/// keeps what that tag holds), through a deploy that keeps it; its tag (and with the last
 /// tag, the image) goes when the release is retired. Rollback and deploys between the tarball
 /// and image kinds are ordinary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -525,7 +525,9 @@ async fn an_image_release_is_held_by_its_tag_while_it_lives_and_let_go_when_reti
     let (moto, aws, stage, sha) = retention_world("keep_releases: 0\n").await;
     let say = |line: &str| eprintln!("{line}");
     Converger::new(&aws, &compile_in("image", &stage, 1, "a.tgz", &sha), opts(), &say).run().await.unwrap_or_else(|e| panic!("{e}"));
-    // The formation stack made the repository; CI pushes an image to it.
+    // `gilliam build` makes the formation's repository (as it does the bucket); CI pushes an
+    // image to it.
+    gilliam_materializer::images::ensure_repository(&aws, REGION, "shop", &say).await.expect("repository");
     let ecr = aws_sdk_ecr::Client::new(&sdk_config(&moto.url).await);
     let manifest = r#"{"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json", "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 2, "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"}, "layers": []}"#;
     let pushed = ecr.put_image().repository_name("gilliam/shop").image_manifest(manifest).send().await.expect("push");
