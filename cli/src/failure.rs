@@ -62,7 +62,18 @@ impl std::error::Error for Failure {}
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
+        use gilliam_materializer::aws::AwsError;
         match e {
+            // First contact: one line each, the cause and the fix, without the SDK's chain.
+            Error::Aws { what, err: AwsError::Credentials(cause) } => Failure::usage(format!(
+                "no usable AWS credentials to {what} ({cause}): set AWS_PROFILE to a profile of ~/.aws/config (after `aws sso login --profile NAME` for SSO), or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; on EC2, ECS or a CI runner with a role they are found without either"
+            )),
+            Error::Aws { what, err: AwsError::Denied(m) } => Failure::refused(format!(
+                "access denied to {what}: {m}: allow that action to the role or user gilliam runs as (README, \"Permissions\")"
+            )),
+            Error::Aws { what, err: AwsError::Unreachable(cause) } => Failure::refused(format!(
+                "cannot reach AWS to {what} ({cause}): check the region (the stage file's `region`), AWS_ENDPOINT_URL if set, and the network or proxy (HTTPS_PROXY)"
+            )),
             Error::Bundle(b) => Failure::input(b.0),
             Error::Compile(m) => Failure::internal(m),
             Error::Aborted(m) => Failure::new(ABORTED, m),

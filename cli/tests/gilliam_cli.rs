@@ -316,3 +316,56 @@ async fn promote_deploys_the_same_artifact_and_config_to_the_next_stage_and_refu
     let o = gilliam(&moto, "/nonexistent.yml", None, &["promote", "--from", &stage, "--to", &stage]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
+
+/// First contact, as a new operator meets it: missing credentials, credentials AWS does not
+/// recognise, an endpoint that cannot be reached, and access denied each give one line with
+/// the cause and the fix, and the documented exit code (2: set up your credentials; 4: AWS
+/// refused or cannot be reached), never the SDK's chain of causes. Access is enforced by
+/// moto's IAM (switched on through its `reset-auth` API) for a user with no policy.
+#[test]
+fn first_contact_failures_are_one_line_with_the_cause_and_the_fix() {
+    let moto = gilliam_tests::moto::Moto::start();
+    let stage = root().join("examples/quickstart/stage.yml").display().to_string();
+    let run = |endpoint: &str, env: &[(&str, &str)]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_gilliam"));
+        c.args(["--stage", &stage, "traffic", "1=50", "2=50"])
+            .env("AWS_ENDPOINT_URL", endpoint)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", "/nonexistent/config")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
+            .env_remove("GILLIAM_FAULTS");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let o = c.output().expect("run gilliam");
+        let err = String::from_utf8_lossy(&o.stderr).trim().to_string();
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(!err.contains("dispatch failure") && !err.contains("ServiceError"), "not the SDK's chain: {err}");
+        (o.status.code(), err)
+    };
+    let keys = [("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")];
+
+    let (code, err) = run(&moto.url, &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no usable AWS credentials") && err.contains("instance metadata service is off") && err.contains("AWS_PROFILE"), "{err}");
+
+    let (code, err) = run("http://127.0.0.1:1", &keys);
+    assert_eq!(code, Some(4), "{err}");
+    assert!(err.contains("cannot reach AWS") && err.contains("connection refused") && err.contains("region"), "{err}");
+
+    // With IAM enforced: keys AWS has never issued, then a user allowed nothing.
+    let (key, secret) = gilliam_tests::moto::account_keys(&moto.url, "123456789012");
+    let addr = moto.url.trim_start_matches("http://");
+    let reset = format!("POST /moto-api/reset-auth HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 1\r\n\r\n");
+    assert_eq!(gilliam_tests::engine::http(addr, &reset, b"0").map(|(c, _)| c), Some(200));
+    let (code, err) = run(&moto.url, &keys);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no usable AWS credentials") && err.contains("InvalidAccessKeyId"), "{err}");
+    let (code, err) = run(&moto.url, &[("AWS_ACCESS_KEY_ID", &key), ("AWS_SECRET_ACCESS_KEY", &secret)]);
+    assert_eq!(code, Some(4), "{err}");
+    assert!(err.contains("access denied to read the deploy lock") && err.contains("allow that action"), "{err}");
+}

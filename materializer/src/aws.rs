@@ -25,6 +25,13 @@ pub enum AwsError {
     InProgress(String),
     /// AWS refused the request as given (not retried).
     Invalid(String),
+    /// No usable credentials: none found, expired, or not recognised (not retried).
+    Credentials(String),
+    /// The credentials are not allowed to make this call (not retried).
+    Denied(String),
+    /// AWS's endpoint cannot be reached: no such host (a region that does not exist), the
+    /// connection refused (not retried: waiting does not mend a wrong region or endpoint).
+    Unreachable(String),
     /// Anything else (not retried).
     Other(String),
 }
@@ -44,6 +51,9 @@ impl std::fmt::Display for AwsError {
             AwsError::NoUpdates => write!(f, "no updates are to be performed"),
             AwsError::AlreadyExists(m) | AwsError::InProgress(m) => write!(f, "{m}"),
             AwsError::Invalid(m) | AwsError::Other(m) => write!(f, "{m}"),
+            AwsError::Credentials(m) => write!(f, "no usable credentials: {m}"),
+            AwsError::Denied(m) => write!(f, "access denied: {m}"),
+            AwsError::Unreachable(m) => write!(f, "cannot reach AWS: {m}"),
         }
     }
 }

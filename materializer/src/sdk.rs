@@ -116,7 +116,8 @@ where
             let status = se.raw().status().as_u16();
             classify_service(&code, &message, status)
         }
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => AwsError::Transient(format!("{e}: {}", source_chain(&e))),
+        SdkError::DispatchFailure(_) => classify_dispatch(&format!("{e}: {}", source_chain(&e))),
+        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => AwsError::Transient(format!("{e}: {}", source_chain(&e))),
         _ => AwsError::Other(format!("{e}: {}", source_chain(&e))),
     }
 }
@@ -141,10 +142,66 @@ fn classify_ec2(e: gilliam_ec2::Ec2Error) -> AwsError {
     }
 }
 
+/// A call that never got an answer, by what the SDK's chain of causes says: credentials that
+/// could not be loaded, a host that does not exist or refuses, or else a transient failure.
+/// The text kept is the cause alone, in a few words, not the SDK's chain.
+pub(crate) fn classify_dispatch(chain: &str) -> AwsError {
+    let lower = chain.to_ascii_lowercase();
+    if lower.contains("loading credentials") || lower.contains("no credentials") || lower.contains("credentials provider") {
+        let cause = if lower.contains("sso") && (lower.contains("expired") || lower.contains("token")) {
+            "the SSO session has expired or was never started".to_string()
+        } else if lower.contains("expired") {
+            "they have expired".to_string()
+        } else if let Some(p) =
+            chain.split("profile").nth(1).filter(|_| lower.contains("could not find") || lower.contains("not found") || lower.contains("missing"))
+        {
+            format!("profile{}", p.split(':').next().unwrap_or(p).trim_end())
+        } else if lower.contains("imds is disabled") || lower.contains("metadata") {
+            "none in the environment or a profile, and the instance metadata service is off".to_string()
+        } else {
+            "none found in the environment, a profile or an instance role".to_string()
+        };
+        return AwsError::Credentials(cause);
+    }
+    let host = chain.split("://").nth(1).map(|r| r.split(['/', ' ', ':', '"', ')']).next().unwrap_or("")).filter(|h| !h.is_empty());
+    let at = host.map(|h| format!(" {h}")).unwrap_or_default();
+    if lower.contains("dns error")
+        || lower.contains("failed to lookup address")
+        || lower.contains("name or service not known")
+        || lower.contains("no such host")
+    {
+        return AwsError::Unreachable(format!("no such host{at}"));
+    }
+    if lower.contains("connection refused") {
+        return AwsError::Unreachable(format!("connection refused{at}"));
+    }
+    AwsError::Transient(chain.to_string())
+}
+
 /// The classification itself, on plain values so that it can be tested without the SDK.
 pub(crate) fn classify_service(code: &str, message: &str, status: u16) -> AwsError {
     let text = if message.is_empty() { code.to_string() } else { format!("{code}: {message}") };
     let lower = message.to_ascii_lowercase();
+    if matches!(
+        code,
+        "ExpiredToken"
+            | "ExpiredTokenException"
+            | "InvalidClientTokenId"
+            | "UnrecognizedClientException"
+            | "InvalidAccessKeyId"
+            | "SignatureDoesNotMatch"
+            | "AuthFailure"
+            | "InvalidSignatureException"
+            | "IncompleteSignature"
+            | "MissingAuthenticationToken"
+    ) {
+        return AwsError::Credentials(text);
+    }
+    if matches!(code, "AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" | "AuthorizationError" | "UnauthorizedAccess")
+        || (status == 403 && code.is_empty())
+    {
+        return AwsError::Denied(text);
+    }
     if matches!(code, "Throttling" | "ThrottlingException" | "TooManyRequestsException" | "RequestLimitExceeded" | "SlowDown" | "RequestThrottled")
         || status == 429
     {
@@ -922,6 +979,28 @@ impl Ecr for SdkAws {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_contact_failures_are_named_by_their_cause() {
+        let imds = "dispatch failure: other: an error occurred while loading credentials: failed to load IMDS session token: service error: request forbidden: IMDS is disabled";
+        assert_eq!(classify_dispatch(imds), AwsError::Credentials("none in the environment or a profile, and the instance metadata service is off".into()));
+        let sso = "dispatch failure: other: an error occurred while loading credentials: the SSO token has expired";
+        assert_eq!(classify_dispatch(sso), AwsError::Credentials("the SSO session has expired or was never started".into()));
+        let dns = "dispatch failure: io error: client error (Connect): dns error: failed to lookup address information: Name or service not known for https://cloudformation.eu-west-9.amazonaws.com/";
+        assert_eq!(classify_dispatch(dns), AwsError::Unreachable("no such host cloudformation.eu-west-9.amazonaws.com".into()));
+        let refused = "dispatch failure: io error: client error (Connect): tcp connect error: Connection refused (os error 111)";
+        assert!(matches!(classify_dispatch(refused), AwsError::Unreachable(m) if m.starts_with("connection refused")));
+        assert!(matches!(classify_dispatch("dispatch failure: io error: connection reset"), AwsError::Transient(_)));
+        assert!(matches!(classify_service("ExpiredToken", "The security token included in the request is expired", 400), AwsError::Credentials(_)));
+        assert!(matches!(classify_service("InvalidClientTokenId", "The security token included in the request is invalid.", 403), AwsError::Credentials(_)));
+        assert!(matches!(
+            classify_service("AccessDenied", "User: arn:aws:iam::1:user/ci is not authorized to perform: s3:GetObject", 403),
+            AwsError::Denied(_)
+        ));
+        for e in [AwsError::Credentials(String::new()), AwsError::Denied(String::new()), AwsError::Unreachable(String::new())] {
+            assert!(!e.retryable(), "{e:?}");
+        }
+    }
 
     #[test]
     fn classification() {
