@@ -3,7 +3,9 @@
 //! from AWS and the published state; nothing depends on a local state file.
 
 use crate::commands::common::{Globals, Session};
-use crate::commands::{build, deploy, docs, env, history, outputs, plan, promote, releases, retire, rollback, scale, status, traffic, unlock, warm, watch};
+use crate::commands::{
+    build, deploy, docs, env, history, logs, outputs, plan, promote, releases, retire, rollback, scale, status, traffic, unlock, warm, watch,
+};
 use crate::compile_cmd;
 pub use crate::failure::Failure;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -84,6 +86,9 @@ pub enum Verb {
     Retire(retire::Args),
     /// Who did what and when.
     History,
+    /// The services' output and their agents' lines, from CloudWatch Logs: `logs api -r 12
+    /// --since 1h -f`.
+    Logs(logs::Args),
     /// The published outputs (the latest manifest).
     Outputs,
     /// Deploy a release of one stage to the next: the same artifact (by sha256, copied into the
@@ -144,6 +149,7 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
         Verb::Scale(a) => scale::exec(&s, a).await?,
         Verb::Retire(a) => retire::exec(&s, a).await?,
         Verb::History => history::exec(&s).await?,
+        Verb::Logs(a) => logs::exec(&s, a).await?,
         Verb::Outputs => outputs::exec(&s).await?,
         Verb::Unlock(a) => unlock::exec(&s, a).await?,
         Verb::Completions(_) | Verb::Man(_) | Verb::Promote(_) => {}

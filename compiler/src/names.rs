@@ -76,6 +76,11 @@ pub fn image_repository(formation: &str) -> String {
     format!("gilliam/{formation}")
 }
 
+/// The formation's CloudWatch Logs group: `/gilliam/FORMATION`.
+pub fn log_group(formation: &str) -> String {
+    format!("/gilliam/{formation}")
+}
+
 /// The tag that keeps release `n`'s image from the repository's lifecycle policy.
 pub fn release_image_tag(release: u32) -> String {
     format!("gilliam-r{release}")

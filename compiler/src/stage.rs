@@ -61,6 +61,9 @@ pub struct Stage {
     /// (`deregistration_delay.timeout_seconds`); the agent drains that long on shutdown, and the
     /// materializer waits that long after a release's weight reaches 0 before scaling it down.
     pub deregistration_delay: u32,
+    /// Days the formation's log group keeps its events (`log_retention_days`, one of
+    /// CloudWatch Logs' allowed values; default 30).
+    pub log_retention_days: u32,
     /// `analysis`, `hooks`, `stickiness`, `notifications`: over gilliam.yml's, key by key.
     pub delivery: crate::delivery::Partial,
     pub root_pos: Pos,
@@ -82,6 +85,7 @@ const KEYS: &[&str] = &[
     "routing_groups",
     "quotas",
     "deregistration_delay",
+    "log_retention_days",
     "analysis",
     "hooks",
     "stickiness",
@@ -89,6 +93,11 @@ const KEYS: &[&str] = &[
 ];
 const DEFAULT_KEYS: &[&str] = &["instance_type", "root_volume_gb", "scale"];
 const QUOTA_KEYS: &[&str] = &["load_balancers", "rules_per_load_balancer", "target_groups", "stacks"];
+
+/// Days a formation's log group keeps its events, unless the stage file says.
+pub const DEFAULT_LOG_RETENTION_DAYS: u32 = 30;
+/// What CloudWatch Logs accepts as a log group's `RetentionInDays`.
+pub const LOG_RETENTION_DAYS: &[u32] = &[1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653];
 
 /// Seconds a deregistering target keeps its requests in flight, unless the stage file says.
 pub const DEFAULT_DEREGISTRATION_DELAY: u32 = 30;
@@ -251,6 +260,21 @@ pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<Stage> {
         .get("deregistration_delay")
         .and_then(|n| crate::delivery::seconds(n, sink, "`deregistration_delay`", 0, 3600))
         .unwrap_or(DEFAULT_DEREGISTRATION_DELAY);
+    let log_retention_days = f
+        .get("log_retention_days")
+        .and_then(|n| {
+            let v = decode::int_in(n, sink, "`log_retention_days`", 1, 3653)? as u32;
+            let list = LOG_RETENTION_DAYS.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+            decode::check(
+                sink,
+                n.pos,
+                LOG_RETENTION_DAYS.contains(&v),
+                format!("`log_retention_days` {v} is not a retention CloudWatch Logs offers"),
+                &format!("one of {list}"),
+            )
+            .then_some(v)
+        })
+        .unwrap_or(DEFAULT_LOG_RETENTION_DAYS);
     let delivery = crate::delivery::decode(&mut f, sink, true);
     f.finish(sink, KEYS, "the stage file");
     Some(Stage {
@@ -272,6 +296,7 @@ pub(crate) fn decode(root: &Node, sink: &mut Sink<'_>) -> Option<Stage> {
         routing_groups,
         quotas,
         deregistration_delay,
+        log_retention_days,
         delivery,
         root_pos: root.pos,
     })

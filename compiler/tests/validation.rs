@@ -446,10 +446,19 @@ fn an_image_release_pins_a_digest_and_limits_fit_the_instance() {
     let pull = statements.as_array().expect("statements").iter().find(|s| s["Sid"] == "PullOwnImage").expect("pull");
     assert_eq!(pull["Resource"], "arn:aws:ecr:eu-west-1:123456789012:repository/shop/api");
     assert!(!statements.to_string().contains("s3:GetObject"), "no artifact to read: {statements}");
+    // And may ship its lines to its formation's log group, in streams of its own release only.
+    let sid = |id: &str| statements.as_array().expect("statements").iter().find(|s| s["Sid"] == id).cloned().expect(id);
+    assert_eq!(sid("ShipOwnLogs")["Action"], "logs:PutLogEvents");
+    assert_eq!(
+        sid("ShipOwnLogs")["Resource"]["Fn::Sub"],
+        "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/gilliam/shop:log-stream:r3/*"
+    );
+    assert_eq!(sid("MakeOwnLogStreams")["Resource"]["Fn::Sub"], "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/gilliam/shop:*");
     let userdata = String::from_utf8(c.files["userdata/api.sh"].clone()).expect("utf-8");
     let cfg = gilliam_compiler::runtime::from_userdata(&userdata).expect("config");
     let gilliam_compiler::runtime::RuntimeConfig::Service(cfg) = gilliam_compiler::runtime::parse(cfg.as_bytes()).expect("parses") else { panic!("service") };
     assert_eq!(cfg.limits, Some(gilliam_compiler::runtime::Limits { memory_mib: 512, cpu_millis: 500 }));
+    assert_eq!(cfg.logs.map(|l| l.group), Some("/gilliam/shop".to_string()));
     assert_eq!(
         (cfg.artifact, cfg.image.map(|i| i.digest)),
         (None, Some("sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".to_string()))
@@ -471,4 +480,12 @@ fn a_build_is_a_command_or_an_image_command_and_says_where_it_is_wrong() {
     let both = format!("{APP}x-gilliam:\n  image: 123456789012.dkr.ecr.eu-west-1.amazonaws.com/shop/api:main\n  build: {{image: make image}}\n");
     let e = errors(&both, RELEASE, STAGE);
     expect(&e, "gilliam.yml:8:3: `build: {image: ...}` and `image` both say", "keep `build.image`");
+}
+
+#[test]
+fn log_retention_is_one_cloudwatch_offers() {
+    let e = errors(APP, RELEASE, &format!("{STAGE}log_retention_days: 45\n"));
+    expect(&e, "stage.yml:", "one of 1, 3, 5, 7, 14, 30, 60, 90");
+    assert!(e.iter().any(|(l, _)| l.contains("`log_retention_days` 45 is not a retention CloudWatch Logs offers")), "{e:?}");
+    assert!(errors(APP, RELEASE, &format!("{STAGE}log_retention_days: 90\n")).is_empty());
 }

@@ -157,6 +157,9 @@ impl CloudWatch for Bench {
         self.alarm_calls.fetch_add(1, Ordering::Relaxed);
         self.inner.alarm_states(names).await
     }
+    async fn log_events(&self, group: &str, stream_prefix: Option<&str>, start_ms: i64, next: Option<&str>) -> AwsResult<gilliam_materializer::aws::LogPage> {
+        self.inner.log_events(group, stream_prefix, start_ms, next).await
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

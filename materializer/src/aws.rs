@@ -215,6 +215,23 @@ pub struct EcrImage {
     pub tags: Vec<String>,
 }
 
+/// A page of log events (FilterLogEvents).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogPage {
+    pub events: Vec<LogEvent>,
+    /// The token of the next page, when there is one.
+    pub next: Option<String>,
+}
+
+/// One log event as CloudWatch Logs returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEvent {
+    pub id: String,
+    pub ts_ms: i64,
+    pub stream: String,
+    pub message: String,
+}
+
 /// A login to an ECR registry (GetAuthorizationToken's answer, decoded).
 #[derive(Clone, PartialEq, Eq)]
 pub struct RegistryLogin {
@@ -434,6 +451,10 @@ macro_rules! __cloudwatch {
         /// The state (`OK`, `ALARM`, `INSUFFICIENT_DATA`) of each CloudWatch alarm named that
         /// exists: (name, state).
         fn alarm_states(names: &[String]) -> Vec<(String, String)> = "DescribeAlarms";
+        /// One page of CloudWatch Logs' events of `group` from `start_ms` on (milliseconds),
+        /// interleaved in time order, narrowed to the streams named `stream_prefix...` where
+        /// the service does (callers filter again); `next` continues a page.
+        fn log_events(group: &str, stream_prefix: Option<&str>, start_ms: i64, next: Option<&str>) -> $crate::aws::LogPage = "FilterLogEvents";
     ); };
 }
 

@@ -10,9 +10,14 @@ pub fn epoch() -> i64 {
 /// The current UTC time as RFC 3339, from the system clock.
 pub fn now() -> String {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
+    rfc3339(secs as i64)
+}
+
+/// `secs` since the epoch as RFC 3339 UTC (`2026-12-04T19:20:01Z`).
+pub fn rfc3339(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
+    let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
@@ -22,6 +27,17 @@ pub fn now() -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Milliseconds since the epoch as RFC 3339 UTC with milliseconds (`...T19:20:01.123Z`).
+pub fn rfc3339_ms(ms: i64) -> String {
+    let s = rfc3339(ms.div_euclid(1000));
+    format!("{}.{:03}Z", s.trim_end_matches('Z'), ms.rem_euclid(1000))
+}
+
+/// Milliseconds since the epoch, from the system clock.
+pub fn epoch_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Who is acting: `GILLIAM_ACTOR`, else the user name (`USER`, `LOGNAME`), else "unknown".

@@ -32,6 +32,7 @@ pub struct SdkAws {
     /// The narrow EC2 client; an endpoint it cannot use is reported at the first EC2 call.
     ec2: std::sync::Arc<Result<gilliam_ec2::Ec2, gilliam_ec2::Ec2Error>>,
     cloudwatch: aws_sdk_cloudwatch::Client,
+    logs: aws_sdk_cloudwatchlogs::Client,
     sns: aws_sdk_sns::Client,
     events: aws_sdk_eventbridge::Client,
     ecr: aws_sdk_ecr::Client,
@@ -90,6 +91,7 @@ impl SdkAws {
             secrets: aws_sdk_secretsmanager::Client::new(&conf),
             ec2: std::sync::Arc::new(gilliam_ec2::Ec2::new(&conf, 3)),
             cloudwatch: aws_sdk_cloudwatch::Client::new(&conf),
+            logs: aws_sdk_cloudwatchlogs::Client::new(&conf),
             sns: aws_sdk_sns::Client::new(&conf),
             events: aws_sdk_eventbridge::Client::new(&conf),
             ecr: aws_sdk_ecr::Client::new(&conf),
@@ -749,6 +751,29 @@ impl CloudWatch for SdkAws {
             }
         }
         Ok(out)
+    }
+    async fn log_events(&self, group: &str, stream_prefix: Option<&str>, start_ms: i64, next: Option<&str>) -> AwsResult<crate::aws::LogPage> {
+        let mut req = self.logs.filter_log_events().log_group_name(group).start_time(start_ms);
+        if let Some(p) = stream_prefix {
+            req = req.log_stream_name_prefix(p);
+        }
+        if let Some(t) = next {
+            req = req.next_token(t);
+        }
+        let out = req.send().boxed().await.map_err(classify)?;
+        Ok(crate::aws::LogPage {
+            events: out
+                .events()
+                .iter()
+                .map(|e| crate::aws::LogEvent {
+                    id: e.event_id().unwrap_or_default().to_string(),
+                    ts_ms: e.timestamp().unwrap_or_default(),
+                    stream: e.log_stream_name().unwrap_or_default().to_string(),
+                    message: e.message().unwrap_or_default().to_string(),
+                })
+                .collect(),
+            next: out.next_token().filter(|t| !t.is_empty()).map(str::to_string),
+        })
     }
 }
 

@@ -8,6 +8,7 @@ pub mod deploy;
 pub mod docs;
 pub mod env;
 pub mod history;
+pub mod logs;
 pub mod outputs;
 pub mod plan;
 pub mod promote;

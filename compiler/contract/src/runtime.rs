@@ -86,6 +86,9 @@ pub struct ServiceConfig {
     pub script: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
+    /// Where the agent ships every line (the service's output and its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<Logs>,
     #[serde(default)]
     pub port: Option<u16>,
     #[serde(default)]
@@ -100,6 +103,20 @@ pub struct ServiceConfig {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Logs {
+    /// The formation's CloudWatch Logs group, `/gilliam/FORMATION`; the stream is
+    /// `rRELEASE/SERVICE/INSTANCE`.
+    pub group: String,
+}
+
+/// The log stream of an instance of a release's service.
+pub fn log_stream(release: u32, service: &str, instance: &str) -> String {
+    format!("r{release}/{service}/{instance}")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Attach {
     pub tag_key: String,

@@ -100,6 +100,19 @@ pub(crate) fn formation_template(ctx: &Ctx<'_>, aux_scripts: &BTreeMap<(String, 
     )?;
     t.output("PrivateZoneId", r#ref("PrivateZone"), Some(&names::formation_export(f, "PrivateZoneId")), "Private hosted zone of the formation");
 
+    // Where every instance ships its lines: they outlive the instances, for the retention the
+    // stage file sets.
+    t.add(
+        "LogGroup",
+        "AWS::Logs::LogGroup",
+        json!({
+            "LogGroupName": names::log_group(f),
+            "RetentionInDays": ctx.stage.log_retention_days,
+            "Tags": [{ "Key": "gilliam:formation", "Value": f }],
+        }),
+    )?;
+    t.output("LogGroupName", r#ref("LogGroup"), None, "Where the formation's instances ship their output");
+
     let auxes: Vec<&Svc<'_>> = ctx.auxiliaries().collect();
     if auxes.is_empty() {
         return Ok(t);

@@ -35,6 +35,10 @@ pub(crate) fn release_template(ctx: &Ctx<'_>, part: u32, scripts: &BTreeMap<Stri
     statements.push(
         json!({ "Sid": "SignalOwnStack", "Effect": "Allow", "Action": "cloudformation:SignalResource", "Resource": cfn::sub("arn:${AWS::Partition}:cloudformation:${AWS::Region}:${AWS::AccountId}:stack/${AWS::StackName}/*") }),
     );
+    // Its instances ship their lines to the formation's log group, in streams of this release.
+    let group = names::log_group(ctx.f());
+    statements.push(json!({ "Sid": "MakeOwnLogStreams", "Effect": "Allow", "Action": "logs:CreateLogStream", "Resource": arn("arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:{}:*", &group) }));
+    statements.push(json!({ "Sid": "ShipOwnLogs", "Effect": "Allow", "Action": "logs:PutLogEvents", "Resource": arn("arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:{}", &format!("{group}:log-stream:r{n}/*")) }));
     if external {
         statements.push(json!({ "Sid": "ReadOwnRuntimeConfig", "Effect": "Allow", "Action": "s3:GetObject", "Resource": arn("arn:${AWS::Partition}:s3:::{}", &format!("{}/{}releases/{n}/runtime/*", ctx.stage.outputs_bucket, ctx.prefix())) }));
     }

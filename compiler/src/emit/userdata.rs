@@ -153,6 +153,7 @@ pub(crate) fn service_config(ctx: &Ctx<'_>, s: &Svc<'_>, d: &Discovery, shared: 
         },
         "script": p.map(|p| p.script.clone().unwrap_or_default()),
         "limits": s.limits.map(|l| obj! { "memory_mib": l.memory_mib, "cpu_millis": l.cpu_millis }),
+        "logs": obj! { "group": names::log_group(ctx.f()) },
         "port": p.and_then(|p| p.port),
         "health_path": p.filter(|p| p.port.is_some()).map(|p| p.health.clone()),
         "drain_seconds": ctx.stage.deregistration_delay,

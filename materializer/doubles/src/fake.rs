@@ -59,6 +59,8 @@ pub struct World {
     /// ECR images by (region, repository): each a digest with its tags. A tag is on one image
     /// at most; an image whose last tag is removed is deleted, as ECR does.
     pub images: BTreeMap<(String, String), Vec<FakeImage>>,
+    /// CloudWatch Logs events by log group.
+    pub log_events: BTreeMap<String, Vec<gilliam_materializer::aws::LogEvent>>,
     /// ECR repositories by (region, name): their lifecycle policy text, when they have one.
     pub repositories: BTreeMap<(String, String), Option<String>>,
     etags: u64,
@@ -412,6 +414,26 @@ impl CloudWatch for Fake {
     async fn alarm_states(&self, _names: &[String]) -> AwsResult<Vec<(String, String)>> {
         self.enter("alarm_states")?;
         Ok(vec![])
+    }
+    async fn log_events(&self, group: &str, stream_prefix: Option<&str>, start_ms: i64, next: Option<&str>) -> AwsResult<gilliam_materializer::aws::LogPage> {
+        self.enter("log_events")?;
+        // Pages of 2 events, the token the offset: enough to prove callers follow pages.
+        let from: usize = next.and_then(|t| t.parse().ok()).unwrap_or(0);
+        let all: Vec<gilliam_materializer::aws::LogEvent> = self.with(|w| {
+            let mut v: Vec<_> = w
+                .log_events
+                .get(group)
+                .into_iter()
+                .flatten()
+                .filter(|e| e.ts_ms >= start_ms && stream_prefix.is_none_or(|p| e.stream.starts_with(p)))
+                .cloned()
+                .collect();
+            v.sort_by_key(|e| e.ts_ms);
+            v
+        });
+        let page: Vec<_> = all.iter().skip(from).take(2).cloned().collect();
+        let next = (from + page.len() < all.len()).then(|| (from + page.len()).to_string());
+        Ok(gilliam_materializer::aws::LogPage { events: page, next })
     }
 }
 

@@ -452,6 +452,15 @@ impl<A: Aws> CloudWatch for Strict<A> {
         }
         self.inner.alarm_states(names).await
     }
+    async fn log_events(&self, group: &str, stream_prefix: Option<&str>, start_ms: i64, next: Option<&str>) -> AwsResult<gilliam_materializer::aws::LogPage> {
+        // FilterLogEvents: a log group name of 1 to 512 characters of [.-_/#A-Za-z0-9], a
+        // start time that is not negative.
+        let ok = !group.is_empty() && group.len() <= 512 && group.chars().all(|c| c.is_ascii_alphanumeric() || "._-/#".contains(c));
+        if !ok || start_ms < 0 {
+            return Err(AwsError::Invalid(format!("FilterLogEvents: bad log group {group:?} or start time {start_ms}")));
+        }
+        self.inner.log_events(group, stream_prefix, start_ms, next).await
+    }
 }
 
 impl<A: Aws> Sns for Strict<A> {

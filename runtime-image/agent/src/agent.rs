@@ -40,6 +40,10 @@ pub struct Options {
     pub pull_deadline: Duration,
     /// The cgroup filesystem a tarball release's process is limited through.
     pub cgroup_root: PathBuf,
+    /// What the spool of lines CloudWatch Logs has not taken yet may hold on disk.
+    pub log_spool_bytes: u64,
+    /// How often the shipper sends what was logged.
+    pub log_interval: Duration,
 }
 
 impl Options {
@@ -57,6 +61,8 @@ impl Options {
             stop_grace: Duration::from_secs(20),
             backoff: Backoff::default(),
             limits: Limits::default(),
+            log_spool_bytes: 64 * 1024 * 1024,
+            log_interval: Duration::from_secs(1),
             docker_socket: PathBuf::from("/var/run/docker.sock"),
             pull_deadline: Duration::from_secs(600),
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
@@ -142,11 +148,83 @@ fn connected<'a>(connect: Connect<'_>, region: &str, log: &Logger) -> Result<Box
     })
 }
 
+/// The shipping thread, stopped (after a last send) by `finish`.
+struct Shipping {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Shipping {
+    fn finish(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.thread.join();
+    }
+}
+
+/// Starts shipping `log`'s lines to the config's log group (the queue has held them since
+/// the agent started); without a log group in the config, the queue is closed.
+fn start_shipping(opts: &Options, c: &ServiceConfig, connect: Connect<'_>, log: &Arc<Logger>, instance: &str) -> Option<Shipping> {
+    let queue = log.ship_queue()?;
+    let Some(logs) = &c.logs else {
+        queue.close();
+        return None;
+    };
+    let stream = gilliam_contract::runtime::log_stream(c.release, &c.service, instance);
+    let cloud = match connect(&c.region) {
+        Ok(cloud) => cloud,
+        Err(e) => {
+            log.warn(&format!("logs are not shipped: {e}"));
+            queue.close();
+            return None;
+        }
+    };
+    let spool_dir = opts.paths.state().join("spool");
+    let spool = match crate::ship::Spool::open(&spool_dir, opts.log_spool_bytes) {
+        Ok(s) => s,
+        Err(e) => {
+            log.warn(&format!("logs are not shipped: spool {}: {e}", spool_dir.display()));
+            queue.close();
+            return None;
+        }
+    };
+    log.info(&format!("shipping logs to {} stream {stream} (spool {}, at most {} MiB)", logs.group, spool_dir.display(), opts.log_spool_bytes >> 20));
+    let shipper = crate::ship::Shipper::new(crate::ship::CloudSink::new(cloud, &logs.group, &stream), queue, spool);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (flag, notice_log, interval) = (stop.clone(), log.clone(), opts.log_interval);
+    let thread = std::thread::spawn(move || {
+        crate::ship::run(shipper, &flag, interval, &|m| notice_log.warn(m));
+    });
+    Some(Shipping { stop, thread })
+}
+
 fn run_service(opts: &Options, c: &ServiceConfig, base: &Logger, connect: Connect<'_>, stop: &AtomicBool) -> Result<(), RunError> {
     let release = c.release.to_string();
-    let log = Arc::new(base.with(&[("GILLIAM_FORMATION", &c.formation), ("GILLIAM_SERVICE", &c.service), ("GILLIAM_RELEASE", &release)]));
-    let cloud = connected(connect, &c.region, &log)?;
     let (instance, source) = identity::instance_id(opts.instance_id.as_deref());
+    let log = Arc::new(base.with(&[
+        ("GILLIAM_FORMATION", &c.formation),
+        ("GILLIAM_SERVICE", &c.service),
+        ("GILLIAM_RELEASE", &release),
+        ("GILLIAM_INSTANCE", &instance),
+    ]));
+    let shipping = start_shipping(opts, c, connect, &log, &instance);
+    let result = serve(opts, c, &log, connect, instance, source, stop);
+    if let Some(s) = shipping {
+        s.finish();
+    }
+    result
+}
+
+fn serve(
+    opts: &Options,
+    c: &ServiceConfig,
+    log: &Arc<Logger>,
+    connect: Connect<'_>,
+    instance: String,
+    source: &str,
+    stop: &AtomicBool,
+) -> Result<(), RunError> {
+    let log = log.clone();
+    let cloud = connected(connect, &c.region, &log)?;
     log.info(&format!("booting release {} of {} in formation {} on {instance} ({source})", c.release, c.service, c.formation));
     let signaller = Signaller { cloud: cloud.as_ref(), signal: &c.signal, instance, log: &log };
     let user = identity::service_user(&opts.user).map_err(|m| signaller.fail(BootError::Host(m)))?;
@@ -329,6 +407,10 @@ fn url_port(url: &str, default: u16) -> u16 {
 }
 
 fn run_etcd(opts: &Options, c: &EtcdConfig, base: &Logger, connect: Connect<'_>, stop: &AtomicBool) -> Result<(), RunError> {
+    // An etcd member's lines stay in the journal.
+    if let Some(q) = base.ship_queue() {
+        q.close();
+    }
     let log = Arc::new(base.with(&[("GILLIAM_FORMATION", &c.formation), ("GILLIAM_SERVICE", &c.service), ("GILLIAM_MEMBER", &c.member)]));
     let cloud = connected(connect, &c.region, &log)?;
     let (instance, source) = identity::instance_id(opts.instance_id.as_deref());

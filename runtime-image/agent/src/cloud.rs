@@ -1,5 +1,6 @@
 //! The agent's narrow seam to AWS: fetch an S3 object (streamed, hashed, bounded), read a
-//! secret, signal a resource of a stack, attach an etcd member's interface and volume.
+//! secret, signal a resource of a stack, attach an etcd member's interface and volume, put
+//! log events.
 //! `sdk::SdkCloud` is the real one; tests put a recorder or a fake in its place.
 
 use std::path::Path;
@@ -65,6 +66,14 @@ pub trait Cloud: Send + Sync {
     /// token); `None`: pull without credentials.
     fn registry_credentials(&self, _registry: &str) -> Result<Option<(String, String)>, CloudError> {
         Ok(None)
+    }
+    /// Makes the log stream `stream` in `group` (one that exists is no error).
+    fn create_log_stream(&self, _group: &str, _stream: &str) -> Result<(), CloudError> {
+        Err(CloudError { call: "CreateLogStream", message: "this cloud ships no logs".into(), code: None })
+    }
+    /// PutLogEvents: `events` (milliseconds, message; in time order, within its limits).
+    fn put_log_events(&self, _group: &str, _stream: &str, _events: &[(i64, String)]) -> Result<(), CloudError> {
+        Err(CloudError { call: "PutLogEvents", message: "this cloud ships no logs".into(), code: None })
     }
 }
 

@@ -1,8 +1,8 @@
 //! gilliam-agent: what runs on every instance of a release. It reads the runtime config that
 //! userdata wrote, fetches and verifies the artifact, unpacks it safely, runs the service as
 //! an unprivileged user under supervision, proves it healthy, signals CloudFormation, and
-//! drains it on shutdown; an image release runs as a container (`container`). etcd members
-//! run the same way.
+//! drains it on shutdown; an image release runs as a container (`container`); every line is
+//! shipped to CloudWatch Logs (`ship`). etcd members run the same way.
 
 pub mod agent;
 pub mod boot;
@@ -15,5 +15,6 @@ pub mod identity;
 pub mod logs;
 pub mod patience;
 pub mod sdk;
+pub mod ship;
 pub mod supervise;
 pub mod unpack;

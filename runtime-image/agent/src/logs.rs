@@ -1,11 +1,12 @@
 //! The agent's log lines and the service's output, each with formation, service and release
 //! fields: to the journal through its native protocol (structured fields) when the journal is
-//! there, and to stdout as `key=value` lines unless stdout already is the journal.
+//! there, and to stdout as `key=value` lines unless stdout already is the journal; and to
+//! the queue `ship` sends to CloudWatch Logs.
 
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// syslog priorities used here.
 pub const ERR: u8 = 3;
@@ -20,7 +21,13 @@ pub struct Logger {
     journal: Option<(UnixDatagram, PathBuf)>,
     stdout: bool,
     lock: Mutex<()>,
+    /// Where lines wait to be shipped to CloudWatch Logs (`ship`), from the agent's start: the
+    /// config, read later, says whether they go (else the queue is closed).
+    ship: Option<Arc<crate::ship::Queue>>,
 }
+
+/// What the queue of lines to ship may hold, in bytes, before lines are dropped.
+pub const SHIP_QUEUE_BYTES: usize = 4 * 1024 * 1024;
 
 /// True when stdout is the journal stream systemd gave us (`$JOURNAL_STREAM` names its
 /// device and inode): then lines go to the journal natively only, not twice.
@@ -62,6 +69,7 @@ impl Logger {
             journal,
             stdout,
             lock: Mutex::new(()),
+            ship: Some(crate::ship::Queue::new(SHIP_QUEUE_BYTES)),
         }
     }
 
@@ -78,11 +86,44 @@ impl Logger {
             journal: self.journal.as_ref().and_then(|(_, p)| UnixDatagram::unbound().ok().map(|s| (s, p.clone()))),
             stdout: self.stdout,
             lock: Mutex::new(()),
+            ship: self.ship.clone(),
         }
+    }
+
+    /// The queue of lines to ship, shared by this logger and those made `with` it.
+    pub fn ship_queue(&self) -> Option<Arc<crate::ship::Queue>> {
+        self.ship.clone()
+    }
+
+    /// One line as a CloudWatch Logs event: JSON with the logger's fields (`formation`,
+    /// `service`, `release`, `instance`...), `source`, `level` and `message`.
+    pub fn event_json(&self, source: &str, priority: u8, message: &str) -> String {
+        let mut o = serde_json::Map::new();
+        for (k, v) in &self.fields {
+            let k = k.strip_prefix("GILLIAM_").unwrap_or(k).to_ascii_lowercase();
+            o.insert(k, serde_json::Value::String(v.clone()));
+        }
+        o.insert("source".into(), source.into());
+        o.insert(
+            "level".into(),
+            (if priority <= ERR {
+                "error"
+            } else if priority == WARNING {
+                "warning"
+            } else {
+                "info"
+            })
+            .into(),
+        );
+        o.insert("message".into(), message.into());
+        serde_json::Value::Object(o).to_string()
     }
 
     /// One line from `source` (`agent`, `stdout`, `stderr`).
     pub fn line(&self, source: &str, priority: u8, message: &str) {
+        if let Some(q) = &self.ship {
+            q.push(crate::ship::Event::now(self.event_json(source, priority, message)));
+        }
         let _guard = self.lock.lock();
         if let Some((sock, path)) = &self.journal {
             let p = priority.to_string();

@@ -61,6 +61,13 @@ enum Command {
         /// Longest wait for a release's image to be pulled, retries included.
         #[arg(long, env = "GILLIAM_PULL_DEADLINE_SECONDS", default_value_t = 600)]
         pull_deadline_seconds: u64,
+        /// What the spool of lines not yet taken by CloudWatch Logs may hold on disk (MiB);
+        /// past it, the oldest lines are dropped and counted.
+        #[arg(long, env = "GILLIAM_LOG_SPOOL_MIB", default_value_t = 64)]
+        log_spool_mib: u64,
+        /// Milliseconds between sends to CloudWatch Logs.
+        #[arg(long, env = "GILLIAM_LOG_INTERVAL_MS", default_value_t = 1000)]
+        log_interval_ms: u64,
     },
     /// Read and check a runtime config without touching AWS; print what it would run.
     Check {
@@ -91,6 +98,8 @@ fn main() -> ExitCode {
             stop_grace_seconds,
             docker_socket,
             pull_deadline_seconds,
+            log_spool_mib,
+            log_interval_ms,
         } => {
             let mut opts = Options::new(config, root);
             opts.user = user;
@@ -102,6 +111,8 @@ fn main() -> ExitCode {
             opts.stop_grace = Duration::from_secs(stop_grace_seconds);
             opts.docker_socket = docker_socket;
             opts.pull_deadline = Duration::from_secs(pull_deadline_seconds);
+            opts.log_spool_bytes = log_spool_mib.max(1) * 1024 * 1024;
+            opts.log_interval = Duration::from_millis(log_interval_ms.max(50));
             let stop = Arc::new(AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
                 if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {

@@ -112,6 +112,13 @@ impl<C: Cloud> Cloud for Patient<C> {
     fn registry_credentials(&self, registry: &str) -> Result<Option<(String, String)>, CloudError> {
         self.patiently(&format!("asking {registry} for credentials"), || self.inner.registry_credentials(registry), false)
     }
+    // Log shipping keeps its own backoff and spool: no waiting here.
+    fn create_log_stream(&self, group: &str, stream: &str) -> Result<(), CloudError> {
+        self.inner.create_log_stream(group, stream)
+    }
+    fn put_log_events(&self, group: &str, stream: &str, events: &[(i64, String)]) -> Result<(), CloudError> {
+        self.inner.put_log_events(group, stream, events)
+    }
 }
 
 #[cfg(test)]

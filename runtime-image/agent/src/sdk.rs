@@ -1,4 +1,5 @@
-//! The real AWS behind the agent's seam: S3, CloudFormation, Secrets Manager and EC2 clients
+//! The real AWS behind the agent's seam: S3, CloudFormation, Secrets Manager, ECR, CloudWatch
+//! Logs and EC2 clients
 //! from the standard credential chain (the instance role on EC2), on a small runtime of its own.
 
 use crate::cloud::{parse_s3_url, Attached, Cloud, CloudError, Fetched, SignalCall, NO_CREDENTIALS};
@@ -18,6 +19,7 @@ pub struct SdkCloud {
     cfn: aws_sdk_cloudformation::Client,
     secrets: aws_sdk_secretsmanager::Client,
     ecr: aws_sdk_ecr::Client,
+    logs: aws_sdk_cloudwatchlogs::Client,
     /// The narrow EC2 client; an endpoint it cannot use is reported at the first EC2 call.
     ec2: Result<gilliam_ec2::Ec2, gilliam_ec2::Ec2Error>,
 }
@@ -71,6 +73,7 @@ impl SdkCloud {
             cfn: aws_sdk_cloudformation::Client::new(&conf),
             secrets: aws_sdk_secretsmanager::Client::new(&conf),
             ecr: aws_sdk_ecr::Client::new(&conf),
+            logs: aws_sdk_cloudwatchlogs::Client::new(&conf),
             ec2: gilliam_ec2::Ec2::new(&conf, 6),
             rt,
         })
@@ -160,6 +163,24 @@ impl Cloud for SdkCloud {
         let text = String::from_utf8(decoded).map_err(|_| own("GetAuthorizationToken", "the token is not text".into()))?;
         let (user, password) = text.split_once(':').ok_or_else(|| own("GetAuthorizationToken", "the token is not USER:PASSWORD".into()))?;
         Ok(Some((user.to_string(), password.to_string())))
+    }
+
+    fn create_log_stream(&self, group: &str, stream: &str) -> Result<(), CloudError> {
+        match self.rt.block_on(self.logs.create_log_stream().log_group_name(group).log_stream_name(stream).send()) {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("ResourceAlreadyExistsException") => Ok(()),
+            Err(e) => Err(err("CreateLogStream", e)),
+        }
+    }
+
+    fn put_log_events(&self, group: &str, stream: &str, events: &[(i64, String)]) -> Result<(), CloudError> {
+        use aws_sdk_cloudwatchlogs::types::InputLogEvent;
+        let mut req = self.logs.put_log_events().log_group_name(group).log_stream_name(stream);
+        for (ts, m) in events {
+            let e = InputLogEvent::builder().timestamp(*ts).message(m).build().map_err(|e| own("PutLogEvents", e.to_string()))?;
+            req = req.log_events(e);
+        }
+        self.rt.block_on(req.send()).map(|_| ()).map_err(|e| err("PutLogEvents", e))
     }
 
     fn secret(&self, id: &str) -> Result<String, CloudError> {

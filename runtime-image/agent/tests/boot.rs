@@ -334,3 +334,49 @@ fn userdata_failure_fallback_knows_china_endpoints_and_old_curl() {
     assert!(calls.is_empty(), "no unsigned request is sent: {calls}");
     assert!(log.contains("curl 7.74.0 cannot sign requests (--aws-sigv4 needs 7.75.0 or later)"), "{log}");
 }
+
+/// Central logs on moto's CloudWatch Logs: the log group is missing at first (an outage as the
+/// agent sees it: CreateLogStream fails), so lines wait in the spool on disk while the release
+/// boots and serves; once the group exists they arrive, oldest first, each a JSON event with
+/// formation, service, release, instance, source and level, in the stream `r1/web/INSTANCE`;
+/// the agent's last lines go out as it stops.
+#[test]
+fn lines_reach_cloudwatch_logs_with_their_fields_after_an_outage() {
+    let (moto, aws, cfn) = world();
+    let art = demo_artifact();
+    aws.put("boot-artifacts", "web/r1.tar.gz", art.clone());
+    let port = free_port();
+    let b = scratch_root("logs");
+    gilliam_tests::compile_into(&app(port), &release(1, "s3://boot-artifacts/web/r1.tar.gz", &sha256(&art)), STAGE, &b.dir.join("out"));
+    let mut agent = run_userdata(&b, &b.dir.join("out/userdata/web.sh"), &moto, &cfn, &[("GILLIAM_LOG_INTERVAL_MS", "100")]);
+    wait_for("the success signal", Duration::from_secs(60), || cfn.signal_for("WebAutoScalingGroup"));
+    assert_eq!(get(port, "/healthz"), Some((200, "ok".into())));
+    let spool = b.root.join("var/lib/gilliam/spool");
+    let segments =
+        || std::fs::read_dir(&spool).map(|d| d.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("seg-")).count()).unwrap_or(0);
+    wait_for("lines spooled during the outage", Duration::from_secs(10), || (segments() > 0).then_some(()));
+    assert!(aws.log_events("/gilliam/boot").is_empty());
+
+    // CloudWatch Logs answers again (the group exists): the spool drains.
+    aws.rt.block_on(aws.logs.create_log_group().log_group_name("/gilliam/boot").send()).expect("log group");
+    let events = wait_for("the lines in CloudWatch Logs", Duration::from_secs(60), || {
+        let e = aws.log_events("/gilliam/boot");
+        e.iter().any(|(_, m)| m["message"].as_str().is_some_and(|t| t.starts_with("web listening"))).then_some(e)
+    });
+    let (stream, first) = events.iter().find(|(_, m)| m["message"].as_str().is_some_and(|t| t.starts_with("web listening"))).expect("the service's line");
+    assert_eq!(stream, "r1/web/i-0123456789test");
+    assert_eq!((first["formation"].as_str(), first["service"].as_str(), first["release"].as_str()), (Some("boot"), Some("web"), Some("1")));
+    assert_eq!((first["instance"].as_str(), first["source"].as_str(), first["level"].as_str()), (Some("i-0123456789test"), Some("stdout"), Some("info")));
+    let booting = events.iter().position(|(_, m)| m["message"].as_str().is_some_and(|t| t.starts_with("booting release 1"))).expect("the agent's first line");
+    let signalled = events.iter().position(|(_, m)| m["message"].as_str().is_some_and(|t| t.contains("signalled SUCCESS"))).expect("the agent's signal line");
+    assert!(booting < signalled, "oldest first");
+    assert_eq!(events[signalled].1["source"], "agent");
+    wait_for("the spool drained", Duration::from_secs(30), || (segments() == 0).then_some(()));
+    assert!(!events.iter().any(|(_, m)| m.to_string().contains(PASSWORD)), "no secret in the logs");
+
+    // Stopping: the last lines go out before the agent exits.
+    Command::new("kill").args(["-TERM", &agent.child.id().to_string()]).status().expect("kill");
+    assert_eq!(agent.wait_exit(Duration::from_secs(30)).code(), Some(0), "{}", agent.text());
+    let events = aws.log_events("/gilliam/boot");
+    assert!(events.iter().any(|(_, m)| m["message"] == "stopped"), "{:?}", events.iter().rev().take(3).collect::<Vec<_>>());
+}

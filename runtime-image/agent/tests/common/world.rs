@@ -180,6 +180,7 @@ pub struct Aws {
     pub s3: aws_sdk_s3::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
     pub ec2: gilliam_ec2::Ec2,
+    pub logs: aws_sdk_cloudwatchlogs::Client,
 }
 
 pub fn aws(moto: &Moto) -> Aws {
@@ -192,7 +193,13 @@ pub fn aws(moto: &Moto) -> Aws {
             .load(),
     );
     let s3conf = aws_sdk_s3::config::Builder::from(&conf).force_path_style(true).build();
-    Aws { s3: aws_sdk_s3::Client::from_conf(s3conf), secrets: aws_sdk_secretsmanager::Client::new(&conf), ec2: gilliam_tests::ec2(&moto.url, REGION), rt }
+    Aws {
+        s3: aws_sdk_s3::Client::from_conf(s3conf),
+        secrets: aws_sdk_secretsmanager::Client::new(&conf),
+        ec2: gilliam_tests::ec2(&moto.url, REGION),
+        logs: aws_sdk_cloudwatchlogs::Client::new(&conf),
+        rt,
+    }
 }
 
 impl Aws {
@@ -356,4 +363,15 @@ pub fn world() -> (Moto, Aws, Recorder) {
         )
         .expect("secret");
     (moto, aws, recorder())
+}
+
+impl Aws {
+    /// Every event of log group `group` as (stream, message JSON), oldest first.
+    pub fn log_events(&self, group: &str) -> Vec<(String, serde_json::Value)> {
+        let Ok(out) = self.rt.block_on(self.logs.filter_log_events().log_group_name(group).send()) else { return Vec::new() };
+        out.events()
+            .iter()
+            .map(|e| (e.log_stream_name().unwrap_or_default().to_string(), serde_json::from_str(e.message().unwrap_or_default()).unwrap_or_default()))
+            .collect()
+    }
 }
