@@ -71,15 +71,31 @@ impl From<Error> for Failure {
             Error::Aws { what, err: AwsError::Denied(m) } => Failure::refused(format!(
                 "access denied to {what}: {m}: allow that action to the role or user gilliam runs as (README, \"Permissions\")"
             )),
-            Error::Aws { what, err: AwsError::Unreachable(cause) } => Failure::refused(format!(
-                "cannot reach AWS to {what} ({cause}): check the region (the stage file's `region`), AWS_ENDPOINT_URL if set, and the network or proxy (HTTPS_PROXY)"
-            )),
+            Error::Aws { what, err: AwsError::Unreachable(cause) } => Failure::refused(unreachable(&what, &cause)),
+            // Retried until the retries ran out: a connection that never got an answer.
+            Error::Aws { what, err: AwsError::Transient(m) } if m.contains("dispatch failure") => {
+                let lower = m.to_ascii_lowercase();
+                let cause = if lower.contains("connection refused") {
+                    "connection refused"
+                } else if lower.contains("timed out") || lower.contains("timeout") {
+                    "no answer in time"
+                } else {
+                    "the connection failed"
+                };
+                Failure::refused(unreachable(&what, cause))
+            }
             Error::Bundle(b) => Failure::input(b.0),
             Error::Compile(m) => Failure::internal(m),
             Error::Aborted(m) => Failure::new(ABORTED, m),
             other => Failure::refused(other.to_string()),
         }
     }
+}
+
+fn unreachable(what: &str, cause: &str) -> String {
+    format!(
+        "cannot reach AWS to {what} ({cause}): check the region (the stage file's `region`), AWS_ENDPOINT_URL if set, and the network or proxy (HTTPS_PROXY)"
+    )
 }
 
 /// A failure with the name of the binary that prints it.

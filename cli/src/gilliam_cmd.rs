@@ -4,7 +4,7 @@
 
 use crate::commands::common::{Globals, Session};
 use crate::commands::{
-    build, deploy, docs, env, history, logs, outputs, plan, promote, releases, retire, rollback, scale, status, traffic, unlock, warm, watch,
+    build, deploy, docs, env, history, logs, outputs, plan, promote, ps, releases, retire, rollback, scale, status, traffic, unlock, warm, watch,
 };
 use crate::compile_cmd;
 pub use crate::failure::Failure;
@@ -89,6 +89,9 @@ pub enum Verb {
     /// The services' output and their agents' lines, from CloudWatch Logs: `logs api -r 12
     /// --since 1h -f`.
     Logs(logs::Args),
+    /// The instances of each release and service: zone, lifecycle, health in Auto Scaling and
+    /// in each target group, uptime, and the agent's last line.
+    Ps(ps::Args),
     /// The published outputs (the latest manifest).
     Outputs,
     /// Deploy a release of one stage to the next: the same artifact (by sha256, copied into the
@@ -150,6 +153,7 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
         Verb::Retire(a) => retire::exec(&s, a).await?,
         Verb::History => history::exec(&s).await?,
         Verb::Logs(a) => logs::exec(&s, a).await?,
+        Verb::Ps(a) => ps::exec(&s, a).await?,
         Verb::Outputs => outputs::exec(&s).await?,
         Verb::Unlock(a) => unlock::exec(&s, a).await?,
         Verb::Completions(_) | Verb::Man(_) | Verb::Promote(_) => {}

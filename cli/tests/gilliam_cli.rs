@@ -353,7 +353,9 @@ fn first_contact_failures_are_one_line_with_the_cause_and_the_fix() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("no usable AWS credentials") && err.contains("instance metadata service is off") && err.contains("AWS_PROFILE"), "{err}");
 
-    let (code, err) = run("http://127.0.0.1:1", &keys);
+    // Retried (a refused connection may be an endpoint restarting), then one line.
+    let quick = [keys[0], keys[1], ("GILLIAM_FAULTS", "retry_base_ms=1")];
+    let (code, err) = run("http://127.0.0.1:1", &quick);
     assert_eq!(code, Some(4), "{err}");
     assert!(err.contains("cannot reach AWS") && err.contains("connection refused") && err.contains("region"), "{err}");
 

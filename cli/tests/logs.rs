@@ -2,7 +2,8 @@
 //! the stage's retention; lines put by the agent's own logger and shipper (as instances of two
 //! releases and two services would) are read back merged in time order, filtered by service
 //! and release, as JSON for tools, and followed: a line shipped while `-f` runs is printed
-//! once, and nothing twice.
+//! once, and nothing twice. `gilliam ps` lists the instances moto launched, with the last
+//! line each one's agent shipped.
 
 mod common;
 
@@ -23,7 +24,10 @@ fn ship(dir: &Path, lines: &[(u32, &str, &str, &str)]) {
                 let base = Logger::new("gilliam-agent", &[], Path::new("/nonexistent/journal"));
                 base.with(&[("GILLIAM_FORMATION", "shop"), ("GILLIAM_SERVICE", svc), ("GILLIAM_RELEASE", &r.to_string()), ("GILLIAM_INSTANCE", inst)])
             });
-            log.line("stdout", INFO, message);
+            match message.strip_prefix("agent: ") {
+                Some(m) => log.info(m),
+                None => log.line("stdout", INFO, message),
+            }
             std::thread::sleep(Duration::from_millis(5));
         }
         for ((r, svc, inst), log) in streams {
@@ -93,4 +97,40 @@ async fn logs_are_read_back_merged_filtered_and_followed() {
     let o = follow.wait_with_output().expect("follow output");
     assert!(o.status.success());
     assert_eq!(messages(&o), ["one", "two", "three", "four", "five"]);
+
+    // `gilliam ps`: the instances moto's Auto Scaling launched, each once, with its zone,
+    // lifecycle, launch time and, once its agent has shipped a line, that line.
+    let asg = aws_sdk_autoscaling::Client::new(&conf);
+    let groups = asg.describe_auto_scaling_groups().send().await.expect("groups");
+    let mut moto_ids: Vec<String> =
+        groups.auto_scaling_groups().iter().flat_map(|g| g.instances()).filter_map(|i| i.instance_id().map(str::to_string)).collect();
+    moto_ids.sort();
+    assert!(!moto_ids.is_empty());
+    let api_instance = groups
+        .auto_scaling_groups()
+        .iter()
+        .find(|g| g.auto_scaling_group_name().is_some_and(|n| n.contains("Api")))
+        .and_then(|g| g.instances().first())
+        .and_then(|i| i.instance_id())
+        .expect("an api instance")
+        .to_string();
+    ship(&dir, &[(1, "api", &api_instance, "agent: agent line")]);
+    let o = g(&["--output", "json", "ps"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).expect("JSON");
+    let mut ids: Vec<String> = rows.iter().map(|r| r["instance"].as_str().expect("id").to_string()).collect();
+    ids.sort();
+    assert_eq!(ids, moto_ids, "every instance, once");
+    let api = rows.iter().find(|r| r["instance"] == api_instance.as_str()).expect("the api instance");
+    assert_eq!((api["release"].as_u64(), api["service"].as_str(), api["lifecycle"].as_str()), (Some(1), Some("api"), Some("InService")));
+    assert!(api["zone"].as_str().is_some_and(|z| z.starts_with(REGION)), "{api}");
+    assert!(api["uptime_seconds"].as_i64().is_some_and(|s| (0..3600).contains(&s)), "{api}");
+    assert!(api["agent"].as_str().is_some_and(|l| l.ends_with(" agent line")), "{api}");
+    let targets = api["targets"].as_array().expect("targets");
+    assert!(!targets.is_empty() && targets.iter().all(|t| t == "healthy"), "each of its target groups: {api}");
+    let o = g(&["ps", "-r", "1"]);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains(&api_instance), "{}", text(&o));
+    let o = g(&["ps", "-r", "7"]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(text(&o).contains("release 7 is not live or cold"), "{}", text(&o));
 }

@@ -100,6 +100,9 @@ impl CloudFormation for Bench {
 }
 
 impl Elbv2 for Bench {
+    async fn targets(&self, target_group_arn: &str) -> AwsResult<Vec<(String, String)>> {
+        self.inner.targets(target_group_arn).await
+    }
     async fn describe_rules(&self, arns: &[String]) -> AwsResult<Vec<Rule>> {
         self.other();
         self.inner.describe_rules(arns).await

@@ -29,8 +29,8 @@ pub enum AwsError {
     Credentials(String),
     /// The credentials are not allowed to make this call (not retried).
     Denied(String),
-    /// AWS's endpoint cannot be reached: no such host (a region that does not exist), the
-    /// connection refused (not retried: waiting does not mend a wrong region or endpoint).
+    /// AWS's endpoint cannot be reached: no such host, as for a region that does not exist
+    /// (not retried: waiting does not mend a wrong region or endpoint).
     Unreachable(String),
     /// Anything else (not retried).
     Other(String),
@@ -146,11 +146,24 @@ pub struct ObjectHead {
 /// An Auto Scaling group's capacity and how many of its instances are in service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Group {
+    /// Its instances as Auto Scaling sees them.
+    pub instances: Vec<GroupInstance>,
     pub name: String,
     pub min: u32,
     pub desired: u32,
     pub max: u32,
     pub in_service: u32,
+}
+
+/// An instance of an Auto Scaling group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupInstance {
+    pub id: String,
+    pub zone: String,
+    /// `Pending`, `InService`, `Terminating`...
+    pub lifecycle: String,
+    /// `Healthy` or `Unhealthy`, as Auto Scaling judges it.
+    pub health: String,
 }
 
 /// The network a formation is placed in, as EC2 describes it: what the preflight checks.
@@ -397,6 +410,9 @@ macro_rules! __elbv2 {
         fn set_rule_weights(arn: &str, forward: &[(String, u32)], stickiness: Option<u32>) -> () = "ModifyRule";
         /// The health state of each registered target ("healthy", "unhealthy", "initial", ...).
         fn target_health(target_group_arn: &str) -> Vec<String> = "DescribeTargetHealth";
+        /// Each target of the group with its state: (instance id, `healthy`, `unhealthy`,
+        /// `initial`, `draining`, `unused`...).
+        fn targets(target_group_arn: &str) -> Vec<(String, String)> = "DescribeTargetHealth";
         /// A target group's deregistration delay (`deregistration_delay.timeout_seconds`), in
         /// seconds: how long requests in flight to a deregistering target may still take.
         fn deregistration_delay(target_group_arn: &str) -> u32 = "DescribeTargetGroupAttributes";
@@ -483,6 +499,9 @@ macro_rules! __ec2 {
         /// The VPC, the subnets named, and the VPC's route tables and endpoints; `None` from a
         /// client that cannot tell (then the preflight says it was skipped).
         fn describe_network(vpc: &str, subnets: &[String]) -> Option<$crate::aws::Network> = "DescribeNetwork";
+        /// When each instance named was launched (RFC 3339), by id; an instance EC2 no longer
+        /// knows is absent.
+        fn launch_times(ids: &[String]) -> ::std::collections::BTreeMap<String, String> = "DescribeInstances";
     ); };
 }
 

@@ -174,9 +174,8 @@ pub(crate) fn classify_dispatch(chain: &str) -> AwsError {
     {
         return AwsError::Unreachable(format!("no such host{at}"));
     }
-    if lower.contains("connection refused") {
-        return AwsError::Unreachable(format!("connection refused{at}"));
-    }
+    // A refused connection may be a proxy or endpoint restarting: retried as transient (the
+    // binaries still say it in one line when the retries run out).
     AwsError::Transient(chain.to_string())
 }
 
@@ -585,6 +584,17 @@ impl Elbv2 for SdkAws {
         // ELBv2's default when the attribute is not reported.
         Ok(value.and_then(|v| v.parse().ok()).unwrap_or(300))
     }
+    async fn targets(&self, target_group_arn: &str) -> AwsResult<Vec<(String, String)>> {
+        let out = self.elb.describe_target_health().target_group_arn(target_group_arn).send().boxed().await.map_err(classify)?;
+        Ok(out
+            .target_health_descriptions()
+            .iter()
+            .map(|d| {
+                let id = d.target().and_then(|t| t.id()).unwrap_or_default().to_string();
+                (id, d.target_health().and_then(|h| h.state()).map(|s| s.as_str().to_string()).unwrap_or_default())
+            })
+            .collect())
+    }
     async fn target_health(&self, target_group_arn: &str) -> AwsResult<Vec<String>> {
         let out = self.elb.describe_target_health().target_group_arn(target_group_arn).send().boxed().await.map_err(classify)?;
         Ok(out
@@ -603,7 +613,18 @@ impl AutoScaling for SdkAws {
             for g in page.auto_scaling_groups() {
                 let count = |v: Option<i32>| v.unwrap_or(0).max(0) as u32;
                 let in_service = g.instances().iter().filter(|i| i.lifecycle_state().map(|s| s.as_str()) == Some("InService")).count() as u32;
+                let instances = g
+                    .instances()
+                    .iter()
+                    .map(|i| crate::aws::GroupInstance {
+                        id: i.instance_id().unwrap_or_default().to_string(),
+                        zone: i.availability_zone().unwrap_or_default().to_string(),
+                        lifecycle: i.lifecycle_state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+                        health: i.health_status().unwrap_or_default().to_string(),
+                    })
+                    .collect();
                 out.push(Group {
+                    instances,
                     name: g.auto_scaling_group_name().unwrap_or_default().to_string(),
                     min: count(g.min_size()),
                     desired: count(g.desired_capacity()),
@@ -821,6 +842,23 @@ impl EventBridge for SdkAws {
 }
 
 impl Ec2 for SdkAws {
+    async fn launch_times(&self, ids: &[String]) -> AwsResult<std::collections::BTreeMap<String, String>> {
+        use gilliam_ec2::Params;
+        let ec2 = (*self.ec2).as_ref().map_err(|e| AwsError::Other(e.to_string()))?;
+        let mut out = std::collections::BTreeMap::new();
+        // A filter rather than ids: an instance already gone is an answer, not an error.
+        for chunk in ids.chunks(200) {
+            let by_id = Params::new().filter("instance-id", chunk);
+            for r in ec2.call_all("DescribeInstances", &by_id, "reservationSet").boxed().await.map_err(classify_ec2)? {
+                for i in r.items("instancesSet") {
+                    if let (Some(id), Some(at)) = (i.text("instanceId"), i.text("launchTime")) {
+                        out.insert(id.to_string(), at.to_string());
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
     async fn describe_network(&self, vpc: &str, subnets: &[String]) -> AwsResult<Option<crate::aws::Network>> {
         use crate::aws::{Network, RouteTable, Subnet, Vpc, VpcEndpoint};
         use gilliam_ec2::Params;
@@ -1014,7 +1052,7 @@ mod tests {
         let dns = "dispatch failure: io error: client error (Connect): dns error: failed to lookup address information: Name or service not known for https://cloudformation.eu-west-9.amazonaws.com/";
         assert_eq!(classify_dispatch(dns), AwsError::Unreachable("no such host cloudformation.eu-west-9.amazonaws.com".into()));
         let refused = "dispatch failure: io error: client error (Connect): tcp connect error: Connection refused (os error 111)";
-        assert!(matches!(classify_dispatch(refused), AwsError::Unreachable(m) if m.starts_with("connection refused")));
+        assert!(matches!(classify_dispatch(refused), AwsError::Transient(_)), "retried");
         assert!(matches!(classify_dispatch("dispatch failure: io error: connection reset"), AwsError::Transient(_)));
         assert!(matches!(classify_service("ExpiredToken", "The security token included in the request is expired", 400), AwsError::Credentials(_)));
         assert!(matches!(classify_service("InvalidClientTokenId", "The security token included in the request is invalid.", 403), AwsError::Credentials(_)));

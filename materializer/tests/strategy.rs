@@ -53,6 +53,9 @@ impl Elbv2 for SickAfterFirstStep {
     async fn deregistration_delay(&self, tg: &str) -> AwsResult<u32> {
         self.inner.deregistration_delay(tg).await
     }
+    async fn targets(&self, tg: &str) -> AwsResult<Vec<(String, String)>> {
+        self.inner.targets(tg).await
+    }
     async fn elb_limits(&self) -> AwsResult<std::collections::BTreeMap<String, u32>> {
         self.inner.elb_limits().await
     }

@@ -12,6 +12,7 @@ pub mod logs;
 pub mod outputs;
 pub mod plan;
 pub mod promote;
+pub mod ps;
 pub mod releases;
 pub mod retire;
 pub mod rollback;

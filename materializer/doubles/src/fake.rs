@@ -236,6 +236,10 @@ impl CloudFormation for Fake {
 }
 
 impl Elbv2 for Fake {
+    async fn targets(&self, _arn: &str) -> AwsResult<Vec<(String, String)>> {
+        self.enter("targets")?;
+        Ok(vec![])
+    }
     async fn describe_rules(&self, arns: &[String]) -> AwsResult<Vec<Rule>> {
         self.enter("describe_rules")?;
         Ok(self.with(|w| {
@@ -456,5 +460,9 @@ impl Ec2 for Fake {
     async fn describe_network(&self, _vpc: &str, _subnets: &[String]) -> AwsResult<Option<gilliam_materializer::aws::Network>> {
         self.enter("describe_network")?;
         Ok(None)
+    }
+    async fn launch_times(&self, _ids: &[String]) -> AwsResult<BTreeMap<String, String>> {
+        self.enter("launch_times")?;
+        Ok(BTreeMap::new())
     }
 }

@@ -397,6 +397,9 @@ impl<A: Aws> CloudFormation for Strict<A> {
 }
 
 impl<A: Aws> Elbv2 for Strict<A> {
+    async fn targets(&self, target_group_arn: &str) -> AwsResult<Vec<(String, String)>> {
+        self.inner.targets(target_group_arn).await
+    }
     async fn describe_rules(&self, arns: &[String]) -> AwsResult<Vec<Rule>> {
         self.inner.describe_rules(arns).await
     }

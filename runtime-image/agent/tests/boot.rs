@@ -66,8 +66,8 @@ fn a_release_boots_serves_is_restarted_and_drains_on_sigterm() {
     // Logs: stdout lines and journal entries carry the formation, service and release.
     wait_for("the service's output in the log", Duration::from_secs(10), || agent.text().contains("web listening on port").then_some(()));
     let text = agent.text();
-    assert!(text.lines().any(|l| l.contains("formation=boot service=web release=1 source=stdout web listening")), "{text}");
-    assert!(text.lines().any(|l| l.contains("service=web release=1 source=stderr request /healthz")), "{text}");
+    assert!(text.lines().any(|l| l.contains("formation=boot service=web release=1 instance=i-0123456789test source=stdout web listening")), "{text}");
+    assert!(text.lines().any(|l| l.contains("service=web release=1 instance=i-0123456789test source=stderr request /healthz")), "{text}");
     let journal = b.journal.lock().expect("journal").clone();
     let entry = journal.iter().find(|e| e.get("MESSAGE").is_some_and(|m| m.starts_with("web listening"))).expect("journal entry of the service's output");
     assert_eq!((entry["GILLIAM_SERVICE"].as_str(), entry["GILLIAM_RELEASE"].as_str(), entry["GILLIAM_FORMATION"].as_str()), ("web", "1", "boot"));

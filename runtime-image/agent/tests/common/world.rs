@@ -368,10 +368,19 @@ pub fn world() -> (Moto, Aws, Recorder) {
 impl Aws {
     /// Every event of log group `group` as (stream, message JSON), oldest first.
     pub fn log_events(&self, group: &str) -> Vec<(String, serde_json::Value)> {
-        let Ok(out) = self.rt.block_on(self.logs.filter_log_events().log_group_name(group).send()) else { return Vec::new() };
-        out.events()
-            .iter()
-            .map(|e| (e.log_stream_name().unwrap_or_default().to_string(), serde_json::from_str(e.message().unwrap_or_default()).unwrap_or_default()))
-            .collect()
+        let mut all = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let Ok(out) = self.rt.block_on(self.logs.filter_log_events().log_group_name(group).set_next_token(next.clone()).send()) else { return all };
+            all.extend(
+                out.events()
+                    .iter()
+                    .map(|e| (e.log_stream_name().unwrap_or_default().to_string(), serde_json::from_str(e.message().unwrap_or_default()).unwrap_or_default())),
+            );
+            match out.next_token() {
+                Some(t) if !t.is_empty() && !out.events().is_empty() => next = Some(t.to_string()),
+                _ => return all,
+            }
+        }
     }
 }

@@ -1,0 +1,133 @@
+//! `gilliam ps`: the instances of each live or cold release, per service: id, zone, Auto
+//! Scaling's lifecycle and health, each target group's view of it, when it was launched, and
+//! the last line its agent shipped to the formation's logs.
+
+use super::base::Ops;
+use super::logs::LogFilter;
+use crate::aws::Aws;
+use crate::error::Error;
+use crate::retry::retry;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// One instance of a release's service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstanceRow {
+    pub release: u32,
+    pub service: String,
+    pub instance: String,
+    pub zone: String,
+    /// Auto Scaling's lifecycle state (`InService`, `Pending`, ...) and health.
+    pub lifecycle: String,
+    pub health: String,
+    /// Each of its target groups' state of it (`healthy`, `initial`, `draining`...); empty for
+    /// a service without a port.
+    pub targets: Vec<String>,
+    /// When EC2 launched it (RFC 3339), and for how many seconds it has run.
+    pub launched: Option<String>,
+    pub uptime_seconds: Option<i64>,
+    /// The last line its agent shipped in the last hour.
+    pub agent: Option<String>,
+}
+
+/// Seconds since the epoch of an RFC 3339 UTC time (`2026-12-04T19:20:01.000Z`).
+pub fn epoch_of(t: &str) -> Option<i64> {
+    let (date, time) = t.trim_end_matches('Z').split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>());
+    let (y, m, dd) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let mut h = time.split(':');
+    let (hh, mm) = (h.next()?.parse::<i64>().ok()?, h.next()?.parse::<i64>().ok()?);
+    let ss = h.next()?.split('.').next()?.split('+').next()?.parse::<i64>().ok()?;
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + dd - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some((era * 146_097 + doe - 719_468) * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+impl<A: Aws> Ops<'_, A> {
+    /// The instances of every live or cold release (or of `release` alone).
+    pub async fn ps(&self, release: Option<u32>) -> Result<Vec<InstanceRow>, Error> {
+        let st = self.state().await?;
+        let releases: Vec<(u32, &crate::state::ReleaseRecord)> =
+            st.releases.iter().filter(|(n, r)| release.is_none_or(|x| x == **n) && (r.status == "live" || r.status == "cold")).map(|(n, r)| (*n, r)).collect();
+        if let Some(n) = release {
+            if releases.is_empty() {
+                return Err(Error::NotFound(format!("release {n} is not live or cold in {}", self.t.f.name)));
+            }
+        }
+        // Target groups by (release, service logical ID), from the formation's exports.
+        let exports = retry("list exports", || self.t.aws.list_exports()).await?;
+        let mut groups_of: BTreeMap<(u32, String), Vec<String>> = BTreeMap::new();
+        for (name, arn) in exports {
+            if let Some((n, logical, _)) = crate::observe::parse_export(&self.t.f.name, &name) {
+                groups_of.entry((n, logical.to_string())).or_default().push(arn);
+            }
+        }
+        let mut rows = Vec::new();
+        for (n, r) in releases {
+            let asgs = self.groups(r).await?;
+            let names: Vec<String> = asgs.values().cloned().collect();
+            if names.is_empty() {
+                continue;
+            }
+            let found: BTreeMap<String, crate::aws::Group> =
+                retry("describe groups", || self.t.aws.describe_groups(&names)).await?.into_iter().map(|g| (g.name.clone(), g)).collect();
+            for (svc, asg) in &asgs {
+                let Some(g) = found.get(asg) else { continue };
+                let logical = r.groups.get(svc).map(|(l, _)| l.trim_end_matches("AutoScalingGroup").to_string()).unwrap_or_default();
+                let mut states: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                for arn in groups_of.get(&(n, logical)).into_iter().flatten() {
+                    for (id, state) in retry("describe target health", || self.t.aws.targets(arn)).await? {
+                        states.entry(id).or_default().push(state);
+                    }
+                }
+                for i in &g.instances {
+                    rows.push(InstanceRow {
+                        release: n,
+                        service: svc.clone(),
+                        instance: i.id.clone(),
+                        zone: i.zone.clone(),
+                        lifecycle: i.lifecycle.clone(),
+                        health: i.health.clone(),
+                        targets: states.remove(&i.id).unwrap_or_default(),
+                        launched: None,
+                        uptime_seconds: None,
+                        agent: None,
+                    });
+                }
+            }
+        }
+        let ids: Vec<String> = rows.iter().map(|r| r.instance.clone()).collect();
+        if !ids.is_empty() {
+            let launched = retry("describe instances", || self.t.aws.launch_times(&ids)).await?;
+            let now = crate::clock::epoch();
+            for row in &mut rows {
+                row.launched = launched.get(&row.instance).cloned();
+                row.uptime_seconds = row.launched.as_deref().and_then(epoch_of).map(|t| (now - t).max(0));
+            }
+            // Each instance's agent's last line of the last hour (no logs yet: none).
+            let since = crate::clock::epoch_ms() - 3_600_000;
+            if let Ok(lines) = self.logs(&LogFilter { release, services: Vec::new() }, since).await {
+                for row in &mut rows {
+                    row.agent = lines.iter().rev().find(|l| l.instance == row.instance && l.source == "agent").map(|l| format!("{} {}", l.time, l.message));
+                }
+            }
+        }
+        rows.sort_by(|a, b| (a.release, &a.service, &a.instance).cmp(&(b.release, &b.service, &b.instance)));
+        Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_reads_back_to_the_epoch() {
+        for t in [0i64, 951_782_400, 1_796_000_000, 4_102_444_800] {
+            assert_eq!(super::epoch_of(&crate::clock::rfc3339(t)), Some(t));
+        }
+        assert_eq!(super::epoch_of("2026-12-04T19:20:01.123Z"), Some(1_796_412_001));
+    }
+}
