@@ -105,6 +105,7 @@ fn instance_roles_reach_only_their_own_formation() {
                             let own = r.contains(&format!(":stack/{f}"))
                                 || r.contains("${AWS::StackName}")
                                 || r.contains(&format!(":secret:gilliam/{f}/"))
+                                || r.contains(&format!(":log-group:/gilliam/{f}:"))
                                 || r.ends_with(&artifact)
                                 || repository.as_deref() == Some(r.as_str())
                                 || r.contains(&format!(":::{}/gilliam/{f}/", c.manifest.formation.outputs_bucket))
