@@ -49,8 +49,13 @@ fn main() {
             gilliam_tests::compile_into("chatty:\n  script: bin/chatty\n", &rel, STAGE, &b.dir.join("out"));
             let script = b.dir.join("out/userdata/chatty.sh");
             if !shipping {
-                let text = std::fs::read_to_string(&script).expect("userdata").replace(r#""logs":{"group":"/gilliam/boot"},"#, "");
-                std::fs::write(&script, text).expect("userdata");
+                // The same config without `logs`: the agent closes its queue and ships nothing.
+                let text = std::fs::read_to_string(&script).expect("userdata");
+                let config = gilliam_compiler::runtime::from_userdata(&text).expect("config").to_string();
+                let mut v: serde_json::Value = serde_json::from_str(&config).expect("JSON");
+                v.as_object_mut().expect("object").remove("logs").expect("a logs key");
+                let without = serde_json::to_string_pretty(&v).expect("JSON");
+                std::fs::write(&script, text.replace(&config, &without)).expect("userdata");
             }
             let before = aws.log_events("/gilliam/boot").len();
             let mut agent = run_userdata(&b, &script, &moto, &cfn, &[("GILLIAM_WORKER_GRACE_SECONDS", "1")]);
