@@ -152,12 +152,7 @@ async fn builds_are_reproducible_land_once_number_safely_and_deploy_in_one_go() 
 async fn build_with_an_image_records_its_digest_resolved_in_ecr() {
     let Session { moto, dir, stage, app: _ } = session("build-image").await;
     let g = |args: &[&str]| gilliam(&moto, &stage, None, args);
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(REGION))
-        .endpoint_url(&moto.url)
-        .http_client(gilliam_materializer::sdk::http_client())
-        .load()
-        .await;
+    let conf = sdk_config(&moto).await;
     let ecr = aws_sdk_ecr::Client::new(&conf);
     ecr.create_repository().repository_name("shop/api").send().await.expect("repository");
     let manifest = r#"{"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json", "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 2, "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"}, "layers": []}"#;
@@ -190,13 +185,7 @@ async fn build_with_an_image_records_its_digest_resolved_in_ecr() {
     assert_eq!(manifest["release"]["artifact_url"], format!("{repo}@{digest}"));
 
     // Promoted to the next stage by digest: the same reference, which the target sees in ECR.
-    let prod = dir.join("prod.yml");
-    std::fs::write(
-        &prod,
-        std::fs::read_to_string(&stage).expect("stage").replace("formation: shop", "formation: shop-prod").replace("gilliam-cli-outputs", "gilliam-cli-prod"),
-    )
-    .expect("prod stage");
-    let prod = prod.display().to_string();
+    let prod = prod_stage(&dir, &stage);
     let promoted = dir.join("promoted").display().to_string();
     let promote = |release: &str| {
         gilliam(&moto, "/nonexistent.yml", Some(&dir), &["promote", "--from", &stage, "--to", &prod, release, "--poll", "0.2", "--out", &promoted])
@@ -259,12 +248,7 @@ async fn an_image_the_build_makes_is_pushed_once_to_the_formations_repository_an
     let tag = gilliam_compiler::repository::build_tag(&id);
     assert_eq!(*engine.pushed.lock().expect("pushed"), vec![format!("gilliam/shop:{tag}@{digest}")], "pushed once, under its content's tag");
     // The repository, as gilliam made it in ECR.
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(REGION))
-        .endpoint_url(&moto.url)
-        .http_client(gilliam_materializer::sdk::http_client())
-        .load()
-        .await;
+    let conf = sdk_config(&moto).await;
     let ecr = aws_sdk_ecr::Client::new(&conf);
     let r = ecr.describe_repositories().repository_names("gilliam/shop").send().await.expect("repository");
     let r = &r.repositories()[0];
@@ -298,13 +282,7 @@ async fn an_image_the_build_makes_is_pushed_once_to_the_formations_repository_an
 
     // Promoted to the next stage: copied into that formation's own repository (its releases
     // must not hang on staging's lifecycle policy), by the same digest, and deployed there.
-    let prod = dir.join("prod.yml");
-    std::fs::write(
-        &prod,
-        std::fs::read_to_string(&stage).expect("stage").replace("formation: shop", "formation: shop-prod").replace("gilliam-cli-outputs", "gilliam-cli-prod"),
-    )
-    .expect("prod stage");
-    let prod = prod.display().to_string();
+    let prod = prod_stage(&dir, &stage);
     let promoted = dir.join("promoted").display().to_string();
     let promote =
         || gilliam_env(&moto, "/nonexistent.yml", Some(&dir), &["promote", "--from", &stage, "--to", &prod, "--poll", "0.2", "--out", &promoted], &env);

@@ -59,12 +59,7 @@ async fn logs_are_read_back_merged_filtered_and_followed() {
     let out = dir.join("out-1").display().to_string();
     let o = g(&["deploy", "--app", &app, "--release", &rel, "--out", &out, "--poll", "0.1"]);
     assert!(o.status.success(), "{}", text(&o));
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(REGION))
-        .endpoint_url(&moto.url)
-        .http_client(gilliam_materializer::sdk::http_client())
-        .load()
-        .await;
+    let conf = sdk_config(&moto).await;
     let groups = aws_sdk_cloudwatchlogs::Client::new(&conf).describe_log_groups().log_group_name_prefix("/gilliam/shop").send().await.expect("groups");
     assert_eq!(groups.log_groups()[0].retention_in_days(), Some(30), "the stage's retention (default 30 days)");
 

@@ -112,3 +112,22 @@ pub async fn session(name: &str) -> Session {
     let app = root().join("examples/quickstart/gilliam.yml").display().to_string();
     Session { moto, dir, stage, app }
 }
+
+/// An SDK configuration that talks to `moto`, for tests that read what gilliam did.
+pub async fn sdk_config(moto: &Moto) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .endpoint_url(&moto.url)
+        .http_client(gilliam_materializer::sdk::http_client())
+        .load()
+        .await
+}
+
+/// The next stage's file beside `stage`: formation `shop-prod`, its own outputs bucket.
+pub fn prod_stage(dir: &Path, stage: &str) -> String {
+    let prod = dir.join("prod.yml");
+    let text =
+        std::fs::read_to_string(stage).expect("stage").replace("formation: shop", "formation: shop-prod").replace("gilliam-cli-outputs", "gilliam-cli-prod");
+    std::fs::write(&prod, text).expect("prod stage");
+    prod.display().to_string()
+}
