@@ -1,5 +1,6 @@
 //! A narrow EC2 client: the handful of EC2 Query API calls that gilliam makes (the
 //! materializer's network preflight, the agent's etcd attachments, the tests' network set-up),
+//! and, with the same transport and signing, CloudWatch Logs' JSON protocol (`Ec2::logs`),
 //! signed with SigV4 from the standard credential chain and sent over hyper.
 //!
 //! Why not `aws-sdk-ec2`: that crate is generated for all ~700 EC2 operations; it alone took
@@ -59,7 +60,12 @@ pub enum ErrorKind {
 
 impl std::fmt::Display for Ec2Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "EC2 {}", self.action)?;
+        // A JSON-protocol target (`Logs_20140328.FilterLogEvents`) names its service itself.
+        if self.action.contains('.') {
+            write!(f, "{}", self.action)?;
+        } else {
+            write!(f, "EC2 {}", self.action)?;
+        }
         if let Some(code) = &self.code {
             write!(f, ": {code}")?;
         }
@@ -138,6 +144,8 @@ pub struct Ec2 {
     transport: Transport,
     endpoint: http::Uri,
     region: String,
+    /// The signing name: `ec2`, or `logs` for the CloudWatch Logs client.
+    service: &'static str,
     credentials: Option<SharedCredentialsProvider>,
     max_attempts: u32,
     timeout: Duration,
@@ -146,8 +154,14 @@ pub struct Ec2 {
 /// Where EC2 is for `region`: the service's own endpoint variable first, then the general one
 /// (both as the AWS SDKs read them), then the config's, then the public endpoint.
 pub fn endpoint_for(region: &str, configured: Option<&str>, env: impl Fn(&str) -> Option<String>) -> String {
+    endpoint_of("ec2", "AWS_ENDPOINT_URL_EC2", region, configured, env)
+}
+
+/// `endpoint_for`, for the service whose host is `host` (`ec2`, `logs`) and whose own
+/// endpoint variable is `var`.
+pub fn endpoint_of(host: &str, var: &str, region: &str, configured: Option<&str>, env: impl Fn(&str) -> Option<String>) -> String {
     let set = |k: &str| env(k).filter(|v| !v.trim().is_empty());
-    if let Some(u) = set("AWS_ENDPOINT_URL_EC2") {
+    if let Some(u) = set(var) {
         return u;
     }
     if let Some(u) = configured {
@@ -157,7 +171,7 @@ pub fn endpoint_for(region: &str, configured: Option<&str>, env: impl Fn(&str) -
         return u;
     }
     let suffix = if region.starts_with("cn-") { "amazonaws.com.cn" } else { "amazonaws.com" };
-    format!("https://ec2.{region}.{suffix}")
+    format!("https://{host}.{region}.{suffix}")
 }
 
 impl Ec2 {
@@ -167,6 +181,67 @@ impl Ec2 {
         let region = conf.region().map(|r| r.to_string()).unwrap_or_default();
         let endpoint = endpoint_for(&region, conf.endpoint_url(), |k| std::env::var(k).ok());
         Ec2::with(&endpoint, &region, conf.credentials_provider(), max_attempts)
+    }
+
+    /// A client of CloudWatch Logs' JSON protocol (`call_json`), with the same transport,
+    /// signing, credentials and retries: gilliam reads logs with one call (FilterLogEvents),
+    /// and `aws-sdk-cloudwatchlogs` alone took half a minute of the demo's build.
+    pub fn logs(conf: &SdkConfig, max_attempts: u32) -> Result<Ec2, Ec2Error> {
+        let region = conf.region().map(|r| r.to_string()).unwrap_or_default();
+        let endpoint = endpoint_of("logs", "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS", &region, conf.endpoint_url(), |k| std::env::var(k).ok());
+        let mut c = Ec2::with(&endpoint, &region, conf.credentials_provider(), max_attempts)?;
+        c.service = "logs";
+        Ok(c)
+    }
+
+    /// One call of a JSON-protocol service (`Logs_20140328.FilterLogEvents`), retried as
+    /// `call` is: the answer's JSON.
+    pub async fn call_json(&self, target: &str, body: &serde_json::Value) -> Result<serde_json::Value, Ec2Error> {
+        let body = body.to_string();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            match self.once_json(target, &body).await {
+                Err(e) if attempt < self.max_attempts && matches!(e.kind, ErrorKind::Throttled | ErrorKind::Transient) => {
+                    tokio::time::sleep(Duration::from_millis((200u64 << (attempt - 1).min(5)).min(5_000))).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn once_json(&self, target: &str, body: &str) -> Result<serde_json::Value, Ec2Error> {
+        let fail = |kind, code: Option<String>, message: String, status| Ec2Error { action: target.into(), kind, code, message, status };
+        let request = self.signed_as(target, body, "application/x-amz-json-1.1", Some(target)).await?;
+        let (status, bytes) = self.send(target, request).await?;
+        let parsed: Result<serde_json::Value, _> = serde_json::from_slice(&bytes);
+        if (200..300).contains(&status) {
+            return parsed.map_err(|e| fail(ErrorKind::Other, None, format!("unreadable answer: {e}"), Some(status)));
+        }
+        let v = parsed.unwrap_or_default();
+        // `__type` is `ResourceNotFoundException` or `com.amazonaws...#ResourceNotFoundException`.
+        let code = v["__type"].as_str().map(|t| t.rsplit('#').next().unwrap_or(t).to_string());
+        let message = v["message"].as_str().or(v["Message"].as_str()).unwrap_or("").to_string();
+        Err(fail(classify(code.as_deref(), status), code, message, Some(status)))
+    }
+
+    async fn send(&self, action: &str, request: hyper::Request<Full<Bytes>>) -> Result<(u16, Bytes), Ec2Error> {
+        let fail = |kind, message: String, status| Ec2Error { action: action.into(), kind, code: None, message, status };
+        let sent = match &self.transport {
+            Transport::Plain(c) => tokio::time::timeout(self.timeout, c.request(request)).await,
+            Transport::Tls(c) => tokio::time::timeout(self.timeout, c.request(request)).await,
+        };
+        let response = match sent {
+            Err(_) => return Err(fail(ErrorKind::Transient, format!("no answer from {} in {} s", self.endpoint, self.timeout.as_secs()), None)),
+            Ok(Err(e)) => return Err(fail(ErrorKind::Transient, format!("{}: {}", self.endpoint, chain(&e)), None)),
+            Ok(Ok(r)) => r,
+        };
+        let status = response.status().as_u16();
+        match tokio::time::timeout(self.timeout, response.into_body().collect()).await {
+            Ok(Ok(b)) => Ok((status, b.to_bytes())),
+            Ok(Err(e)) => Err(fail(ErrorKind::Transient, format!("reading the answer: {e}"), Some(status))),
+            Err(_) => Err(fail(ErrorKind::Transient, "the answer stopped arriving".into(), Some(status))),
+        }
     }
 
     /// A client for an explicit endpoint (what [`Ec2::new`] resolves to).
@@ -189,7 +264,15 @@ impl Ec2 {
             }
             _ => return Err(bad(format!("the EC2 endpoint {endpoint:?} must start with http:// or https://"))),
         };
-        Ok(Ec2 { transport, endpoint: uri, region: region.to_string(), credentials, max_attempts: max_attempts.max(1), timeout: Duration::from_secs(60) })
+        Ok(Ec2 {
+            transport,
+            endpoint: uri,
+            region: region.to_string(),
+            service: "ec2",
+            credentials,
+            max_attempts: max_attempts.max(1),
+            timeout: Duration::from_secs(60),
+        })
     }
 
     /// The endpoint calls go to.
@@ -244,22 +327,8 @@ impl Ec2 {
 
     async fn once(&self, action: &str, body: &str) -> Result<Node, Ec2Error> {
         let fail = |kind, code: Option<String>, message: String, status| Ec2Error { action: action.into(), kind, code, message, status };
-        let request = self.signed(action, body).await?;
-        let sent = match &self.transport {
-            Transport::Plain(c) => tokio::time::timeout(self.timeout, c.request(request)).await,
-            Transport::Tls(c) => tokio::time::timeout(self.timeout, c.request(request)).await,
-        };
-        let response = match sent {
-            Err(_) => return Err(fail(ErrorKind::Transient, None, format!("no answer from {} in {} s", self.endpoint, self.timeout.as_secs()), None)),
-            Ok(Err(e)) => return Err(fail(ErrorKind::Transient, None, format!("{}: {}", self.endpoint, chain(&e)), None)),
-            Ok(Ok(r)) => r,
-        };
-        let status = response.status().as_u16();
-        let bytes = match tokio::time::timeout(self.timeout, response.into_body().collect()).await {
-            Ok(Ok(b)) => b.to_bytes(),
-            Ok(Err(e)) => return Err(fail(ErrorKind::Transient, None, format!("reading the answer: {e}"), Some(status))),
-            Err(_) => return Err(fail(ErrorKind::Transient, None, "the answer stopped arriving".into(), Some(status))),
-        };
+        let request = self.signed_as(action, body, "application/x-www-form-urlencoded; charset=utf-8", None).await?;
+        let (status, bytes) = self.send(action, request).await?;
         let text = String::from_utf8_lossy(&bytes);
         let parsed = Node::parse(&text);
         if (200..300).contains(&status) {
@@ -275,29 +344,35 @@ impl Ec2 {
         Err(fail(classify(code.as_deref(), status), code, message, Some(status)))
     }
 
-    async fn signed(&self, action: &str, body: &str) -> Result<hyper::Request<Full<Bytes>>, Ec2Error> {
+    async fn signed_as(&self, action: &str, body: &str, content_type: &str, target: Option<&str>) -> Result<hyper::Request<Full<Bytes>>, Ec2Error> {
         use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
         let no_creds = |message: String| Ec2Error { action: action.into(), kind: ErrorKind::NoCredentials, code: None, message, status: None };
         let provider = self.credentials.as_ref().ok_or_else(|| no_creds("no AWS credentials are configured".into()))?;
         let creds = provider.provide_credentials().await.map_err(|e| no_creds(format!("no AWS credentials: {}", chain(&e))))?;
         let identity = creds.into();
         let host = self.endpoint.authority().map(|a| a.to_string()).unwrap_or_default();
-        let content_type = "application/x-www-form-urlencoded; charset=utf-8";
         let uri = self.endpoint.to_string();
         let params = aws_sigv4::sign::v4::SigningParams::builder()
             .identity(&identity)
             .region(&self.region)
-            .name("ec2")
+            .name(self.service)
             .time(SystemTime::now())
             .settings(SigningSettings::default())
             .build()
             .map_err(|e| no_creds(format!("cannot sign: {e}")))?
             .into();
-        let headers = [("host", host.as_str()), ("content-type", content_type)];
+        let mut headers = vec![("host", host.as_str()), ("content-type", content_type)];
+        if let Some(t) = target {
+            headers.push(("x-amz-target", t));
+        }
         let signable = SignableRequest::new("POST", uri.as_str(), headers.into_iter(), SignableBody::Bytes(body.as_bytes()))
             .map_err(|e| no_creds(format!("cannot sign: {e}")))?;
         let (instructions, _) = sign(signable, &params).map_err(|e| no_creds(format!("cannot sign: {e}")))?.into_parts();
-        let mut request = hyper::Request::post(uri)
+        let mut request = hyper::Request::post(uri);
+        if let Some(t) = target {
+            request = request.header("x-amz-target", t);
+        }
+        let mut request = request
             .header("host", host)
             .header("content-type", content_type)
             .header("user-agent", concat!("gilliam/", env!("CARGO_PKG_VERSION")))
@@ -359,6 +434,9 @@ mod tests {
         assert_eq!(endpoint_for("eu-west-1", Some("http://127.0.0.1:1"), env(&[("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")])), "http://127.0.0.1:1");
         let both = env(&[("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"), ("AWS_ENDPOINT_URL_EC2", "http://127.0.0.1:6000")]);
         assert_eq!(endpoint_for("eu-west-1", Some("http://127.0.0.1:1"), both), "http://127.0.0.1:6000");
+        let logs = env(&[("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"), ("AWS_ENDPOINT_URL_CLOUDWATCH_LOGS", "http://127.0.0.1:7000")]);
+        assert_eq!(endpoint_of("logs", "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS", "eu-west-1", None, logs), "http://127.0.0.1:7000");
+        assert_eq!(endpoint_of("logs", "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS", "eu-west-1", None, env(&[])), "https://logs.eu-west-1.amazonaws.com");
     }
 
     #[test]

@@ -32,7 +32,8 @@ pub struct SdkAws {
     /// The narrow EC2 client; an endpoint it cannot use is reported at the first EC2 call.
     ec2: std::sync::Arc<Result<gilliam_ec2::Ec2, gilliam_ec2::Ec2Error>>,
     cloudwatch: aws_sdk_cloudwatch::Client,
-    logs: aws_sdk_cloudwatchlogs::Client,
+    /// CloudWatch Logs through the narrow client's JSON protocol (one call: FilterLogEvents).
+    logs: std::sync::Arc<Result<gilliam_ec2::Ec2, gilliam_ec2::Ec2Error>>,
     sns: aws_sdk_sns::Client,
     events: aws_sdk_eventbridge::Client,
     ecr: aws_sdk_ecr::Client,
@@ -91,7 +92,7 @@ impl SdkAws {
             secrets: aws_sdk_secretsmanager::Client::new(&conf),
             ec2: std::sync::Arc::new(gilliam_ec2::Ec2::new(&conf, 3)),
             cloudwatch: aws_sdk_cloudwatch::Client::new(&conf),
-            logs: aws_sdk_cloudwatchlogs::Client::new(&conf),
+            logs: std::sync::Arc::new(gilliam_ec2::Ec2::logs(&conf, 3)),
             sns: aws_sdk_sns::Client::new(&conf),
             events: aws_sdk_eventbridge::Client::new(&conf),
             ecr: aws_sdk_ecr::Client::new(&conf),
@@ -140,6 +141,7 @@ fn classify_ec2(e: gilliam_ec2::Ec2Error) -> AwsError {
     match (&e.code, e.status) {
         (Some(code), Some(status)) => classify_service(code, &e.message, status),
         _ if e.kind == gilliam_ec2::ErrorKind::Transient || e.kind == gilliam_ec2::ErrorKind::Throttled => AwsError::Transient(e.to_string()),
+        _ if e.kind == gilliam_ec2::ErrorKind::NoCredentials => AwsError::Credentials(e.message.clone()),
         _ => AwsError::Other(e.to_string()),
     }
 }
@@ -774,26 +776,29 @@ impl CloudWatch for SdkAws {
         Ok(out)
     }
     async fn log_events(&self, group: &str, stream_prefix: Option<&str>, start_ms: i64, next: Option<&str>) -> AwsResult<crate::aws::LogPage> {
-        let mut req = self.logs.filter_log_events().log_group_name(group).start_time(start_ms);
+        let logs = (*self.logs).as_ref().map_err(|e| AwsError::Other(e.to_string()))?;
+        let mut body = serde_json::json!({ "logGroupName": group, "startTime": start_ms, "interleaved": true });
         if let Some(p) = stream_prefix {
-            req = req.log_stream_name_prefix(p);
+            body["logStreamNamePrefix"] = p.into();
         }
         if let Some(t) = next {
-            req = req.next_token(t);
+            body["nextToken"] = t.into();
         }
-        let out = req.send().boxed().await.map_err(classify)?;
+        let out = logs.call_json("Logs_20140328.FilterLogEvents", &body).boxed().await.map_err(classify_ec2)?;
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
         Ok(crate::aws::LogPage {
-            events: out
-                .events()
-                .iter()
+            events: out["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
                 .map(|e| crate::aws::LogEvent {
-                    id: e.event_id().unwrap_or_default().to_string(),
-                    ts_ms: e.timestamp().unwrap_or_default(),
-                    stream: e.log_stream_name().unwrap_or_default().to_string(),
-                    message: e.message().unwrap_or_default().to_string(),
+                    id: text(&e["eventId"]),
+                    ts_ms: e["timestamp"].as_i64().unwrap_or_default(),
+                    stream: text(&e["logStreamName"]),
+                    message: text(&e["message"]),
                 })
                 .collect(),
-            next: out.next_token().filter(|t| !t.is_empty()).map(str::to_string),
+            next: out["nextToken"].as_str().filter(|t| !t.is_empty()).map(str::to_string),
         })
     }
 }
