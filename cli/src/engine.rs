@@ -27,9 +27,6 @@ pub fn local_name(formation: &str) -> String {
     format!("gilliam-build/{formation}:latest")
 }
 
-/// How long ECR may take to list an image after its push.
-const LISTED_WITHIN: Duration = Duration::from_secs(60);
-
 async fn connect() -> Result<Docker, Failure> {
     let path = socket()?;
     let docker =
@@ -54,7 +51,7 @@ pub async fn push_build<A: Aws>(aws: &A, formation: &Formation, local: &str, say
     let id = image.id.ok_or_else(|| Failure::internal(format!("the engine reports image {local} without an ID")))?;
     let region = &formation.region;
     let uri = gilliam_materializer::images::ensure_repository(aws, region, &formation.name, say).await.map_err(Failure::from)?;
-    let (host, repository) = uri.split_once('/').ok_or_else(|| Failure::refused(format!("ECR gave the repository URI {uri}, which names no host")))?;
+    let (host, repository) = gilliam_materializer::images::split_uri(&uri).map_err(Failure::from)?;
     let tag = gilliam_compiler::repository::build_tag(&id);
     if let Some(there) = retry("look for the build in ECR", || aws.describe_image(region, repository, &tag)).await.map_err(Failure::from)? {
         say(&format!("image {id}: already in {uri} as {}, not pushed again", there.digest));
@@ -96,7 +93,7 @@ pub async fn push_build<A: Aws>(aws: &A, formation: &Formation, local: &str, say
         .find_map(|d| d.strip_prefix(&format!("{target}@")).map(str::to_string))
         .ok_or_else(|| Failure::refused(format!("the engine pushed {target}:{tag} but reports no digest for it")))?;
     // The release is checked in ECR by its digest before the deploy: wait until it is listed.
-    gilliam_materializer::images::wait_listed(aws, region, repository, &digest, LISTED_WITHIN).await.map_err(Failure::from)?;
+    gilliam_materializer::images::wait_listed(aws, region, repository, &digest, gilliam_materializer::images::LISTED_WITHIN).await.map_err(Failure::from)?;
     say(&format!("image {id}: pushed as {uri}@{digest} in {:.1}s", started.elapsed().as_secs_f64()));
     Ok(format!("{uri}@{digest}"))
 }

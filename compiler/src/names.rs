@@ -81,9 +81,12 @@ pub fn log_group(formation: &str) -> String {
     format!("/gilliam/{formation}")
 }
 
+/// What every release's image tag starts with (the lifecycle policy's hold rule selects it).
+pub const RELEASE_IMAGE_TAG_PREFIX: &str = "gilliam-r";
+
 /// The tag that keeps release `n`'s image from the repository's lifecycle policy.
 pub fn release_image_tag(release: u32) -> String {
-    format!("gilliam-r{release}")
+    format!("{RELEASE_IMAGE_TAG_PREFIX}{release}")
 }
 
 /// Whether `stack` is one of `formation`'s: its formation stack, a routing stack, a release's.

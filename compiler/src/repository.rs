@@ -23,8 +23,7 @@ pub fn build_tag(id: &str) -> String {
 /// keeps it: no count a formation reaches. Then builds and untagged images go two weeks after
 /// their push.
 pub fn lifecycle_policy() -> String {
-    let hold = crate::names::release_image_tag(0);
-    let hold = hold.trim_end_matches('0');
+    let hold = crate::names::RELEASE_IMAGE_TAG_PREFIX;
     json!({ "rules": [
         {
             "rulePriority": 1,

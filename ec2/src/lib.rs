@@ -198,16 +198,7 @@ impl Ec2 {
     /// `call` is: the answer's JSON.
     pub async fn call_json(&self, target: &str, body: &serde_json::Value) -> Result<serde_json::Value, Ec2Error> {
         let body = body.to_string();
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            match self.once_json(target, &body).await {
-                Err(e) if attempt < self.max_attempts && matches!(e.kind, ErrorKind::Throttled | ErrorKind::Transient) => {
-                    tokio::time::sleep(Duration::from_millis((200u64 << (attempt - 1).min(5)).min(5_000))).await;
-                }
-                other => return other,
-            }
-        }
+        self.retried(|| self.once_json(target, &body)).await
     }
 
     async fn once_json(&self, target: &str, body: &str) -> Result<serde_json::Value, Ec2Error> {
@@ -283,12 +274,22 @@ impl Ec2 {
     /// One call: the answer's root element (`DescribeVpcsResponse`, ...).
     pub async fn call(&self, action: &str, params: &Params) -> Result<Node, Ec2Error> {
         let body = params.body(action);
+        self.retried(|| self.once(action, &body)).await
+    }
+
+    /// Runs `once` until it succeeds, fails for good, or `max_attempts` are spent: throttling
+    /// and transient failures again after a backoff with jitter from the clock (0.2 s, 0.4 s,
+    /// 0.8 s ... capped at 5 s).
+    async fn retried<T, F, Fut>(&self, mut once: F) -> Result<T, Ec2Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Ec2Error>>,
+    {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            match self.once(action, &body).await {
+            match once().await {
                 Err(e) if attempt < self.max_attempts && matches!(e.kind, ErrorKind::Throttled | ErrorKind::Transient) => {
-                    // Exponential backoff with jitter from the clock: 0.2 s, 0.4 s, 0.8 s ... capped at 5 s.
                     let base = 200u64 << (attempt - 1).min(5);
                     let jitter = u64::from(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.subsec_millis()).unwrap_or(0)) % 100;
                     tokio::time::sleep(Duration::from_millis(base.min(5_000) + jitter)).await;

@@ -251,13 +251,11 @@ pub struct RegistryLogin {
     /// `AWS`.
     pub username: String,
     pub password: String,
-    /// `https://ACCOUNT.dkr.ecr.REGION.amazonaws.com`.
-    pub endpoint: String,
 }
 
 impl std::fmt::Debug for RegistryLogin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RegistryLogin").field("username", &self.username).field("password", &"<redacted>").field("endpoint", &self.endpoint).finish()
+        f.debug_struct("RegistryLogin").field("username", &self.username).field("password", &"<redacted>").finish()
     }
 }
 

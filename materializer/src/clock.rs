@@ -29,6 +29,23 @@ pub fn rfc3339(secs: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
+/// Seconds since the epoch of an RFC 3339 UTC time (`2026-12-04T19:20:01.000Z`).
+pub fn epoch_of(t: &str) -> Option<i64> {
+    let (date, time) = t.trim_end_matches('Z').split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>());
+    let (y, m, dd) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let mut h = time.split(':');
+    let (hh, mm) = (h.next()?.parse::<i64>().ok()?, h.next()?.parse::<i64>().ok()?);
+    let ss = h.next()?.split('.').next()?.split('+').next()?.parse::<i64>().ok()?;
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + dd - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some((era * 146_097 + doe - 719_468) * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
 /// Milliseconds since the epoch as RFC 3339 UTC with milliseconds (`...T19:20:01.123Z`).
 pub fn rfc3339_ms(ms: i64) -> String {
     let s = rfc3339(ms.div_euclid(1000));
@@ -70,5 +87,13 @@ mod tests {
         let t = super::now();
         assert_eq!(t.len(), 20, "{t}");
         assert!(t.starts_with("20") && t.ends_with('Z') && &t[10..11] == "T", "{t}");
+    }
+
+    #[test]
+    fn rfc3339_reads_back_to_the_epoch() {
+        for t in [0i64, 951_782_400, 1_796_000_000, 4_102_444_800] {
+            assert_eq!(super::epoch_of(&super::rfc3339(t)), Some(t));
+        }
+        assert_eq!(super::epoch_of("2026-12-04T19:20:01.123Z"), Some(1_796_412_001));
     }
 }

@@ -107,6 +107,14 @@ pub async fn ensure_repository<A: Aws>(aws: &A, region: &str, formation: &str, s
     Ok(uri)
 }
 
+/// How long ECR may take to list an image after it was put.
+pub const LISTED_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A repository URI's registry host and repository name (`HOST/NAME`).
+pub fn split_uri(uri: &str) -> Result<(&str, &str), Error> {
+    uri.split_once('/').ok_or_else(|| Error::Artifact(format!("ECR gave the repository URI {uri}, which names no host")))
+}
+
 /// Waits until ECR lists image `digest` in `repository` (a push is listed at once in ECR; a
 /// registry that stands in for it may take a moment).
 pub async fn wait_listed<A: Aws>(aws: &A, region: &str, repository: &str, digest: &str, within: std::time::Duration) -> Result<(), Error> {
@@ -141,7 +149,7 @@ pub async fn copy_to_formation<A: Aws, B: Aws>(
     };
     let source_registry = parsed.registry;
     let uri = ensure_repository(to, region, formation, say).await?;
-    let (host, repository) = uri.split_once('/').ok_or_else(|| Error::Artifact(format!("ECR gave the repository URI {uri}, which names no host")))?;
+    let (host, repository) = split_uri(&uri)?;
     let target = InEcr { region: region.to_string(), repository: repository.to_string(), digest: source.digest.clone() };
     if find(to, &target).await?.is_some() {
         say(&format!("image {}: already in {uri}", source.digest));
@@ -157,7 +165,7 @@ pub async fn copy_to_formation<A: Aws, B: Aws>(
     let copied = crate::registry::copy(&src, &source.repository, &dst, repository, &source.digest, &tag)
         .await
         .map_err(|e| Error::Artifact(format!("copy {reference} to {uri}: {e}")))?;
-    wait_listed(to, region, repository, &source.digest, std::time::Duration::from_secs(60)).await?;
+    wait_listed(to, region, repository, &source.digest, LISTED_WITHIN).await?;
     say(&format!(
         "image {}: copied to {uri} in {:.1}s ({} blobs, {} bytes sent; {} already there)",
         source.digest,

@@ -55,6 +55,13 @@ pub fn matches(body: &[u8], digest: &str) -> bool {
     sha256(body) == digest
 }
 
+/// A manifest as read from a registry.
+struct Manifest {
+    body: Bytes,
+    media: String,
+    parsed: serde_json::Value,
+}
+
 struct Answer {
     status: u16,
     headers: hyper::HeaderMap,
@@ -128,8 +135,9 @@ impl Registry {
         format!("{what}: HTTP {}{hint}: {}", a.status, text.chars().take(300).collect::<String>())
     }
 
-    /// The manifest `digest` of `repository`: its bytes and media type, checked against the digest.
-    async fn manifest(&self, repository: &str, digest: &str) -> Result<(Bytes, String), String> {
+    /// The manifest `digest` of `repository`: its bytes (checked against the digest), its media
+    /// type, and its JSON, read once.
+    async fn manifest(&self, repository: &str, digest: &str) -> Result<Manifest, String> {
         let url = format!("{}/v2/{repository}/manifests/{digest}", self.base);
         let a = self.call(hyper::Method::GET, &url, &[("Accept", MANIFESTS)], Bytes::new()).await?;
         if a.status != 200 {
@@ -145,7 +153,7 @@ impl Registry {
             .map(str::to_string)
             .or(from_header)
             .ok_or_else(|| format!("{repository}@{digest}: the manifest names no media type"))?;
-        Ok((a.body, media))
+        Ok(Manifest { body: a.body, media, parsed })
     }
 
     async fn has_blob(&self, repository: &str, digest: &str) -> Result<bool, String> {
@@ -208,26 +216,25 @@ impl Registry {
 pub async fn copy(from: &Registry, from_repo: &str, to: &Registry, to_repo: &str, digest: &str, tag: &str) -> Result<Copied, String> {
     let mut done = Copied::default();
     // Depth first: an index's platform manifests before the index, blobs before their manifest.
-    let (body, media) = from.manifest(from_repo, digest).await?;
-    let parsed: serde_json::Value = serde_json::from_slice(&body).map_err(|e| format!("{from_repo}@{digest}: {e}"))?;
+    let top = from.manifest(from_repo, digest).await?;
     let mut children = Vec::new();
-    if let Some(list) = parsed["manifests"].as_array() {
+    if let Some(list) = top.parsed["manifests"].as_array() {
         for m in list {
             let d = m["digest"].as_str().ok_or_else(|| format!("{from_repo}@{digest}: a platform manifest without a digest"))?;
             children.push(d.to_string());
         }
     }
     for child in &children {
-        let (cbody, cmedia) = from.manifest(from_repo, child).await?;
-        copy_blobs(from, from_repo, to, to_repo, &cbody, &mut done).await?;
-        let got = to.put_manifest(to_repo, child, cbody, &cmedia).await?;
+        let m = from.manifest(from_repo, child).await?;
+        copy_blobs(from, from_repo, to, to_repo, &m.parsed, &mut done).await?;
+        let got = to.put_manifest(to_repo, child, m.body, &m.media).await?;
         if got != *child {
             return Err(format!("{to_repo}: the target gave platform manifest {child} the digest {got}: refused"));
         }
         done.manifests += 1;
     }
-    copy_blobs(from, from_repo, to, to_repo, &body, &mut done).await?;
-    let got = to.put_manifest(to_repo, tag, body, &media).await?;
+    copy_blobs(from, from_repo, to, to_repo, &top.parsed, &mut done).await?;
+    let got = to.put_manifest(to_repo, tag, top.body, &top.media).await?;
     if got != digest {
         return Err(format!("{to_repo}:{tag}: the target gave the image the digest {got}, not {digest}: refused"));
     }
@@ -235,8 +242,7 @@ pub async fn copy(from: &Registry, from_repo: &str, to: &Registry, to_repo: &str
     Ok(done)
 }
 
-async fn copy_blobs(from: &Registry, from_repo: &str, to: &Registry, to_repo: &str, manifest: &[u8], done: &mut Copied) -> Result<(), String> {
-    let parsed: serde_json::Value = serde_json::from_slice(manifest).map_err(|e| format!("a manifest of {from_repo}: {e}"))?;
+async fn copy_blobs(from: &Registry, from_repo: &str, to: &Registry, to_repo: &str, parsed: &serde_json::Value, done: &mut Copied) -> Result<(), String> {
     let mut blobs: Vec<String> = parsed["config"]["digest"].as_str().map(str::to_string).into_iter().collect();
     blobs.extend(parsed["layers"].as_array().into_iter().flatten().filter_map(|l| l["digest"].as_str().map(str::to_string)));
     for b in blobs {

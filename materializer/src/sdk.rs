@@ -1026,11 +1026,7 @@ impl Ecr for SdkAws {
         let decoded = aws_smithy_types::base64::decode(token).map_err(|_| bad("the token is not base64"))?;
         let text = String::from_utf8(decoded).map_err(|_| bad("the token is not text"))?;
         let (user, password) = text.split_once(':').ok_or_else(|| bad("the token is not USER:PASSWORD"))?;
-        Ok(crate::aws::RegistryLogin {
-            username: user.to_string(),
-            password: password.to_string(),
-            endpoint: data.proxy_endpoint().unwrap_or_default().to_string(),
-        })
+        Ok(crate::aws::RegistryLogin { username: user.to_string(), password: password.to_string() })
     }
     async fn untag_image(&self, region: &str, repository: &str, tag: &str) -> AwsResult<()> {
         let id = aws_sdk_ecr::types::ImageIdentifier::builder().image_tag(tag).build();

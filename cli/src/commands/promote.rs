@@ -114,37 +114,35 @@ pub async fn exec(g: &Globals, a: &Args) -> Result<(), Failure> {
             let target_key = crate::build_cmd::artifact_key(&df, &sha);
             let there = retry(&format!("look for s3://{}/{target_key}", df.bucket), || b.head_object(&df.bucket, &target_key)).await.map_err(Failure::from)?;
             match there {
-            Some(h) if h.sha256.as_deref() == Some(sha.as_str()) => say(&format!("artifact {sha} already in s3://{}/{target_key}", df.bucket)),
-            Some(h) => {
-                return Err(Failure {
-                    code: 4,
-                    message: format!(
-                        "s3://{}/{target_key} holds another artifact (sha256 {}) than release {n} of {} was built from ({sha}): refused; remove the object and promote again",
-                        df.bucket,
-                        h.sha256.unwrap_or_else(|| "unrecorded".into()),
-                        sf.name
-                    ),
-                })
-            }
-            None => {
-                let o = retry(&format!("read {url}"), || a.get_object(bucket, key))
-                    .await
-                    .map_err(Failure::from)?
-                    .ok_or_else(|| Failure { code: 4, message: format!("{url} is gone: release {n}'s artifact cannot be promoted") })?;
-                let got = gilliam_materializer::sha256_hex(&o.body);
-                if got != sha {
-                    return Err(Failure { code: 4, message: format!("{url} has sha256 {got}, not the {sha} release {n} was built from: refused") });
+                Some(h) if h.sha256.as_deref() == Some(sha.as_str()) => say(&format!("artifact {sha} already in s3://{}/{target_key}", df.bucket)),
+                Some(h) => {
+                    return Err(Failure {
+                        code: 4,
+                        message: format!(
+                            "s3://{}/{target_key} holds another artifact (sha256 {}) than release {n} of {} was built from ({sha}): refused; remove the object and promote again",
+                            df.bucket,
+                            h.sha256.unwrap_or_else(|| "unrecorded".into()),
+                            sf.name
+                        ),
+                    })
                 }
-                if !retry(&format!("look for bucket {}", df.bucket), || b.bucket_exists(&df.bucket)).await.map_err(Failure::from)? {
-                    retry(&format!("create bucket {}", df.bucket), || b.create_secure_bucket(&df.bucket, &df.region)).await.map_err(Failure::from)?;
+                None => {
+                    let o = retry(&format!("read {url}"), || a.get_object(bucket, key))
+                        .await
+                        .map_err(Failure::from)?
+                        .ok_or_else(|| Failure { code: 4, message: format!("{url} is gone: release {n}'s artifact cannot be promoted") })?;
+                    let got = gilliam_materializer::sha256_hex(&o.body);
+                    if got != sha {
+                        return Err(Failure { code: 4, message: format!("{url} has sha256 {got}, not the {sha} release {n} was built from: refused") });
+                    }
+                    crate::build_cmd::ensure_bucket(&b, &df).await.map_err(Failure::from)?;
+                    let what = format!("copy the artifact to s3://{}/{target_key}", df.bucket);
+                    retry(&what, || b.put_object(&df.bucket, &target_key, o.body.clone(), gilliam_materializer::aws::PutCondition::Always))
+                        .await
+                        .map_err(Failure::from)?;
+                    say(&format!("artifact {sha} copied to s3://{}/{target_key}", df.bucket));
                 }
-                let what = format!("copy the artifact to s3://{}/{target_key}", df.bucket);
-                retry(&what, || b.put_object(&df.bucket, &target_key, o.body.clone(), gilliam_materializer::aws::PutCondition::Always))
-                    .await
-                    .map_err(Failure::from)?;
-                say(&format!("artifact {sha} copied to s3://{}/{target_key}", df.bucket));
             }
-        }
             rel["artifact"]["url"] = serde_json::json!(format!("s3://{}/{target_key}", df.bucket));
             sha.clone()
         }
@@ -190,7 +188,7 @@ async fn promote_image<A: gilliam_materializer::aws::Aws, B: gilliam_materialize
         return Ok(reference.to_string());
     };
     if i.repository != gilliam_compiler::names::image_repository(&sf.name) {
-        match check_image_for_target(b, reference, &df.name).await {
+        match check_image_for_target(b, &i, reference, &df.name).await {
             Ok(()) => {
                 say(&format!("image {reference}: the target's account sees it by its digest"));
                 return Ok(reference.to_string());
@@ -206,12 +204,13 @@ async fn promote_image<A: gilliam_materializer::aws::Aws, B: gilliam_materialize
 
 /// Refuses an image the target's account cannot see by its digest (no such image, no
 /// permission): its instances could not pull it either.
-async fn check_image_for_target<A: gilliam_materializer::aws::Aws>(b: &A, reference: &str, target: &str) -> Result<(), Failure> {
-    let Some(i) = gilliam_materializer::images::in_ecr(reference) else {
-        // Not ECR: the registry is the instances' to reach; the digest pins what they run.
-        return Ok(());
-    };
-    match gilliam_materializer::images::find(b, &i).await {
+async fn check_image_for_target<A: gilliam_materializer::aws::Aws>(
+    b: &A,
+    i: &gilliam_materializer::images::InEcr,
+    reference: &str,
+    target: &str,
+) -> Result<(), Failure> {
+    match gilliam_materializer::images::find(b, i).await {
         Ok(Some(_)) => Ok(()),
         Ok(None) => Err(Failure { code: 4, message: format!("{reference}: ECR has no image with that digest as {target}'s account sees it: refused") }),
         Err(e) => Err(Failure {

@@ -338,13 +338,9 @@ impl Ecr for Fake {
             None => Err(AwsError::Invalid(format!("RepositoryNotFoundException: {name}"))),
         })
     }
-    async fn registry_login(&self, region: &str) -> AwsResult<gilliam_materializer::aws::RegistryLogin> {
+    async fn registry_login(&self, _region: &str) -> AwsResult<gilliam_materializer::aws::RegistryLogin> {
         self.enter("registry_login")?;
-        Ok(gilliam_materializer::aws::RegistryLogin {
-            username: "AWS".into(),
-            password: "fake".into(),
-            endpoint: format!("https://{}", fake_repository_uri(region, "").trim_end_matches('/')),
-        })
+        Ok(gilliam_materializer::aws::RegistryLogin { username: "AWS".into(), password: "fake".into() })
     }
     async fn untag_image(&self, region: &str, repository: &str, tag: &str) -> AwsResult<()> {
         self.enter("untag_image")?;

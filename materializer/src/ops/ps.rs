@@ -30,23 +30,6 @@ pub struct InstanceRow {
     pub agent: Option<String>,
 }
 
-/// Seconds since the epoch of an RFC 3339 UTC time (`2026-12-04T19:20:01.000Z`).
-pub fn epoch_of(t: &str) -> Option<i64> {
-    let (date, time) = t.trim_end_matches('Z').split_once('T')?;
-    let mut d = date.split('-').map(|x| x.parse::<i64>());
-    let (y, m, dd) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
-    let mut h = time.split(':');
-    let (hh, mm) = (h.next()?.parse::<i64>().ok()?, h.next()?.parse::<i64>().ok()?);
-    let ss = h.next()?.split('.').next()?.split('+').next()?.parse::<i64>().ok()?;
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + dd - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Some((era * 146_097 + doe - 719_468) * 86_400 + hh * 3600 + mm * 60 + ss)
-}
-
 impl<A: Aws> Ops<'_, A> {
     /// The instances of every live or cold release (or of `release` alone).
     pub async fn ps(&self, release: Option<u32>) -> Result<Vec<InstanceRow>, Error> {
@@ -106,7 +89,7 @@ impl<A: Aws> Ops<'_, A> {
             let now = crate::clock::epoch();
             for row in &mut rows {
                 row.launched = launched.get(&row.instance).cloned();
-                row.uptime_seconds = row.launched.as_deref().and_then(epoch_of).map(|t| (now - t).max(0));
+                row.uptime_seconds = row.launched.as_deref().and_then(crate::clock::epoch_of).map(|t| (now - t).max(0));
             }
             // Each instance's agent's last line of the last hour (no logs yet: none).
             let since = crate::clock::epoch_ms() - 3_600_000;
@@ -118,16 +101,5 @@ impl<A: Aws> Ops<'_, A> {
         }
         rows.sort_by(|a, b| (a.release, &a.service, &a.instance).cmp(&(b.release, &b.service, &b.instance)));
         Ok(rows)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn rfc3339_reads_back_to_the_epoch() {
-        for t in [0i64, 951_782_400, 1_796_000_000, 4_102_444_800] {
-            assert_eq!(super::epoch_of(&crate::clock::rfc3339(t)), Some(t));
-        }
-        assert_eq!(super::epoch_of("2026-12-04T19:20:01.123Z"), Some(1_796_412_001));
     }
 }

@@ -121,7 +121,7 @@ impl Logger {
 
     /// One line from `source` (`agent`, `stdout`, `stderr`).
     pub fn line(&self, source: &str, priority: u8, message: &str) {
-        if let Some(q) = &self.ship {
+        if let Some(q) = self.ship.as_ref().filter(|q| q.is_open()) {
             q.push(crate::ship::Event::now(self.event_json(source, priority, message)));
         }
         let _guard = self.lock.lock();

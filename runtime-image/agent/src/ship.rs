@@ -88,6 +88,12 @@ impl Queue {
         self.ready.notify_one();
     }
 
+    /// Whether lines are still taken (false once closed): callers skip building what would be
+    /// let go.
+    pub fn is_open(&self) -> bool {
+        self.inner.lock().is_ok_and(|q| !q.2)
+    }
+
     /// No more lines are queued (logs are not shipped for this config); what waits is let go.
     pub fn close(&self) {
         if let Ok(mut q) = self.inner.lock() {
@@ -190,10 +196,7 @@ impl Spool {
             }
         };
         let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
-        let mut text = String::new();
-        for e in events {
-            text.push_str(&format!("{} {}\n", e.ts_ms, e.message.replace('\n', " ")));
-        }
+        let text: String = events.iter().map(spool_line).collect();
         f.write_all(text.as_bytes())?;
         // The bound: the oldest segments go, never the one just written.
         let mut segs = self.segments();
@@ -220,10 +223,15 @@ impl Spool {
             return std::fs::remove_file(path);
         }
         let tmp = path.with_extension("tmp");
-        let text: String = rest.iter().map(|e| format!("{} {}\n", e.ts_ms, e.message)).collect();
+        let text: String = rest.iter().map(spool_line).collect();
         std::fs::write(&tmp, text)?;
         std::fs::rename(&tmp, path)
     }
+}
+
+/// An event as one spool line, `TS MESSAGE` (`read` parses it back).
+fn spool_line(e: &Event) -> String {
+    format!("{} {}\n", e.ts_ms, e.message.replace('\n', " "))
 }
 
 fn seq(p: &Path) -> Option<u64> {
