@@ -246,7 +246,7 @@ impl Build {
 
 /// The top-level key for gilliam's own settings (not a service; `x-` as in other tools' files).
 pub const SETTINGS_KEY: &str = "x-gilliam";
-const SETTINGS_KEYS: &[&str] = &["build", "image", "analysis", "hooks", "stickiness"];
+const SETTINGS_KEYS: &[&str] = &["build", "image", "analysis", "hooks", "stickiness", "release"];
 
 const PROCESS_KEYS: &[&str] = &["script", "ports", "env", "health", "scale", "instance_type", "routes", "internal", "memory", "cpus"];
 const AUX_KEYS_POSTGRES: &[&str] = &["type", "version", "instance_type", "storage", "database"];

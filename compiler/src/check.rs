@@ -239,10 +239,12 @@ pub(crate) fn check<'a>(
         None => vec![current.clone()],
         Some(t) => t.to_vec(),
     };
+    let mut delivery = crate::delivery::merge(&app.delivery, &stage.delivery);
+    let own: Vec<&str> = svcs.iter().filter(|s| s.s.process().is_some()).map(|s| s.s.name.as_str()).collect();
+    delivery.release_phase = crate::delivery::release_phase(&app.delivery, &stage.delivery, &own, (inputs.app.name, inputs.stage.name), out);
     if !out.is_empty() {
         return None;
     }
-    let delivery = crate::delivery::merge(&app.delivery, &stage.delivery);
     Some(Checked {
         ctx: Ctx {
             stage,

@@ -3,8 +3,10 @@
 //! and from the stage file (the stage file wins, key by key), and published in the manifest.
 
 use crate::decode::{self, Fields};
-use crate::diag::Sink;
-use crate::manifest::{Analysis, Delivery, Hooks, Notifications, DEFAULT_ANALYSIS, DEFAULT_HOOK_TIMEOUT_SECONDS};
+use crate::diag::{Pos, Sink};
+use crate::manifest::{
+    Analysis, Delivery, Hooks, Notifications, ReleasePhase, DEFAULT_ANALYSIS, DEFAULT_HOOK_TIMEOUT_SECONDS, DEFAULT_RELEASE_PHASE_TIMEOUT_SECONDS,
+};
 use crate::node::{Node, Value};
 
 /// The header that reaches the newest release at any weight (`X-Gilliam-Release: 12`).
@@ -26,6 +28,63 @@ pub struct Partial {
     webhook: Option<String>,
     sns_topic: Option<String>,
     event_bus: Option<String>,
+    release: Option<PartialRelease>,
+}
+
+/// `release:` as one file gives it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct PartialRelease {
+    /// `release: false` (a stage without the release phase).
+    pub(crate) off: bool,
+    pub(crate) command: Option<Vec<String>>,
+    pub(crate) service: Option<(String, Pos)>,
+    pub(crate) timeout: Option<u32>,
+    pub(crate) pos: Pos,
+}
+
+const RELEASE_KEYS: &[&str] = &["command", "service", "timeout"];
+
+/// A command as a string (split on whitespace, as a service's `script`) or a list of arguments.
+fn argv(n: &Node, sink: &mut Sink<'_>, what: &str) -> Option<Vec<String>> {
+    let words: Vec<String> = if let Value::Seq(items) = &n.value {
+        items.iter().filter_map(|i| decode::scalar_text(i, sink, what)).collect()
+    } else {
+        decode::scalar_text(n, sink, what)?.split_whitespace().map(str::to_string).collect()
+    };
+    if words.first().is_none_or(|w| w.trim().is_empty()) {
+        sink.error_hint(n.pos, format!("{what} is empty"), "give the program and its arguments: `bin/migrate` or `[bin/rails, db:migrate]`");
+        return None;
+    }
+    Some(words)
+}
+
+/// `release: CMD`, `release: [ARGV...]`, `release: {command, service, timeout}`, or (to turn it
+/// off for a stage) `release: false`.
+fn release(n: &Node, sink: &mut Sink<'_>) -> Option<PartialRelease> {
+    let mut r = PartialRelease { pos: n.pos, ..PartialRelease::default() };
+    match &n.value {
+        Value::Bool(false) => r.off = true,
+        Value::Bool(true) => {
+            sink.error_hint(n.pos, "`release: true` names no command", "write `release: bin/migrate` (the command), or `release: false` to turn it off");
+            return None;
+        }
+        Value::Map(_) => {
+            let before = sink.out.len();
+            let entries = decode::map(n, sink, "`release`")?;
+            let mut f = Fields::new(entries);
+            r.command = f.get("command").and_then(|c| argv(c, sink, "`release.command`"));
+            r.service = f.get("service").and_then(|c| decode::string(c, sink, "`release.service`").map(|s| (s, c.pos)));
+            // From a minute to twelve hours: a migration that takes longer is not a release phase.
+            r.timeout = f.get("timeout").and_then(|c| seconds(c, sink, "`release.timeout`", 60, 43_200));
+            f.finish(sink, RELEASE_KEYS, "`release`");
+            // Said once: a `release` with a bad key is not also one without a command.
+            if sink.out.len() > before {
+                return None;
+            }
+        }
+        _ => r.command = Some(argv(n, sink, "`release`")?),
+    }
+    Some(r)
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -155,6 +214,7 @@ pub(crate) fn decode(f: &mut Fields<'_>, sink: &mut Sink<'_>, stage: bool) -> Pa
     }
     // ELBv2's target group stickiness lasts 1 second to 7 days.
     p.stickiness = f.get("stickiness").and_then(|n| seconds(n, sink, "`stickiness`", 1, 604_800));
+    p.release = f.get("release").and_then(|n| release(n, sink));
     if stage {
         if let Some(entries) = f.get("notifications").and_then(|n| decode::map(n, sink, "`notifications`")) {
             let mut nf = Fields::new(entries);
@@ -211,5 +271,77 @@ pub(crate) fn merge(app: &Partial, stage: &Partial) -> Delivery {
         hooks,
         notifications: Notifications { webhook: stage.webhook.clone(), sns_topic: stage.sns_topic.clone(), event_bus: stage.event_bus.clone() },
         stickiness_seconds: stage.stickiness.or(app.stickiness),
+        release_phase: None,
     }
+}
+
+/// The release phase of gilliam.yml overlaid by the stage file's, key by key (`release:
+/// false` in the stage file turns it off): its service defaults to `web`, or to the only
+/// service with a process. `services` are the formation's own code (no auxiliaries); a
+/// problem is reported at the file (`files`: gilliam.yml's and the stage file's names) that
+/// wrote it.
+pub(crate) fn release_phase(
+    app: &Partial,
+    stage: &Partial,
+    services: &[&str],
+    files: (&str, &str),
+    out: &mut Vec<crate::diag::Diagnostic>,
+) -> Option<ReleasePhase> {
+    match release_phase_in(app, stage, services) {
+        Ok(r) => r,
+        Err(Problem { in_stage, pos, message, hint }) => {
+            Sink { file: if in_stage { files.1 } else { files.0 }, out }.error_hint(pos, message, hint);
+            None
+        }
+    }
+}
+
+struct Problem {
+    in_stage: bool,
+    pos: Pos,
+    message: String,
+    hint: String,
+}
+
+fn release_phase_in(app: &Partial, stage: &Partial, services: &[&str]) -> Result<Option<ReleasePhase>, Problem> {
+    let (a, s) = (app.release.as_ref(), stage.release.as_ref());
+    if s.is_some_and(|s| s.off) || (s.is_none() && a.is_some_and(|a| a.off)) || (a.is_none() && s.is_none()) {
+        return Ok(None);
+    }
+    // Where a problem of the merged setting is reported: the stage file's when it gave `release`.
+    let (in_stage, pos) = match (s, a) {
+        (Some(r), _) => (true, r.pos),
+        (None, Some(r)) => (false, r.pos),
+        (None, None) => (false, Pos::default()),
+    };
+    let command = s.and_then(|s| s.command.clone()).or_else(|| a.and_then(|a| a.command.clone()));
+    let timeout_seconds = s.and_then(|s| s.timeout).or(a.and_then(|a| a.timeout)).unwrap_or(DEFAULT_RELEASE_PHASE_TIMEOUT_SECONDS);
+    let Some(command) = command else {
+        return Err(Problem { in_stage, pos, message: "`release` has no `command`".into(), hint: "add `command: bin/migrate`".into() });
+    };
+    let given = s.and_then(|s| s.service.clone().map(|x| (x, true))).or_else(|| a.and_then(|a| a.service.clone().map(|x| (x, false))));
+    let service = match given {
+        Some(((name, pos), in_stage)) if !services.contains(&name.as_str()) => {
+            return Err(Problem {
+                in_stage,
+                pos,
+                message: format!("`release.service` names `{name}`, which is not a service of this formation with a process of its own"),
+                hint: format!("name one of: {}", services.join(", ")),
+            });
+        }
+        Some(((name, _), _)) => name,
+        None if services.contains(&"web") => "web".to_string(),
+        None if services.len() == 1 => services[0].to_string(),
+        None => {
+            return Err(Problem {
+                in_stage,
+                pos,
+                message:
+                    "the release phase runs as one of the formation's services (its environment, secrets and instance), and there is no `web` to default to"
+                        .into(),
+                hint: format!("write `release: {{command: ..., service: NAME}}` with one of: {}", services.join(", ")),
+            });
+        }
+    };
+    Ok(Some(ReleasePhase { service, command, timeout_seconds }))
 }

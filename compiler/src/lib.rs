@@ -25,6 +25,7 @@ pub mod release;
 pub mod repository;
 mod sizes;
 pub mod stage;
+pub mod task;
 
 pub use compile::{compile, compile_with, compile_with_traffic};
 pub use emit::userdata::{INLINE_USERDATA_BUDGET, RUNTIME_CONFIG_VERSION};

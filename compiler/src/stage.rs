@@ -90,6 +90,7 @@ const KEYS: &[&str] = &[
     "hooks",
     "stickiness",
     "notifications",
+    "release",
 ];
 const DEFAULT_KEYS: &[&str] = &["instance_type", "root_volume_gb", "scale"];
 const QUOTA_KEYS: &[&str] = &["load_balancers", "rules_per_load_balancer", "target_groups", "stacks"];

@@ -38,6 +38,7 @@ fn every_emitted_runtime_config_parses_and_points_at_real_resources() {
                     (s.signal.stack.clone(), s.signal.resource.clone())
                 }
                 RuntimeConfig::Etcd(e) => (e.signal.stack.clone(), e.signal.resource.clone()),
+                RuntimeConfig::Task(_) => panic!("{case}/{path}: the compiler writes no task userdata; the materializer makes it at launch"),
                 RuntimeConfig::Pointer(p) => panic!("{case}/{path}: unexpected pointer {p:?}"),
             };
             let entry = c.manifest.stacks.iter().find(|s| s.name == stack).unwrap_or_else(|| panic!("{case}/{path}: signals unknown stack {stack}"));

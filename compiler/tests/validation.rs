@@ -313,7 +313,7 @@ fn delivery_settings_are_checked_where_they_are_written() {
     expect(&e, "stage.yml:8:64: bad event bus `a b`", "EventBridge bus name");
     // `notifications` belong to the stage file: where the account's endpoints are.
     let e = errors(&format!("{APP}x-gilliam: {{notifications: {{webhook: http://x}}}}\n"), RELEASE, STAGE);
-    expect(&e, "gilliam.yml:7:13: unknown key `notifications` in `x-gilliam`", "allowed keys: build, image, analysis, hooks, stickiness");
+    expect(&e, "gilliam.yml:7:13: unknown key `notifications` in `x-gilliam`", "allowed keys: build, image, analysis, hooks, stickiness, release");
 }
 
 #[test]
@@ -488,4 +488,44 @@ fn log_retention_is_one_cloudwatch_offers() {
     expect(&e, "stage.yml:", "one of 1, 3, 5, 7, 14, 30, 60, 90");
     assert!(e.iter().any(|(l, _)| l.contains("`log_retention_days` 45 is not a retention CloudWatch Logs offers")), "{e:?}");
     assert!(errors(APP, RELEASE, &format!("{STAGE}log_retention_days: 90\n")).is_empty());
+}
+
+#[test]
+fn the_release_phase_is_checked_where_it_is_written_and_the_stage_file_wins() {
+    let compiled = |app: &str, stage: &str| {
+        let inputs = Inputs {
+            app: Source { name: "gilliam.yml", text: app },
+            release: Source { name: "release.json", text: RELEASE },
+            stage: Source { name: "stage.yml", text: stage },
+        };
+        compile(&inputs).expect("compiles").manifest.delivery.release_phase
+    };
+    // No `web` here: the service must be named.
+    let e = errors(&format!("{APP}x-gilliam:\n  release: bin/migrate\n"), RELEASE, STAGE);
+    expect(&e, "gilliam.yml:8:12: the release phase runs as one of the formation's services", "one of: api, worker");
+    let e = errors(&format!("{APP}x-gilliam:\n  release: {{command: [], service: db, timeout: 5s, retries: 2}}\n"), RELEASE, STAGE);
+    expect(&e, "gilliam.yml:8:22: `release.command` is empty", "[bin/rails, db:migrate]");
+    expect(&e, "gilliam.yml:8:48: `release.timeout` `5s` is out of range", "between 60 and 43200 seconds");
+    expect(&e, "gilliam.yml:8:52: unknown key `retries` in `release`", "");
+    assert_eq!(e.len(), 3, "{e:?}");
+    let e = errors(&format!("{APP}x-gilliam:\n  release: {{command: bin/migrate, service: db}}\n"), RELEASE, STAGE);
+    expect(&e, "gilliam.yml:8:44: `release.service` names `db`", "one of: api, worker");
+    let e = errors(APP, RELEASE, &format!("{STAGE}release: {{timeout: 10m}}\n"));
+    expect(&e, "stage.yml:7:10: `release` has no `command`", "");
+    let e = errors(APP, RELEASE, &format!("{STAGE}release: true\n"));
+    expect(&e, "stage.yml:7:10: `release: true` names no command", "release: false");
+
+    let r = compiled(&format!("{APP}x-gilliam:\n  release: {{command: bin/migrate --all, service: worker}}\n"), STAGE).expect("a release phase");
+    assert_eq!((r.service.as_str(), r.command.as_slice(), r.timeout_seconds), ("worker", &["bin/migrate".to_string(), "--all".to_string()][..], 1800));
+    // The stage file wins key by key, and can turn it off.
+    let app = format!("{APP}x-gilliam:\n  release: {{command: bin/migrate, service: worker}}\n");
+    let r = compiled(&app, &format!("{STAGE}release: {{command: [bin/rails, 'db:migrate VERBOSE'], timeout: 1h}}\n")).expect("a release phase");
+    assert_eq!(
+        (r.service.as_str(), r.command.as_slice(), r.timeout_seconds),
+        ("worker", &["bin/rails".to_string(), "db:migrate VERBOSE".to_string()][..], 3600)
+    );
+    assert_eq!(compiled(&app, &format!("{STAGE}release: false\n")), None);
+    // `web`, when there is one, is the default.
+    let r = compiled("web:\n  script: bin/web\n  ports: [80]\nworker:\n  script: bin/w\nx-gilliam:\n  release: bin/migrate\n", STAGE).expect("a release phase");
+    assert_eq!(r.service, "web");
 }

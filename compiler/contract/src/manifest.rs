@@ -72,7 +72,28 @@ pub struct Delivery {
     /// weighted forward's target group stickiness); `None`: every request is weighed anew.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stickiness_seconds: Option<u32>,
+    /// The release phase (`x-gilliam: {release: ...}`): a command run once per release, on a
+    /// one-off instance of `service`'s launch template, after the release's stacks exist and
+    /// before any traffic moves; its failure stops the deploy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_phase: Option<ReleasePhase>,
 }
+
+/// A command run once per release in the release's own artifact, environment and role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ReleasePhase {
+    /// The service whose launch template, environment and secrets the command runs with.
+    pub service: String,
+    /// The program and its arguments (a path inside the release, or on the image's PATH).
+    pub command: Vec<String>,
+    /// Past this long (from the instance's launch) the command is killed and the phase fails.
+    pub timeout_seconds: u32,
+}
+
+/// A release phase's timeout when none is given.
+pub const DEFAULT_RELEASE_PHASE_TIMEOUT_SECONDS: u32 = 1800;
 
 impl Delivery {
     pub fn is_default(&self) -> bool {

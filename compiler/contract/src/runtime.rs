@@ -154,11 +154,42 @@ pub struct Pointer {
     pub region: String,
 }
 
+/// A one-off process (the release phase, `gilliam run`): on an instance launched for it from
+/// the service's launch template, the agent boots the service's release as `service` says,
+/// runs `command` once instead of the service's script, ships its output to the stream
+/// `rRELEASE/SERVICE/INSTANCE`, logs its exit status as the stream's last event
+/// ([`TASK_EXIT_FIELD`]) and powers the instance off (which terminates it: the instance is
+/// launched with `InstanceInitiatedShutdownBehavior=terminate`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskConfig {
+    pub format_version: u32,
+    pub role: String,
+    /// Who asked, for the log: `release phase`, `gilliam run by arn:...`.
+    pub purpose: String,
+    /// The program and its arguments.
+    pub command: Vec<String>,
+    /// Seconds from the agent's start after which the command is killed (and the instance
+    /// powers off all the same).
+    pub deadline_seconds: u32,
+    /// The service's own runtime config, as its userdata holds it (a service config, or a
+    /// pointer to one).
+    pub service: serde_json::Value,
+}
+
+/// The field of a task's last log event that carries the command's exit status (a number;
+/// `null` when the command did not run or was killed at its deadline).
+pub const TASK_EXIT_FIELD: &str = "task_exit";
+
+/// The field beside [`TASK_EXIT_FIELD`] that says why a task ended without an exit status.
+pub const TASK_REASON_FIELD: &str = "task_reason";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RuntimeConfig {
     Service(Box<ServiceConfig>),
     Etcd(Box<EtcdConfig>),
     Pointer(Pointer),
+    Task(Box<TaskConfig>),
 }
 
 /// The shared discovery document.
@@ -183,7 +214,8 @@ pub fn parse(bytes: &[u8]) -> Result<RuntimeConfig, String> {
     match v.get("role").and_then(serde_json::Value::as_str) {
         Some("service") => typed(serde_json::from_value(v).map(|c| RuntimeConfig::Service(Box::new(c)))),
         Some("etcd") => typed(serde_json::from_value(v).map(|c| RuntimeConfig::Etcd(Box::new(c)))),
-        other => Err(format!("runtime config role {other:?}; expected \"service\" or \"etcd\"")),
+        Some("task") => typed(serde_json::from_value(v).map(|c| RuntimeConfig::Task(Box::new(c)))),
+        other => Err(format!("runtime config role {other:?}; expected \"service\", \"etcd\" or \"task\"")),
     }
 }
 

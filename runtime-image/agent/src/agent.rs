@@ -44,6 +44,9 @@ pub struct Options {
     pub log_spool_bytes: u64,
     /// How often the shipper sends what was logged.
     pub log_interval: Duration,
+    /// What a task's agent runs once the task has ended and its lines are sent: the instance
+    /// powers off, and (launched to terminate on shutdown) is gone.
+    pub poweroff: Vec<String>,
 }
 
 impl Options {
@@ -66,6 +69,7 @@ impl Options {
             docker_socket: PathBuf::from("/var/run/docker.sock"),
             pull_deadline: Duration::from_secs(600),
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            poweroff: vec!["systemctl".into(), "poweroff".into()],
         }
     }
 }
@@ -108,6 +112,7 @@ pub fn run(opts: &Options, connect: Connect<'_>, stop: &AtomicBool) -> Result<()
         RuntimeConfig::Service(c) => run_service(opts, &c, &base, connect, stop),
         RuntimeConfig::Etcd(c) => run_etcd(opts, &c, &base, connect, stop),
         RuntimeConfig::Pointer(_) => Err(RunError::Config(BootError::Config("a pointer to a pointer".into()))),
+        RuntimeConfig::Task(t) => crate::task::run(opts, &t, &base, connect, stop),
     }
 }
 
@@ -141,7 +146,7 @@ impl Signaller<'_> {
     }
 }
 
-fn connected<'a>(connect: Connect<'_>, region: &str, log: &Logger) -> Result<Box<dyn Cloud + 'a>, RunError> {
+pub(crate) fn connected<'a>(connect: Connect<'_>, region: &str, log: &Logger) -> Result<Box<dyn Cloud + 'a>, RunError> {
     connect(region).map_err(|m| {
         log.error(&m);
         RunError::Boot { error: BootError::Host(m), signalled: false }
@@ -149,13 +154,13 @@ fn connected<'a>(connect: Connect<'_>, region: &str, log: &Logger) -> Result<Box
 }
 
 /// The shipping thread, stopped (after a last send) by `finish`.
-struct Shipping {
+pub(crate) struct Shipping {
     stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<()>,
 }
 
 impl Shipping {
-    fn finish(self) {
+    pub(crate) fn finish(self) {
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.thread.join();
     }
@@ -163,7 +168,7 @@ impl Shipping {
 
 /// Starts shipping `log`'s lines to the config's log group (the queue has held them since
 /// the agent started); without a log group in the config, the queue is closed.
-fn start_shipping(opts: &Options, c: &ServiceConfig, connect: Connect<'_>, log: &Arc<Logger>, instance: &str) -> Option<Shipping> {
+pub(crate) fn start_shipping(opts: &Options, c: &ServiceConfig, connect: Connect<'_>, log: &Arc<Logger>, instance: &str) -> Option<Shipping> {
     let queue = log.ship_queue()?;
     let Some(logs) = &c.logs else {
         queue.close();
@@ -227,40 +232,53 @@ fn serve(
     let cloud = connected(connect, &c.region, &log)?;
     log.info(&format!("booting release {} of {} in formation {} on {instance} ({source})", c.release, c.service, c.formation));
     let signaller = Signaller { cloud: cloud.as_ref(), signal: &c.signal, instance, log: &log };
-    let user = identity::service_user(&opts.user).map_err(|m| signaller.fail(BootError::Host(m)))?;
-    let home = user.as_ref().map_or_else(|| opts.paths.state().join("home").display().to_string(), |u| u.home.clone());
     let health = match (c.port, &c.health_path) {
         (Some(port), path) => Health::Http { port, path: path.clone().unwrap_or_else(|| "/".into()) },
         (None, _) => Health::Stays(opts.worker_grace),
     };
+    let unit = unit(opts, c, cloud.as_ref(), &log, None).map_err(|e| signaller.fail(e))?;
+    keep(opts, unit, health, c.port, c.drain_seconds, &c.signal, &signaller, &log, stop)
+}
+
+/// What runs: the release's image as a container (pulled by digest), or its tarball fetched,
+/// verified and unpacked with the process in a cgroup of the service's limits; the service's
+/// own command, or `argv` instead (a task).
+pub(crate) fn unit(
+    opts: &Options,
+    c: &ServiceConfig,
+    cloud: &dyn Cloud,
+    log: &Arc<Logger>,
+    argv: Option<&[String]>,
+) -> Result<Box<dyn crate::supervise::Unit>, BootError> {
+    let user = identity::service_user(&opts.user).map_err(BootError::Host)?;
+    let home = user.as_ref().map_or_else(|| opts.paths.state().join("home").display().to_string(), |u| u.home.clone());
     if let Some(image) = &c.image {
-        let env = boot::service_env(c, cloud.as_ref(), &opts.paths, &home).map_err(|e| signaller.fail(e))?;
-        let engine = crate::container::Engine::connect(&opts.docker_socket).map_err(|m| signaller.fail(BootError::Host(m)))?;
+        let env = boot::service_env(c, cloud, &opts.paths, &home)?;
+        let engine = crate::container::Engine::connect(&opts.docker_socket).map_err(BootError::Host)?;
         let t = Instant::now();
         // A pull that fails (no permission, no such digest, the registry down past the deadline)
         // is the release's failure: FAILURE with the reason, and the serving release serves on.
         let registry = image.reference.split('/').next().unwrap_or_default().to_string();
         let auth = cloud
             .registry_credentials(&registry)
-            .map_err(|e| signaller.fail(BootError::Fetch(format!("cannot get credentials for registry {registry}: {e}"))))?
+            .map_err(|e| BootError::Fetch(format!("cannot get credentials for registry {registry}: {e}")))?
             .map(|(username, password)| crate::container::Credentials { username, password, server: format!("https://{registry}") });
-        let pulled = engine.pull(image, auth, opts.pull_deadline, &|m| log.info(m)).map_err(|m| signaller.fail(BootError::Fetch(m)))?;
+        let pulled = engine.pull(image, auth, opts.pull_deadline, &|m| log.info(m)).map_err(BootError::Fetch)?;
         log.info(&format!("image {} {} in {:.1?}", image.reference, if pulled { "pulled and verified" } else { "already present and verified" }, t.elapsed()));
         let spec = crate::container::ContainerSpec {
-            name: format!("gilliam-{}-r{}-{}", c.formation, c.release, c.service),
+            name: format!("gilliam-{}-r{}-{}{}", c.formation, c.release, c.service, if argv.is_some() { "-task" } else { "" }),
             image: image.clone(),
-            command: c.script.clone(),
+            command: argv.map_or_else(|| c.script.split_whitespace().map(str::to_string).collect(), <[String]>::to_vec),
             env,
             limits: c.limits,
             user: user.as_ref().map(|u| format!("{}:{}", u.ids.uid, u.ids.gid)),
-            output: Some(output(&log)),
+            output: Some(output(log)),
             stop_grace: opts.stop_grace,
         };
-        let unit = crate::container::ContainerUnit { engine: Arc::new(engine), spec };
-        return keep(opts, Box::new(unit), health, c.port, c.drain_seconds, &c.signal, &signaller, &log, stop);
+        return Ok(Box::new(crate::container::ContainerUnit { engine: Arc::new(engine), spec }));
     }
     let t = Instant::now();
-    let prepared = boot::prepare_service(c, cloud.as_ref(), &opts.paths, &home, opts.limits).map_err(|e| signaller.fail(e))?;
+    let prepared = boot::prepare_service(c, cloud, &opts.paths, &home, opts.limits)?;
     log.info(&format!(
         "artifact {} {} in {:.1?} at {}",
         c.artifact.as_ref().map_or("", |a| a.sha256.as_str()),
@@ -280,16 +298,16 @@ fn serve(
             None
         }
     });
-    let spec = Spec {
+    Ok(Box::new(Spec {
         script: c.script.clone(),
+        argv: argv.map(<[String]>::to_vec).unwrap_or_default(),
         dir: prepared.dir,
         env: prepared.env,
         user: user.as_ref().map(|u| u.ids),
-        output: Some(output(&log)),
+        output: Some(output(log)),
         stop_grace: opts.stop_grace,
         cgroup,
-    };
-    keep(opts, Box::new(spec), health, c.port, c.drain_seconds, &c.signal, &signaller, &log, stop)
+    }))
 }
 
 /// How the agent decides a fresh process is healthy.
@@ -303,7 +321,7 @@ enum Health {
     Stays(Duration),
 }
 
-fn output(log: &Arc<Logger>) -> Output {
+pub(crate) fn output(log: &Arc<Logger>) -> Output {
     let log = log.clone();
     Output(Arc::new(move |stream, line| match stream {
         Stream::Stdout => log.line("stdout", INFO, line),
@@ -457,7 +475,16 @@ fn run_etcd(opts: &Options, c: &EtcdConfig, base: &Logger, connect: Connect<'_>,
     );
     let home = user.as_ref().map_or_else(|| data.display().to_string(), |u| u.home.clone());
     let env = [("PATH", "/usr/local/bin:/usr/bin:/bin"), ("HOME", home.as_str())].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let spec = Spec { script, dir: data, env, user: user.as_ref().map(|u| u.ids), output: Some(output(&log)), stop_grace: opts.stop_grace, cgroup: None };
+    let spec = Spec {
+        script,
+        argv: Vec::new(),
+        dir: data,
+        env,
+        user: user.as_ref().map(|u| u.ids),
+        output: Some(output(&log)),
+        stop_grace: opts.stop_grace,
+        cgroup: None,
+    };
     keep(opts, Box::new(spec), Health::Http { port: client, path: "/health".into() }, Some(client), c.drain_seconds, &c.signal, &signaller, &log, stop)
 }
 

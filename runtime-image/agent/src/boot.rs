@@ -82,7 +82,12 @@ pub type Connect<'a> = &'a dyn Fn(&str) -> Result<Box<dyn Cloud>, String>;
 /// Reads the runtime config at `path`, following a pointer to the config it names.
 pub fn load_config(path: &Path, cloud: Connect<'_>, paths: &Paths) -> Result<RuntimeConfig, BootError> {
     let bytes = std::fs::read(path).map_err(|e| BootError::Config(format!("cannot read the runtime config {}: {e}", path.display())))?;
-    match runtime::parse(&bytes).map_err(|e| BootError::Config(format!("{}: {e}", path.display())))? {
+    resolve(runtime::parse(&bytes).map_err(|e| BootError::Config(format!("{}: {e}", path.display())))?, cloud, paths)
+}
+
+/// A runtime config, with a pointer followed to the config it names.
+pub fn resolve(config: RuntimeConfig, cloud: Connect<'_>, paths: &Paths) -> Result<RuntimeConfig, BootError> {
+    match config {
         RuntimeConfig::Pointer(p) => {
             let c = cloud(&p.region).map_err(BootError::Host)?;
             let bytes = fetch_document(c.as_ref(), paths, "runtime config", &p.config_url, &p.config_sha256)?;

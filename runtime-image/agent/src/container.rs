@@ -52,8 +52,8 @@ pub struct ContainerSpec {
     /// The container's name (one per service and release on an instance).
     pub name: String,
     pub image: Image,
-    /// The command (split on spaces); empty: the image's own entrypoint and command.
-    pub command: String,
+    /// The command's words (given to the image's entrypoint); empty: the image's own command.
+    pub command: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub limits: Option<Limits>,
     /// `uid:gid` to run as; `None`: the image's user.
@@ -159,7 +159,7 @@ impl std::fmt::Debug for ContainerUnit {
 /// The engine's create request for `spec`: host network, limits, no privilege, read-only root.
 pub fn config(spec: &ContainerSpec) -> Config<String> {
     let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let cmd: Vec<String> = spec.command.split_whitespace().map(str::to_string).collect();
+    let cmd = spec.command.clone();
     let host = HostConfig {
         network_mode: Some("host".into()),
         memory: spec.limits.map(|l| i64::from(l.memory_mib) * 1024 * 1024),

@@ -17,4 +17,5 @@ pub mod patience;
 pub mod sdk;
 pub mod ship;
 pub mod supervise;
+pub mod task;
 pub mod unpack;

@@ -98,6 +98,11 @@ impl Logger {
     /// One line as a CloudWatch Logs event: JSON with the logger's fields (`formation`,
     /// `service`, `release`, `instance`...), `source`, `level` and `message`.
     pub fn event_json(&self, source: &str, priority: u8, message: &str) -> String {
+        self.event_json_with(source, priority, message, &[])
+    }
+
+    /// `event_json` with more fields (a task's exit status).
+    pub fn event_json_with(&self, source: &str, priority: u8, message: &str, extra: &[(&str, serde_json::Value)]) -> String {
         let mut o = serde_json::Map::new();
         for (k, v) in &self.fields {
             let k = k.strip_prefix("GILLIAM_").unwrap_or(k).to_ascii_lowercase();
@@ -116,13 +121,21 @@ impl Logger {
             .into(),
         );
         o.insert("message".into(), message.into());
+        for (k, v) in extra {
+            o.insert((*k).to_string(), v.clone());
+        }
         serde_json::Value::Object(o).to_string()
     }
 
     /// One line from `source` (`agent`, `stdout`, `stderr`).
     pub fn line(&self, source: &str, priority: u8, message: &str) {
+        self.line_with(source, priority, message, &[]);
+    }
+
+    /// One line, its shipped event with more fields.
+    pub fn line_with(&self, source: &str, priority: u8, message: &str, extra: &[(&str, serde_json::Value)]) {
         if let Some(q) = self.ship.as_ref().filter(|q| q.is_open()) {
-            q.push(crate::ship::Event::now(self.event_json(source, priority, message)));
+            q.push(crate::ship::Event::now(self.event_json_with(source, priority, message, extra)));
         }
         let _guard = self.lock.lock();
         if let Some((sock, path)) = &self.journal {

@@ -25,6 +25,8 @@ const EXIT_CODES: &str = "Exit codes: 0 stopped cleanly (SIGTERM); 1 runtime con
 2 usage; 3 boot failed: artifact, secrets or health (FAILURE signalled to CloudFormation).";
 
 #[derive(Debug, Subcommand)]
+// Parsed once, at start: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Boot the release the runtime config describes, signal CloudFormation, run until SIGTERM.
     Run {
@@ -68,6 +70,9 @@ enum Command {
         /// Milliseconds between sends to CloudWatch Logs.
         #[arg(long, env = "GILLIAM_LOG_INTERVAL_MS", default_value_t = 1000)]
         log_interval_ms: u64,
+        /// What a task's agent runs when the task is over (the instance terminates on shutdown).
+        #[arg(long, env = "GILLIAM_POWEROFF", default_value = "systemctl poweroff")]
+        poweroff: String,
     },
     /// Read and check a runtime config without touching AWS; print what it would run.
     Check {
@@ -100,6 +105,7 @@ fn main() -> ExitCode {
             pull_deadline_seconds,
             log_spool_mib,
             log_interval_ms,
+            poweroff,
         } => {
             let mut opts = Options::new(config, root);
             opts.user = user;
@@ -113,6 +119,7 @@ fn main() -> ExitCode {
             opts.pull_deadline = Duration::from_secs(pull_deadline_seconds);
             opts.log_spool_bytes = log_spool_mib.max(1) * 1024 * 1024;
             opts.log_interval = Duration::from_millis(log_interval_ms.max(50));
+            opts.poweroff = poweroff.split_whitespace().map(str::to_string).collect();
             let stop = Arc::new(AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
                 if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
@@ -173,6 +180,10 @@ fn check(config: &std::path::Path) -> ExitCode {
         }
         Ok(RuntimeConfig::Etcd(e)) => {
             println!("etcd member {} of formation {}; signals {} in stack {}", e.member, e.formation, e.signal.resource, e.signal.stack);
+            ExitCode::SUCCESS
+        }
+        Ok(RuntimeConfig::Task(t)) => {
+            println!("task ({}): runs {:?} within {} s, then powers off", t.purpose, t.command, t.deadline_seconds);
             ExitCode::SUCCESS
         }
         Ok(RuntimeConfig::Pointer(p)) => {

@@ -44,6 +44,9 @@ pub struct Spec {
     /// The release's `script` (a path inside `dir`, or an absolute one, with optional arguments,
     /// split on spaces).
     pub script: String,
+    /// A one-off command's program and arguments, run instead of `script` when not empty: a
+    /// program with a `/` is found from `dir`, one without on the environment's `PATH`.
+    pub argv: Vec<String>,
     /// The unpacked release, and the working directory.
     pub dir: PathBuf,
     /// The whole environment of the process (nothing is inherited).
@@ -83,10 +86,19 @@ pub struct Watch {
 
 /// One start of the script.
 pub fn start(spec: &Spec) -> std::io::Result<Child> {
-    let mut parts = spec.script.split_whitespace();
-    let program = parts.next().ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty script"))?;
-    let mut cmd = Command::new(spec.dir.join(program));
-    cmd.args(parts).current_dir(&spec.dir).env_clear().envs(&spec.env).stdin(Stdio::null());
+    let empty = || std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty script");
+    let mut cmd = if let Some((program, args)) = spec.argv.split_first() {
+        // With the environment's PATH (std searches the child's PATH once it is set).
+        let mut c = if program.contains('/') { Command::new(spec.dir.join(program)) } else { Command::new(program) };
+        c.args(args);
+        c
+    } else {
+        let mut parts = spec.script.split_whitespace();
+        let mut c = Command::new(spec.dir.join(parts.next().ok_or_else(empty)?));
+        c.args(parts);
+        c
+    };
+    cmd.current_dir(&spec.dir).env_clear().envs(&spec.env).stdin(Stdio::null());
     if let Some(ids) = spec.user {
         // std drops supplementary groups when a process started by root changes its uid.
         cmd.gid(ids.gid).uid(ids.uid);
@@ -193,7 +205,11 @@ impl Running for ProcessRun {
 
 impl Unit for Spec {
     fn describe(&self) -> String {
-        self.script.clone()
+        if self.argv.is_empty() {
+            self.script.clone()
+        } else {
+            self.argv.join(" ")
+        }
     }
     fn launch(&self) -> std::io::Result<Box<dyn Running>> {
         let mut child = start(self)?;
