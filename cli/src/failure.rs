@@ -16,7 +16,7 @@ pub const REFUSED: u8 = 4;
 pub const ABORTED: u8 = 5;
 
 /// The exit codes as the binaries' help and man pages state them.
-pub const EXIT_CODES: &str = "Exit codes: 0 success, 1 invalid input, 2 usage error, 3 internal error, 4 refused or failed in AWS, 5 a traffic shift or bake was aborted (a breach, an unhealthy target, too little traffic to judge, a failed hook) and the traffic put back.";
+pub const EXIT_CODES: &str = "Exit codes: 0 success, 1 invalid input, 2 usage error, 3 internal error, 4 refused or failed in AWS, 5 a deploy, traffic shift or bake was aborted (a failed release phase, a breach, an unhealthy target, too little traffic to judge, a failed hook) with the traffic where it was before; `gilliam run` exits with its command's status.";
 
 /// What went wrong, and the exit code that says so.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -92,6 +92,10 @@ pub enum Verb {
     /// The instances of each release and service: zone, lifecycle, health in Auto Scaling and
     /// in each target group, uptime, and the agent's last line.
     Ps(ps::Args),
+    /// A one-off process in a release (`run web -- bin/rails db:migrate`): on an instance
+    /// launched from the service's launch template, with its environment, secrets and role;
+    /// output streamed here, the command's exit status returned.
+    Run(crate::commands::run::Args),
     /// The published outputs (the latest manifest).
     Outputs,
     /// Deploy a release of one stage to the next: the same artifact (by sha256, copied into the
@@ -154,6 +158,7 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
         Verb::History => history::exec(&s).await?,
         Verb::Logs(a) => logs::exec(&s, a).await?,
         Verb::Ps(a) => ps::exec(&s, a).await?,
+        Verb::Run(a) => crate::commands::run::exec(&s, a).await?,
         Verb::Outputs => outputs::exec(&s).await?,
         Verb::Unlock(a) => unlock::exec(&s, a).await?,
         Verb::Completions(_) | Verb::Man(_) | Verb::Promote(_) => {}

@@ -25,6 +25,9 @@ pub struct Judging {
     /// Do not run the hooks of gilliam.yml and the stage file.
     #[arg(long)]
     pub no_hooks: bool,
+    /// Do not run the release phase (`x-gilliam.release`) before traffic moves.
+    #[arg(long)]
+    pub no_release_phase: bool,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -141,6 +141,7 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
         strategy: args.strategy,
         judge: !args.judging.no_analysis,
         hooks: !args.judging.no_hooks,
+        release_phase: !args.judging.no_release_phase,
         preflight: !args.skip_preflight,
         ..Options::default()
     };

@@ -220,6 +220,32 @@ pub trait Aws: S3 + CloudFormation + Elbv2 + AutoScaling + SecretsManager + Clou
 
 impl<T: S3 + CloudFormation + Elbv2 + AutoScaling + SecretsManager + CloudWatch + Sns + EventBridge + Ec2 + Ecr> Aws for T {}
 
+/// RunInstances of one instance from a launch template, overriding its userdata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceLaunch {
+    pub launch_template_id: String,
+    /// `$Latest`, `$Default` or a number.
+    pub version: String,
+    pub subnet: String,
+    /// The userdata script (the client base64-encodes it).
+    pub user_data: String,
+    /// The instance's tags (the request's, for every key the launch template also tags).
+    pub tags: Vec<(String, String)>,
+    /// Idempotency: a retry with the same token launches nothing new.
+    pub client_token: String,
+    /// `terminate`: an instance that shuts itself down is gone.
+    pub shutdown_terminates: bool,
+}
+
+/// An instance's state as DescribeInstances reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstanceState {
+    /// `pending`, `running`, `shutting-down`, `terminated`, `stopping`, `stopped`.
+    pub name: String,
+    /// EC2's state reason (`Client.InstanceInitiatedShutdown: ...`), when it gives one.
+    pub reason: String,
+}
+
 /// An image in an ECR repository, as DescribeImages reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EcrImage {
@@ -500,6 +526,14 @@ macro_rules! __ec2 {
         /// When each instance named was launched (RFC 3339), by id; an instance EC2 no longer
         /// knows is absent.
         fn launch_times(ids: &[String]) -> ::std::collections::BTreeMap<String, String> = "DescribeInstances";
+        /// Launches one instance from a launch template (a one-off task); returns its id. The
+        /// client token makes a retried launch the same launch.
+        fn run_instance(req: &$crate::aws::InstanceLaunch) -> String = "RunInstances";
+        /// Each instance's state (`pending`, `running`, `shutting-down`, `terminated`...) and
+        /// EC2's reason for it, by id; an instance EC2 no longer knows is absent.
+        fn instance_states(ids: &[String]) -> ::std::collections::BTreeMap<String, $crate::aws::InstanceState> = "DescribeInstances";
+        /// Terminates the instances (one already gone is no error).
+        fn terminate_instances(ids: &[String]) -> () = "TerminateInstances";
     ); };
 }
 

@@ -36,6 +36,7 @@ pub mod shift;
 pub mod stacks;
 pub mod state;
 pub mod strategy;
+pub mod task;
 pub mod traffic;
 
 pub use converge::{Converger, Options, Report};

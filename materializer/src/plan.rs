@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 /// Bumped when an older gilliam would misread a plan.
-pub const PLAN_VERSION: u32 = 4;
+pub const PLAN_VERSION: u32 = 5;
 
 /// One live release's traffic share, as planned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +58,10 @@ pub enum Action {
     DeleteStack { stack: String },
     /// Create or update a routing stack rendered for these weights.
     Routing { stack: String, create: bool, shares: Vec<Share>, template_sha256: String },
+    /// The release phase: `command` on a one-off instance of `service` of the release (its
+    /// launch template), after its stacks exist and before any routing change; a failure (or
+    /// its timeout) stops the deploy with every weight as it was.
+    ReleasePhase { release: u32, service: String, command: Vec<String>, timeout_seconds: u32 },
     /// Once the release's target groups are healthy, render routing with these weights.
     ShiftWhenHealthy {
         release: u32,
@@ -203,6 +207,11 @@ impl Plan {
                 Action::Routing { stack, create, shares, .. } => {
                     writeln!(out, "  {} stack {stack}: weights {}", if *create { "+" } else { "~" }, weights(shares))
                 }
+                Action::ReleasePhase { release, service, command, timeout_seconds } => writeln!(
+                    out,
+                    "  ~ release phase: `{}` on a one-off instance of {service} of release {release} (within {timeout_seconds} s; a failure stops the deploy, traffic unchanged)",
+                    command.join(" ")
+                ),
                 Action::ShiftWhenHealthy { release, shares, strategy: None } => {
                     writeln!(out, "  ~ traffic: to release {release} once healthy ({})", weights(shares))
                 }

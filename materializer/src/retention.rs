@@ -110,6 +110,7 @@ mod tests {
                 served: *served,
                 rolled_back: *rolled_back,
                 unrouted_since: None,
+                release_phase_failed: false,
             };
             st.releases.insert(*n, r);
         }

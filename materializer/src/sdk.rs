@@ -864,6 +864,59 @@ impl Ec2 for SdkAws {
         }
         Ok(out)
     }
+    async fn run_instance(&self, req: &crate::aws::InstanceLaunch) -> AwsResult<String> {
+        use gilliam_ec2::Params;
+        let ec2 = (*self.ec2).as_ref().map_err(|e| AwsError::Other(e.to_string()))?;
+        let mut p = Params::new()
+            .set("LaunchTemplate.LaunchTemplateId", &req.launch_template_id)
+            .set("LaunchTemplate.Version", &req.version)
+            .set("MinCount", "1")
+            .set("MaxCount", "1")
+            .set("SubnetId", &req.subnet)
+            .set("UserData", aws_smithy_types::base64::encode(req.user_data.as_bytes()))
+            .set("ClientToken", &req.client_token)
+            .set("TagSpecification.1.ResourceType", "instance");
+        if req.shutdown_terminates {
+            p = p.set("InstanceInitiatedShutdownBehavior", "terminate");
+        }
+        for (i, (k, v)) in req.tags.iter().enumerate() {
+            p = p.set(format!("TagSpecification.1.Tag.{}.Key", i + 1), k).set(format!("TagSpecification.1.Tag.{}.Value", i + 1), v);
+        }
+        let answer = ec2.call("RunInstances", &p).boxed().await.map_err(classify_ec2)?;
+        let id = answer.items("instancesSet").find_map(|i| i.text("instanceId").map(str::to_string));
+        id.ok_or_else(|| AwsError::Other("RunInstances answered without an instance id".into()))
+    }
+    async fn instance_states(&self, ids: &[String]) -> AwsResult<std::collections::BTreeMap<String, crate::aws::InstanceState>> {
+        use gilliam_ec2::Params;
+        let ec2 = (*self.ec2).as_ref().map_err(|e| AwsError::Other(e.to_string()))?;
+        let mut out = std::collections::BTreeMap::new();
+        // A filter rather than ids: an instance already gone is an answer, not an error.
+        for chunk in ids.chunks(200) {
+            let by_id = Params::new().filter("instance-id", chunk);
+            for r in ec2.call_all("DescribeInstances", &by_id, "reservationSet").boxed().await.map_err(classify_ec2)? {
+                for i in r.items("instancesSet") {
+                    if let Some(id) = i.text("instanceId") {
+                        let name = i.child("instanceState").and_then(|s| s.text("name")).unwrap_or_default().to_string();
+                        let reason = i.child("stateReason").and_then(|s| s.text("message")).or_else(|| i.text("reason")).unwrap_or_default().to_string();
+                        out.insert(id.to_string(), crate::aws::InstanceState { name, reason });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+    async fn terminate_instances(&self, ids: &[String]) -> AwsResult<()> {
+        use gilliam_ec2::Params;
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ec2 = (*self.ec2).as_ref().map_err(|e| AwsError::Other(e.to_string()))?;
+        match ec2.call("TerminateInstances", &Params::new().list("InstanceId", ids)).boxed().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code.as_deref() == Some("InvalidInstanceID.NotFound") => Ok(()),
+            Err(e) => Err(classify_ec2(e)),
+        }
+    }
     async fn describe_network(&self, vpc: &str, subnets: &[String]) -> AwsResult<Option<crate::aws::Network>> {
         use crate::aws::{Network, RouteTable, Subnet, Vpc, VpcEndpoint};
         use gilliam_ec2::Params;

@@ -84,6 +84,10 @@ pub struct ReleaseRecord {
     /// down only once that is longer ago than its target groups' deregistration delay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unrouted_since: Option<i64>,
+    /// Its release phase failed: it never took traffic, and a converge of it runs the phase
+    /// again before it does.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub release_phase_failed: bool,
 }
 
 impl State {

@@ -79,6 +79,7 @@ async fn the_delay_counts_from_when_the_state_saw_the_release_carry_none() {
         served: true,
         rolled_back: false,
         unrouted_since: Some(since),
+        release_phase_failed: false,
     };
     let now = gilliam_materializer::clock::epoch();
     // Out of traffic for 100 s: 200 s left of the 300.

@@ -1,7 +1,8 @@
 //! `gilliam-materialize`: converges AWS to a directory written by gilliam-compile.
 //!
 //! Exit codes (`gilliam_cli::failure`): 0 success, 1 invalid input, 2 usage error, 3 internal
-//! error, 4 refused or failed in AWS, 5 a traffic shift or bake aborted and the traffic put back.
+//! error, 4 refused or failed in AWS, 5 a deploy (its release phase), traffic shift or bake aborted
+//! with the traffic where it was.
 
 use gilliam_cli::failure::{Failure, Named};
 use gilliam_cli::materialize_cmd::{run, Args};

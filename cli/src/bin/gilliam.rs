@@ -2,7 +2,8 @@
 //! plan, history, outputs...).
 //!
 //! Exit codes (`gilliam_cli::failure`): 0 success, 1 invalid input, 2 usage error, 3 internal
-//! error, 4 refused or failed in AWS, 5 a traffic shift or bake aborted and the traffic put back.
+//! error, 4 refused or failed in AWS, 5 a deploy (its release phase), traffic shift or bake aborted
+//! with the traffic where it was.
 
 use gilliam_cli::failure::{Failure, Named};
 use gilliam_cli::gilliam_cmd::{run, Args};

@@ -83,7 +83,7 @@ pub async fn deploy_files<A: gilliam_materializer::aws::Aws>(
 ) -> Result<(), Failure> {
     compile_into(stage, app, release, out)?;
     let bundle = Bundle::load(out).map_err(|e| Failure { code: 1, message: e.0 })?;
-    let opts = Options { judge: !judging.no_analysis, hooks: !judging.no_hooks, ..opts };
+    let opts = Options { judge: !judging.no_analysis, hooks: !judging.no_hooks, release_phase: !judging.no_release_phase, ..opts };
     let ops = Ops::new(aws, formation.clone(), say);
     // What a breach during the bake puts back: the traffic before this deploy.
     let restore = if judging.bake.is_some() && opts.traffic_auto { ops.weights_now().await.map_err(Failure::from)? } else { BTreeMap::new() };

@@ -16,6 +16,7 @@ pub mod ps;
 pub mod releases;
 pub mod retire;
 pub mod rollback;
+pub mod run;
 pub mod scale;
 pub mod status;
 pub mod traffic;

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod player;
+
 use gilliam_materializer::aws::prelude::*;
 use gilliam_materializer::aws::{PutCondition, StackRequest, TemplateSource};
 use gilliam_materializer::sdk::{Endpoint, SdkAws};

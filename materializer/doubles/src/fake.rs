@@ -63,6 +63,8 @@ pub struct World {
     pub log_events: BTreeMap<String, Vec<gilliam_materializer::aws::LogEvent>>,
     /// ECR repositories by (region, name): their lifecycle policy text, when they have one.
     pub repositories: BTreeMap<(String, String), Option<String>>,
+    /// Instances launched (one-off tasks), by id: the launch and the state.
+    pub instances: BTreeMap<String, (gilliam_materializer::aws::InstanceLaunch, gilliam_materializer::aws::InstanceState)>,
     etags: u64,
 }
 
@@ -460,5 +462,32 @@ impl Ec2 for Fake {
     async fn launch_times(&self, _ids: &[String]) -> AwsResult<BTreeMap<String, String>> {
         self.enter("launch_times")?;
         Ok(BTreeMap::new())
+    }
+    /// A launch is `running` at once; a second launch with the same client token is the first.
+    async fn run_instance(&self, req: &gilliam_materializer::aws::InstanceLaunch) -> AwsResult<String> {
+        self.enter("run_instance")?;
+        Ok(self.with(|w| {
+            if let Some((id, _)) = w.instances.iter().find(|(_, (l, _))| l.client_token == req.client_token) {
+                return id.clone();
+            }
+            let id = format!("i-fake{:012}", w.instances.len() + 1);
+            w.instances.insert(id.clone(), (req.clone(), gilliam_materializer::aws::InstanceState { name: "running".into(), reason: String::new() }));
+            id
+        }))
+    }
+    async fn instance_states(&self, ids: &[String]) -> AwsResult<BTreeMap<String, gilliam_materializer::aws::InstanceState>> {
+        self.enter("instance_states")?;
+        Ok(self.with(|w| ids.iter().filter_map(|id| w.instances.get(id).map(|(_, s)| (id.clone(), s.clone()))).collect()))
+    }
+    async fn terminate_instances(&self, ids: &[String]) -> AwsResult<()> {
+        self.enter("terminate_instances")?;
+        self.with(|w| {
+            for id in ids {
+                if let Some((_, s)) = w.instances.get_mut(id) {
+                    *s = gilliam_materializer::aws::InstanceState { name: "terminated".into(), reason: "Client.UserInitiatedShutdown".into() };
+                }
+            }
+        });
+        Ok(())
     }
 }

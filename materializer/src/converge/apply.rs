@@ -29,6 +29,8 @@ impl<'a, A: Aws> Converger<'a, A> {
         // which are then cooled, not retired.
         let mut going: Option<std::collections::BTreeSet<u32>> = None;
         let mut cooled_on_abort: Vec<u32> = Vec::new();
+        // The release phase failed: the release never takes traffic in this converge.
+        let mut phase_failed = false;
         let mut i = 0;
         while i < plan.actions.len() {
             // A run of creations of release stacks: independent, so all at once.
@@ -51,6 +53,29 @@ impl<'a, A: Aws> Converger<'a, A> {
                 continue;
             }
             match &plan.actions[i] {
+                // After an abort, nothing moves: no routing change, no shift.
+                Action::Routing { .. } | Action::ShiftWhenHealthy { .. } | Action::DeleteStack { .. } if aborted.is_some() => {}
+                Action::ReleasePhase { release, service, command, timeout_seconds } => {
+                    let spec = crate::task::TaskSpec {
+                        release: *release,
+                        service: service.clone(),
+                        command: command.clone(),
+                        timeout: std::time::Duration::from_secs(u64::from(*timeout_seconds)),
+                        purpose: "release phase".into(),
+                    };
+                    let out = |source: &str, line: &str| (self.say)(&format!("[release phase {source}] {line}"));
+                    let outcome = crate::task::run(self.aws, self.bundle, &spec, self.opts.poll, self.say, &out).await?;
+                    if outcome.exit == Some(0) {
+                        report.changes.push(format!("~ release phase of release {release}: `{}` passed on {}", command.join(" "), outcome.instance));
+                    } else {
+                        let why = format!("release phase `{}` {} on {}", command.join(" "), outcome.describe(), outcome.instance);
+                        (self.say)(&format!("{why}: the deploy stops here, traffic unchanged"));
+                        let before: Vec<(u32, u32)> =
+                            plan.observed.weights.iter().map(|(n, w)| (*n, w.unwrap_or(0))).filter(|(n, _)| n != release).chain([(*release, 0)]).collect();
+                        aborted = Some((format!("{why}; the deploy stopped before any traffic moved"), before));
+                        phase_failed = true;
+                    }
+                }
                 Action::CreateBucket { bucket } => {
                     retry("create the bucket", || self.aws.create_secure_bucket(bucket, &m.formation.region)).await?;
                     report.changes.push(format!("+ bucket {bucket}"));
@@ -169,7 +194,7 @@ impl<'a, A: Aws> Converger<'a, A> {
                 }
                 Action::Record { release, retired, cooled, deploy } => {
                     let cooled = if aborted.is_some() { &cooled_on_abort } else { cooled };
-                    self.record_in_state(plan, &report, *release, retired, cooled, *deploy, aborted.as_ref()).await?;
+                    self.record_in_state(plan, &report, *release, retired, cooled, *deploy, aborted.as_ref(), phase_failed).await?;
                     report.changes.push(format!("~ recorded release {release} in s3://{bucket}/{}", keys::state(&m.formation.s3_prefix)));
                 }
             }
@@ -257,6 +282,7 @@ impl<'a, A: Aws> Converger<'a, A> {
         cooled: &[u32],
         deploy: bool,
         aborted: Option<&(String, Vec<(u32, u32)>)>,
+        phase_failed: bool,
     ) -> Result<(), Error> {
         let m = self.m();
         let record = self.record();
@@ -270,7 +296,16 @@ impl<'a, A: Aws> Converger<'a, A> {
         crate::state::update(self.aws, &m.formation.outputs_bucket, &m.formation.s3_prefix, &m.formation.name, |st| {
             // A converge of a recorded release keeps what its record says of its past.
             let past = st.releases.get(&release).map(|r| (r.served, r.rolled_back, r.unrouted_since)).unwrap_or_default();
-            st.releases.insert(release, crate::state::ReleaseRecord { served: past.0, rolled_back: past.1, unrouted_since: past.2, ..record.clone() });
+            st.releases.insert(
+                release,
+                crate::state::ReleaseRecord {
+                    served: past.0,
+                    rolled_back: past.1,
+                    unrouted_since: past.2,
+                    release_phase_failed: phase_failed,
+                    ..record.clone()
+                },
+            );
             match aborted {
                 None => st.mark_served(&weights.iter().copied().collect()),
                 // Its shift aborted: judged bad, the first to go.

@@ -33,6 +33,8 @@ pub struct Options {
     pub hooks: bool,
     /// Check the network before the first write (`--skip-preflight` turns it off).
     pub preflight: bool,
+    /// Run the release phase before traffic moves (`--no-release-phase` turns it off).
+    pub release_phase: bool,
 }
 
 impl Default for Options {
@@ -46,6 +48,7 @@ impl Default for Options {
             judge: true,
             hooks: true,
             preflight: true,
+            release_phase: true,
         }
     }
 }
@@ -174,6 +177,7 @@ impl<'a, A: Aws> Converger<'a, A> {
             served: false,
             rolled_back: false,
             unrouted_since: None,
+            release_phase_failed: false,
         }
     }
     pub(super) fn secret_entry(&self, name: &str) -> Result<&gilliam_compiler::manifest::SecretEntry, Error> {

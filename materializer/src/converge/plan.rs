@@ -270,6 +270,25 @@ impl<'a, A: Aws> Converger<'a, A> {
             }
             observed.stacks.insert(s.name.clone(), seen);
         }
+        // The release phase, before any routing change: once per release, and again on a
+        // converge of a release whose phase failed.
+        if let (Some(rp), true) = (&m.delivery.release_phase, self.opts.release_phase) {
+            let creating = actions.iter().any(|a| match a {
+                Action::CreateStack { stack, .. } | Action::ReplaceFailedStack { stack, .. } => {
+                    m.stacks.iter().any(|s| &s.name == stack && s.role == StackRole::Release)
+                }
+                _ => false,
+            });
+            let passed = r.state.releases.get(&m.release.number).is_some_and(|x| x.status == "live" && !x.release_phase_failed);
+            if creating || !passed {
+                actions.push(Action::ReleasePhase {
+                    release: m.release.number,
+                    service: rp.service.clone(),
+                    command: rp.command.clone(),
+                    timeout_seconds: rp.timeout_seconds,
+                });
+            }
+        }
         Ok(())
     }
     /// The routing stacks whose structure changes (a change of weights alone is left to ELBv2,
@@ -347,7 +366,7 @@ impl<'a, A: Aws> Converger<'a, A> {
             }
             _ => false,
         });
-        let recorded = state.releases.get(&number).is_some_and(|r| r.status == "live");
+        let recorded = state.releases.get(&number).is_some_and(|r| r.status == "live" && !r.release_phase_failed);
         let shifting = self.opts.traffic_auto && serving && new_weight == 0 && (creating || !recorded);
         let mut live: BTreeSet<u32> = shares.iter().map(|s| s.release).collect();
         live.extend(state.releases.iter().filter(|(_, r)| r.status == "live" || r.status == "cold").map(|(n, _)| *n));
