@@ -274,8 +274,20 @@ impl Engine {
     /// The web image, pushed to the registry: its reference by digest. The local copy is
     /// removed, so that whoever runs it must pull it.
     pub fn push_web_image(&self) -> String {
-        let tag = format!("{}/gilliam-test/web:1", self.registry);
-        let out = Command::new("sh").args(["-c", &self.import_command(&tag)]).env("DOCKER_HOST", self.host()).output().expect("import");
+        self.push_image("web", &self.import_command(&format!("{}/gilliam-test/web:1", self.registry)))
+    }
+
+    /// The web image's files without an entrypoint or command (a task names its own), pushed.
+    pub fn push_tool_image(&self) -> String {
+        let tag = format!("{}/gilliam-test/tool:1", self.registry);
+        self.push_image("tool", &format!("tar -C {} -c . | docker import - {tag}", self.web_rootfs().display()))
+    }
+
+    /// Runs `import` (which makes `REGISTRY/gilliam-test/NAME:1`), pushes that image and removes
+    /// the local copy: its reference by digest.
+    fn push_image(&self, name: &str, import: &str) -> String {
+        let tag = format!("{}/gilliam-test/{name}:1", self.registry);
+        let out = Command::new("sh").args(["-c", import]).env("DOCKER_HOST", self.host()).output().expect("import");
         assert!(out.status.success(), "docker import: {}", String::from_utf8_lossy(&out.stderr));
         self.run(&["push", &tag]);
         let pinned = self.run(&["inspect", "--format", "{{index .RepoDigests 0}}", &tag]);

@@ -20,6 +20,10 @@
 //! - an ElastiCache `AuthToken` (resolved from Secrets Manager, as CloudFormation does) is 16 to
 //!   128 printable characters whose only punctuation is `! & # $ ^ < > -`
 //!   ("Authenticating with the Valkey and Redis OSS AUTH command").
+//! - EC2 RunInstances: a client token of at most 64 ASCII characters, and one used again with
+//!   other parameters is `IdempotentParameterMismatch` ("Ensuring idempotency"); userdata of at
+//!   most 16 KB before base64; at most 50 tags of an instance, keys of at most 128 characters
+//!   and values of 256, no key starting with `aws:` ("Tag restrictions").
 //!
 //! What it cannot model is said in ARCHITECTURE.md ("What the strict layer cannot show").
 
@@ -235,11 +239,35 @@ pub fn delete_problems(t: &Value, others: &BTreeMap<String, Value>) -> Vec<Strin
 pub struct Strict<A> {
     pub inner: A,
     templates: Mutex<BTreeMap<String, Value>>,
+    /// RunInstances by client token: a token is one launch.
+    launches: Mutex<BTreeMap<String, gilliam_materializer::aws::InstanceLaunch>>,
+}
+
+/// What EC2 refuses in a RunInstances of one instance, or `None`.
+pub fn launch_problem(req: &gilliam_materializer::aws::InstanceLaunch) -> Option<String> {
+    if req.client_token.len() > 64 || !req.client_token.is_ascii() {
+        return Some(format!("InvalidParameterValue: client token `{}` is over 64 ASCII characters", req.client_token));
+    }
+    if req.user_data.len() > 16 * 1024 {
+        return Some(format!("InvalidParameterValue: User data is limited to 16384 bytes ({} given)", req.user_data.len()));
+    }
+    if req.tags.len() > 50 {
+        return Some(format!("TagLimitExceeded: {} tags, at most 50 per resource", req.tags.len()));
+    }
+    if let Some((k, _)) =
+        req.tags.iter().find(|(k, v)| k.is_empty() || k.chars().count() > 128 || v.chars().count() > 256 || k.to_ascii_lowercase().starts_with("aws:"))
+    {
+        return Some(format!("InvalidParameterValue: tag key `{k}`: 1 to 128 characters, values at most 256, no `aws:` prefix"));
+    }
+    if req.subnet.is_empty() || req.launch_template_id.is_empty() {
+        return Some("MissingParameter: a launch template and a subnet".into());
+    }
+    None
 }
 
 impl<A> Strict<A> {
     pub fn new(inner: A) -> Self {
-        Strict { inner, templates: Mutex::new(BTreeMap::new()) }
+        Strict { inner, templates: Mutex::new(BTreeMap::new()), launches: Mutex::new(BTreeMap::new()) }
     }
 
     fn templates(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Value>> {
@@ -314,7 +342,39 @@ impl<A: Aws> Strict<A> {
     }
 }
 
-gilliam_materializer::forward!(impl[A: Aws] Aws for Strict<A> => inner, except CloudFormation Elbv2 CloudWatch Sns EventBridge);
+gilliam_materializer::forward!(impl[A: Aws] Aws for Strict<A> => inner, except CloudFormation Elbv2 CloudWatch Sns EventBridge Ec2);
+
+impl<A: Aws> Ec2 for Strict<A> {
+    async fn describe_network(&self, vpc: &str, subnets: &[String]) -> AwsResult<Option<gilliam_materializer::aws::Network>> {
+        self.inner.describe_network(vpc, subnets).await
+    }
+    async fn launch_times(&self, ids: &[String]) -> AwsResult<BTreeMap<String, String>> {
+        self.inner.launch_times(ids).await
+    }
+    async fn run_instance(&self, req: &gilliam_materializer::aws::InstanceLaunch) -> AwsResult<String> {
+        if let Some(p) = launch_problem(req) {
+            return Err(AwsError::Invalid(p));
+        }
+        {
+            let mut seen = self.launches.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match seen.get(&req.client_token) {
+                Some(earlier) if earlier != req => {
+                    return Err(AwsError::Invalid(format!("IdempotentParameterMismatch: client token {} was used for another launch", req.client_token)));
+                }
+                _ => {
+                    seen.insert(req.client_token.clone(), req.clone());
+                }
+            }
+        }
+        self.inner.run_instance(req).await
+    }
+    async fn instance_states(&self, ids: &[String]) -> AwsResult<BTreeMap<String, gilliam_materializer::aws::InstanceState>> {
+        self.inner.instance_states(ids).await
+    }
+    async fn terminate_instances(&self, ids: &[String]) -> AwsResult<()> {
+        self.inner.terminate_instances(ids).await
+    }
+}
 
 impl<A: Aws> CloudFormation for Strict<A> {
     async fn describe_stack(&self, name: &str) -> AwsResult<Option<Stack>> {

@@ -11,6 +11,7 @@ pub mod cloud;
 pub mod container;
 pub mod drain;
 pub mod health;
+pub mod host;
 pub mod identity;
 pub mod logs;
 pub mod patience;

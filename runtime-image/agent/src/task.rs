@@ -3,8 +3,8 @@
 //! within its deadline, ship its output, log its exit status as the stream's last event, and
 //! power the instance off. Nothing is signalled: no stack waits on a task.
 
-use crate::agent::{self, Options, RunError};
 use crate::boot::{self, BootError, Connect};
+use crate::host::{self, Options, RunError};
 use crate::identity;
 use crate::logs::{Logger, ERR, INFO};
 use crate::supervise::Running;
@@ -41,7 +41,7 @@ pub fn run(opts: &Options, t: &TaskConfig, base: &Logger, connect: Connect<'_>, 
         ("GILLIAM_RELEASE", &release),
         ("GILLIAM_INSTANCE", &instance),
     ]));
-    let shipping = agent::start_shipping(opts, &service, connect, &log, &instance);
+    let shipping = host::start_shipping(opts, &service, connect, &log, &instance);
     log.info(&format!(
         "task ({}) of release {} as {} in formation {} on {instance} ({source}): {:?}, within {} s",
         t.purpose, service.release, service.service, service.formation, t.command, t.deadline_seconds
@@ -92,11 +92,11 @@ fn once(
     if marker.exists() {
         return not_run("the agent restarted while the command ran; it is not run a second time".into());
     }
-    let cloud = match agent::connected(connect, &c.region, log) {
+    let cloud = match host::connected(connect, &c.region, log) {
         Ok(c) => c,
         Err(e) => return not_run(e.to_string()),
     };
-    let unit = match agent::unit(opts, c, cloud.as_ref(), log, Some(&t.command)) {
+    let unit = match host::unit(opts, c, cloud.as_ref(), log, Some(&t.command)) {
         Ok(u) => u,
         Err(e) => return not_run(format!("the release could not be prepared: {e}")),
     };

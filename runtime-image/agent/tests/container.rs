@@ -117,3 +117,53 @@ fn an_image_release_is_pulled_by_digest_run_within_its_limits_restarted_and_drai
     assert_eq!(signals.last().map(|s| s["Status"].as_str()), Some("FAILURE"));
     assert!(failed.text().contains("cannot pull") && failed.text().contains("FAILURE signalled"), "{}", failed.text());
 }
+
+#[test]
+fn a_task_of_an_image_release_runs_its_command_in_the_image_and_reports_its_status() {
+    let Some(engine) = Engine::start() else { return };
+    let (moto, aws, cfn) = world();
+    aws.rt.block_on(aws.logs.create_log_group().log_group_name("/gilliam/boot").send()).expect("log group");
+    // No entrypoint: the task's command is what runs.
+    let pinned = engine.push_tool_image();
+    let socket = engine.socket.display().to_string();
+    let b = scratch_root("image-task");
+    let web = std::fs::read_to_string(userdata(&b, free_port(), &image_release(1, &pinned))).expect("web userdata");
+    let command: Vec<String> = ["sh", "-c", "echo \"from the image: $GREETING $GILLIAM_RELEASE\"; [ -n \"$DATABASE_URL\" ] && echo has-db; exit 4"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let t = gilliam_compiler::task::Task {
+        formation: "boot",
+        release: 1,
+        service: "web",
+        purpose: "release phase",
+        command: &command,
+        deadline_seconds: 120,
+        image: "ami-0123456789abcdef0",
+    };
+    let script = b.dir.join("task.sh");
+    std::fs::write(&script, gilliam_compiler::task::userdata(&t, &web).expect("task userdata")).expect("write");
+    let mark = b.dir.join("powered-off");
+    let poweroff = b.dir.join("poweroff.sh");
+    std::fs::write(&poweroff, format!("#!/bin/sh\ntouch {}\n", mark.display())).expect("write");
+    std::fs::set_permissions(&poweroff, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let off = poweroff.display().to_string();
+    let extra = [
+        ("GILLIAM_DOCKER_SOCKET", socket.as_str()),
+        ("GILLIAM_PULL_DEADLINE_SECONDS", "20"),
+        ("GILLIAM_POWEROFF", off.as_str()),
+        ("GILLIAM_LOG_INTERVAL_MS", "100"),
+    ];
+    let mut agent = run_userdata(&b, &script, &moto, &cfn, &extra);
+    assert_eq!(agent.wait_exit(Duration::from_secs(120)).code(), Some(0), "{}", agent.text());
+    assert!(mark.exists(), "powered off: {}", agent.text());
+    let events: Vec<serde_json::Value> = aws.log_events("/gilliam/boot").into_iter().filter(|(s, _)| s == "r1/web/i-0123456789test").map(|(_, m)| m).collect();
+    let said = |text: &str| events.iter().any(|m| m["source"] == "stdout" && m["message"] == text);
+    assert!(said("from the image: hello 1"), "in the image, with the service's environment: {events:?}");
+    assert!(said("has-db"), "secrets resolved as for the service");
+    let last = events.iter().rev().find(|m| m.get("task_exit").is_some()).expect("the exit status");
+    assert_eq!(last["task_exit"], 4);
+    assert!(cfn.signals().is_empty(), "a task signals nothing");
+    let left = engine.run(&["ps", "-a", "--format", "{{.Names}}"]);
+    assert!(!left.contains("gilliam-boot-r1-web-task"), "the task's container is removed: {left}");
+}
