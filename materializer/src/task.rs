@@ -189,8 +189,8 @@ pub async fn follow<A: Aws>(
             if !seen.insert(e.id.clone()) {
                 continue;
             }
-            let line = crate::ops::log_line(&e);
             let json: serde_json::Value = serde_json::from_str(&e.message).unwrap_or_default();
+            let field = |k: &str| json.get(k).and_then(serde_json::Value::as_str);
             if let Some(exit) = json.get(TASK_EXIT_FIELD) {
                 ended = Some(TaskOutcome {
                     instance: instance.to_string(),
@@ -198,7 +198,8 @@ pub async fn follow<A: Aws>(
                     reason: json.get(TASK_REASON_FIELD).and_then(|r| r.as_str()).map(str::to_string),
                 });
             }
-            out(&line.source, &line.message);
+            // A line some other writer put there is passed on as it is.
+            out(field("source").unwrap_or_default(), field("message").unwrap_or(&e.message));
         }
         if let Some(o) = ended {
             break o;

@@ -16,7 +16,7 @@ mod warm;
 
 pub use self::bake::WatchOutcome;
 pub use self::base::Ops;
-pub use self::logs::{line as log_line, LogFilter, LogLine};
+pub use self::logs::{LogFilter, LogLine};
 pub use self::ps::InstanceRow;
 pub use self::rollback::Rollback;
 pub use self::status::{ReleaseRow, RouteRow, ServiceHealth, Status, METRICS_WINDOW};
