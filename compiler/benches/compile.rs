@@ -28,7 +28,7 @@ fn formation(n: usize) -> (String, String) {
         app.push_str("  env:\n    LOG_LEVEL: info\n");
     }
     app.push_str("db:\n  type: postgres\ncache:\n  type: redis\ncoord:\n  type: etcd\n  size: 3\n");
-    let stage = "formation: bench\nregion: us-east-1\nvpc: vpc-0123456789abcdef0\npublic_subnets: [subnet-00000001, subnet-00000002]\nprivate_subnets:\n  - {id: subnet-00000011, zone: us-east-1a}\n  - {id: subnet-00000012, zone: us-east-1b}\noutputs_bucket: bench-bucket\nauxiliary_image: ami-0123456789abcdef0\nquotas: {load_balancers: 300}\n".to_string();
+    let stage = "formation: bench\nregion: us-east-1\nvpc: vpc-0123456789abcdef0\npublic_subnets: [subnet-00000001, subnet-00000002]\nprivate_subnets:\n  - {id: subnet-00000011, zone: us-east-1a}\n  - {id: subnet-00000012, zone: us-east-1b}\noutputs_bucket: bench-bucket\nauxiliary_image: ami-0123456789abcdef0\nquotas: {load_balancers: 300, target_groups: 6000}\n".to_string();
     (app, stage)
 }
 

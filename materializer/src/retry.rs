@@ -45,3 +45,108 @@ where
         }
     }
 }
+
+/// Paces a run of calls that share one AWS token bucket (a flip's `ModifyRule`s): each call
+/// takes the next slot at the current rate; throttling slows the rate down (×0.8) and success
+/// probes it up (+2% a call), with jitter, so that the run stays close to what the bucket
+/// refills, whatever share of it other tools on the account take. A throttled call is
+/// not a failure: it waits for its next slot (`THROTTLE_PATIENCE` in all).
+#[derive(Debug)]
+pub struct Pacer {
+    state: std::sync::Mutex<PacerState>,
+}
+
+#[derive(Debug)]
+struct PacerState {
+    /// Calls a second.
+    rate: f64,
+    next: tokio::time::Instant,
+    /// When the rate was last lowered: throttling of calls given their slot before then is
+    /// the same congestion, not news (one decrease per episode, as TCP's per round trip).
+    lowered: tokio::time::Instant,
+}
+
+/// How long one call may keep being throttled before it fails.
+pub const THROTTLE_PATIENCE: Duration = Duration::from_secs(900);
+
+impl Pacer {
+    const MIN_RATE: f64 = 0.5;
+    pub const MAX_RATE: f64 = 200.0;
+
+    /// Starting at `rate` calls a second (a bucket's burst goes at once).
+    pub fn new(rate: f64) -> Pacer {
+        let now = tokio::time::Instant::now();
+        Pacer { state: std::sync::Mutex::new(PacerState { rate: rate.clamp(Self::MIN_RATE, Self::MAX_RATE), next: now, lowered: now }) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PacerState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits for this call's slot; returns when it was given (for `throttled`).
+    pub async fn slot(&self) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        let at = {
+            let mut s = self.lock();
+            let at = s.next.max(now);
+            let gap = 1.0 / s.rate;
+            // Up to a tenth of a gap of jitter, so that concurrent callers do not line up.
+            let jittered = gap * (0.95 + jitter(1000) as f64 / 10_000.0);
+            s.next = at + Duration::from_secs_f64(jittered);
+            at
+        };
+        tokio::time::sleep_until(at).await;
+        now
+    }
+
+    pub fn succeeded(&self) {
+        let mut s = self.lock();
+        s.rate = (s.rate * 1.01).min(Self::MAX_RATE);
+    }
+
+    /// The call whose slot was given at `given` was throttled.
+    pub fn throttled(&self, given: tokio::time::Instant) {
+        let mut s = self.lock();
+        if given < s.lowered {
+            return;
+        }
+        s.lowered = tokio::time::Instant::now();
+        s.rate = (s.rate * 0.7).max(Self::MIN_RATE);
+        // The bucket is empty: the next call waits one gap at the new rate.
+        let gap = Duration::from_secs_f64(1.0 / s.rate);
+        s.next = s.next.max(tokio::time::Instant::now() + gap);
+    }
+
+    pub fn rate(&self) -> f64 {
+        self.lock().rate
+    }
+}
+
+/// `call` at the pace `pacer` sets: throttling waits for the next slot (for up to
+/// `THROTTLE_PATIENCE`), other retryable failures back off as `retry` does.
+pub async fn paced<T, F, Fut>(what: &str, pacer: &Pacer, mut call: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = AwsResult<T>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut delay = Duration::from_millis(RETRY_BASE_MS.load(std::sync::atomic::Ordering::Relaxed));
+    let mut attempt = 0;
+    loop {
+        let slot = pacer.slot().await;
+        match call().await {
+            Ok(v) => {
+                pacer.succeeded();
+                return Ok(v);
+            }
+            Err(crate::aws::AwsError::Throttled(_)) if started.elapsed() < THROTTLE_PATIENCE => pacer.throttled(slot),
+            Err(e) if e.retryable() && attempt < 8 => {
+                attempt += 1;
+                let half = delay.as_millis() as u64 / 2;
+                tokio::time::sleep(Duration::from_millis(half + jitter(half + 1))).await;
+                delay = (delay * 2).min(Duration::from_secs(20));
+            }
+            Err(err) => return Err(Error::Aws { what: what.to_string(), err }),
+        }
+    }
+}

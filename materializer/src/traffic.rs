@@ -37,7 +37,8 @@ pub struct RuleView {
 
 /// One ELBv2 write: a rule's ARN, its whole weighted forward (target group, weight), and the
 /// forward's stickiness (kept as it is).
-type RuleWrite = (String, Vec<(String, u32)>, Option<u32>);
+/// One rule's write: its ARN, its forward (target group, weight), its stickiness.
+pub type RuleWrite = (String, Vec<(String, u32)>, Option<u32>);
 
 /// Reads and writes the weights of one formation's rules.
 pub struct Traffic<'a, A: Aws> {
@@ -89,12 +90,17 @@ impl<'a, A: Aws> Traffic<'a, A> {
             .collect())
     }
 
-    /// The writes, a few at a time, so that a large formation flips fast.
+    /// The writes, paced to ELBv2's `ModifyRule` bucket (`retry::Pacer`): a large formation
+    /// flips as fast as the bucket allows, and throttling (other tools share the bucket) slows
+    /// it down rather than failing it. One write per rule.
     pub async fn write(&self, changes: &[RuleWrite]) -> Result<(), Error> {
         use futures_util::stream::{self, StreamExt};
+        // As fast as ELBv2 answers until it throttles; then what the throttling says.
+        let pacer = crate::retry::Pacer::new(crate::retry::Pacer::MAX_RATE);
+        let pacer = &pacer;
         let results: Vec<Result<(), Error>> = stream::iter(changes.iter())
-            .map(|(arn, forward, sticky)| retry("set rule weights", move || self.aws.set_rule_weights(arn, forward, *sticky)))
-            .buffer_unordered(8)
+            .map(|(arn, forward, sticky)| crate::retry::paced("set rule weights", pacer, move || self.aws.set_rule_weights(arn, forward, *sticky)))
+            .buffer_unordered(16)
             .collect()
             .await;
         results.into_iter().collect::<Result<Vec<()>, Error>>().map(|_| ())

@@ -8,3 +8,4 @@ pub mod counting;
 pub mod fake;
 pub mod lifecycle;
 pub mod strict;
+pub mod throttle;
