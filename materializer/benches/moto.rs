@@ -131,4 +131,37 @@ async fn main() {
         ms(median(flips))
     );
     println!("rollback to release 2: median {}, {rb_writes} ELBv2 writes (7 runs)", ms(median(rollbacks)));
+
+    // The same, behind AWS's token buckets (`gilliam_doubles::throttle`, real time): what a
+    // real account's rate limits make of a no-op converge, `gilliam status` and a flip.
+    let throttled = Counting::new(gilliam_materializer::aws::Layered {
+        layer: gilliam_doubles::throttle::Buckets::aws(1.0),
+        inner: SdkAws::connect(&Endpoint { url: Some(moto.url.clone()), region: Some(REGION.into()) }).await,
+    });
+    let t = Instant::now();
+    Converger::new(&throttled, &b, opts.clone(), &quiet).run().await.unwrap_or_else(|e| panic!("{e}"));
+    let noop = t.elapsed();
+    let noop_calls = throttled.calls().values().sum::<usize>();
+    let formation = Formation { name: "bench".into(), region: REGION.into(), bucket: "bench-out".into(), prefix: "gilliam/bench/".into() };
+    let ops = Ops::new(&throttled, formation, &quiet);
+    throttled.reset();
+    let t = Instant::now();
+    ops.status().await.unwrap_or_else(|e| panic!("{e}"));
+    let status = t.elapsed();
+    let status_calls = throttled.calls().values().sum::<usize>();
+    throttled.reset();
+    let t = Instant::now();
+    let c = ops.traffic(&BTreeMap::from([(3, 100)])).await.unwrap_or_else(|e| panic!("{e}"));
+    let flip = t.elapsed();
+    let layer = &throttled.inner().layer;
+    println!(
+        "behind AWS's buckets: no-op converge {} ({noop_calls} calls, {:.1} per service); status {} ({status_calls} calls, {:.1} per service); flip {} ({} writes); {} calls throttled and retried in all",
+        ms(noop),
+        noop_calls as f64 / 50.0,
+        ms(status),
+        status_calls as f64 / 50.0,
+        ms(flip),
+        c.writes,
+        layer.throttled.load(std::sync::atomic::Ordering::SeqCst)
+    );
 }

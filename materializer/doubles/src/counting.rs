@@ -18,6 +18,8 @@ pub const MUTATING: &[&str] = &[
     "put_secret",
     "restore_secret",
     "put_secret_value",
+    "run_instance",
+    "terminate_instances",
 ];
 
 /// The counting layer: calls by seam method, and the time spent inside them.
