@@ -162,7 +162,7 @@ async fn the_release_phase_gates_the_deploy_and_gilliam_run_returns_the_commands
     // A killed gilliam leaves no instance behind: the instance ends itself.
     let mut child = Command::new(env!("CARGO_BIN_EXE_gilliam"));
     child
-        .args(["--stage", &stage, "run", "-r", "1", "api", "--", "sh", "-c", "sleep 2; echo done"])
+        .args(["--stage", &stage, "run", "-r", "1", "api", "--", "sh", "-c", "sleep 4; echo done"])
         .env("AWS_ENDPOINT_URL", &moto.url)
         .env_remove("AWS_PROFILE");
     for (k, v) in gilliam_tests::moto::SAFE_ENV {
@@ -174,6 +174,13 @@ async fn the_release_phase_gates_the_deploy_and_gilliam_run_returns_the_commands
         assert!(Instant::now() < until, "no instance launched");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // `gilliam ps` shows the one-off instance beside the release's own.
+    let o = g(&["--output", "json", "ps", "-r", "1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).expect("ps json");
+    let task = rows.iter().find(|r| r["service"] == "api (task)").unwrap_or_else(|| panic!("a task row: {rows:?}"));
+    assert!(matches!(task["lifecycle"].as_str(), Some("running" | "pending")), "{task}");
+    assert!(task["agent"].as_str().is_some_and(|a| a.starts_with("gilliam run by")), "{task}");
     child.kill().expect("kill gilliam");
     let _ = child.wait();
     wait_all_terminated(&moto, 5, Duration::from_secs(60)).await;

@@ -237,6 +237,20 @@ pub struct InstanceLaunch {
     pub shutdown_terminates: bool,
 }
 
+/// A one-off instance of a formation, as DescribeInstances and its tags say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskInstance {
+    pub id: String,
+    pub release: Option<u32>,
+    pub service: String,
+    /// Its `gilliam:task` tag: `release phase`, `gilliam run by ...`.
+    pub purpose: String,
+    pub state: String,
+    pub zone: String,
+    /// RFC 3339.
+    pub launched: String,
+}
+
 /// An instance's state as DescribeInstances reports it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InstanceState {
@@ -534,6 +548,8 @@ macro_rules! __ec2 {
         fn instance_states(ids: &[String]) -> ::std::collections::BTreeMap<String, $crate::aws::InstanceState> = "DescribeInstances";
         /// Terminates the instances (one already gone is no error).
         fn terminate_instances(ids: &[String]) -> () = "TerminateInstances";
+        /// The formation's one-off instances (tagged `gilliam:task`) not yet terminated.
+        fn task_instances(formation: &str) -> Vec<$crate::aws::TaskInstance> = "DescribeInstances";
     ); };
 }
 

@@ -905,6 +905,30 @@ impl Ec2 for SdkAws {
         }
         Ok(out)
     }
+    async fn task_instances(&self, formation: &str) -> AwsResult<Vec<crate::aws::TaskInstance>> {
+        use gilliam_ec2::Params;
+        let ec2 = (*self.ec2).as_ref().map_err(|e| AwsError::Other(e.to_string()))?;
+        let by_tag = Params::new()
+            .filter("tag:gilliam:formation", &[formation])
+            .filter("tag-key", &["gilliam:task"])
+            .filter("instance-state-name", &["pending", "running", "shutting-down", "stopping"]);
+        let mut out = Vec::new();
+        for r in ec2.call_all("DescribeInstances", &by_tag, "reservationSet").boxed().await.map_err(classify_ec2)? {
+            for i in r.items("instancesSet") {
+                let tag = |k: &str| i.items("tagSet").find(|t| t.text("key") == Some(k)).and_then(|t| t.text("value")).unwrap_or_default().to_string();
+                out.push(crate::aws::TaskInstance {
+                    id: i.text("instanceId").unwrap_or_default().to_string(),
+                    release: tag("gilliam:release").parse().ok(),
+                    service: tag("gilliam:service"),
+                    purpose: tag("gilliam:task"),
+                    state: i.child("instanceState").and_then(|s| s.text("name")).unwrap_or_default().to_string(),
+                    zone: i.child("placement").and_then(|p| p.text("availabilityZone")).unwrap_or_default().to_string(),
+                    launched: i.text("launchTime").unwrap_or_default().to_string(),
+                });
+            }
+        }
+        Ok(out)
+    }
     async fn terminate_instances(&self, ids: &[String]) -> AwsResult<()> {
         use gilliam_ec2::Params;
         if ids.is_empty() {

@@ -479,6 +479,27 @@ impl Ec2 for Fake {
         self.enter("instance_states")?;
         Ok(self.with(|w| ids.iter().filter_map(|id| w.instances.get(id).map(|(_, s)| (id.clone(), s.clone()))).collect()))
     }
+    async fn task_instances(&self, formation: &str) -> AwsResult<Vec<gilliam_materializer::aws::TaskInstance>> {
+        self.enter("task_instances")?;
+        Ok(self.with(|w| {
+            w.instances
+                .iter()
+                .filter(|(_, (l, s))| s.name != "terminated" && l.tags.iter().any(|(k, v)| k == "gilliam:formation" && v == formation))
+                .map(|(id, (l, s))| {
+                    let tag = |k: &str| l.tags.iter().find(|(x, _)| x == k).map(|(_, v)| v.clone()).unwrap_or_default();
+                    gilliam_materializer::aws::TaskInstance {
+                        id: id.clone(),
+                        release: tag("gilliam:release").parse().ok(),
+                        service: tag("gilliam:service"),
+                        purpose: tag("gilliam:task"),
+                        state: s.name.clone(),
+                        zone: String::new(),
+                        launched: String::new(),
+                    }
+                })
+                .collect()
+        }))
+    }
     async fn terminate_instances(&self, ids: &[String]) -> AwsResult<()> {
         self.enter("terminate_instances")?;
         self.with(|w| {

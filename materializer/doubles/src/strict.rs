@@ -374,6 +374,9 @@ impl<A: Aws> Ec2 for Strict<A> {
     async fn terminate_instances(&self, ids: &[String]) -> AwsResult<()> {
         self.inner.terminate_instances(ids).await
     }
+    async fn task_instances(&self, formation: &str) -> AwsResult<Vec<gilliam_materializer::aws::TaskInstance>> {
+        self.inner.task_instances(formation).await
+    }
 }
 
 impl<A: Aws> CloudFormation for Strict<A> {

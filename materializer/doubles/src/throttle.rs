@@ -44,7 +44,7 @@ pub fn class(call: Call) -> Option<Class> {
         "set_capacity" => ("autoscaling", "write"),
         "describe_stack" | "stack_events" | "get_template" | "stack_resources" | "list_exports" | "stack_limit" | "stack_names" => ("cloudformation", "read"),
         "create_stack" | "update_stack" | "delete_stack" | "continue_update_rollback" => ("cloudformation", "write"),
-        "describe_network" | "launch_times" | "instance_states" => ("ec2", "read"),
+        "describe_network" | "launch_times" | "instance_states" | "task_instances" => ("ec2", "read"),
         "run_instance" | "terminate_instances" => ("ec2", "write"),
         _ => return None,
     })

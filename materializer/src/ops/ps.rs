@@ -99,6 +99,24 @@ impl<A: Aws> Ops<'_, A> {
                 }
             }
         }
+        // One-off instances (the release phase, `gilliam run`): in no Auto Scaling group.
+        let now = crate::clock::epoch();
+        for t in retry("describe task instances", || self.t.aws.task_instances(&self.t.f.name)).await? {
+            let Some(n) = t.release.filter(|n| release.is_none_or(|r| r == *n)) else { continue };
+            let launched = (!t.launched.is_empty()).then(|| t.launched.clone());
+            rows.push(InstanceRow {
+                release: n,
+                service: format!("{} (task)", t.service),
+                instance: t.id,
+                zone: t.zone,
+                lifecycle: t.state,
+                health: "-".into(),
+                targets: Vec::new(),
+                uptime_seconds: launched.as_deref().and_then(crate::clock::epoch_of).map(|l| (now - l).max(0)),
+                launched,
+                agent: Some(t.purpose),
+            });
+        }
         rows.sort_by(|a, b| (a.release, &a.service, &a.instance).cmp(&(b.release, &b.service, &b.instance)));
         Ok(rows)
     }
