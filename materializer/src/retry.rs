@@ -23,32 +23,51 @@ fn jitter(n: u64) -> u64 {
     (z ^ (z >> 27)) % n.max(1)
 }
 
+/// Exponential backoff with jitter (half the delay fixed, half random, so that concurrent
+/// callers spread out): up to 8 waits, doubling from the base up to 20 s.
+struct Backoff {
+    delay: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff { delay: Duration::from_millis(RETRY_BASE_MS.load(std::sync::atomic::Ordering::Relaxed)), attempt: 0 }
+    }
+
+    /// Waits before the next attempt; false (without waiting) once the attempts are spent.
+    async fn wait(&mut self) -> bool {
+        if self.attempt >= 8 {
+            return false;
+        }
+        self.attempt += 1;
+        let half = self.delay.as_millis() as u64 / 2;
+        tokio::time::sleep(Duration::from_millis(half + jitter(half + 1))).await;
+        self.delay = (self.delay * 2).min(Duration::from_secs(20));
+        true
+    }
+}
+
 /// Retries throttling and transient failures, up to 8 times, with exponential backoff and
-/// jitter (half the delay fixed, half random), so that concurrent callers spread out.
+/// jitter.
 pub async fn retry<T, F, Fut>(what: &str, mut call: F) -> Result<T, Error>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = AwsResult<T>>,
 {
-    let mut delay = Duration::from_millis(RETRY_BASE_MS.load(std::sync::atomic::Ordering::Relaxed));
-    let mut attempt = 0;
+    let mut backoff = Backoff::new();
     loop {
         match call().await {
             Ok(v) => return Ok(v),
-            Err(e) if e.retryable() && attempt < 8 => {
-                attempt += 1;
-                let half = delay.as_millis() as u64 / 2;
-                tokio::time::sleep(Duration::from_millis(half + jitter(half + 1))).await;
-                delay = (delay * 2).min(Duration::from_secs(20));
-            }
+            Err(e) if e.retryable() && backoff.wait().await => {}
             Err(err) => return Err(Error::Aws { what: what.to_string(), err }),
         }
     }
 }
 
 /// Paces a run of calls that share one AWS token bucket (a flip's `ModifyRule`s): each call
-/// takes the next slot at the current rate; throttling slows the rate down (×0.8) and success
-/// probes it up (+2% a call), with jitter, so that the run stays close to what the bucket
+/// takes the next slot at the current rate; throttling slows the rate down (×0.7, once per
+/// episode) and success probes it up (+1% a call), with jitter, so that the run stays close to what the bucket
 /// refills, whatever share of it other tools on the account take. A throttled call is
 /// not a failure: it waits for its next slot (`THROTTLE_PATIENCE` in all).
 #[derive(Debug)]
@@ -130,8 +149,7 @@ where
     Fut: Future<Output = AwsResult<T>>,
 {
     let started = tokio::time::Instant::now();
-    let mut delay = Duration::from_millis(RETRY_BASE_MS.load(std::sync::atomic::Ordering::Relaxed));
-    let mut attempt = 0;
+    let mut backoff = Backoff::new();
     loop {
         let slot = pacer.slot().await;
         match call().await {
@@ -140,12 +158,7 @@ where
                 return Ok(v);
             }
             Err(crate::aws::AwsError::Throttled(_)) if started.elapsed() < THROTTLE_PATIENCE => pacer.throttled(slot),
-            Err(e) if e.retryable() && attempt < 8 => {
-                attempt += 1;
-                let half = delay.as_millis() as u64 / 2;
-                tokio::time::sleep(Duration::from_millis(half + jitter(half + 1))).await;
-                delay = (delay * 2).min(Duration::from_secs(20));
-            }
+            Err(e) if e.retryable() && backoff.wait().await => {}
             Err(err) => return Err(Error::Aws { what: what.to_string(), err }),
         }
     }

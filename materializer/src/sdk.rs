@@ -846,23 +846,27 @@ impl EventBridge for SdkAws {
     }
 }
 
-impl Ec2 for SdkAws {
-    async fn launch_times(&self, ids: &[String]) -> AwsResult<std::collections::BTreeMap<String, String>> {
+impl SdkAws {
+    /// The instances named, as DescribeInstances describes them: by a filter rather than ids,
+    /// so that an instance already gone is an answer (absent), not an error.
+    async fn instances_by_id(&self, ids: &[String]) -> AwsResult<Vec<gilliam_ec2::Node>> {
         use gilliam_ec2::Params;
         let ec2 = (*self.ec2).as_ref().map_err(|e| AwsError::Other(e.to_string()))?;
-        let mut out = std::collections::BTreeMap::new();
-        // A filter rather than ids: an instance already gone is an answer, not an error.
+        let mut out = Vec::new();
         for chunk in ids.chunks(200) {
             let by_id = Params::new().filter("instance-id", chunk);
             for r in ec2.call_all("DescribeInstances", &by_id, "reservationSet").boxed().await.map_err(classify_ec2)? {
-                for i in r.items("instancesSet") {
-                    if let (Some(id), Some(at)) = (i.text("instanceId"), i.text("launchTime")) {
-                        out.insert(id.to_string(), at.to_string());
-                    }
-                }
+                out.extend(r.items("instancesSet").cloned());
             }
         }
         Ok(out)
+    }
+}
+
+impl Ec2 for SdkAws {
+    async fn launch_times(&self, ids: &[String]) -> AwsResult<std::collections::BTreeMap<String, String>> {
+        let found = self.instances_by_id(ids).await?;
+        Ok(found.iter().filter_map(|i| Some((i.text("instanceId")?.to_string(), i.text("launchTime")?.to_string()))).collect())
     }
     async fn run_instance(&self, req: &crate::aws::InstanceLaunch) -> AwsResult<String> {
         use gilliam_ec2::Params;
@@ -887,23 +891,15 @@ impl Ec2 for SdkAws {
         id.ok_or_else(|| AwsError::Other("RunInstances answered without an instance id".into()))
     }
     async fn instance_states(&self, ids: &[String]) -> AwsResult<std::collections::BTreeMap<String, crate::aws::InstanceState>> {
-        use gilliam_ec2::Params;
-        let ec2 = (*self.ec2).as_ref().map_err(|e| AwsError::Other(e.to_string()))?;
-        let mut out = std::collections::BTreeMap::new();
-        // A filter rather than ids: an instance already gone is an answer, not an error.
-        for chunk in ids.chunks(200) {
-            let by_id = Params::new().filter("instance-id", chunk);
-            for r in ec2.call_all("DescribeInstances", &by_id, "reservationSet").boxed().await.map_err(classify_ec2)? {
-                for i in r.items("instancesSet") {
-                    if let Some(id) = i.text("instanceId") {
-                        let name = i.child("instanceState").and_then(|s| s.text("name")).unwrap_or_default().to_string();
-                        let reason = i.child("stateReason").and_then(|s| s.text("message")).or_else(|| i.text("reason")).unwrap_or_default().to_string();
-                        out.insert(id.to_string(), crate::aws::InstanceState { name, reason });
-                    }
-                }
-            }
-        }
-        Ok(out)
+        let found = self.instances_by_id(ids).await?;
+        Ok(found
+            .iter()
+            .filter_map(|i| {
+                let name = i.child("instanceState").and_then(|s| s.text("name")).unwrap_or_default().to_string();
+                let reason = i.child("stateReason").and_then(|s| s.text("message")).or_else(|| i.text("reason")).unwrap_or_default().to_string();
+                Some((i.text("instanceId")?.to_string(), crate::aws::InstanceState { name, reason }))
+            })
+            .collect())
     }
     async fn task_instances(&self, formation: &str) -> AwsResult<Vec<crate::aws::TaskInstance>> {
         use gilliam_ec2::Params;

@@ -128,26 +128,9 @@ fn a_task_of_an_image_release_runs_its_command_in_the_image_and_reports_its_stat
     let socket = engine.socket.display().to_string();
     let b = scratch_root("image-task");
     let web = std::fs::read_to_string(userdata(&b, free_port(), &image_release(1, &pinned))).expect("web userdata");
-    let command: Vec<String> = ["sh", "-c", "echo \"from the image: $GREETING $GILLIAM_RELEASE\"; [ -n \"$DATABASE_URL\" ] && echo has-db; exit 4"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let t = gilliam_compiler::task::Task {
-        formation: "boot",
-        release: 1,
-        service: "web",
-        purpose: "release phase",
-        command: &command,
-        deadline_seconds: 120,
-        image: "ami-0123456789abcdef0",
-    };
-    let script = b.dir.join("task.sh");
-    std::fs::write(&script, gilliam_compiler::task::userdata(&t, &web).expect("task userdata")).expect("write");
-    let mark = b.dir.join("powered-off");
-    let poweroff = b.dir.join("poweroff.sh");
-    std::fs::write(&poweroff, format!("#!/bin/sh\ntouch {}\n", mark.display())).expect("write");
-    std::fs::set_permissions(&poweroff, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
-    let off = poweroff.display().to_string();
+    let script =
+        task_userdata(&b, &web, &["sh", "-c", "echo \"from the image: $GREETING $GILLIAM_RELEASE\"; [ -n \"$DATABASE_URL\" ] && echo has-db; exit 4"], 120);
+    let (off, mark) = poweroff(&b);
     let extra = [
         ("GILLIAM_DOCKER_SOCKET", socket.as_str()),
         ("GILLIAM_PULL_DEADLINE_SECONDS", "20"),

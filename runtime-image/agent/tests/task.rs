@@ -11,28 +11,7 @@ use std::time::Duration;
 /// The formation's web userdata, made into a task's: `command`, within `deadline` seconds.
 fn task_userdata(b: &Scratch, command: &[&str], deadline: u32) -> std::path::PathBuf {
     let web = std::fs::read_to_string(b.dir.join("out/userdata/web.sh")).expect("web userdata");
-    let command: Vec<String> = command.iter().map(|s| s.to_string()).collect();
-    let t = gilliam_compiler::task::Task {
-        formation: "boot",
-        release: 1,
-        service: "web",
-        purpose: "release phase",
-        command: &command,
-        deadline_seconds: deadline,
-        image: "ami-0123456789abcdef0",
-    };
-    let path = b.dir.join("task.sh");
-    std::fs::write(&path, gilliam_compiler::task::userdata(&t, &web).expect("task userdata")).expect("write");
-    path
-}
-
-/// A power-off that leaves a mark.
-fn poweroff(b: &Scratch) -> (String, std::path::PathBuf) {
-    let mark = b.dir.join("powered-off");
-    let script = b.dir.join("poweroff.sh");
-    std::fs::write(&script, format!("#!/bin/sh\ntouch {}\n", mark.display())).expect("write");
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
-    (script.display().to_string(), mark)
+    common::world::task_userdata(b, &web, command, deadline)
 }
 
 /// The task's events in its stream, and the last one's exit status and reason.

@@ -384,3 +384,31 @@ impl Aws {
         }
     }
 }
+
+/// A task's userdata, as the materializer makes it from `service_userdata` (web's of the boot
+/// formation, release 1): `command` within `deadline` seconds; written to `b.dir/task.sh`.
+pub fn task_userdata(b: &Scratch, service_userdata: &str, command: &[&str], deadline: u32) -> PathBuf {
+    let command: Vec<String> = command.iter().map(|s| s.to_string()).collect();
+    let t = gilliam_compiler::task::Task {
+        formation: "boot",
+        release: 1,
+        service: "web",
+        purpose: "release phase",
+        command: &command,
+        deadline_seconds: deadline,
+        image: "ami-0123456789abcdef0",
+    };
+    let path = b.dir.join("task.sh");
+    std::fs::write(&path, gilliam_compiler::task::userdata(&t, service_userdata).expect("task userdata")).expect("write");
+    path
+}
+
+/// A power-off command that leaves a mark (on EC2 the shutdown terminates the instance, which
+/// cannot happen here): the command, and the mark's path.
+pub fn poweroff(b: &Scratch) -> (String, PathBuf) {
+    let mark = b.dir.join("powered-off");
+    let script = b.dir.join("poweroff.sh");
+    std::fs::write(&script, format!("#!/bin/sh\ntouch {}\n", mark.display())).expect("write");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    (script.display().to_string(), mark)
+}
