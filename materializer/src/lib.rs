@@ -21,6 +21,7 @@ pub mod faults;
 pub mod formation;
 pub mod images;
 pub mod lock;
+pub mod logs;
 pub mod observe;
 pub mod ops;
 pub mod plan;

@@ -90,6 +90,14 @@ pub struct ReleaseRecord {
     pub release_phase_failed: bool,
 }
 
+impl ReleaseRecord {
+    /// Deployed through: live, its release phase (if any) passed. A converge of such a release
+    /// moves no traffic on its own and runs no release phase again.
+    pub fn deployed(&self) -> bool {
+        self.status == "live" && !self.release_phase_failed
+    }
+}
+
 impl State {
     /// Marks every release that carries all of `weights`' traffic as known to have served, and
     /// notes since when each release of `weights` has carried none.

@@ -7,11 +7,11 @@
 //! the userdata's backstop: a `gilliam` killed mid-task leaves nothing running for long. Here,
 //! it is also terminated once its result is read, and on a timeout.
 
-use crate::aws::{Aws, AwsError, InstanceLaunch, LogEvent};
+use crate::aws::{Aws, AwsError, InstanceLaunch};
 use crate::bundle::Bundle;
 use crate::error::Error;
 use crate::retry::retry;
-use gilliam_contract::runtime::{TASK_EXIT_FIELD, TASK_REASON_FIELD};
+use gilliam_contract::runtime::{TASK_DEADLINE_REASON, TASK_EXIT_FIELD, TASK_REASON_FIELD};
 use std::time::Duration;
 
 /// What to run, as which service of which release.
@@ -34,6 +34,8 @@ pub struct TaskOutcome {
     pub exit: Option<i32>,
     /// Why there is no exit status.
     pub reason: Option<String>,
+    /// It ran past its time: killed by the agent at its deadline, or no result here in time.
+    pub timed_out: bool,
 }
 
 impl TaskOutcome {
@@ -63,7 +65,6 @@ pub struct Source {
     pub userdata: String,
     pub image: String,
     pub subnets: Vec<String>,
-    pub stack: String,
 }
 
 /// Reads where `service`'s instances come from, from the release's bundle and its stack.
@@ -100,19 +101,7 @@ pub async fn source<A: Aws>(aws: &A, bundle: &Bundle, service: &str) -> Result<S
         .find(|(logical, _, _)| *logical == lt)
         .map(|(_, physical, _)| physical)
         .ok_or_else(|| Error::NotFound(format!("stack {} has no launch template {lt}: is release {n} deployed? (`gilliam releases`)", entry.stack)))?;
-    Ok(Source {
-        launch_template: physical,
-        userdata: userdata.to_string(),
-        image: data["ImageId"].as_str().unwrap_or_default().to_string(),
-        subnets,
-        stack: entry.stack.clone(),
-    })
-}
-
-/// A token unique to this launch (RunInstances' client token: 64 ASCII characters at most).
-fn client_token(formation: &str, spec: &TaskSpec) -> String {
-    let seed = format!("{formation}/{}/{}/{:?}/{}/{}", spec.release, spec.service, spec.command, crate::clock::epoch_ms(), std::process::id());
-    format!("gilliam-{}", &crate::sha256_hex(seed.as_bytes())[..32])
+    Ok(Source { launch_template: physical, userdata: userdata.to_string(), image: data["ImageId"].as_str().unwrap_or_default().to_string(), subnets })
 }
 
 /// Launches the task's instance, trying the next subnet when a zone has no capacity.
@@ -128,7 +117,8 @@ pub async fn launch<A: Aws>(aws: &A, formation: &str, src: &Source, spec: &TaskS
         image: &src.image,
     };
     let user_data = gilliam_compiler::task::userdata(&task, &src.userdata).map_err(Error::Refused)?;
-    let token = client_token(formation, spec);
+    // Unique to this launch (RunInstances' client token: 64 ASCII characters at most).
+    let token = format!("gilliam-{}", crate::clock::nonce());
     let tags = vec![
         ("Name".to_string(), format!("{formation}-r{}-{}-task", spec.release, spec.service)),
         ("gilliam:formation".to_string(), formation.to_string()),
@@ -180,22 +170,34 @@ pub async fn follow<A: Aws>(
 ) -> Result<TaskOutcome, Error> {
     let ids = [instance.to_string()];
     let started = tokio::time::Instant::now();
-    let since = crate::clock::epoch_ms() - 60_000;
-    let mut seen = std::collections::BTreeSet::new();
+    // Each read starts at the newest event seen; the events of that millisecond already
+    // handed on are known by id.
+    let mut since = crate::clock::epoch_ms() - 60_000;
+    let mut seen: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     let mut gone_at: Option<tokio::time::Instant> = None;
     let outcome = loop {
         let mut ended = None;
-        for e in read_stream(aws, group, stream, since).await? {
+        // The stream is made by the agent's first send: none yet is no lines yet.
+        let mut events = crate::logs::events(aws, group, Some(stream), since).await?.unwrap_or_default();
+        events.retain(|e| e.stream == stream);
+        events.sort_by_key(|e| e.ts_ms);
+        for e in events {
+            if e.ts_ms > since {
+                since = e.ts_ms;
+                seen.clear();
+            }
             if !seen.insert(e.id.clone()) {
                 continue;
             }
             let json: serde_json::Value = serde_json::from_str(&e.message).unwrap_or_default();
             let field = |k: &str| json.get(k).and_then(serde_json::Value::as_str);
             if let Some(exit) = json.get(TASK_EXIT_FIELD) {
+                let reason = field(TASK_REASON_FIELD).map(str::to_string);
                 ended = Some(TaskOutcome {
                     instance: instance.to_string(),
                     exit: exit.as_i64().and_then(|c| i32::try_from(c).ok()),
-                    reason: json.get(TASK_REASON_FIELD).and_then(|r| r.as_str()).map(str::to_string),
+                    timed_out: reason.as_deref() == Some(TASK_DEADLINE_REASON),
+                    reason,
                 });
             }
             // A line some other writer put there is passed on as it is.
@@ -205,7 +207,12 @@ pub async fn follow<A: Aws>(
             break o;
         }
         if started.elapsed() >= limit {
-            break TaskOutcome { instance: instance.to_string(), exit: None, reason: Some(format!("no result after {limit:?}: the instance was terminated")) };
+            break TaskOutcome {
+                instance: instance.to_string(),
+                exit: None,
+                reason: Some(format!("no result after {limit:?}: the instance was terminated")),
+                timed_out: true,
+            };
         }
         if gone_at.is_none() {
             let states = retry("describe the task's instance", || aws.instance_states(&ids)).await?;
@@ -223,6 +230,7 @@ pub async fn follow<A: Aws>(
                     instance: instance.to_string(),
                     exit: None,
                     reason: Some(format!("the instance ended without reporting an exit status: {how}")),
+                    timed_out: false,
                 };
             }
         }
@@ -231,26 +239,6 @@ pub async fn follow<A: Aws>(
     // Whatever the agent does next, the instance does not outlive its task.
     retry("terminate the task's instance", || aws.terminate_instances(&ids)).await?;
     Ok(outcome)
-}
-
-async fn read_stream<A: Aws>(aws: &A, group: &str, stream: &str, since: i64) -> Result<Vec<LogEvent>, Error> {
-    let mut all = Vec::new();
-    let mut next: Option<String> = None;
-    loop {
-        let page = match retry("read the task's log stream", || aws.log_events(group, Some(stream), since, next.as_deref())).await {
-            Ok(p) => p,
-            // The stream is made by the agent's first send: none yet is no lines yet.
-            Err(Error::Aws { err: AwsError::Invalid(m) | AwsError::Other(m), .. }) if m.contains("ResourceNotFound") => return Ok(all),
-            Err(e) => return Err(e),
-        };
-        all.extend(page.events.into_iter().filter(|e| e.stream == stream));
-        match page.next {
-            Some(t) if !t.is_empty() => next = Some(t),
-            _ => break,
-        }
-    }
-    all.sort_by_key(|e| e.ts_ms);
-    Ok(all)
 }
 
 /// Runs `spec` on a one-off instance of `bundle`'s release: launches it, follows its output

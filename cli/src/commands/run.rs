@@ -70,10 +70,11 @@ pub async fn exec(s: &Session<'_>, a: &Args) -> Result<(), Failure> {
         println!("{}", serde_json::json!({ "instance": outcome.instance, "exit": outcome.exit, "reason": outcome.reason }));
     }
     let what = format!("`{}` on {}", a.command.join(" "), outcome.instance);
-    match (outcome.exit, outcome.reason.as_deref()) {
-        (Some(0), _) => Ok(()),
-        (Some(code), _) => Err(Failure::new(u8::try_from(code).unwrap_or(u8::MAX), format!("{what}: {}", outcome.describe()))),
-        (None, Some(r)) if r.contains("deadline") || r.starts_with("no result after") => Err(Failure::new(124, format!("{what}: {}", outcome.describe()))),
-        (None, _) => Err(Failure::new(125, format!("{what}: {}", outcome.describe()))),
-    }
+    let code = match outcome.exit {
+        Some(0) => return Ok(()),
+        Some(code) => u8::try_from(code).unwrap_or(u8::MAX),
+        None if outcome.timed_out => 124,
+        None => 125,
+    };
+    Err(Failure::new(code, format!("{what}: {}", outcome.describe())))
 }

@@ -184,6 +184,9 @@ pub const TASK_EXIT_FIELD: &str = "task_exit";
 /// The field beside [`TASK_EXIT_FIELD`] that says why a task ended without an exit status.
 pub const TASK_REASON_FIELD: &str = "task_reason";
 
+/// The [`TASK_REASON_FIELD`] of a command the agent killed at its deadline.
+pub const TASK_DEADLINE_REASON: &str = "killed at its deadline";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RuntimeConfig {
     Service(Box<ServiceConfig>),

@@ -70,9 +70,7 @@ impl<'a, A: Aws> Converger<'a, A> {
                     } else {
                         let why = format!("release phase `{}` {} on {}", command.join(" "), outcome.describe(), outcome.instance);
                         (self.say)(&format!("{why}: the deploy stops here, traffic unchanged"));
-                        let before: Vec<(u32, u32)> =
-                            plan.observed.weights.iter().map(|(n, w)| (*n, w.unwrap_or(0))).filter(|(n, _)| n != release).chain([(*release, 0)]).collect();
-                        aborted = Some((format!("{why}; the deploy stopped before any traffic moved"), before));
+                        aborted = Some((format!("{why}; the deploy stopped before any traffic moved"), weights_before(plan, *release)));
                         phase_failed = true;
                     }
                 }
@@ -264,8 +262,7 @@ impl<'a, A: Aws> Converger<'a, A> {
             Err(Error::Aborted(why)) => {
                 // The release stays (recorded, without traffic) for a later `gilliam traffic`;
                 // it is not published as the formation's latest, and nothing is retired.
-                let before: Vec<(u32, u32)> = plan.observed.weights.iter().map(|(n, w)| (*n, w.unwrap_or(0))).chain([(release, 0)]).collect();
-                Ok(Some((why, before)))
+                Ok(Some((why, weights_before(plan, release))))
             }
             Err(e) => Err(e),
         }
@@ -332,4 +329,10 @@ impl<'a, A: Aws> Converger<'a, A> {
         .await?;
         Ok(())
     }
+}
+
+/// The weights as the plan observed them, `release` (the new one) at 0: what an aborted deploy
+/// leaves, and records.
+fn weights_before(plan: &Plan, release: u32) -> Vec<(u32, u32)> {
+    plan.observed.weights.iter().map(|(n, w)| (*n, w.unwrap_or(0))).filter(|(n, _)| *n != release).chain([(release, 0)]).collect()
 }

@@ -273,14 +273,8 @@ impl<'a, A: Aws> Converger<'a, A> {
         // The release phase, before any routing change: once per release, and again on a
         // converge of a release whose phase failed.
         if let (Some(rp), true) = (&m.delivery.release_phase, self.opts.release_phase) {
-            let creating = actions.iter().any(|a| match a {
-                Action::CreateStack { stack, .. } | Action::ReplaceFailedStack { stack, .. } => {
-                    m.stacks.iter().any(|s| &s.name == stack && s.role == StackRole::Release)
-                }
-                _ => false,
-            });
-            let passed = r.state.releases.get(&m.release.number).is_some_and(|x| x.status == "live" && !x.release_phase_failed);
-            if creating || !passed {
+            let deployed = r.state.releases.get(&m.release.number).is_some_and(crate::state::ReleaseRecord::deployed);
+            if creates_release(m, actions) || !deployed {
                 actions.push(Action::ReleasePhase {
                     release: m.release.number,
                     service: rp.service.clone(),
@@ -360,13 +354,8 @@ impl<'a, A: Aws> Converger<'a, A> {
         let new_weight = shares.iter().find(|s| s.release == number).map_or(0, |s| s.weight);
         // Only a release this converge brings up gets traffic automatically. Once recorded, its
         // weight is the operator's: converging it again never undoes a flip or a rollback.
-        let creating = actions.iter().any(|a| match a {
-            Action::CreateStack { stack, .. } | Action::ReplaceFailedStack { stack, .. } => {
-                m.stacks.iter().any(|s| &s.name == stack && s.role == StackRole::Release)
-            }
-            _ => false,
-        });
-        let recorded = state.releases.get(&number).is_some_and(|r| r.status == "live" && !r.release_phase_failed);
+        let creating = creates_release(m, actions);
+        let recorded = state.releases.get(&number).is_some_and(crate::state::ReleaseRecord::deployed);
         let shifting = self.opts.traffic_auto && serving && new_weight == 0 && (creating || !recorded);
         let mut live: BTreeSet<u32> = shares.iter().map(|s| s.release).collect();
         live.extend(state.releases.iter().filter(|(_, r)| r.status == "live" || r.status == "cold").map(|(n, _)| *n));
@@ -444,4 +433,15 @@ impl<'a, A: Aws> Converger<'a, A> {
             actions,
         })
     }
+}
+
+/// Whether `actions` create (or replace) one of the release's own stacks: a converge that
+/// brings the release up.
+fn creates_release(m: &gilliam_compiler::manifest::Manifest, actions: &[Action]) -> bool {
+    actions.iter().any(|a| match a {
+        Action::CreateStack { stack, .. } | Action::ReplaceFailedStack { stack, .. } => {
+            m.stacks.iter().any(|s| &s.name == stack && s.role == StackRole::Release)
+        }
+        _ => false,
+    })
 }

@@ -5,7 +5,6 @@
 use super::base::Ops;
 use crate::aws::{Aws, LogEvent};
 use crate::error::Error;
-use crate::retry::retry;
 use serde::Serialize;
 
 /// Which lines: a release, services (none: all).
@@ -74,25 +73,10 @@ impl<A: Aws> Ops<'_, A> {
     /// read).
     pub async fn logs(&self, filter: &LogFilter, start_ms: i64) -> Result<Vec<LogLine>, Error> {
         let group = gilliam_compiler::names::log_group(&self.t.f.name);
-        let prefix = filter.stream_prefix();
-        let mut out = Vec::new();
-        let mut next: Option<String> = None;
-        // Bounded: a service that always names a next page must not loop forever.
-        for _ in 0..10_000 {
-            let page = retry("read the formation's logs", || self.t.aws.log_events(&group, prefix.as_deref(), start_ms, next.as_deref())).await;
-            let page = match page {
-                Ok(p) => p,
-                Err(Error::Aws { err: crate::aws::AwsError::Invalid(m) | crate::aws::AwsError::Other(m), .. }) if m.contains("ResourceNotFound") => {
-                    return Err(Error::NotFound(format!("log group {group} does not exist: it comes with the formation stack (deploy a release first)")))
-                }
-                Err(e) => return Err(e),
-            };
-            out.extend(page.events.iter().map(line).filter(|l| filter.keeps(l)));
-            match page.next {
-                Some(t) => next = Some(t),
-                None => break,
-            }
-        }
+        let Some(events) = crate::logs::events(self.t.aws, &group, filter.stream_prefix().as_deref(), start_ms).await? else {
+            return Err(Error::NotFound(format!("log group {group} does not exist: it comes with the formation stack (deploy a release first)")));
+        };
+        let mut out: Vec<LogLine> = events.iter().map(line).filter(|l| filter.keeps(l)).collect();
         out.sort_by(|a, b| (a.ts_ms, &a.id).cmp(&(b.ts_ms, &b.id)));
         Ok(out)
     }

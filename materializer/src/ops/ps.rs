@@ -83,13 +83,14 @@ impl<A: Aws> Ops<'_, A> {
                 }
             }
         }
+        let now = crate::clock::epoch();
+        let uptime = |launched: Option<&str>| launched.and_then(crate::clock::epoch_of).map(|t| (now - t).max(0));
         let ids: Vec<String> = rows.iter().map(|r| r.instance.clone()).collect();
         if !ids.is_empty() {
             let launched = retry("describe instances", || self.t.aws.launch_times(&ids)).await?;
-            let now = crate::clock::epoch();
             for row in &mut rows {
                 row.launched = launched.get(&row.instance).cloned();
-                row.uptime_seconds = row.launched.as_deref().and_then(crate::clock::epoch_of).map(|t| (now - t).max(0));
+                row.uptime_seconds = uptime(row.launched.as_deref());
             }
             // Each instance's agent's last line of the last hour (no logs yet: none).
             let since = crate::clock::epoch_ms() - 3_600_000;
@@ -100,7 +101,6 @@ impl<A: Aws> Ops<'_, A> {
             }
         }
         // One-off instances (the release phase, `gilliam run`): in no Auto Scaling group.
-        let now = crate::clock::epoch();
         for t in retry("describe task instances", || self.t.aws.task_instances(&self.t.f.name)).await? {
             let Some(n) = t.release.filter(|n| release.is_none_or(|r| r == *n)) else { continue };
             let launched = (!t.launched.is_empty()).then(|| t.launched.clone());
@@ -112,7 +112,7 @@ impl<A: Aws> Ops<'_, A> {
                 lifecycle: t.state,
                 health: "-".into(),
                 targets: Vec::new(),
-                uptime_seconds: launched.as_deref().and_then(crate::clock::epoch_of).map(|l| (now - l).max(0)),
+                uptime_seconds: uptime(launched.as_deref()),
                 launched,
                 agent: Some(t.purpose),
             });

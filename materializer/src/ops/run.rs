@@ -11,13 +11,12 @@ use std::time::Duration;
 
 impl<A: Aws> Ops<'_, A> {
     /// The release a task runs in when none is named: the newest carrying traffic, else the
-    /// newest live one.
-    pub async fn task_release(&self) -> Result<u32, Error> {
+    /// newest live one of `st`.
+    async fn task_release(&self, st: &crate::state::State) -> Result<u32, Error> {
         let weights = self.weights_now().await?;
         if let Some(n) = weights.iter().filter(|(_, w)| **w > 0).map(|(n, _)| *n).max() {
             return Ok(n);
         }
-        let st = self.state().await?;
         st.releases
             .iter()
             .filter(|(_, r)| r.status == "live")
@@ -37,11 +36,11 @@ impl<A: Aws> Ops<'_, A> {
         poll: Duration,
         out: crate::task::Output<'_>,
     ) -> Result<TaskOutcome, Error> {
+        let st = self.state().await?;
         let n = match release {
             Some(n) => n,
-            None => self.task_release().await?,
+            None => self.task_release(&st).await?,
         };
-        let st = self.state().await?;
         match st.releases.get(&n).map(|r| r.status.as_str()) {
             Some("live" | "cold") => {}
             Some(other) => return Err(Error::Refused(format!("release {n} is {other}: its stacks are gone; run in a live or cold release"))),

@@ -8,7 +8,7 @@ use crate::host::{self, Options, RunError};
 use crate::identity;
 use crate::logs::{Logger, ERR, INFO};
 use crate::supervise::Running;
-use gilliam_contract::runtime::{RuntimeConfig, ServiceConfig, TaskConfig, TASK_EXIT_FIELD, TASK_REASON_FIELD};
+use gilliam_contract::runtime::{RuntimeConfig, ServiceConfig, TaskConfig, TASK_DEADLINE_REASON, TASK_EXIT_FIELD, TASK_REASON_FIELD};
 use std::os::unix::process::ExitStatusExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -108,13 +108,13 @@ fn once(
         Err(e) => return not_run(format!("cannot start {}: {e}", unit.describe())),
     };
     log.info(&format!("started {} (pid {})", unit.describe(), run.pid()));
-    let ended = wait(run.as_mut(), unit.stop_grace(), deadline, stop, opts.health_interval.min(Duration::from_millis(200)));
+    let ended = wait(run.as_mut(), unit.stop_grace(), deadline, stop);
     run.finish();
     ended
 }
 
 /// Waits for the command to exit; at the deadline (or on SIGTERM) it is ended.
-pub fn wait(run: &mut dyn Running, grace: Duration, deadline: Instant, stop: &AtomicBool, poll: Duration) -> Ended {
+pub fn wait(run: &mut dyn Running, grace: Duration, deadline: Instant, stop: &AtomicBool) -> Ended {
     let code = |s: std::process::ExitStatus| s.code().or_else(|| s.signal().map(|n| 128 + n));
     loop {
         match run.try_wait() {
@@ -123,11 +123,11 @@ pub fn wait(run: &mut dyn Running, grace: Duration, deadline: Instant, stop: &At
             Err(e) => return Ended { exit: None, reason: Some(format!("cannot watch the command: {e}")) },
         }
         let why = if Instant::now() >= deadline {
-            "killed at its deadline"
+            TASK_DEADLINE_REASON
         } else if stop.load(Ordering::SeqCst) {
             "stopped: the instance is shutting down"
         } else {
-            std::thread::sleep(run.poll_interval().max(poll.min(Duration::from_millis(200))).min(Duration::from_millis(500)));
+            std::thread::sleep(run.poll_interval());
             continue;
         };
         run.terminate(grace);
