@@ -14,48 +14,39 @@ signal_resource='{{signal_resource}}'
 
 # Without the agent nothing would signal, and CloudFormation would wait out the whole signal
 # timeout before failing the release: signal FAILURE from here, with curl's SigV4, as the
-# instance role (IMDSv2), or with the credentials and endpoints of the environment.
+# instance role (IMDSv2), or with the credentials and endpoints of the environment. Every
+# instance carries this in its userdata (the image it guards against has no gilliam on it),
+# so it is written short: k, s, t are the access key, secret and session token; i the
+# instance id; m the metadata service; h its session header; c the role's credentials.
 signal_failure() {
   command -v curl >/dev/null || { echo "gilliam: no curl to signal FAILURE with" >&2; return 0; }
   # --aws-sigv4 came with curl 7.75.0: an older curl cannot sign the request.
-  local curl_version
-  curl_version=$(curl --version 2>/dev/null | head -n 1 | cut -d ' ' -f 2)
-  case "$curl_version" in
-    [0-6].* | 7.[0-9].* | 7.[0-6][0-9].* | 7.7[0-4].*)
-      echo "gilliam: curl $curl_version cannot sign requests (--aws-sigv4 needs 7.75.0 or later): FAILURE not signalled; CloudFormation waits out the signal timeout" >&2
-      return 0
-      ;;
+  local v
+  v=$(curl --version 2>/dev/null | head -n 1 | cut -d ' ' -f 2)
+  case "$v" in [0-6].* | 7.[0-9].* | 7.[0-6][0-9].* | 7.7[0-4].*)
+    echo "gilliam: curl $v cannot sign requests (--aws-sigv4 needs 7.75.0 or later): FAILURE not signalled" >&2; return 0 ;;
   esac
-  local key="${AWS_ACCESS_KEY_ID:-}" secret="${AWS_SECRET_ACCESS_KEY:-}" session="${AWS_SESSION_TOKEN:-}"
-  local instance="${GILLIAM_INSTANCE_ID:-}" imds="${AWS_EC2_METADATA_SERVICE_ENDPOINT:-http://169.254.169.254}" token="" role="" creds=""
-  if [ -z "$key" ] || [ -z "$instance" ]; then
-    if [ "${AWS_EC2_METADATA_DISABLED:-}" = true ]; then
-      echo "gilliam: no credentials or instance id to signal FAILURE with" >&2
-      return 0
-    fi
-    token=$(curl -sf -m 5 -X PUT -H "X-aws-ec2-metadata-token-ttl-seconds: 300" "$imds/latest/api/token") || return 0
-    if [ -z "$instance" ]; then
-      instance=$(curl -sf -m 5 -H "X-aws-ec2-metadata-token: $token" "$imds/latest/meta-data/instance-id") || return 0
-    fi
-    if [ -z "$key" ]; then
-      role=$(curl -sf -m 5 -H "X-aws-ec2-metadata-token: $token" "$imds/latest/meta-data/iam/security-credentials/" | head -n 1) || return 0
-      creds=$(curl -sf -m 5 -H "X-aws-ec2-metadata-token: $token" "$imds/latest/meta-data/iam/security-credentials/$role") || return 0
-      key=$(printf '%s\n' "$creds" | sed -n 's/.*"AccessKeyId" *: *"\([^"]*\)".*/\1/p' | head -n 1)
-      secret=$(printf '%s\n' "$creds" | sed -n 's/.*"SecretAccessKey" *: *"\([^"]*\)".*/\1/p' | head -n 1)
-      session=$(printf '%s\n' "$creds" | sed -n 's/.*"Token" *: *"\([^"]*\)".*/\1/p' | head -n 1)
+  local k="${AWS_ACCESS_KEY_ID:-}" s="${AWS_SECRET_ACCESS_KEY:-}" t="${AWS_SESSION_TOKEN:-}" i="${GILLIAM_INSTANCE_ID:-}"
+  local m="${AWS_EC2_METADATA_SERVICE_ENDPOINT:-http://169.254.169.254}/latest" h c d=amazonaws.com
+  if [ -z "$k" ] || [ -z "$i" ]; then
+    [ "${AWS_EC2_METADATA_DISABLED:-}" != true ] || { echo "gilliam: no credentials or instance id to signal FAILURE with" >&2; return 0; }
+    h="X-aws-ec2-metadata-token: $(curl -sf -m 5 -X PUT -H "X-aws-ec2-metadata-token-ttl-seconds: 300" "$m/api/token")" || return 0
+    [ -n "$i" ] || i=$(curl -sf -m 5 -H "$h" "$m/meta-data/instance-id") || return 0
+    if [ -z "$k" ]; then
+      c=$(curl -sf -m 5 -H "$h" "$m/meta-data/iam/security-credentials/" | head -n 1) || return 0
+      c=$(curl -sf -m 5 -H "$h" "$m/meta-data/iam/security-credentials/$c") || return 0
+      # One field of the credentials document, which IMDS writes one field to a line.
+      f() { printf '%s\n' "$c" | sed -n "s/.*\"$1\" *: *\"\([^\"]*\)\".*/\1/p" | head -n 1; }
+      k=$(f AccessKeyId) s=$(f SecretAccessKey) t=$(f Token)
     fi
   fi
   # The China regions' endpoints are under amazonaws.com.cn.
-  local domain=amazonaws.com
-  case "$region" in cn-*) domain=amazonaws.com.cn ;; esac
-  local endpoint="${AWS_ENDPOINT_URL_CLOUDFORMATION:-${AWS_ENDPOINT_URL:-https://cloudformation.$region.$domain}}"
-  local auth=(--aws-sigv4 "aws:amz:$region:cloudformation" --user "$key:$secret")
-  if [ -n "$session" ]; then
-    auth+=(-H "X-Amz-Security-Token: $session")
-  fi
-  if curl -sf -m 10 "${auth[@]}" "$endpoint/" --data "Action=SignalResource" --data "Version=2010-05-15" \
-    --data-urlencode "StackName=$signal_stack" --data-urlencode "LogicalResourceId=$signal_resource" \
-    --data-urlencode "UniqueId=$instance" --data "Status=FAILURE" >/dev/null; then
+  case "$region" in cn-*) d=amazonaws.com.cn ;; esac
+  local a=(--aws-sigv4 "aws:amz:$region:cloudformation" --user "$k:$s")
+  [ -z "$t" ] || a+=(-H "X-Amz-Security-Token: $t")
+  if curl -sf -m 10 "${a[@]}" "${AWS_ENDPOINT_URL_CLOUDFORMATION:-${AWS_ENDPOINT_URL:-https://cloudformation.$region.$d}}/" \
+    --data "Action=SignalResource&Version=2010-05-15&Status=FAILURE" --data-urlencode "StackName=$signal_stack" \
+    --data-urlencode "LogicalResourceId=$signal_resource" --data-urlencode "UniqueId=$i" >/dev/null; then
     echo "gilliam: signalled FAILURE for $signal_resource of $signal_stack" >&2
   else
     echo "gilliam: could not signal FAILURE for $signal_resource of $signal_stack" >&2

@@ -77,11 +77,9 @@ impl Corpus {
             seeds.entry(key("release")).or_default().push(r.into_bytes());
             seeds.entry(key("stage")).or_default().push(s.into_bytes());
             let c = gilliam_tests::compile_case(case);
-            for (path, bytes) in &c.files {
-                if path.starts_with("userdata/") {
-                    if let Some(cfg) = gilliam_compiler::runtime::from_userdata(&String::from_utf8_lossy(bytes)) {
-                        seeds.entry("runtime").or_default().push(cfg.as_bytes().to_vec());
-                    }
+            for script in c.userdata().expect("userdata").values() {
+                if let Some(cfg) = gilliam_compiler::runtime::from_userdata(script) {
+                    seeds.entry("runtime").or_default().push(cfg.as_bytes().to_vec());
                 }
             }
         }

@@ -8,15 +8,20 @@ fn snapshot_name(path: &str) -> String {
     path.replace(['/', '.'], "_")
 }
 
-/// Templates are emitted compact; snapshots show them indented so that a diff reads like code.
+/// Templates, and the runtime config in userdata, are emitted compact; snapshots show them
+/// indented so that a diff reads like code.
 fn reviewable(path: &str, bytes: &[u8]) -> String {
+    let text = String::from_utf8(bytes.to_vec()).expect("outputs are UTF-8");
     if path.starts_with("templates/") {
         let v: serde_json::Value = serde_json::from_slice(bytes).expect("templates are JSON");
         let mut s = serde_json::to_string_pretty(&v).expect("JSON");
         s.push('\n');
         s
+    } else if let Some(config) = gilliam_compiler::runtime::from_userdata(&text) {
+        let v: serde_json::Value = serde_json::from_str(config).expect("runtime configs are JSON");
+        text.replacen(config, &serde_json::to_string_pretty(&v).expect("JSON"), 1)
     } else {
-        String::from_utf8(bytes.to_vec()).expect("outputs are UTF-8")
+        text
     }
 }
 
@@ -39,6 +44,11 @@ fn small_cases_snapshot_every_file() {
         insta::with_settings!({ snapshot_path => fixtures().join(case).join("snapshots"), prepend_module_to_snapshot => false, omit_expression => true }, {
             for (path, bytes) in c.files.iter().filter(|(p, _)| !p.starts_with("inputs/")) {
                 insta::assert_snapshot!(snapshot_name(path), reviewable(path, bytes));
+            }
+            // Userdata is written once, in its launch template; reviewed on its own as well.
+            for (name, script) in c.userdata().expect("userdata") {
+                let path = format!("userdata/{name}.sh");
+                insta::assert_snapshot!(snapshot_name(&path), reviewable(&path, script.as_bytes()));
             }
         });
     }

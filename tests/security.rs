@@ -190,8 +190,9 @@ fn secrets_are_generated_and_resolved_by_aws_never_written() {
             }
         }
         // Userdata and runtime configs name secrets and formats, never values.
-        for (path, bytes) in c.files.iter().filter(|(p, _)| p.starts_with("userdata/") || p.starts_with("runtime/")) {
-            let text = String::from_utf8_lossy(bytes);
+        let userdata = c.userdata().expect("userdata");
+        let runtime = c.files.iter().filter(|(p, _)| p.starts_with("runtime/")).map(|(p, b)| (p.clone(), String::from_utf8_lossy(b).into_owned()));
+        for (path, text) in userdata.into_iter().chain(runtime) {
             for (i, _) in text.match_indices("postgres://") {
                 assert!(text[i..].starts_with("postgres://{username}:{password}@"), "{case}/{path}: a postgres URL with credentials in it");
             }

@@ -167,11 +167,14 @@ pub mod moto {
 }
 
 /// Compiles the three texts and writes the output into `dir` (cleared first), as
-/// gilliam-compile would.
+/// `gilliam-compile --userdata` would: with each instance's userdata in `userdata/NAME.sh`,
+/// which the agent's tests run.
 pub fn compile_into(app: &str, release: &str, stage: &str, dir: &Path) -> Compiled {
     let c = compile_texts(app, release, stage).unwrap_or_else(|e| panic!("{e}"));
     let _ = std::fs::remove_dir_all(dir);
-    for (rel, bytes) in &c.files {
+    let userdata = c.userdata().unwrap_or_else(|e| panic!("{e}"));
+    let files = c.files.iter().map(|(p, b)| (p.clone(), b.as_slice())).chain(userdata.iter().map(|(n, s)| (format!("userdata/{n}.sh"), s.as_bytes())));
+    for (rel, bytes) in files {
         let p = dir.join(rel);
         std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
         std::fs::write(p, bytes).expect("write");

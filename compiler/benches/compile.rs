@@ -7,9 +7,7 @@
 use gilliam_compiler::{compile_with, Compiled, Inputs, Options, Source};
 use std::time::{Duration, Instant};
 
-// The allocator gilliam-compile ships with, so that the figures are the binary's.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// The system allocator, as gilliam-compile ships with, so that the figures are the binary's.
 
 /// A formation of `n` services: half routed web services, a fifth internal ones, the rest
 /// workers, and three auxiliaries.
@@ -58,6 +56,19 @@ fn peak_rss_kib() -> Option<u64> {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    // Inputs mode: write the formation of N services as gilliam-compile's three inputs, for
+    // the whole-process figure (scripts/bench_compile.sh).
+    if let Some(i) = args.iter().position(|a| a == "--write-inputs") {
+        let (n, dir) = (args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(1000usize), args.get(i + 2).cloned().unwrap_or_else(|| ".".into()));
+        let (app, stage) = formation(n);
+        let dir = std::path::Path::new(&dir);
+        for (name, text) in [("gilliam.yml", app.as_str()), ("release.json", RELEASE), ("stage.yml", stage.as_str())] {
+            if let Err(e) = std::fs::write(dir.join(name), text) {
+                panic!("cannot write {}: {e}", dir.join(name).display());
+            }
+        }
+        return;
+    }
     // Child mode: one compile in a fresh process, then report the peak resident set size.
     if let Some(i) = args.iter().position(|a| a == "--peak-child") {
         let n: usize = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(10);

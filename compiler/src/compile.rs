@@ -66,13 +66,12 @@ pub fn compile_with(inputs: &Inputs<'_>, options: &Options) -> Result<Compiled, 
     ctx.standby = options.standby.clone();
     ctx.deployed_rules = options.deployed_rules.clone();
     // 4. Emit: runtime configs first, whose sizes split the services over release stacks;
-    // then userdata, the templates and the manifest.
+    // then the templates, each release stack with its services' userdata, and the manifest.
     let mut out = Out::default();
     let configs = userdata::configs(&ctx, &mut out).map_err(Error::Internal)?;
     ctx.parts = layout::parts(&mut ctx.svcs, &configs.sizes);
-    let scripts = userdata::scripts(&ctx, &configs, &mut out).map_err(Error::Internal)?;
-    stacks::templates(&ctx, &scripts, &mut out).map_err(Error::Internal)?;
-    manifest::finish(&ctx, inputs, out, &configs.discovery, scripts.entries).map_err(Error::Internal)
+    let userdata = stacks::templates(&ctx, &configs, &mut out).map_err(Error::Internal)?;
+    manifest::finish(&ctx, inputs, out, &configs.discovery, userdata).map_err(Error::Internal)
 }
 
 /// The HTTP services of older releases (`options.carried`) that this release dropped and that

@@ -48,6 +48,33 @@ pub struct Compiled {
     pub manifest: Manifest,
 }
 
+impl Compiled {
+    /// Every instance role's userdata by name (a service's name, or `AUX-N` for etcd member N),
+    /// read back from the launch templates that carry it, where the manifest's entries point:
+    /// for review (`gilliam-compile --userdata`) and tests. Nothing else is written twice.
+    pub fn userdata(&self) -> Result<BTreeMap<String, String>, String> {
+        let mut templates: BTreeMap<&str, serde_json::Value> = BTreeMap::new();
+        let mut out = BTreeMap::new();
+        for s in &self.manifest.services {
+            for (i, e) in s.userdata.iter().enumerate() {
+                let name = if s.auxiliary_type.is_some() { format!("{}-{i}", s.name) } else { s.name.clone() };
+                let (file, pointer) = e.path.split_once('#').ok_or_else(|| format!("userdata of {name}: `{}` names no place in a template", e.path))?;
+                if !templates.contains_key(file) {
+                    let bytes = self.files.get(file).ok_or_else(|| format!("userdata of {name}: no file {file}"))?;
+                    let t = serde_json::from_slice(bytes).map_err(|err| format!("{file}: {err}"))?;
+                    templates.insert(file, t);
+                }
+                let script = templates[file]
+                    .pointer(pointer)
+                    .and_then(serde_json::Value::as_str)
+                    .ok_or_else(|| format!("userdata of {name}: {} holds no script", e.path))?;
+                out.insert(name, script.to_string());
+            }
+        }
+        Ok(out)
+    }
+}
+
 #[derive(Debug)]
 pub enum Error {
     /// The inputs are wrong or do not fit AWS limits: every problem, with its position.

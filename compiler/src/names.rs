@@ -59,6 +59,14 @@ pub fn formation_stack(formation: &str) -> String {
     formation.to_string()
 }
 
+/// Where an instance role's userdata is written: the `UserData` of the launch template
+/// `launch_template` in `stack`'s template, as `templates/STACK.json#JSON-POINTER` (RFC 6901).
+/// The manifest's userdata entries hold this instead of a file of their own, so that each
+/// byte is written once.
+pub fn userdata_location(stack: &str, launch_template: &str) -> String {
+    format!("templates/{stack}.json#/Resources/{launch_template}/Properties/LaunchTemplateData/UserData/Fn::Base64")
+}
+
 pub fn routing_stack(formation: &str, group: u32) -> String {
     format!("{formation}-routing-{group}")
 }

@@ -103,8 +103,14 @@ fn marker_pos(m: &Marker) -> Pos {
 
 enum Frame {
     Seq(Pos, Vec<Node>, usize),
-    Map(Pos, Vec<(Key, Node)>, Option<Key>, usize),
+    /// Entries, the key waiting for its value, the anchor, and an index of the keys (by name,
+    /// to their entry) once the mapping is large enough that a scan per key would cost: a
+    /// formation of 1,000 services is one mapping of 1,000 keys.
+    Map(Pos, Vec<(Key, Node)>, Option<Key>, usize, Option<HashMap<String, usize>>),
 }
+
+/// Mappings with more keys than this index them for the duplicate check.
+const SCAN_KEYS: usize = 16;
 
 #[derive(Default)]
 struct YamlBuilder {
@@ -144,7 +150,7 @@ impl YamlBuilder {
                 self.docs.push(node)
             }
             Some(Frame::Seq(_, items, _)) => items.push(node),
-            Some(Frame::Map(_, entries, key, _)) => match key.take() {
+            Some(Frame::Map(_, entries, key, _, index)) => match key.take() {
                 None => {
                     let name = match &node.value {
                         Value::Str(s) => s.clone(),
@@ -158,13 +164,25 @@ impl YamlBuilder {
                             return;
                         }
                     };
-                    if let Some((first, _)) = entries.iter().find(|(k, _)| k.name == name) {
+                    if index.is_none() && entries.len() >= SCAN_KEYS {
+                        *index = Some(entries.iter().enumerate().map(|(i, (k, _))| (k.name.clone(), i)).collect());
+                    }
+                    let first = match index {
+                        Some(ix) => ix.get(&name).map(|&i| &entries[i].0),
+                        None => entries.iter().find(|(k, _)| k.name == name).map(|(k, _)| k),
+                    };
+                    if let Some(first) = first {
                         let msg = format!("duplicate key `{name}` (first defined at line {}, column {})", first.pos.line, first.pos.col);
                         self.errors.push((node.pos, msg, "remove one of the two entries".into()));
                     }
                     *key = Some(Key { name, pos: node.pos });
                 }
-                Some(k) => entries.push((k, node)),
+                Some(k) => {
+                    if let Some(ix) = index {
+                        ix.entry(k.name.clone()).or_insert(entries.len());
+                    }
+                    entries.push((k, node));
+                }
             },
         }
     }
@@ -211,7 +229,7 @@ impl MarkedEventReceiver for YamlBuilder {
             Event::MappingStart(anchor, _) => {
                 if self.depth_ok(pos) {
                     self.nodes += 1;
-                    self.stack.push(Frame::Map(pos, Vec::new(), None, anchor));
+                    self.stack.push(Frame::Map(pos, Vec::new(), None, anchor, None));
                 }
             }
             Event::SequenceEnd => {
@@ -220,7 +238,7 @@ impl MarkedEventReceiver for YamlBuilder {
                 }
             }
             Event::MappingEnd => {
-                if let Some(Frame::Map(p, entries, _, anchor)) = self.stack.pop() {
+                if let Some(Frame::Map(p, entries, _, anchor, _)) = self.stack.pop() {
                     // A block mapping's start event is marked after its first key; its first
                     // key is where a reader looks for it.
                     let pos = entries.first().map_or(p, |(k, _)| k.pos.min(p));

@@ -44,7 +44,7 @@ pub fn userdata(t: &Task<'_>, service_userdata: &str) -> Result<String, String> 
         deadline_seconds: t.deadline_seconds,
         service,
     };
-    let text = serde_json::to_string_pretty(&config).map_err(|e| format!("internal error: {e}"))?;
+    let text = serde_json::to_string(&config).map_err(|e| format!("internal error: {e}"))?;
     // A heredoc ends at its marker: a command that holds it would end it early.
     if text.lines().any(|l| l == "GILLIAM_RUNTIME_CONFIG") {
         return Err("the command holds the line GILLIAM_RUNTIME_CONFIG, which userdata cannot carry".into());

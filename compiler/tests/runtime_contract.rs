@@ -15,9 +15,8 @@ fn every_emitted_runtime_config_parses_and_points_at_real_resources() {
         let c = compile(&Inputs { app: Source { name: "a", text: &a }, release: Source { name: "r", text: &r }, stage: Source { name: "s", text: &s } })
             .expect("compiles");
         let mut seen = 0;
-        for (path, bytes) in c.files.iter().filter(|(p, _)| p.starts_with("userdata/")) {
-            let script = std::str::from_utf8(bytes).expect("utf-8");
-            let text = runtime::from_userdata(script).unwrap_or_else(|| panic!("{case}/{path}: no runtime config"));
+        for (path, script) in c.userdata().expect("userdata") {
+            let text = runtime::from_userdata(&script).unwrap_or_else(|| panic!("{case}/{path}: no runtime config"));
             let cfg = runtime::parse(text.as_bytes()).unwrap_or_else(|e| panic!("{case}/{path}: {e}"));
             let (stack, resource) = match &cfg {
                 RuntimeConfig::Service(s) => {

@@ -265,7 +265,7 @@ fn secret_config_is_a_reference_to_this_formations_secret_and_reaches_only_the_a
         stage: Source { name: "stage.yml", text: STAGE },
     })
     .expect("compiles");
-    let userdata = String::from_utf8(c.files["userdata/api.sh"].clone()).expect("utf-8");
+    let userdata = c.userdata().expect("userdata").remove("api").expect("api's userdata");
     let cfg = gilliam_compiler::runtime::from_userdata(&userdata).expect("config");
     let gilliam_compiler::runtime::RuntimeConfig::Service(cfg) = gilliam_compiler::runtime::parse(cfg.as_bytes()).expect("parses") else { panic!("service") };
     assert_eq!(cfg.env.get("MODE").map(String::as_str), Some("fast"));
@@ -377,7 +377,7 @@ fn deregistration_delay_is_checked_and_compiled_into_target_groups_and_the_drain
     for g in groups {
         assert_eq!(g["Properties"]["TargetGroupAttributes"], serde_json::json!([{ "Key": "deregistration_delay.timeout_seconds", "Value": "5" }]));
     }
-    let userdata = String::from_utf8(c.files["userdata/api.sh"].clone()).expect("utf-8");
+    let userdata = c.userdata().expect("userdata").remove("api").expect("api's userdata");
     let cfg = gilliam_compiler::runtime::from_userdata(&userdata).expect("config");
     let gilliam_compiler::runtime::RuntimeConfig::Service(cfg) = gilliam_compiler::runtime::parse(cfg.as_bytes()).expect("parses") else { panic!("service") };
     assert_eq!(cfg.drain_seconds, 5);
@@ -454,7 +454,7 @@ fn an_image_release_pins_a_digest_and_limits_fit_the_instance() {
         "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/gilliam/shop:log-stream:r3/*"
     );
     assert_eq!(sid("MakeOwnLogStreams")["Resource"]["Fn::Sub"], "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/gilliam/shop:*");
-    let userdata = String::from_utf8(c.files["userdata/api.sh"].clone()).expect("utf-8");
+    let userdata = c.userdata().expect("userdata").remove("api").expect("api's userdata");
     let cfg = gilliam_compiler::runtime::from_userdata(&userdata).expect("config");
     let gilliam_compiler::runtime::RuntimeConfig::Service(cfg) = gilliam_compiler::runtime::parse(cfg.as_bytes()).expect("parses") else { panic!("service") };
     assert_eq!(cfg.limits, Some(gilliam_compiler::runtime::Limits { memory_mib: 512, cpu_millis: 500 }));

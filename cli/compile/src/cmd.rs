@@ -24,6 +24,10 @@ pub struct Args {
     /// Output directory; created if missing. Earlier gilliam output in it is replaced.
     #[arg(long, value_name = "DIR", required_unless_present = "print_schema")]
     pub out: Option<PathBuf>,
+    /// Also write each instance's userdata to DIR/userdata/NAME.sh, for review. The launch
+    /// templates carry it (the manifest's userdata entries say where); nothing reads these files.
+    #[arg(long)]
+    pub userdata: bool,
     /// Print nothing but errors.
     #[arg(short, long)]
     pub quiet: bool,
@@ -81,7 +85,7 @@ pub fn read(path: &Path) -> Result<String, CliError> {
 
 /// Reads the three inputs, compiles them with as many workers as the machine has cores, and
 /// writes the output directory. Also what `gilliam deploy` and `gilliam plan` compile with.
-pub fn compile_to(app_p: &Path, rel_p: &Path, stage_p: &Path, out: &Path) -> Result<Compiled, CliError> {
+pub fn compile_to(app_p: &Path, rel_p: &Path, stage_p: &Path, out: &Path, userdata: bool) -> Result<Compiled, CliError> {
     let (app, rel, stage) = (read(app_p)?, read(rel_p)?, read(stage_p)?);
     let (an, rn, sn) = (app_p.display().to_string(), rel_p.display().to_string(), stage_p.display().to_string());
     let inputs = Inputs { app: Source { name: &an, text: &app }, release: Source { name: &rn, text: &rel }, stage: Source { name: &sn, text: &stage } };
@@ -91,7 +95,7 @@ pub fn compile_to(app_p: &Path, rel_p: &Path, stage_p: &Path, out: &Path) -> Res
         Err(Error::Invalid(d)) => return Err(CliError::Invalid(d.to_string())),
         Err(Error::Internal(m)) => return Err(CliError::Internal(m)),
     };
-    write_out(out, &compiled)?;
+    write_out(out, &compiled, userdata)?;
     Ok(compiled)
 }
 
@@ -102,16 +106,17 @@ pub fn run(args: &Args) -> Result<(), CliError> {
     }
     let need = |p: &Option<PathBuf>, f: &str| p.clone().ok_or_else(|| CliError::Usage(format!("--{f} is required")));
     let (app, release, stage, out) = (need(&args.app, "app")?, need(&args.release, "release")?, need(&args.stage, "stage")?, need(&args.out, "out")?);
-    let compiled = compile_to(&app, &release, &stage, &out)?;
+    let compiled = compile_to(&app, &release, &stage, &out, args.userdata)?;
     if !args.quiet {
         summary(&out, &compiled);
     }
     Ok(())
 }
 
-/// Writes every file. Subdirectories that gilliam owns are cleared first so that no file from
-/// an earlier compile survives to be mistaken for this one's; the manifest goes last.
-pub fn write_out(out: &Path, c: &Compiled) -> Result<(), CliError> {
+/// Writes every file (and, with `userdata`, each instance's userdata read back from its launch
+/// template). Subdirectories that gilliam owns are cleared first so that no file from an
+/// earlier compile survives to be mistaken for this one's; the manifest goes last.
+pub fn write_out(out: &Path, c: &Compiled, userdata: bool) -> Result<(), CliError> {
     let io = |p: &Path, e: std::io::Error| CliError::Usage(format!("cannot write {}: {e}", p.display()));
     fs::create_dir_all(out).map_err(|e| io(out, e))?;
     let manifest = out.join("manifest.json");
@@ -128,6 +133,14 @@ pub fn write_out(out: &Path, c: &Compiled) -> Result<(), CliError> {
             fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
         }
         fs::write(&p, bytes).map_err(|e| io(&p, e))?;
+    }
+    if userdata {
+        let dir = out.join("userdata");
+        fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        for (name, script) in c.userdata().map_err(CliError::Internal)? {
+            let p = dir.join(format!("{name}.sh"));
+            fs::write(&p, script).map_err(|e| io(&p, e))?;
+        }
     }
     let tmp = out.join("manifest.json.tmp");
     let bytes = c.files.get("manifest.json").ok_or_else(|| CliError::Internal("no manifest produced".into()))?;

@@ -67,7 +67,32 @@ fn quickstart_compiles_and_manifest_describes_the_files() {
         assert_eq!(s["bytes"].as_u64(), Some(bytes.len() as u64));
         assert_eq!(s["sha256"].as_str(), Some(gilliam_compiler::names::sha256_hex(&bytes).as_str()));
     }
-    for svc in ["api", "pricing", "worker"] {
+    // Each byte once: userdata lives in its launch template, where the manifest points.
+    assert!(!out.join("userdata").exists(), "no userdata files without --userdata");
+    let services = manifest["services"].as_array().expect("services");
+    let api = services.iter().find(|s| s["name"] == "api").expect("api");
+    let entry = &api["userdata"][0];
+    let (file, pointer) = entry["path"].as_str().expect("path").split_once('#').expect("a place in a template");
+    let template: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join(file)).expect("template")).expect("JSON");
+    let script = template.pointer(pointer).and_then(serde_json::Value::as_str).expect("the script is where the manifest says");
+    assert!(script.starts_with("#!/bin/bash\n# gilliam userdata: formation shop, release 1, service api."), "{script}");
+    assert_eq!(entry["sha256"].as_str(), Some(gilliam_compiler::names::sha256_hex(script.as_bytes()).as_str()));
+    assert_eq!(entry["bytes"].as_u64(), Some(script.len() as u64));
+    // --userdata writes them out for review, the same bytes.
+    let o = bin()
+        .args(["--userdata", "-q", "--app"])
+        .arg(root().join("examples/quickstart/gilliam.yml"))
+        .arg("--release")
+        .arg(root().join("examples/quickstart/release.json"))
+        .arg("--stage")
+        .arg(root().join("examples/quickstart/stage.yml"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run gilliam-compile");
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_to_string(out.join("userdata/api.sh")).expect("api.sh"), script);
+    for svc in ["pricing", "worker"] {
         assert!(out.join(format!("userdata/{svc}.sh")).is_file(), "userdata for {svc}");
     }
 }

@@ -108,5 +108,5 @@ pub fn print_json(v: &impl serde::Serialize) {
 }
 
 pub fn compile_into(stage_path: &Path, app: &Path, release: &Path, out: &Path) -> Result<(), Failure> {
-    compile_cmd::compile_to(app, release, stage_path, out).map(|_| ()).map_err(|e| Failure { code: e.exit_code(), message: e.message().to_string() })
+    compile_cmd::compile_to(app, release, stage_path, out, false).map(|_| ()).map_err(|e| Failure { code: e.exit_code(), message: e.message().to_string() })
 }

@@ -68,7 +68,10 @@ pub(crate) struct RenderedStack {
 }
 
 pub(crate) fn render_stack(name: String, role: StackRole, t: &Template, depends_on: Vec<String>, group: Option<u32>) -> Result<RenderedStack, String> {
-    let bytes = t.render();
+    let mut bytes = t.render();
+    // Rendering grows the buffer by doubling: give back what it did not use, since every
+    // template is held until the compile ends.
+    bytes.shrink_to_fit();
     cfn::template_limits(t, &name, bytes.len())?;
     let iam = t.resources.values().any(|r| r["Type"].as_str().is_some_and(|ty| ty.starts_with("AWS::IAM::")));
     Ok(RenderedStack { sha256: sha256_hex(&bytes), name, role, bytes, resources: t.resources.len(), iam, depends_on, group })

@@ -10,7 +10,8 @@ use crate::obj;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
-pub(crate) fn release_template(ctx: &Ctx<'_>, part: u32, scripts: &BTreeMap<String, String>, external: bool) -> Result<Template, String> {
+/// `scripts` holds the userdata of this part's services, moved into their launch templates.
+pub(crate) fn release_template(ctx: &Ctx<'_>, part: u32, mut scripts: BTreeMap<String, String>, external: bool) -> Result<Template, String> {
     let f = ctx.f();
     let n = ctx.release.number;
     let mut t = Template::new(format!(
@@ -71,7 +72,7 @@ pub(crate) fn release_template(ctx: &Ctx<'_>, part: u32, scripts: &BTreeMap<Stri
         let name = format!("{f}-r{n}-{}", s.s.name);
         let rel = n.to_string();
         let itags = || tags(&[("Name", &name), ("gilliam:formation", f), ("gilliam:release", &rel), ("gilliam:service", &s.s.name)]);
-        let script = scripts.get(&s.s.name).ok_or("internal error: userdata missing")?;
+        let script = scripts.remove(&s.s.name).ok_or("internal error: userdata missing")?;
         let (meta, disk) = metadata_and_disk(ctx);
         t.add(
             format!("{id}LaunchTemplate"),
@@ -80,7 +81,7 @@ pub(crate) fn release_template(ctx: &Ctx<'_>, part: u32, scripts: &BTreeMap<Stri
                 "ImageId": ctx.release.runtime_image.as_str(), "InstanceType": s.instance_type.as_str(),
                 "IamInstanceProfile": obj! { "Arn": get_att("InstanceProfile", "Arn") },
                 "SecurityGroupIds": vec![import(&names::formation_export(f, "InstanceSecurityGroup"))],
-                "MetadataOptions": meta, "BlockDeviceMappings": disk, "UserData": obj! { "Fn::Base64": script.as_str() },
+                "MetadataOptions": meta, "BlockDeviceMappings": disk, "UserData": obj! { "Fn::Base64": script },
                 "TagSpecifications": vec![obj! { "ResourceType": "instance", "Tags": itags() }, obj! { "ResourceType": "volume", "Tags": itags() }],
             } },
         )?;

@@ -6,13 +6,18 @@ use super::formation::formation_template;
 use super::out::{render_stack, Out};
 use super::release::release_template;
 use super::routing::routing_template;
-use super::userdata::Scripts;
-use crate::manifest::StackRole;
+use super::userdata::{self, Configs, Placed};
+use crate::manifest::{self as mf, StackRole};
 use crate::model::Ctx;
 use crate::names;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-pub(crate) fn templates(ctx: &Ctx<'_>, scripts: &Scripts, out: &mut Out) -> Result<(), String> {
+/// Renders every template into `out`; returns the manifest's userdata entries, by service.
+/// Each release stack renders its services' userdata on its own worker and moves it into its
+/// launch templates, so no script is held for the whole formation.
+pub(crate) fn templates(ctx: &Ctx<'_>, configs: &Configs, out: &mut Out) -> Result<BTreeMap<String, Vec<mf::FileEntry>>, String> {
+    let mut entries = BTreeMap::new();
+    let members = userdata::member_scripts(ctx, out, &mut entries)?;
     let f = ctx.f().to_string();
     if ctx.stage.routing_groups.is_none() && ctx.groups > 1 {
         out.warnings.push(format!(
@@ -20,7 +25,7 @@ pub(crate) fn templates(ctx: &Ctx<'_>, scripts: &Scripts, out: &mut Out) -> Resu
             ctx.groups, ctx.groups
         ));
     }
-    let formation = formation_template(ctx, &scripts.members)?;
+    let formation = formation_template(ctx, &members)?;
     out.push_stack(ctx, render_stack(names::formation_stack(&f), StackRole::Formation, &formation, Vec::new(), None)?);
     let release_stacks: Vec<String> = (1..=ctx.parts).map(|p| ctx.release_stack(p)).collect();
     let mut lb_names = BTreeSet::new();
@@ -33,9 +38,14 @@ pub(crate) fn templates(ctx: &Ctx<'_>, scripts: &Scripts, out: &mut Out) -> Resu
     }
     let jobs: Vec<(StackRole, u32)> = (1..=ctx.parts).map(|p| (StackRole::Release, p)).chain((1..=ctx.groups).map(|g| (StackRole::Routing, g))).collect();
     let rendered = crate::par::map(jobs, ctx.workers, |(role, k)| match role {
-        StackRole::Release => release_template(ctx, k, &scripts.services, scripts.reads_runtime.contains(&k))
-            .and_then(|t| render_stack(ctx.release_stack(k), role, &t, vec![names::formation_stack(&f)], None))
-            .map(Some),
+        StackRole::Release => {
+            let mut placed = userdata::part_scripts(ctx, configs, k)?;
+            let reads_runtime = configs.shared.is_some() || placed.iter().any(|(_, p)| p.upload.is_some());
+            let scripts: BTreeMap<String, String> = placed.iter_mut().map(|(n, p)| (n.clone(), std::mem::take(&mut p.script))).collect();
+            let t = release_template(ctx, k, scripts, reads_runtime)?;
+            let r = render_stack(ctx.release_stack(k), role, &t, vec![names::formation_stack(&f)], None)?;
+            Ok(Some((r, placed)))
+        }
         // CloudFormation refuses a template without resources: a routing group with no HTTP
         // service (a worker-only formation) has no stack; the materializer deletes one that
         // becomes empty.
@@ -45,13 +55,16 @@ pub(crate) fn templates(ctx: &Ctx<'_>, scripts: &Scripts, out: &mut Out) -> Resu
             }
             let mut deps = vec![names::formation_stack(&f)];
             deps.extend(release_stacks.iter().cloned());
-            render_stack(names::routing_stack(&f, k), role, &t, deps, Some(k)).map(Some)
+            render_stack(names::routing_stack(&f, k), role, &t, deps, Some(k)).map(|r| Some((r, Vec::new())))
         }),
     });
     for r in rendered {
-        if let Some(r) = r? {
+        if let Some((r, placed)) = r? {
             out.push_stack(ctx, r);
+            for (service, p) in placed {
+                Placed::record(p, out, ctx, &mut entries, &service);
+            }
         }
     }
-    Ok(())
+    Ok(entries)
 }

@@ -11,7 +11,7 @@ use crate::model::{Ctx, Svc};
 use crate::names::{self, sha256_hex};
 use crate::obj;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// Version of the runtime config that userdata hands to the agent.
 pub const RUNTIME_CONFIG_VERSION: u32 = 1;
@@ -214,19 +214,44 @@ pub(crate) fn etcd_config(ctx: &Ctx<'_>, a: &Svc<'_>, i: u32) -> Value {
 
 /// The userdata template filled in for one instance role, with `cfg` as its runtime config.
 /// `signal` is the stack and resource the instance signals: userdata signals FAILURE itself
-/// when the image has no agent.
+/// when the image has no agent. One pass over the template, into a string of the right size:
+/// a thousand services fill it a thousand times.
 pub(crate) fn fill_template(ctx: &Ctx<'_>, role: &str, name: &str, cfg: &str, image: &str, signal: (&str, &str)) -> String {
-    emitted_template()
-        .replace("{{formation}}", ctx.f())
-        .replace("{{release}}", &ctx.release.number.to_string())
-        .replace("{{role}}", role)
-        .replace("{{service}}", name)
-        .replace("{{config_version}}", &RUNTIME_CONFIG_VERSION.to_string())
-        .replace("{{image}}", image)
-        .replace("{{region}}", &ctx.stage.region)
-        .replace("{{signal_stack}}", signal.0)
-        .replace("{{signal_resource}}", signal.1)
-        .replace("{{runtime_config}}", cfg)
+    let (release, version) = (ctx.release.number.to_string(), RUNTIME_CONFIG_VERSION.to_string());
+    let value = |key: &str| -> Option<&str> {
+        Some(match key {
+            "formation" => ctx.f(),
+            "release" => &release,
+            "role" => role,
+            "service" => name,
+            "config_version" => &version,
+            "image" => image,
+            "region" => &ctx.stage.region,
+            "signal_stack" => signal.0,
+            "signal_resource" => signal.1,
+            "runtime_config" => cfg,
+            _ => return None,
+        })
+    };
+    let template = emitted_template();
+    let mut out = String::with_capacity(template.len() + cfg.len() + 256);
+    let mut rest = template;
+    while let Some(i) = rest.find("{{") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        match after.find("}}").and_then(|j| value(&after[..j]).map(|v| (j, v))) {
+            Some((j, v)) => {
+                out.push_str(v);
+                rest = &after[j + 2..];
+            }
+            None => {
+                out.push_str("{{");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// One instance role's userdata, rendered and hashed. When the script would not fit EC2's
@@ -262,24 +287,39 @@ pub(crate) fn userdata_script(
         "config_sha256": sha.as_str(),
         "region": ctx.stage.region.as_str(),
     };
-    let script = render(&serde_json::to_string_pretty(&pointer).map_err(|e| format!("internal error: {e}"))?);
+    let script = render(&serde_json::to_string(&pointer).map_err(|e| format!("internal error: {e}"))?);
     if script.len() > cfn::MAX_USERDATA_BYTES {
         return Err(format!("internal error: userdata for {name} is {} bytes, over EC2's {} bytes", script.len(), cfn::MAX_USERDATA_BYTES));
     }
     Ok(Userdata { sha256: sha256_hex(script.as_bytes()), script, external: Some((external_path.to_string(), bytes, sha)) })
 }
 
-/// Records a rendered userdata script (and its runtime config, when moved out).
-pub(crate) fn record(out: &mut Out, ctx: &Ctx<'_>, name: &str, u: Userdata) -> mf::FileEntry {
-    if let Some((path, bytes, sha)) = u.external {
-        out.upload_hashed(ctx, &path, bytes, sha);
-    }
-    let path = format!("userdata/{name}.sh");
-    let e = mf::FileEntry { path: path.clone(), sha256: u.sha256, bytes: u.script.len() };
-    out.files.insert(path, u.script.into_bytes());
-    e
+/// Where a rendered userdata script goes: the script itself into the launch template of
+/// `stack`'s resource `launch_template` (written once, there, where the manifest's entry
+/// points); its runtime config, when moved out, to an upload.
+pub(crate) fn place(stack: &str, launch_template: &str, u: Userdata) -> Placed {
+    let entry = mf::FileEntry { path: crate::names::userdata_location(stack, launch_template), sha256: u.sha256, bytes: u.script.len() };
+    Placed { entry, script: u.script, upload: u.external }
 }
 
+/// A userdata script on its way into a template, with its manifest entry and the runtime
+/// config it moved out (path, bytes, sha256), if any.
+pub(crate) struct Placed {
+    pub(crate) entry: mf::FileEntry,
+    pub(crate) script: String,
+    pub(crate) upload: Option<(String, Vec<u8>, String)>,
+}
+
+impl Placed {
+    /// Records the manifest entry and the upload; returns the script for its template.
+    pub(crate) fn record(self, out: &mut Out, ctx: &Ctx<'_>, entries: &mut BTreeMap<String, Vec<mf::FileEntry>>, owner: &str) -> String {
+        if let Some((path, bytes, sha)) = self.upload {
+            out.upload_hashed(ctx, &path, bytes, sha);
+        }
+        entries.entry(owner.to_string()).or_default().push(self.entry);
+        self.script
+    }
+}
 /// Each service's runtime config, serialized once (with a placeholder for its release stack,
 /// which depends on how large its userdata is), and the discovery they carry.
 #[derive(Debug)]
@@ -301,7 +341,7 @@ pub(crate) fn configs(ctx: &Ctx<'_>, out: &mut Out) -> Result<Configs, String> {
     let configs = |shared: Option<&mf::UploadEntry>| -> Result<BTreeMap<String, String>, String> {
         let svcs: Vec<&Svc<'_>> = ctx.processes().collect();
         crate::par::map(svcs, ctx.workers, |s| {
-            Ok((s.s.name.clone(), serde_json::to_string_pretty(&service_config(ctx, s, &disc, shared)).map_err(|e| format!("internal error: {e}"))?))
+            Ok((s.s.name.clone(), serde_json::to_string(&service_config(ctx, s, &disc, shared)).map_err(|e| format!("internal error: {e}"))?))
         })
         .into_iter()
         .collect()
@@ -331,39 +371,30 @@ pub(crate) fn configs(ctx: &Ctx<'_>, out: &mut Out) -> Result<Configs, String> {
     Ok(Configs { texts, shared, sizes, discovery: disc })
 }
 
-/// The userdata scripts of a laid-out release, by service, and what the templates need of them.
-#[derive(Debug, Default)]
-pub(crate) struct Scripts {
-    /// The manifest's userdata entries, by service or auxiliary.
-    pub(crate) entries: BTreeMap<String, Vec<mf::FileEntry>>,
-    /// Each service's script, for its launch template.
-    pub(crate) services: BTreeMap<String, String>,
-    /// Release stacks (by part) whose instances read runtime files from the bucket.
-    pub(crate) reads_runtime: BTreeSet<u32>,
-    /// Each etcd member's script, by (auxiliary, member).
-    pub(crate) members: BTreeMap<(String, u32), String>,
+/// The userdata of one release stack's services, rendered on the worker that builds its
+/// template (the signal names the stack), in the order of the services: each script is moved
+/// into its launch template and never held for the whole formation.
+pub(crate) fn part_scripts(ctx: &Ctx<'_>, configs: &Configs, part: u32) -> Result<Vec<(String, Placed)>, String> {
+    let stack = ctx.release_stack(part);
+    ctx.processes()
+        .filter(|s| s.part == part)
+        .map(|s| {
+            let text = configs.texts.get(&s.s.name).ok_or("internal error: runtime config missing")?.replace(STACK_PLACEHOLDER, &stack);
+            let (resource, template) = (format!("{}AutoScalingGroup", s.id), format!("{}LaunchTemplate", s.id));
+            let u = userdata_script(ctx, "service", &s.s.name, &text, &ctx.release.runtime_image, (&stack, &resource), &format!("runtime/{}.json", s.s.name))?;
+            Ok((s.s.name.clone(), place(&stack, &template, u)))
+        })
+        .collect()
 }
 
-/// Renders every service's and etcd member's userdata, once the services are laid out over
-/// release stacks (the signal names the stack).
-pub(crate) fn scripts(ctx: &Ctx<'_>, configs: &Configs, out: &mut Out) -> Result<Scripts, String> {
-    let mut s_out = Scripts::default();
-    let svcs: Vec<&Svc<'_>> = ctx.processes().collect();
-    let rendered = crate::par::map(svcs, ctx.workers, |s| -> Result<(&Svc<'_>, Userdata), String> {
-        let text = configs.texts.get(&s.s.name).ok_or("internal error: runtime config missing")?.replace(STACK_PLACEHOLDER, &ctx.release_stack(s.part));
-        let signal = (ctx.release_stack(s.part), format!("{}AutoScalingGroup", s.id));
-        Ok((s, userdata_script(ctx, "service", &s.s.name, &text, &ctx.release.runtime_image, (&signal.0, &signal.1), &format!("runtime/{}.json", s.s.name))?))
-    });
-    for r in rendered {
-        let (s, u) = r?;
-        if u.external.is_some() || configs.shared.is_some() {
-            s_out.reads_runtime.insert(s.part);
-        }
-        let script = u.script.clone();
-        let e = record(out, ctx, &s.s.name, u);
-        s_out.entries.entry(s.s.name.clone()).or_default().push(e);
-        s_out.services.insert(s.s.name.clone(), script);
-    }
+/// Each etcd member's userdata, by (auxiliary, member), for the formation template; their
+/// manifest entries go to `entries`.
+pub(crate) fn member_scripts(
+    ctx: &Ctx<'_>,
+    out: &mut Out,
+    entries: &mut BTreeMap<String, Vec<mf::FileEntry>>,
+) -> Result<BTreeMap<(String, u32), String>, String> {
+    let mut members = BTreeMap::new();
     for a in ctx.auxiliaries() {
         let aux = a.s.auxiliary().ok_or("internal error: not an auxiliary")?;
         if aux.kind != AuxType::Etcd {
@@ -371,18 +402,16 @@ pub(crate) fn scripts(ctx: &Ctx<'_>, configs: &Configs, out: &mut Out) -> Result
         }
         let image = ctx.stage.auxiliary_image.clone().unwrap_or_default();
         for i in 0..aux.size {
-            let config = serde_json::to_string_pretty(&etcd_config(ctx, a, i)).map_err(|e| format!("internal error: {e}"))?;
+            let config = serde_json::to_string(&etcd_config(ctx, a, i)).map_err(|e| format!("internal error: {e}"))?;
             let name = format!("{}-{i}", a.s.name);
             let signal = (names::formation_stack(ctx.f()), format!("Aux{}Member{i}Group", a.id));
             let u = userdata_script(ctx, "auxiliary", &name, &config, &image, (&signal.0, &signal.1), &format!("runtime/{name}.json"))?;
             if u.external.is_some() {
                 return Err(format!("internal error: etcd member {name}'s runtime config does not fit in userdata"));
             }
-            let script = u.script.clone();
-            let e = record(out, ctx, &name, u);
-            s_out.entries.entry(a.s.name.clone()).or_default().push(e);
-            s_out.members.insert((a.s.name.clone(), i), script);
+            let script = place(&signal.0, &format!("Aux{}Member{i}LaunchTemplate", a.id), u).record(out, ctx, entries, &a.s.name);
+            members.insert((a.s.name.clone(), i), script);
         }
     }
-    Ok(s_out)
+    Ok(members)
 }

@@ -103,7 +103,8 @@ fn the_unit_parses_with_systemd_and_the_scripts_with_shellcheck() {
     if found("shellcheck") {
         let c = gilliam_tests::compile_case("seed");
         let userdata = gilliam_tests::scratch("image/shellcheck").join("userdata.sh");
-        std::fs::write(&userdata, &c.files["userdata/api.sh"]).expect("userdata");
+        let api = c.userdata().expect("userdata").remove("api").expect("api's userdata");
+        std::fs::write(&userdata, &api).expect("userdata");
         // A one-off instance's userdata, as the materializer makes it from the service's.
         let command = ["bin/migrate".to_string(), "--all".to_string()];
         let t = gilliam_compiler::task::Task {
@@ -116,7 +117,6 @@ fn the_unit_parses_with_systemd_and_the_scripts_with_shellcheck() {
             image: "ami-1",
         };
         let task = userdata.with_file_name("task.sh");
-        let api = String::from_utf8(c.files["userdata/api.sh"].clone()).expect("utf-8");
         std::fs::write(&task, gilliam_compiler::task::userdata(&t, &api).expect("task userdata")).expect("task");
         for script in [image_dir().join("provision.sh"), image_dir().join("build.sh"), userdata, task] {
             let out = Command::new("shellcheck").arg(&script).output().expect("shellcheck");

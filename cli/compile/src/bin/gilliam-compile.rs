@@ -7,10 +7,9 @@
 use gilliam_compile::cmd::{run, Args, CliError};
 use std::process::ExitCode;
 
-// Compiling a large formation builds and drops millions of small JSON nodes; mimalloc does
-// that markedly faster than the system allocator (see `cargo bench -p gilliam-compiler`).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// The system allocator: mimalloc compiled 1,000 services about 10 ms faster but committed its
+// arenas eagerly, 73 MiB at the peak against 25 MiB (scripts/bench_compile.sh), and it is a C
+// library to build on every `cargo install`.
 
 fn main() -> ExitCode {
     gilliam_compile::entry::main::<Args, CliError>(run, CliError::exit_code)
