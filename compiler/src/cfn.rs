@@ -48,6 +48,12 @@ pub struct Template {
     pub description: String,
     pub resources: BTreeMap<String, Value>,
     pub outputs: BTreeMap<String, Value>,
+    /// Resources rendered already (type, compact JSON with sorted keys), from typed structs
+    /// instead of JSON trees: what a release stack holds a thousand times. Rendered in one
+    /// logical-ID order with `resources`.
+    pub rendered: BTreeMap<String, (&'static str, String)>,
+    /// Outputs rendered already, likewise.
+    pub rendered_outputs: BTreeMap<String, String>,
 }
 
 impl Template {
@@ -59,7 +65,7 @@ impl Template {
     /// the compiler, reported as an internal error rather than a silently overwritten resource.
     pub fn add(&mut self, id: impl Into<String>, ty: &str, props: Value) -> Result<&mut Map<String, Value>, String> {
         let id = id.into();
-        if self.resources.contains_key(&id) {
+        if self.resources.contains_key(&id) || self.rendered.contains_key(&id) {
             return Err(format!("internal error: duplicate logical ID {id}"));
         }
         let mut r = Map::new();
@@ -70,6 +76,49 @@ impl Template {
             Value::Object(m) => Ok(m),
             _ => Err("internal error: resource is not an object".into()),
         }
+    }
+
+    /// Adds a resource from a typed struct (`Resource`), rendered at once: no JSON tree is
+    /// built for it. Its fields must be declared in sorted order, as a tree would render them.
+    pub fn add_typed<P: serde::Serialize>(&mut self, id: String, resource: &Resource<P>) -> Result<(), String> {
+        if self.resources.contains_key(&id) || self.rendered.contains_key(&id) {
+            return Err(format!("internal error: duplicate logical ID {id}"));
+        }
+        let json = serde_json::to_string(resource).map_err(|e| format!("internal error: {e}"))?;
+        self.rendered.insert(id, (resource.ty, json));
+        Ok(())
+    }
+
+    /// Adds an output from its parts, rendered at once.
+    pub fn output_typed(&mut self, id: String, value: &impl serde::Serialize, export: Option<&str>, description: &str) -> Result<(), String> {
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Output<'a, V> {
+            description: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            export: Option<Name<'a>>,
+            value: V,
+        }
+        #[derive(serde::Serialize)]
+        struct Name<'a> {
+            #[serde(rename = "Name")]
+            name: &'a str,
+        }
+        let json =
+            serde_json::to_string(&Output { description, export: export.map(|name| Name { name }), value }).map_err(|e| format!("internal error: {e}"))?;
+        self.outputs.remove(&id);
+        self.rendered_outputs.insert(id, json);
+        Ok(())
+    }
+
+    /// Every resource's logical ID and type, trees and rendered ones.
+    pub fn resource_types(&self) -> impl Iterator<Item = (&str, &str)> {
+        let trees = self.resources.iter().map(|(id, r)| (id.as_str(), r["Type"].as_str().unwrap_or_default()));
+        trees.chain(self.rendered.iter().map(|(id, (ty, _))| (id.as_str(), *ty)))
+    }
+
+    pub fn resource_count(&self) -> usize {
+        self.resources.len() + self.rendered.len()
     }
 
     pub fn output(&mut self, id: &str, value: Value, export: Option<&str>, description: &str) {
@@ -83,38 +132,37 @@ impl Template {
     /// Serialized template text: compact JSON with sorted keys and a trailing newline. Templates
     /// are CloudFormation's input, not reading matter (`jq .` shows them): compact keeps them a
     /// third smaller, so more go inline under 51,200 bytes. Written straight from the resource
-    /// map, with no intermediate copy of the template.
+    /// maps, trees and rendered resources merged in logical-ID order, with no intermediate copy.
     pub fn render(&self) -> Vec<u8> {
-        #[derive(serde::Serialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Doc<'a> {
-            #[serde(rename = "AWSTemplateFormatVersion")]
-            version: &'static str,
-            description: &'a str,
-            #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-            outputs: &'a BTreeMap<String, Value>,
-            resources: &'a BTreeMap<String, Value>,
+        let rendered: usize =
+            self.rendered.values().map(|(_, j)| j.len() + 64).sum::<usize>() + self.rendered_outputs.values().map(|j| j.len() + 64).sum::<usize>();
+        let mut out = Vec::with_capacity(64 * 1024 + rendered);
+        out.extend_from_slice(b"{\"AWSTemplateFormatVersion\":\"2010-09-09\",\"Description\":");
+        let _ = serde_json::to_writer(&mut out, &self.description);
+        if !self.outputs.is_empty() || !self.rendered_outputs.is_empty() {
+            out.extend_from_slice(b",\"Outputs\":");
+            merged(&mut out, &self.outputs, self.rendered_outputs.iter().map(|(k, j)| (k, j.as_str())));
         }
-        let doc = Doc { version: "2010-09-09", description: &self.description, outputs: &self.outputs, resources: &self.resources };
-        let mut out = Vec::with_capacity(64 * 1024);
-        let _ = serde_json::to_writer(&mut out, &doc);
-        out.push(b'\n');
+        out.extend_from_slice(b",\"Resources\":");
+        merged(&mut out, &self.resources, self.rendered.iter().map(|(k, (_, j))| (k, j.as_str())));
+        out.extend_from_slice(b"}\n");
         out
     }
 
     /// Every CloudFormation per-template limit, checked on the rendered bytes.
     pub fn check_limits(&self, stack: &str, bytes: usize) -> Result<(), String> {
         let fail = |what: String| Err(format!("stack {stack}: {what}"));
-        if self.resources.len() > MAX_RESOURCES {
-            return fail(format!("{} resources, over CloudFormation's limit of {MAX_RESOURCES} per stack", self.resources.len()));
+        if self.resource_count() > MAX_RESOURCES {
+            return fail(format!("{} resources, over CloudFormation's limit of {MAX_RESOURCES} per stack", self.resource_count()));
         }
-        if self.outputs.len() > MAX_OUTPUTS {
-            return fail(format!("{} outputs, over CloudFormation's limit of {MAX_OUTPUTS} per stack", self.outputs.len()));
+        let outputs = self.outputs.len() + self.rendered_outputs.len();
+        if outputs > MAX_OUTPUTS {
+            return fail(format!("{outputs} outputs, over CloudFormation's limit of {MAX_OUTPUTS} per stack"));
         }
         if bytes > MAX_TEMPLATE_BYTES {
             return fail(format!("template is {bytes} bytes, over CloudFormation's limit of {MAX_TEMPLATE_BYTES} bytes"));
         }
-        for id in self.resources.keys().chain(self.outputs.keys()) {
+        for id in self.resources.keys().chain(self.outputs.keys()).chain(self.rendered.keys()).chain(self.rendered_outputs.keys()) {
             if id.is_empty() || id.len() > 255 || !id.bytes().all(|c| c.is_ascii_alphanumeric()) {
                 return fail(format!("logical ID `{id}` is not 1-255 alphanumeric characters"));
             }
@@ -124,6 +172,86 @@ impl Template {
         }
         Ok(())
     }
+}
+
+/// One JSON object from a map of trees and a sorted run of rendered values, in key order.
+fn merged<'a>(out: &mut Vec<u8>, trees: &BTreeMap<String, Value>, rendered: impl Iterator<Item = (&'a String, &'a str)>) {
+    let mut trees = trees.iter().peekable();
+    let mut rendered = rendered.peekable();
+    out.push(b'{');
+    let mut first = true;
+    loop {
+        let take_tree = match (trees.peek(), rendered.peek()) {
+            (Some((a, _)), Some((b, _))) => a < b,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        if take_tree {
+            if let Some((k, v)) = trees.next() {
+                let _ = serde_json::to_writer(&mut *out, k);
+                out.push(b':');
+                let _ = serde_json::to_writer(&mut *out, v);
+            }
+        } else if let Some((k, j)) = rendered.next() {
+            let _ = serde_json::to_writer(&mut *out, k);
+            out.push(b':');
+            out.extend_from_slice(j.as_bytes());
+        }
+    }
+    out.push(b'}');
+}
+
+/// A resource as CloudFormation reads it, for `Template::add_typed`: fields in sorted order.
+#[derive(Debug, serde::Serialize)]
+pub struct Resource<P> {
+    #[serde(rename = "CreationPolicy", skip_serializing_if = "Option::is_none")]
+    pub creation_policy: Option<serde_json::Value>,
+    #[serde(rename = "Properties")]
+    pub properties: P,
+    #[serde(rename = "Type")]
+    pub ty: &'static str,
+}
+
+/// `{"Ref": id}`.
+#[derive(Debug, serde::Serialize)]
+pub struct Ref<'a> {
+    #[serde(rename = "Ref")]
+    pub id: &'a str,
+}
+
+/// `{"Fn::GetAtt": [id, attribute]}`.
+#[derive(Debug, serde::Serialize)]
+pub struct GetAtt<'a> {
+    #[serde(rename = "Fn::GetAtt")]
+    pub of: [&'a str; 2],
+}
+
+/// `{"Fn::ImportValue": name}`.
+#[derive(Debug, serde::Serialize)]
+pub struct Import<'a> {
+    #[serde(rename = "Fn::ImportValue")]
+    pub name: &'a str,
+}
+
+/// `{"Fn::Base64": text}`.
+#[derive(Debug, serde::Serialize)]
+pub struct Base64<'a> {
+    #[serde(rename = "Fn::Base64")]
+    pub text: &'a str,
+}
+
+/// A tag: `{"Key": k, "Value": v}`.
+#[derive(Debug, serde::Serialize)]
+pub struct Tag<'a> {
+    #[serde(rename = "Key")]
+    pub key: &'a str,
+    #[serde(rename = "Value")]
+    pub value: &'a str,
 }
 
 /// A rendered template against CloudFormation's limits: past one is a compiler bug.

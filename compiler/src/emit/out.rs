@@ -73,8 +73,8 @@ pub(crate) fn render_stack(name: String, role: StackRole, t: &Template, depends_
     // template is held until the compile ends.
     bytes.shrink_to_fit();
     cfn::template_limits(t, &name, bytes.len())?;
-    let iam = t.resources.values().any(|r| r["Type"].as_str().is_some_and(|ty| ty.starts_with("AWS::IAM::")));
-    Ok(RenderedStack { sha256: sha256_hex(&bytes), name, role, bytes, resources: t.resources.len(), iam, depends_on, group })
+    let iam = t.resource_types().any(|(_, ty)| ty.starts_with("AWS::IAM::"));
+    Ok(RenderedStack { sha256: sha256_hex(&bytes), name, role, bytes, resources: t.resource_count(), iam, depends_on, group })
 }
 
 pub(crate) fn upload_key(ctx: &Ctx<'_>, path: &str) -> String {

@@ -3,10 +3,11 @@
 
 use super::common::*;
 use crate::app::AuxType;
-use crate::cfn::{self, get_att, import, r#ref, tags, Template};
+use crate::cfn::{self, r#ref, tags, Base64, GetAtt, Import, Ref, Resource, Tag, Template};
 use crate::model::Ctx;
 use crate::names::{self};
 use crate::obj;
+use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -66,25 +67,37 @@ pub(crate) fn release_template(ctx: &Ctx<'_>, part: u32, mut scripts: BTreeMap<S
     t.add("InstanceProfile", "AWS::IAM::InstanceProfile", json!({ "Roles": [r#ref("InstanceRole")] }))?;
     t.output("Release", json!(n.to_string()), None, "Release number");
     let private: Vec<&str> = ctx.stage.private_subnets.iter().map(|s| s.id.as_str()).collect();
+    let rel = n.to_string();
+    let security_groups = [Import { name: &names::formation_export(f, "InstanceSecurityGroup") }];
+    let disk = [Disk {
+        device_name: "/dev/xvda",
+        ebs: Ebs { delete_on_termination: true, encrypted: true, volume_size: ctx.stage.defaults.root_volume_gb, volume_type: "gp3" },
+    }];
+    let drain = ctx.stage.deregistration_delay.to_string();
     for s in ctx.processes().filter(|s| s.part == part) {
         let p = s.s.process().ok_or("internal error: not a process")?;
         let id = &s.id;
         let name = format!("{f}-r{n}-{}", s.s.name);
-        let rel = n.to_string();
-        let itags = || tags(&[("Name", &name), ("gilliam:formation", f), ("gilliam:release", &rel), ("gilliam:service", &s.s.name)]);
+        let service = s.s.name.as_str();
+        let itags = [
+            Tag { key: "Name", value: &name },
+            Tag { key: "gilliam:formation", value: f },
+            Tag { key: "gilliam:release", value: &rel },
+            Tag { key: "gilliam:service", value: service },
+        ];
         let script = scripts.remove(&s.s.name).ok_or("internal error: userdata missing")?;
-        let (meta, disk) = metadata_and_disk(ctx);
-        t.add(
-            format!("{id}LaunchTemplate"),
-            "AWS::EC2::LaunchTemplate",
-            obj! { "LaunchTemplateData": obj! {
-                "ImageId": ctx.release.runtime_image.as_str(), "InstanceType": s.instance_type.as_str(),
-                "IamInstanceProfile": obj! { "Arn": get_att("InstanceProfile", "Arn") },
-                "SecurityGroupIds": vec![import(&names::formation_export(f, "InstanceSecurityGroup"))],
-                "MetadataOptions": meta, "BlockDeviceMappings": disk, "UserData": obj! { "Fn::Base64": script },
-                "TagSpecifications": vec![obj! { "ResourceType": "instance", "Tags": itags() }, obj! { "ResourceType": "volume", "Tags": itags() }],
-            } },
-        )?;
+        let (lt_id, asg_id) = (format!("{id}LaunchTemplate"), format!("{id}AutoScalingGroup"));
+        let data = LaunchTemplateData {
+            block_device_mappings: &disk,
+            iam_instance_profile: Arn { arn: GetAtt { of: ["InstanceProfile", "Arn"] } },
+            image_id: &ctx.release.runtime_image,
+            instance_type: &s.instance_type,
+            metadata_options: METADATA_OPTIONS,
+            security_group_ids: &security_groups,
+            tag_specifications: [TagSpecification { resource_type: "instance", tags: &itags }, TagSpecification { resource_type: "volume", tags: &itags }],
+            user_data: Base64 { text: &script },
+        };
+        t.add_typed(lt_id.clone(), &Resource { creation_policy: None, properties: LaunchTemplate { data }, ty: "AWS::EC2::LaunchTemplate" })?;
         let mut tgs = Vec::new();
         if let Some(port) = p.port {
             for public in [false, true] {
@@ -92,55 +105,200 @@ pub(crate) fn release_template(ctx: &Ctx<'_>, part: u32, mut scripts: BTreeMap<S
                     continue;
                 }
                 let which = if public { "PublicTargetGroup" } else { "InternalTargetGroup" };
-                t.add(
-                    format!("{id}{which}"),
-                    "AWS::ElasticLoadBalancingV2::TargetGroup",
-                    obj! {
-                        "Name": target_group_name(ctx, &s.s.name, public), "Port": port, "Protocol": "HTTP", "VpcId": ctx.stage.vpc.as_str(), "TargetType": "instance",
-                        "HealthCheckEnabled": true, "HealthCheckProtocol": "HTTP", "HealthCheckPath": p.health.as_str(), "HealthCheckIntervalSeconds": 10,
-                        "HealthCheckTimeoutSeconds": 5, "HealthyThresholdCount": 2, "UnhealthyThresholdCount": 3, "Matcher": obj! { "HttpCode": "200-399" },
-                        "TargetGroupAttributes": vec![obj! { "Key": "deregistration_delay.timeout_seconds", "Value": ctx.stage.deregistration_delay.to_string() }],
-                        "Tags": tags(&[("gilliam:formation", f), ("gilliam:release", &rel), ("gilliam:service", &s.s.name)]),
-                    },
-                )?;
-                t.output(
-                    &format!("{id}{which}"),
-                    r#ref(&format!("{id}{which}")),
-                    Some(&names::target_group_export(f, n, &s.s.name, public)),
-                    &format!("{} target group of {}", if public { "Public" } else { "Internal" }, s.s.name),
-                );
-                tgs.push(r#ref(&format!("{id}{which}")));
+                let tg_id = format!("{id}{which}");
+                let props = TargetGroup {
+                    health_check_enabled: true,
+                    health_check_interval_seconds: 10,
+                    health_check_path: &p.health,
+                    health_check_protocol: "HTTP",
+                    health_check_timeout_seconds: 5,
+                    healthy_threshold_count: 2,
+                    matcher: Matcher { http_code: "200-399" },
+                    name: &target_group_name(ctx, &s.s.name, public),
+                    port,
+                    protocol: "HTTP",
+                    tags: &itags[1..],
+                    target_group_attributes: [Tag { key: "deregistration_delay.timeout_seconds", value: &drain }],
+                    target_type: "instance",
+                    unhealthy_threshold_count: 3,
+                    vpc_id: &ctx.stage.vpc,
+                };
+                t.add_typed(tg_id.clone(), &Resource { creation_policy: None, properties: props, ty: "AWS::ElasticLoadBalancingV2::TargetGroup" })?;
+                let description = format!("{} target group of {}", if public { "Public" } else { "Internal" }, s.s.name);
+                t.output_typed(tg_id.clone(), &Ref { id: &tg_id }, Some(&names::target_group_export(f, n, &s.s.name, public)), &description)?;
+                tgs.push(tg_id);
             }
         }
-        let prop = |k: &str, v: &str| obj! { "Key": k, "Value": v, "PropagateAtLaunch": true };
-        let mut asg = obj! {
-            "MinSize": s.scale.min.to_string(), "MaxSize": s.scale.max.to_string(), "DesiredCapacity": s.scale.desired.to_string(),
-            "LaunchTemplate": obj! { "LaunchTemplateId": r#ref(&format!("{id}LaunchTemplate")), "Version": get_att(&format!("{id}LaunchTemplate"), "LatestVersionNumber") },
-            "VPCZoneIdentifier": private.clone(), "HealthCheckType": if tgs.is_empty() { "EC2" } else { "ELB" }, "HealthCheckGracePeriod": 300,
-            "Tags": vec![prop("Name", &name), prop("gilliam:formation", f), prop("gilliam:release", &rel), prop("gilliam:service", &s.s.name)],
+        let asg_tags = itags.iter().map(|t| AsgTag { key: t.key, propagate_at_launch: true, value: t.value }).collect::<Vec<_>>();
+        let (min, max, desired) = (s.scale.min.to_string(), s.scale.max.to_string(), s.scale.desired.to_string());
+        let props = AutoScalingGroup {
+            desired_capacity: &desired,
+            health_check_grace_period: 300,
+            health_check_type: if tgs.is_empty() { "EC2" } else { "ELB" },
+            launch_template: LaunchTemplateRef { launch_template_id: Ref { id: &lt_id }, version: GetAtt { of: [&lt_id, "LatestVersionNumber"] } },
+            max_size: &max,
+            min_size: &min,
+            tags: &asg_tags,
+            target_group_arns: (!tgs.is_empty()).then(|| tgs.iter().map(|id| Ref { id }).collect()),
+            vpc_zone_identifier: &private,
         };
-        if !tgs.is_empty() {
-            asg["TargetGroupARNs"] = Value::Array(tgs);
-        }
-        let asg_id = format!("{id}AutoScalingGroup");
-        let r = t.add(asg_id.clone(), "AWS::AutoScaling::AutoScalingGroup", asg)?;
-        if s.scale.desired > 0 {
-            r.insert(
-                "CreationPolicy".into(),
-                obj! { "ResourceSignal": obj! { "Count": s.scale.desired, "Timeout": format!("PT{}M", SIGNAL_TIMEOUT_SECONDS / 60) }, "AutoScalingCreationPolicy": obj! { "MinSuccessfulInstancesPercent": 100 } },
-            );
-        }
-        t.output(&asg_id, r#ref(&asg_id), None, &format!("Auto Scaling group of {}", s.s.name));
+        let creation_policy = (s.scale.desired > 0).then(|| {
+            obj! { "ResourceSignal": obj! { "Count": s.scale.desired, "Timeout": format!("PT{}M", SIGNAL_TIMEOUT_SECONDS / 60) }, "AutoScalingCreationPolicy": obj! { "MinSuccessfulInstancesPercent": 100 } }
+        });
+        t.add_typed(asg_id.clone(), &Resource { creation_policy, properties: props, ty: "AWS::AutoScaling::AutoScalingGroup" })?;
+        t.output_typed(asg_id.clone(), &Ref { id: &asg_id }, None, &format!("Auto Scaling group of {}", s.s.name))?;
         if s.scale.max > s.scale.min {
-            t.add(
-                format!("{id}CpuScalingPolicy"),
-                "AWS::AutoScaling::ScalingPolicy",
-                obj! {
-                    "AutoScalingGroupName": r#ref(&asg_id), "PolicyType": "TargetTrackingScaling",
-                    "TargetTrackingConfiguration": obj! { "PredefinedMetricSpecification": obj! { "PredefinedMetricType": "ASGAverageCPUUtilization" }, "TargetValue": s.scale.cpu },
+            let props = ScalingPolicy {
+                auto_scaling_group_name: Ref { id: &asg_id },
+                policy_type: "TargetTrackingScaling",
+                target_tracking_configuration: TargetTracking {
+                    predefined_metric_specification: Metric { predefined_metric_type: "ASGAverageCPUUtilization" },
+                    target_value: s.scale.cpu,
                 },
-            )?;
+            };
+            t.add_typed(format!("{id}CpuScalingPolicy"), &Resource { creation_policy: None, properties: props, ty: "AWS::AutoScaling::ScalingPolicy" })?;
         }
     }
     Ok(t)
+}
+
+// A service's resources as typed structs, rendered once each (`Template::add_typed`): a release
+// stack holds hundreds of them, and a JSON tree per resource was most of a compile's time.
+// Fields are declared in sorted order, as a tree renders its keys (tests/golden.rs holds
+// the bytes).
+
+const METADATA_OPTIONS: Metadata = Metadata { http_endpoint: "enabled", http_put_response_hop_limit: 1, http_tokens: "required" };
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Metadata {
+    http_endpoint: &'static str,
+    http_put_response_hop_limit: u32,
+    http_tokens: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Disk<'a> {
+    device_name: &'a str,
+    ebs: Ebs<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Ebs<'a> {
+    delete_on_termination: bool,
+    encrypted: bool,
+    volume_size: u32,
+    volume_type: &'a str,
+}
+
+#[derive(Serialize)]
+struct LaunchTemplate<'a> {
+    #[serde(rename = "LaunchTemplateData")]
+    data: LaunchTemplateData<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct LaunchTemplateData<'a> {
+    block_device_mappings: &'a [Disk<'a>],
+    iam_instance_profile: Arn<'a>,
+    image_id: &'a str,
+    instance_type: &'a str,
+    metadata_options: Metadata,
+    security_group_ids: &'a [Import<'a>],
+    tag_specifications: [TagSpecification<'a>; 2],
+    user_data: Base64<'a>,
+}
+
+#[derive(Serialize)]
+struct Arn<'a> {
+    #[serde(rename = "Arn")]
+    arn: GetAtt<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct TagSpecification<'a> {
+    resource_type: &'a str,
+    tags: &'a [Tag<'a>],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct TargetGroup<'a> {
+    health_check_enabled: bool,
+    health_check_interval_seconds: u32,
+    health_check_path: &'a str,
+    health_check_protocol: &'a str,
+    health_check_timeout_seconds: u32,
+    healthy_threshold_count: u32,
+    matcher: Matcher<'a>,
+    name: &'a str,
+    port: u16,
+    protocol: &'a str,
+    tags: &'a [Tag<'a>],
+    target_group_attributes: [Tag<'a>; 1],
+    target_type: &'a str,
+    unhealthy_threshold_count: u32,
+    vpc_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct Matcher<'a> {
+    #[serde(rename = "HttpCode")]
+    http_code: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct AsgTag<'a> {
+    key: &'a str,
+    propagate_at_launch: bool,
+    value: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct LaunchTemplateRef<'a> {
+    launch_template_id: Ref<'a>,
+    version: GetAtt<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct AutoScalingGroup<'a> {
+    desired_capacity: &'a str,
+    health_check_grace_period: u32,
+    health_check_type: &'a str,
+    launch_template: LaunchTemplateRef<'a>,
+    max_size: &'a str,
+    min_size: &'a str,
+    tags: &'a [AsgTag<'a>],
+    #[serde(rename = "TargetGroupARNs", skip_serializing_if = "Option::is_none")]
+    target_group_arns: Option<Vec<Ref<'a>>>,
+    #[serde(rename = "VPCZoneIdentifier")]
+    vpc_zone_identifier: &'a [&'a str],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ScalingPolicy<'a> {
+    auto_scaling_group_name: Ref<'a>,
+    policy_type: &'a str,
+    target_tracking_configuration: TargetTracking<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct TargetTracking<'a> {
+    predefined_metric_specification: Metric<'a>,
+    target_value: u32,
+}
+
+#[derive(Serialize)]
+struct Metric<'a> {
+    #[serde(rename = "PredefinedMetricType")]
+    predefined_metric_type: &'a str,
 }

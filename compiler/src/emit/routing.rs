@@ -2,11 +2,14 @@
 //! weighted listener rules (and their test-header twins) and the services' DNS names.
 
 use super::common::*;
-use crate::cfn::{get_att, import, r#ref, tags, Template};
+use crate::cfn::{get_att, import, r#ref, tags, GetAtt, Import, Ref, Resource, Template};
 use crate::model::{Ctx, Svc};
 use crate::names::{self};
 use crate::obj;
+use serde::Serialize;
 use serde_json::{json, Value};
+
+const LISTENER_RULE: &str = "AWS::ElasticLoadBalancingV2::ListenerRule";
 
 /// Orders routes so that the most specific one is evaluated first (lowest priority number):
 /// an exact host before a wildcard host before no host; then, on the same host rank, an exact
@@ -27,32 +30,29 @@ pub(crate) fn route_order(r: &crate::app::Route) -> impl Ord {
 
 /// The weighted forward of a service's rule: each live release that has the service, with the
 /// weight `rule_weights` gives it. `None` only when no live release has the service.
-pub(crate) fn forward(ctx: &Ctx<'_>, svc: &str, public: bool) -> Option<Value> {
+pub(crate) fn forward(ctx: &Ctx<'_>, svc: &str, public: bool) -> Option<[Action; 1]> {
     let mut shares: Vec<(u32, u32)> =
         ctx.traffic.iter().filter(|t| if public { t.public.contains(svc) } else { t.internal.contains(svc) }).map(|t| (t.release, t.weight)).collect();
     shares.sort_unstable();
     let weights = crate::model::rule_weights(&shares)?;
-    let groups: Vec<Value> = shares
+    let target_groups = shares
         .iter()
         .zip(weights)
-        .map(|((n, _), w)| json!({ "TargetGroupArn": import(&names::target_group_export(ctx.f(), *n, svc, public)), "Weight": w }))
+        .map(|((n, _), weight)| Weighted { target_group_arn: Exported { name: names::target_group_export(ctx.f(), *n, svc, public) }, weight })
         .collect();
-    let mut config = json!({ "TargetGroups": groups });
-    if let Some(secs) = ctx.delivery.stickiness_seconds {
-        config["TargetGroupStickinessConfig"] = json!({ "Enabled": true, "DurationSeconds": secs });
-    }
-    Some(json!([{ "Type": "forward", "ForwardConfig": config }]))
+    let stickiness = ctx.delivery.stickiness_seconds.map(|duration_seconds| Stickiness { duration_seconds, enabled: true });
+    Some([Action { forward_config: ForwardConfig { stickiness, target_groups }, ty: "forward" }])
 }
 
 /// The forward of a test-header rule: the compiled release's target group alone.
-pub(crate) fn test_forward(ctx: &Ctx<'_>, svc: &str, public: bool) -> Value {
-    let tg = import(&names::target_group_export(ctx.f(), ctx.release.number, svc, public));
-    json!([{ "Type": "forward", "ForwardConfig": { "TargetGroups": [{ "TargetGroupArn": tg, "Weight": 1 }] } }])
+pub(crate) fn test_forward(ctx: &Ctx<'_>, svc: &str, public: bool) -> [Action; 1] {
+    let tg = Exported { name: names::target_group_export(ctx.f(), ctx.release.number, svc, public) };
+    [Action { forward_config: ForwardConfig { stickiness: None, target_groups: vec![Weighted { target_group_arn: tg, weight: 1 }] }, ty: "forward" }]
 }
 
 /// The condition that picks the compiled release out: `X-Gilliam-Release: N`.
-pub(crate) fn test_condition(ctx: &Ctx<'_>) -> Value {
-    obj! { "Field": "http-header", "HttpHeaderConfig": obj! { "HttpHeaderName": crate::delivery::TEST_HEADER, "Values": vec![ctx.release.number.to_string()] } }
+pub(crate) fn test_condition(release: &str) -> Condition<'_> {
+    Condition { http_header_config: Some(HttpHeader { http_header_name: crate::delivery::TEST_HEADER, values: [release] }), ..Condition::new("http-header") }
 }
 
 pub(crate) fn not_found() -> Value {
@@ -97,6 +97,7 @@ pub(crate) fn routing_template(ctx: &Ctx<'_>, g: u32) -> Result<Template, String
     // The priorities the deployed stack's rules hold (none on a first deploy).
     let none = crate::priority::DeployedRules::default();
     let deployed = ctx.deployed_rules.get(&names::routing_stack(f, g)).unwrap_or(&none);
+    let release = ctx.release.number.to_string();
     if !routes.is_empty() {
         load_balancer(ctx, &mut t, g, true)?;
         let listener = if let Some(cert) = &ctx.stage.certificate {
@@ -152,30 +153,29 @@ pub(crate) fn routing_template(ctx: &Ctx<'_>, g: u32) -> Result<Template, String
             };
             let mut conditions = Vec::new();
             if let Some(h) = &r.host {
-                conditions.push(obj! { "Field": "host-header", "HostHeaderConfig": obj! { "Values": vec![h.as_str()] } });
+                conditions.push(Condition { host_header_config: Some(Values { values: [h] }), ..Condition::new("host-header") });
             }
             if let Some(p) = &r.path {
-                conditions.push(obj! { "Field": "path-pattern", "PathPatternConfig": obj! { "Values": vec![p.as_str()] } });
+                conditions.push(Condition { path_pattern_config: Some(Values { values: [p] }), ..Condition::new("path-pattern") });
             }
             if test {
-                conditions.push(test_condition(ctx));
+                conditions.push(test_condition(&release));
             }
-            let mut rule = obj! { "ListenerArn": r#ref(listener), "Priority": prio, "Conditions": conditions, "Actions": actions };
+            let mut transforms = None;
             if let Some(rw) = &r.rewrite {
-                let mut transforms = Vec::new();
+                let mut list = Vec::new();
                 if let Some((regex, replace)) = &rw.host {
                     let rewrites = vec![obj! { "Regex": regex.as_str(), "Replace": replace.as_str() }];
-                    transforms.push(obj! { "Type": "host-header-rewrite", "HostHeaderRewriteConfig": obj! { "Rewrites": rewrites } });
+                    list.push(obj! { "Type": "host-header-rewrite", "HostHeaderRewriteConfig": obj! { "Rewrites": rewrites } });
                 }
                 if let Some((regex, replace)) = &rw.path {
                     let rewrites = vec![obj! { "Regex": regex.as_str(), "Replace": replace.as_str() }];
-                    transforms.push(obj! { "Type": "url-rewrite", "UrlRewriteConfig": obj! { "Rewrites": rewrites } });
+                    list.push(obj! { "Type": "url-rewrite", "UrlRewriteConfig": obj! { "Rewrites": rewrites } });
                 }
-                if let Value::Object(m) = &mut rule {
-                    m.insert("Transforms".into(), Value::Array(transforms));
-                }
+                transforms = Some(list);
             }
-            t.add(id.clone(), "AWS::ElasticLoadBalancingV2::ListenerRule", rule)?;
+            let rule = ListenerRule { actions, conditions, listener_arn: Ref { id: listener }, priority: prio, transforms };
+            t.add_typed(id.clone(), &Resource { creation_policy: None, properties: rule, ty: LISTENER_RULE })?;
         }
         t.output("PublicLoadBalancerDns", get_att("PublicLoadBalancer", "DNSName"), None, "DNS name of the public load balancer");
     }
@@ -198,38 +198,146 @@ pub(crate) fn routing_template(ctx: &Ctx<'_>, g: u32) -> Result<Template, String
         let keys: Vec<&str> = ids.iter().map(String::as_str).collect();
         let priorities =
             crate::priority::allocate(&keys, &deployed.on("InternalListener"), true).map_err(|e| format!("routing group {g}'s internal listener: {e}"))?;
+        let zone = names::formation_export(f, "PrivateZoneId");
         for (s, (pair, prio)) in members.iter().zip(ids.chunks(2).zip(priorities.chunks(2))) {
             let host = host(ctx, &s.s.name);
-            let host_condition = obj! { "Field": "host-header", "HostHeaderConfig": obj! { "Values": vec![host.as_str()] } };
+            let host_condition = || Condition { host_header_config: Some(Values { values: [host.as_str()] }), ..Condition::new("host-header") };
             if !s.carried {
-                t.add(
-                    pair[0].clone(),
-                    "AWS::ElasticLoadBalancingV2::ListenerRule",
-                    obj! {
-                        "ListenerArn": r#ref("InternalListener"), "Priority": prio[0],
-                        "Conditions": vec![host_condition.clone(), test_condition(ctx)], "Actions": test_forward(ctx, &s.s.name, false),
-                    },
-                )?;
+                let rule = ListenerRule {
+                    actions: test_forward(ctx, &s.s.name, false),
+                    conditions: vec![host_condition(), test_condition(&release)],
+                    listener_arn: Ref { id: "InternalListener" },
+                    priority: prio[0],
+                    transforms: None,
+                };
+                t.add_typed(pair[0].clone(), &Resource { creation_policy: None, properties: rule, ty: LISTENER_RULE })?;
             }
             if let Some(actions) = forward(ctx, &s.s.name, false) {
-                t.add(
-                    pair[1].clone(),
-                    "AWS::ElasticLoadBalancingV2::ListenerRule",
-                    obj! { "ListenerArn": r#ref("InternalListener"), "Priority": prio[1], "Conditions": vec![host_condition], "Actions": actions },
-                )?;
+                let rule = ListenerRule {
+                    actions,
+                    conditions: vec![host_condition()],
+                    listener_arn: Ref { id: "InternalListener" },
+                    priority: prio[1],
+                    transforms: None,
+                };
+                t.add_typed(pair[1].clone(), &Resource { creation_policy: None, properties: rule, ty: LISTENER_RULE })?;
             }
-            t.add(
-                format!("{}DnsRecord", s.id),
-                "AWS::Route53::RecordSet",
-                obj! {
-                    "HostedZoneId": import(&names::formation_export(f, "PrivateZoneId")), "Name": format!("{host}."), "Type": "A",
-                    "AliasTarget": obj! { "DNSName": get_att("InternalLoadBalancer", "DNSName"), "HostedZoneId": get_att("InternalLoadBalancer", "CanonicalHostedZoneID"), "EvaluateTargetHealth": false },
+            let record = DnsRecord {
+                alias_target: AliasTarget {
+                    dns_name: GetAtt { of: ["InternalLoadBalancer", "DNSName"] },
+                    evaluate_target_health: false,
+                    hosted_zone_id: GetAtt { of: ["InternalLoadBalancer", "CanonicalHostedZoneID"] },
                 },
-            )?;
+                hosted_zone_id: Import { name: &zone },
+                name: format!("{host}."),
+                ty: "A",
+            };
+            t.add_typed(format!("{}DnsRecord", s.id), &Resource { creation_policy: None, properties: record, ty: "AWS::Route53::RecordSet" })?;
         }
         t.output("InternalLoadBalancerDns", get_att("InternalLoadBalancer", "DNSName"), None, "DNS name of the internal load balancer");
     }
     Ok(t)
+}
+
+// Listener rules and DNS records as typed structs, rendered once each (`Template::add_typed`):
+// a routing group holds two rules a service. Fields in sorted order, as a tree renders them.
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListenerRule<'a> {
+    actions: [Action; 1],
+    conditions: Vec<Condition<'a>>,
+    listener_arn: Ref<'a>,
+    priority: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transforms: Option<Vec<Value>>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct Action {
+    #[serde(rename = "ForwardConfig")]
+    forward_config: ForwardConfig,
+    #[serde(rename = "Type")]
+    ty: &'static str,
+}
+
+#[derive(Serialize)]
+struct ForwardConfig {
+    #[serde(rename = "TargetGroupStickinessConfig", skip_serializing_if = "Option::is_none")]
+    stickiness: Option<Stickiness>,
+    #[serde(rename = "TargetGroups")]
+    target_groups: Vec<Weighted>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Stickiness {
+    duration_seconds: u32,
+    enabled: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Weighted {
+    target_group_arn: Exported,
+    weight: u32,
+}
+
+/// `{"Fn::ImportValue": name}`, owning its name.
+#[derive(Serialize)]
+struct Exported {
+    #[serde(rename = "Fn::ImportValue")]
+    name: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct Condition<'a> {
+    field: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host_header_config: Option<Values<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_header_config: Option<HttpHeader<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_pattern_config: Option<Values<'a>>,
+}
+
+impl Condition<'_> {
+    fn new(field: &'static str) -> Self {
+        Condition { field, host_header_config: None, http_header_config: None, path_pattern_config: None }
+    }
+}
+
+#[derive(Serialize)]
+struct Values<'a> {
+    #[serde(rename = "Values")]
+    values: [&'a str; 1],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct HttpHeader<'a> {
+    http_header_name: &'static str,
+    values: [&'a str; 1],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DnsRecord<'a> {
+    alias_target: AliasTarget<'a>,
+    hosted_zone_id: Import<'a>,
+    name: String,
+    #[serde(rename = "Type")]
+    ty: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct AliasTarget<'a> {
+    #[serde(rename = "DNSName")]
+    dns_name: GetAtt<'a>,
+    evaluate_target_health: bool,
+    hosted_zone_id: GetAtt<'a>,
 }
 
 #[cfg(test)]

@@ -50,7 +50,7 @@ pub(crate) fn templates(ctx: &Ctx<'_>, configs: &Configs, out: &mut Out) -> Resu
         // service (a worker-only formation) has no stack; the materializer deletes one that
         // becomes empty.
         _ => routing_template(ctx, k).and_then(|t| {
-            if t.resources.is_empty() {
+            if t.resource_count() == 0 {
                 return Ok(None);
             }
             let mut deps = vec![names::formation_stack(&f)];
