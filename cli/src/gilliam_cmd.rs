@@ -164,7 +164,7 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
         Verb::Completions(_) | Verb::Man(_) | Verb::Promote(_) => {}
     }
     if std::env::var_os("GILLIAM_FAULTS").is_some() {
-        eprintln!("gilliam: GILLIAM_FAULTS: {} AWS calls, faults injected {:?}", aws.calls(), aws.injected());
+        eprintln!("gilliam: GILLIAM_FAULTS: {} AWS calls, faults injected {:?}", aws.inner.calls(), aws.inner.injected());
     }
     Ok(())
 }

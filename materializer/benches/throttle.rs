@@ -9,6 +9,7 @@
 use gilliam_doubles::fake::Fake;
 use gilliam_doubles::throttle::{aws_buckets, Buckets};
 use gilliam_materializer::aws::Layered;
+use gilliam_materializer::pacing::Pacing;
 use gilliam_materializer::traffic::{RuleWrite, Traffic};
 use std::sync::atomic::Ordering;
 
@@ -25,20 +26,21 @@ fn main() {
     let bucket = aws_buckets()[&("elbv2", "write")];
     for share in [1.0, 0.5] {
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().expect("runtime");
-        let aws = Layered { layer: Buckets::aws(share), inner: Fake::default() };
+        // The client as gilliam makes it (paced at the seam), in front of AWS's buckets.
+        let aws = Layered { layer: Pacing::default(), inner: Layered { layer: Buckets::aws(share), inner: Fake::default() } };
         let say = |_: &str| {};
         let t = Traffic::new(&aws, formation(), &say);
         let (capacity, refill) = ((bucket.capacity * share).max(1.0), bucket.refill_per_second * share);
         for (what, to, full) in [("flip", 100, true), ("rollback", 0, false)] {
-            let throttled_before = aws.layer.throttled.load(Ordering::SeqCst);
-            let passed_before = aws.layer.passed.lock().expect("passed").get("set_rule_weights").copied().unwrap_or(0);
+            let throttled_before = aws.inner.layer.throttled.load(Ordering::SeqCst);
+            let passed_before = aws.inner.layer.passed.lock().expect("passed").get("set_rule_weights").copied().unwrap_or(0);
             let (result, took) = rt.block_on(async {
                 let started = tokio::time::Instant::now();
                 (t.write(&writes(rules, to)).await, started.elapsed())
             });
             // The flip starts with a full bucket; the rollback right after it, with an empty one.
             let bound = if full { (rules as f64 - capacity).max(0.0) / refill } else { rules as f64 / refill };
-            let passed = aws.layer.passed.lock().expect("passed").get("set_rule_weights").copied().unwrap_or(0) - passed_before;
+            let passed = aws.inner.layer.passed.lock().expect("passed").get("set_rule_weights").copied().unwrap_or(0) - passed_before;
             println!(
                 "{what:<8} {rules} rules, {:>3.0}% of the bucket ({capacity:.0} tokens, {refill:.1}/s): {:>7.1} s, bound {:>7.1} s, ratio {:.3}; {:.2} writes per rule, {} throttled calls retried, {} failures",
                 share * 100.0,
@@ -46,7 +48,7 @@ fn main() {
                 bound,
                 took.as_secs_f64() / bound.max(f64::EPSILON),
                 passed as f64 / rules as f64,
-                aws.layer.throttled.load(Ordering::SeqCst) - throttled_before,
+                aws.inner.layer.throttled.load(Ordering::SeqCst) - throttled_before,
                 usize::from(result.is_err()),
             );
         }

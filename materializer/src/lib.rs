@@ -24,6 +24,7 @@ pub mod lock;
 pub mod logs;
 pub mod observe;
 pub mod ops;
+pub mod pacing;
 pub mod plan;
 pub mod preflight;
 pub mod published;

@@ -48,28 +48,36 @@ impl Backoff {
     }
 }
 
-/// Retries throttling and transient failures, up to 8 times, with exponential backoff and
-/// jitter.
+/// Retries transient failures up to 8 times with exponential backoff and jitter, and
+/// throttling for up to `THROTTLE_PATIENCE`: a throttled call is tried again after a short
+/// jittered pause, and `pacing::Pacing` (around every gilliam client) holds it until its
+/// class's next slot. Throttling is the bucket's pace, not a fault: backing off
+/// exponentially from it would wait seconds for a bucket that refills every 100 ms, and
+/// giving up after 8 tries would fail a large formation's run.
 pub async fn retry<T, F, Fut>(what: &str, mut call: F) -> Result<T, Error>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = AwsResult<T>>,
 {
     let mut backoff = Backoff::new();
+    let mut throttled_since: Option<tokio::time::Instant> = None;
     loop {
         match call().await {
             Ok(v) => return Ok(v),
+            Err(crate::aws::AwsError::Throttled(_)) if throttled_since.get_or_insert_with(tokio::time::Instant::now).elapsed() < THROTTLE_PATIENCE => {
+                tokio::time::sleep(Duration::from_millis(20 + jitter(30))).await;
+            }
             Err(e) if e.retryable() && backoff.wait().await => {}
             Err(err) => return Err(Error::Aws { what: what.to_string(), err }),
         }
     }
 }
 
-/// Paces a run of calls that share one AWS token bucket (a flip's `ModifyRule`s): each call
-/// takes the next slot at the current rate; throttling slows the rate down (×0.7, once per
-/// episode) and success probes it up (+1% a call), with jitter, so that the run stays close to what the bucket
-/// refills, whatever share of it other tools on the account take. A throttled call is
-/// not a failure: it waits for its next slot (`THROTTLE_PATIENCE` in all).
+/// The pace of the calls that share one AWS token bucket (`pacing::Pacing` keeps one per
+/// class): each call takes the next slot at the current rate; throttling slows the rate down
+/// (×0.7, once per episode) and success probes it up (+1% a call), with jitter, so that a
+/// run stays close to what the bucket refills, whatever share of it other tools on the
+/// account take.
 #[derive(Debug)]
 pub struct Pacer {
     state: std::sync::Mutex<PacerState>,
@@ -138,28 +146,5 @@ impl Pacer {
 
     pub fn rate(&self) -> f64 {
         self.lock().rate
-    }
-}
-
-/// `call` at the pace `pacer` sets: throttling waits for the next slot (for up to
-/// `THROTTLE_PATIENCE`), other retryable failures back off as `retry` does.
-pub async fn paced<T, F, Fut>(what: &str, pacer: &Pacer, mut call: F) -> Result<T, Error>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = AwsResult<T>>,
-{
-    let started = tokio::time::Instant::now();
-    let mut backoff = Backoff::new();
-    loop {
-        let slot = pacer.slot().await;
-        match call().await {
-            Ok(v) => {
-                pacer.succeeded();
-                return Ok(v);
-            }
-            Err(crate::aws::AwsError::Throttled(_)) if started.elapsed() < THROTTLE_PATIENCE => pacer.throttled(slot),
-            Err(e) if e.retryable() && backoff.wait().await => {}
-            Err(err) => return Err(Error::Aws { what: what.to_string(), err }),
-        }
     }
 }

@@ -44,20 +44,24 @@ pub fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
     aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring)).build_https()
 }
 
-/// The real AWS client, behind the fault injector when `GILLIAM_FAULTS` says so (a testing
-/// facility; without it the wrapper passes every call through).
-pub async fn connect_from_env(endpoint: &Endpoint) -> Result<crate::faults::Faulty<SdkAws>, String> {
+/// What every gilliam command talks to AWS through: the SDK client, behind the fault injector
+/// (a testing facility, `GILLIAM_FAULTS`; without it, it passes every call through), behind
+/// the pacing layer (each action class paced to its token bucket).
+pub type Client = crate::aws::Layered<crate::pacing::Pacing, crate::faults::Faulty<SdkAws>>;
+
+/// The real AWS client, paced, behind the fault injector when `GILLIAM_FAULTS` says so.
+pub async fn connect_from_env(endpoint: &Endpoint) -> Result<Client, String> {
     connect_from_env_as(endpoint, None).await
 }
 
 /// `connect_from_env`, with the credentials of the named profile (`~/.aws/config` and
 /// `~/.aws/credentials`) rather than the standard chain, when one is named: another account's.
-pub async fn connect_from_env_as(endpoint: &Endpoint, profile: Option<&str>) -> Result<crate::faults::Faulty<SdkAws>, String> {
+pub async fn connect_from_env_as(endpoint: &Endpoint, profile: Option<&str>) -> Result<Client, String> {
     let spec = match std::env::var("GILLIAM_FAULTS") {
         Ok(s) => crate::faults::FaultSpec::parse(&s)?,
         Err(_) => crate::faults::FaultSpec::default(),
     };
-    Ok(crate::faults::Faulty::new(SdkAws::connect_as(endpoint, profile).await, spec))
+    Ok(crate::aws::Layered { layer: crate::pacing::Pacing::default(), inner: crate::faults::Faulty::new(SdkAws::connect_as(endpoint, profile).await, spec) })
 }
 
 impl SdkAws {

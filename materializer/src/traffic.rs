@@ -90,16 +90,14 @@ impl<'a, A: Aws> Traffic<'a, A> {
             .collect())
     }
 
-    /// The writes, paced to ELBv2's `ModifyRule` bucket (`retry::Pacer`): a large formation
-    /// flips as fast as the bucket allows, and throttling (other tools share the bucket) slows
-    /// it down rather than failing it. One write per rule.
+    /// The writes, 16 at a time, paced to ELBv2's `ModifyRule` bucket by the client's pacing
+    /// layer (`pacing::Pacing`): a large formation flips as fast as the bucket allows, and
+    /// throttling (other tools share the bucket) slows it down rather than failing it. One
+    /// write per rule.
     pub async fn write(&self, changes: &[RuleWrite]) -> Result<(), Error> {
         use futures_util::stream::{self, StreamExt};
-        // As fast as ELBv2 answers until it throttles; then what the throttling says.
-        let pacer = crate::retry::Pacer::new(crate::retry::Pacer::MAX_RATE);
-        let pacer = &pacer;
         let results: Vec<Result<(), Error>> = stream::iter(changes.iter())
-            .map(|(arn, forward, sticky)| crate::retry::paced("set rule weights", pacer, move || self.aws.set_rule_weights(arn, forward, *sticky)))
+            .map(|(arn, forward, sticky)| crate::retry::retry("set rule weights", move || self.aws.set_rule_weights(arn, forward, *sticky)))
             .buffer_unordered(16)
             .collect()
             .await;

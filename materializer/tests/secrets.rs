@@ -98,7 +98,7 @@ async fn a_cache_secret_holds_the_endpoint_its_certificate_covers() {
     // The agent builds the URL from the secret's fields: the cache's own endpoint, not the
     // private zone's CNAME, which the cache's certificate does not name.
     let cfg = std::fs::read_to_string(b.dir.join("userdata/api.sh")).expect("userdata");
-    assert!(cfg.contains("\"format\": \"rediss://:{password}@{host}:{port}\""), "{cfg}");
+    assert!(cfg.contains("\"format\":\"rediss://:{password}@{host}:{port}\""), "{cfg}");
     let plan = Converger::new(&aws, &b, opts(), &|_| {}).plan().await.unwrap_or_else(|e| panic!("{e}"));
     let order: Vec<String> = plan
         .actions

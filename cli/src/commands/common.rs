@@ -4,16 +4,14 @@
 
 use crate::compile_cmd;
 use crate::failure::Failure;
-use gilliam_materializer::faults::Faulty;
 use gilliam_materializer::lock::LockOptions;
-use gilliam_materializer::sdk::SdkAws;
 use gilliam_materializer::strategy::Strategy;
 use gilliam_materializer::{Formation, Ops};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The AWS client every command talks through (the SDK, behind the fault injector).
-pub type Client = Faulty<SdkAws>;
+pub use gilliam_materializer::sdk::Client;
 
 /// One run of `gilliam` on one formation.
 pub struct Session<'a> {

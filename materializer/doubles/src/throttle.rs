@@ -23,31 +23,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use tokio::time::Instant;
 
-/// A bucket's name: (service, `read` or `write`).
-pub type Class = (&'static str, &'static str);
+/// A bucket's name, and which bucket a call takes from: the materializer's own table (its
+/// pacing layer keeps one pacer per bucket).
+pub use gilliam_materializer::pacing::{class, Class};
 
 /// One bucket: its capacity and how many tokens come back each second.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Bucket {
     pub capacity: f64,
     pub refill_per_second: f64,
-}
-
-/// Which bucket a call takes from: (service, `read` or `write`), by the seam's method.
-pub fn class(call: Call) -> Option<Class> {
-    Some(match call.method {
-        "describe_rules" | "target_health" | "targets" | "deregistration_delay" | "elb_limits" | "target_group_arns" | "load_balancer_arns" => {
-            ("elbv2", "read")
-        }
-        "set_rule_weights" => ("elbv2", "write"),
-        "describe_groups" => ("autoscaling", "read"),
-        "set_capacity" => ("autoscaling", "write"),
-        "describe_stack" | "stack_events" | "get_template" | "stack_resources" | "list_exports" | "stack_limit" | "stack_names" => ("cloudformation", "read"),
-        "create_stack" | "update_stack" | "delete_stack" | "continue_update_rollback" => ("cloudformation", "write"),
-        "describe_network" | "launch_times" | "instance_states" | "task_instances" => ("ec2", "read"),
-        "run_instance" | "terminate_instances" => ("ec2", "write"),
-        _ => return None,
-    })
 }
 
 /// The buckets as AWS documents (or, where it does not, as assumed: the module's doc).
