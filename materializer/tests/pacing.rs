@@ -85,6 +85,6 @@ async fn reads_paced_at_the_seam_never_fail_and_end_near_the_bucket_bound() {
         // where unpaced retries every few tens of milliseconds would make thousands.
         assert!(throttled < reads / 2, "{throttled} reads throttled of {reads} (share {share})");
         assert!(took >= bound * 0.99 && took <= bound * 1.2, "{took:.1} s against a bound of {bound:.1} s (share {share})");
-        assert_eq!(aws.inner.layer.passed.lock().expect("passed").get("describe_stack").copied(), Some(reads as u64), "each read made once");
+        assert_eq!(aws.inner.layer.passed.lock().expect("passed").get("describe_stack").copied(), Some(reads), "each read made once");
     }
 }
