@@ -183,7 +183,8 @@ pub fn compile_into(app: &str, release: &str, stage: &str, dir: &Path) -> Compil
 }
 
 /// A CloudFormation template for a network shaped like a real one, which the preflight checks:
-/// a VPC with DNS support and host names, four subnets over two zones, the public ones (outputs
+/// a VPC with DNS support and host names, four subnets of 4,096 addresses (a formation of 1,000
+/// services with three releases runs 3,000 instances) over two zones, the public ones (outputs
 /// `A`, `B`) routed to an internet gateway and the private ones (`C`, `D`) to a NAT gateway;
 /// outputs `Vpc` and `A`..`D`. How tests make a network in moto through the seam, which has no
 /// EC2 calls of its own.
@@ -201,7 +202,7 @@ pub fn network_template(region: &str) -> String {
     });
     let mut outputs = serde_json::Map::new();
     for (i, name) in ["A", "B", "C", "D"].iter().enumerate() {
-        res[*name] = serde_json::json!({ "Type": "AWS::EC2::Subnet", "Properties": { "VpcId": { "Ref": "Vpc" }, "CidrBlock": format!("10.0.{i}.0/24"), "AvailabilityZone": format!("{region}{}", ["a", "b"][i % 2]) } });
+        res[*name] = serde_json::json!({ "Type": "AWS::EC2::Subnet", "Properties": { "VpcId": { "Ref": "Vpc" }, "CidrBlock": format!("10.0.{}.0/20", i * 16), "AvailabilityZone": format!("{region}{}", ["a", "b"][i % 2]) } });
         let table = if i < 2 { "PublicRoutes" } else { "PrivateRoutes" };
         res[format!("{name}Routes")] = serde_json::json!({ "Type": "AWS::EC2::SubnetRouteTableAssociation", "Properties": { "SubnetId": { "Ref": name }, "RouteTableId": { "Ref": table } } });
         outputs.insert(name.to_string(), serde_json::json!({ "Value": { "Ref": name } }));

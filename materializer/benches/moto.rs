@@ -1,5 +1,6 @@
-//! `cargo bench -p gilliam-materializer --bench moto`: the materializer against moto on
-//! 127.0.0.1, with a 50-service formation (30 routed, 20 workers) and 3 live releases.
+//! `cargo bench -p gilliam-materializer --bench moto [SERVICES]`: the materializer against moto
+//! on 127.0.0.1, with a formation of SERVICES services (default 50: 60% routed, 40% workers)
+//! and 3 live releases.
 //! Prints medians of: a no-op converge (calls, mutating calls, time), a flip and a rollback
 //! (ELBv2 writes, time), and a full deploy (total time, and the part that is the tool's own,
 //! beyond the time spent waiting on the emulator). Targets: a flip and a rollback make one
@@ -7,25 +8,28 @@
 //! call, under one second here.
 
 use gilliam_doubles::counting::Counting;
+use gilliam_doubles::throttle::{aws_buckets, Buckets};
 use gilliam_materializer::aws::prelude::*;
-use gilliam_materializer::aws::{Aws, PutCondition, StackRequest, TemplateSource};
+use gilliam_materializer::aws::{Aws, Layered, PutCondition, StackRequest, TemplateSource};
 use gilliam_materializer::bundle::Bundle;
+use gilliam_materializer::pacing::Pacing;
 use gilliam_materializer::sdk::{Endpoint, SdkAws};
 use gilliam_materializer::{Converger, Options};
 use gilliam_materializer::{Formation, Ops};
 use gilliam_tests::moto::Moto;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 const REGION: &str = "eu-west-1";
 
-fn app() -> String {
+fn app(n: usize) -> String {
     let mut s = String::new();
-    for i in 0..50 {
-        s.push_str(&format!("svc-{i:02}:\n  script: bin/svc\n"));
-        if i < 30 {
-            s.push_str(&format!("  ports: [8080]\n  routes: [\"svc-{i:02}.example.com\"]\n  scale: {{min: 1, desired: 1, max: 3}}\n"));
+    for i in 0..n {
+        s.push_str(&format!("svc-{i:04}:\n  script: bin/svc\n"));
+        if i % 5 < 3 {
+            s.push_str(&format!("  ports: [8080]\n  routes: [\"svc-{i:04}.example.com\"]\n  scale: {{min: 1, desired: 1, max: 3}}\n"));
         } else {
             s.push_str("  scale: 1\n");
         }
@@ -33,19 +37,21 @@ fn app() -> String {
     s
 }
 
-async fn stage<A: Aws>(aws: &A, url: &str) -> String {
+/// The stage file; `groups` pins the routing groups (`None`: the compiler's choice).
+async fn stage<A: Aws>(aws: &A, url: &str, groups: Option<u32>) -> String {
+    let groups = groups.map_or(String::new(), |g| format!("routing_groups: {g}\n"));
     let body = gilliam_tests::network_template(REGION);
     aws.create_stack(&StackRequest { name: "net".into(), template: TemplateSource::Body(body), capabilities: vec![], tags: vec![] }).await.expect("network");
     let o: BTreeMap<String, String> = aws.describe_stack("net").await.expect("describe").expect("net").outputs.into_iter().collect();
     gilliam_tests::finish_network(url, REGION, &o).await;
-    format!("formation: bench\nregion: {REGION}\nvpc: {}\npublic_subnets: [{}, {}]\nprivate_subnets: [{}, {}]\noutputs_bucket: bench-out\nkeep_releases: 2\nrouting_groups: 2\n", o["Vpc"], o["A"], o["B"], o["C"], o["D"])
+    format!("formation: bench\nregion: {REGION}\nvpc: {}\npublic_subnets: [{}, {}]\nprivate_subnets: [{}, {}]\noutputs_bucket: bench-out\nkeep_releases: 2\n{groups}quotas: {{load_balancers: 300, target_groups: 12000}}\n", o["Vpc"], o["A"], o["B"], o["C"], o["D"])
 }
 
-fn bundle(stage: &str, n: u32, sha: &str) -> Bundle {
+fn bundle(stage: &str, services: usize, n: u32, sha: &str) -> Bundle {
     let release = format!(
         r#"{{"number": {n}, "artifact": {{"url": "s3://bench-art/a.tgz", "sha256": "{sha}"}}, "runtime_image": "ami-0a1b2c3d4e5f60718", "revision": "r{n}", "created": "2026-11-22T10:00:00Z"}}"#
     );
-    let app = app();
+    let app = app(services);
     let inputs = gilliam_compiler::Inputs {
         app: gilliam_compiler::Source { name: "gilliam.yml", text: &app },
         release: gilliam_compiler::Source { name: "release.json", text: &release },
@@ -67,20 +73,26 @@ fn ms(d: Duration) -> String {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    let services: usize = std::env::args().skip(1).find(|a| !a.starts_with('-')).and_then(|a| a.parse().ok()).unwrap_or(50);
     let moto = Moto::start();
     let aws = Counting::new(SdkAws::connect(&Endpoint { url: Some(moto.url.clone()), region: Some(REGION.into()) }).await);
-    let stage = stage(&aws, &moto.url).await;
+    let stage = stage(&aws, &moto.url, (services <= 50).then_some(2)).await;
+    // Fewer runs of the figures without buckets for a large formation: each takes minutes on moto.
+    let runs = if services > 100 { 3 } else { 7 };
     aws.inner().create_secure_bucket("bench-art", REGION).await.expect("bucket");
     aws.inner().put_object("bench-art", "a.tgz", b"art".to_vec(), PutCondition::Always).await.expect("artifact");
     let sha = gilliam_materializer::sha256_hex(b"art");
     let quiet = |_: &str| {};
-    let opts = Options { poll: Duration::from_millis(50), ..Options::default() };
+    // moto's account holds ELBv2's default quotas (20 load balancers, 3,000 target groups),
+    // which a formation of more than about 150 services with three live releases exceeds; the
+    // preflight says so and refuses. A real account would raise them (the stage file's `quotas`).
+    let opts = Options { poll: Duration::from_millis(50), preflight: services <= 150, ..Options::default() };
 
     // Three releases deployed: the full-deploy figures are the median of the three.
     let (mut totals, mut own) = (Vec::new(), Vec::new());
     let mut last = None;
     for n in 1..=3 {
-        let b = bundle(&stage, n, &sha);
+        let b = bundle(&stage, services, n, &sha);
         aws.reset();
         let t = Instant::now();
         Converger::new(&aws, &b, opts.clone(), &quiet).run().await.unwrap_or_else(|e| panic!("{e}"));
@@ -90,15 +102,18 @@ async fn main() {
         last = Some(b);
     }
     let b = last.expect("release 3");
+    let routed = b.manifest.services.iter().filter(|s| s.port.is_some()).count();
     println!(
-        "full deploy of 50 services (30 routed, 20 workers): median {} in all, {} of it the tool's own beyond waiting on the emulator (3 deploys)",
+        "full deploy of {services} services ({routed} routed, {} workers, {} routing groups): median {} in all, {} of it the tool's own beyond waiting on the emulator (3 deploys)",
+        services - routed,
+        b.manifest.formation.routing_groups,
         ms(median(totals)),
         ms(median(own))
     );
 
     let mut times = Vec::new();
     let (mut calls, mut mutating) = (0, 0);
-    for _ in 0..7 {
+    for _ in 0..runs {
         aws.reset();
         let t = Instant::now();
         let report = Converger::new(&aws, &b, opts.clone(), &quiet).run().await.unwrap_or_else(|e| panic!("{e}"));
@@ -107,13 +122,13 @@ async fn main() {
         calls = aws.calls().values().sum::<usize>();
         mutating = aws.mutations().values().sum::<usize>();
     }
-    println!("no-op converge, 3 live releases: median {}, {calls} AWS calls, {mutating} mutating (7 runs)", ms(median(times)));
+    println!("no-op converge, 3 live releases: median {}, {calls} AWS calls, {mutating} mutating ({runs} runs)", ms(median(times)));
 
     let formation = Formation { name: "bench".into(), region: REGION.into(), bucket: "bench-out".into(), prefix: "gilliam/bench/".into() };
     let ops = Ops::new(&aws, formation, &quiet);
     let (mut flips, mut rollbacks) = (Vec::new(), Vec::new());
     let (mut flip_writes, mut flip_calls, mut rb_writes) = (0, 0, 0);
-    for _ in 0..7 {
+    for _ in 0..runs {
         aws.reset();
         let t = Instant::now();
         let c = ops.traffic(&BTreeMap::from([(3, 100)])).await.unwrap_or_else(|e| panic!("{e}"));
@@ -127,41 +142,87 @@ async fn main() {
         rb_writes = c.writes;
     }
     println!(
-        "flip to release 3: median {}, {flip_writes} ELBv2 writes for 30 routes + 30 internal rules, {flip_calls} AWS calls in all (7 runs)",
+        "flip to release 3: median {}, {flip_writes} ELBv2 writes for {routed} routes + {routed} internal rules, {flip_calls} AWS calls in all ({runs} runs)",
         ms(median(flips))
     );
-    println!("rollback to release 2: median {}, {rb_writes} ELBv2 writes (7 runs)", ms(median(rollbacks)));
+    println!("rollback to release 2: median {}, {rb_writes} ELBv2 writes ({runs} runs)", ms(median(rollbacks)));
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        aws.reset();
+        let t = Instant::now();
+        ops.status().await.unwrap_or_else(|e| panic!("{e}"));
+        statuses.push(t.elapsed());
+    }
+    let mut slowest: Vec<(&str, Duration)> = aws.busy_by_operation().into_iter().collect();
+    slowest.sort_by_key(|(_, d)| std::cmp::Reverse(*d));
+    let slowest: Vec<String> = slowest.iter().take(3).map(|(op, d)| format!("{op} {}", ms(*d))).collect();
+    println!(
+        "status: median {}, {} AWS calls, the emulator's slowest answers {} (3 runs)",
+        ms(median(statuses)),
+        aws.calls().values().sum::<usize>(),
+        slowest.join(", ")
+    );
 
-    // The same, behind AWS's token buckets (`gilliam_doubles::throttle`, real time): what a
-    // real account's rate limits make of a no-op converge, `gilliam status` and a flip.
-    let throttled = Counting::new(gilliam_materializer::aws::Layered {
-        layer: gilliam_doubles::throttle::Buckets::aws(1.0),
-        inner: SdkAws::connect(&Endpoint { url: Some(moto.url.clone()), region: Some(REGION.into()) }).await,
+    // The same, behind AWS's token buckets (`gilliam_doubles::throttle`, real time), with the
+    // client as gilliam makes it (paced at the seam): what a real account's rate limits make of
+    // a no-op converge, `gilliam status`, a flip and a rollback. Each starts with full buckets
+    // (a pause of a bucket's refill time before it), as a run would after a quiet minute.
+    let throttled = Counting::new(Layered {
+        layer: Pacing::default(),
+        inner: Layered { layer: Buckets::aws(1.0), inner: SdkAws::connect(&Endpoint { url: Some(moto.url.clone()), region: Some(REGION.into()) }).await },
     });
+    let buckets = || &throttled.inner().inner.layer;
+    let refill = aws_buckets().values().map(|b| b.capacity / b.refill_per_second).fold(0.0, f64::max);
+    let quiet_minute = || tokio::time::sleep(Duration::from_secs_f64(refill));
+    let per = |calls: usize| calls as f64 / services as f64;
+    quiet_minute().await;
     let t = Instant::now();
-    Converger::new(&throttled, &b, opts.clone(), &quiet).run().await.unwrap_or_else(|e| panic!("{e}"));
+    let report = Converger::new(&throttled, &b, opts.clone(), &quiet).run().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(report.changes.is_empty(), "{:?}", report.changes);
     let noop = t.elapsed();
     let noop_calls = throttled.calls().values().sum::<usize>();
+    println!(
+        "behind AWS's buckets: no-op converge {} ({noop_calls} calls, {:.2} per service; by operation {:?})",
+        ms(noop),
+        per(noop_calls),
+        throttled.calls()
+    );
     let formation = Formation { name: "bench".into(), region: REGION.into(), bucket: "bench-out".into(), prefix: "gilliam/bench/".into() };
     let ops = Ops::new(&throttled, formation, &quiet);
+    quiet_minute().await;
     throttled.reset();
     let t = Instant::now();
     ops.status().await.unwrap_or_else(|e| panic!("{e}"));
-    let status = t.elapsed();
     let status_calls = throttled.calls().values().sum::<usize>();
-    throttled.reset();
-    let t = Instant::now();
-    let c = ops.traffic(&BTreeMap::from([(3, 100)])).await.unwrap_or_else(|e| panic!("{e}"));
-    let flip = t.elapsed();
-    let layer = &throttled.inner().layer;
     println!(
-        "behind AWS's buckets: no-op converge {} ({noop_calls} calls, {:.1} per service); status {} ({status_calls} calls, {:.1} per service); flip {} ({} writes); {} calls throttled and retried in all",
-        ms(noop),
-        noop_calls as f64 / 50.0,
-        ms(status),
-        status_calls as f64 / 50.0,
-        ms(flip),
-        c.writes,
-        layer.throttled.load(std::sync::atomic::Ordering::SeqCst)
+        "behind AWS's buckets: status {} ({status_calls} calls, {:.2} per service; by operation {:?})",
+        ms(t.elapsed()),
+        per(status_calls),
+        throttled.calls()
     );
+    let write = aws_buckets()[&("elbv2", "write")];
+    for (what, to) in [("flip to release 3", BTreeMap::from([(3, 100)])), ("rollback to release 2", BTreeMap::new())] {
+        quiet_minute().await;
+        throttled.reset();
+        let (throttled_before, passed_before) = (buckets().throttled.load(Ordering::SeqCst), passed(buckets()));
+        let t = Instant::now();
+        let result = if to.is_empty() { ops.rollback(&Default::default()).await.map(|r| r.change) } else { ops.traffic(&to).await };
+        let took = t.elapsed().as_secs_f64();
+        let writes = passed(buckets()) - passed_before;
+        let c = result.as_ref().map_or(0, |c| c.writes);
+        // The bucket's bound: its burst at once, the rest at its refill rate.
+        let bound = (writes as f64 - write.capacity).max(0.0) / write.refill_per_second;
+        println!(
+            "behind AWS's buckets: {what}: {took:.1} s, bound {bound:.1} s, ratio {:.3}; {c} rules changed, {:.2} writes per rule, {} throttled calls retried, {} failures",
+            took / bound.max(f64::EPSILON),
+            writes as f64 / c.max(1) as f64,
+            buckets().throttled.load(Ordering::SeqCst) - throttled_before,
+            usize::from(result.is_err()),
+        );
+    }
+}
+
+/// ModifyRule calls that went through the bucket so far.
+fn passed(b: &Buckets) -> u64 {
+    b.passed.lock().expect("passed").get("set_rule_weights").copied().unwrap_or(0)
 }

@@ -26,8 +26,8 @@ pub const MUTATING: &[&str] = &[
 #[derive(Debug, Default)]
 pub struct Calls {
     calls: Mutex<BTreeMap<&'static str, usize>>,
-    /// Time spent inside calls (summed; concurrent calls each count).
-    busy: Mutex<std::time::Duration>,
+    /// Time spent inside calls, by seam method (summed; concurrent calls each count).
+    busy: Mutex<BTreeMap<&'static str, std::time::Duration>>,
 }
 
 impl Layer for Calls {
@@ -35,7 +35,7 @@ impl Layer for Calls {
         *self.calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(call.method).or_default() += 1;
         let t = std::time::Instant::now();
         let r = f.await;
-        *self.busy.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += t.elapsed();
+        *self.busy.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(call.method).or_default() += t.elapsed();
         r
     }
 }
@@ -66,10 +66,14 @@ impl<A> Counting<A> {
     }
     pub fn reset(&self) {
         self.counted.layer.calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
-        *self.counted.layer.busy.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = std::time::Duration::ZERO;
+        self.counted.layer.busy.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
     }
     /// Time spent waiting on AWS (the emulator's own time, in benchmarks).
     pub fn busy(&self) -> std::time::Duration {
-        *self.counted.layer.busy.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.busy_by_operation().values().sum()
+    }
+    /// Time spent waiting on AWS, by operation: where a slow command's time goes.
+    pub fn busy_by_operation(&self) -> BTreeMap<&'static str, std::time::Duration> {
+        self.counted.layer.busy.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 }
