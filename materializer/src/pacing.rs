@@ -46,11 +46,6 @@ impl Pacing {
         let mut p = self.pacers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         p.entry(class).or_insert_with(|| Arc::new(Pacer::new(Pacer::MAX_RATE))).clone()
     }
-
-    /// The current rate of each class that made a call, calls a second (for reports).
-    pub fn rates(&self) -> BTreeMap<Class, f64> {
-        self.pacers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().map(|(k, p)| (*k, p.rate())).collect()
-    }
 }
 
 impl Layer for Pacing {

@@ -143,8 +143,4 @@ impl Pacer {
         let gap = Duration::from_secs_f64(1.0 / s.rate);
         s.next = s.next.max(tokio::time::Instant::now() + gap);
     }
-
-    pub fn rate(&self) -> f64 {
-        self.lock().rate
-    }
 }

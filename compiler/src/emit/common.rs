@@ -4,7 +4,6 @@
 use crate::cfn::{self};
 use crate::model::Ctx;
 use crate::names::{self, shorten, ELB_NAME_MAX};
-use crate::obj;
 use serde_json::{json, Value};
 
 /// A service's (or auxiliary's) name in the private zone: `api.shop.internal`.
@@ -33,14 +32,46 @@ pub(crate) fn sg_rule(port: u16, source: Value, description: &str) -> Value {
     json!({ "IpProtocol": "tcp", "FromPort": port, "ToPort": port, "SourceSecurityGroupId": source, "Description": description })
 }
 
+/// Every instance's metadata options: IMDSv2 only, one hop.
+pub(crate) const METADATA_OPTIONS: Metadata = Metadata { http_endpoint: "enabled", http_put_response_hop_limit: 1, http_tokens: "required" };
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct Metadata {
+    http_endpoint: &'static str,
+    http_put_response_hop_limit: u32,
+    http_tokens: &'static str,
+}
+
+/// Every instance's root volume: encrypted gp3 of the stage's size. (Fields in sorted order,
+/// as typed resources need.)
+pub(crate) fn root_disk(ctx: &Ctx<'_>) -> Disk {
+    Disk {
+        device_name: "/dev/xvda",
+        ebs: Ebs { delete_on_termination: true, encrypted: true, volume_size: ctx.stage.defaults.root_volume_gb, volume_type: "gp3" },
+    }
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct Disk {
+    device_name: &'static str,
+    ebs: Ebs,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct Ebs {
+    delete_on_termination: bool,
+    encrypted: bool,
+    volume_size: u32,
+    volume_type: &'static str,
+}
+
+/// The metadata options and block device mappings as JSON trees, for the templates built as
+/// trees (etcd members): the same settings as the typed ones.
 pub(crate) fn metadata_and_disk(ctx: &Ctx<'_>) -> (Value, Value) {
-    (
-        obj! { "HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 1 },
-        Value::Array(vec![obj! {
-            "DeviceName": "/dev/xvda",
-            "Ebs": obj! { "VolumeSize": ctx.stage.defaults.root_volume_gb, "VolumeType": "gp3", "Encrypted": true, "DeleteOnTermination": true },
-        }]),
-    )
+    (json!(METADATA_OPTIONS), json!([root_disk(ctx)]))
 }
 
 pub(crate) fn assume_ec2() -> Value {

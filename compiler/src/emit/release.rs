@@ -69,10 +69,7 @@ pub(crate) fn release_template(ctx: &Ctx<'_>, part: u32, mut scripts: BTreeMap<S
     let private: Vec<&str> = ctx.stage.private_subnets.iter().map(|s| s.id.as_str()).collect();
     let rel = n.to_string();
     let security_groups = [Import { name: &names::formation_export(f, "InstanceSecurityGroup") }];
-    let disk = [Disk {
-        device_name: "/dev/xvda",
-        ebs: Ebs { delete_on_termination: true, encrypted: true, volume_size: ctx.stage.defaults.root_volume_gb, volume_type: "gp3" },
-    }];
+    let disk = [root_disk(ctx)];
     let drain = ctx.stage.deregistration_delay.to_string();
     for s in ctx.processes().filter(|s| s.part == part) {
         let p = s.s.process().ok_or("internal error: not a process")?;
@@ -167,32 +164,6 @@ pub(crate) fn release_template(ctx: &Ctx<'_>, part: u32, mut scripts: BTreeMap<S
 // Fields are declared in sorted order, as a tree renders its keys (tests/golden.rs holds
 // the bytes).
 
-const METADATA_OPTIONS: Metadata = Metadata { http_endpoint: "enabled", http_put_response_hop_limit: 1, http_tokens: "required" };
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct Metadata {
-    http_endpoint: &'static str,
-    http_put_response_hop_limit: u32,
-    http_tokens: &'static str,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct Disk<'a> {
-    device_name: &'a str,
-    ebs: Ebs<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct Ebs<'a> {
-    delete_on_termination: bool,
-    encrypted: bool,
-    volume_size: u32,
-    volume_type: &'a str,
-}
-
 #[derive(Serialize)]
 struct LaunchTemplate<'a> {
     #[serde(rename = "LaunchTemplateData")]
@@ -202,7 +173,7 @@ struct LaunchTemplate<'a> {
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
 struct LaunchTemplateData<'a> {
-    block_device_mappings: &'a [Disk<'a>],
+    block_device_mappings: &'a [Disk],
     iam_instance_profile: Arn<'a>,
     image_id: &'a str,
     instance_type: &'a str,

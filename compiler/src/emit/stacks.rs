@@ -39,9 +39,9 @@ pub(crate) fn templates(ctx: &Ctx<'_>, configs: &Configs, out: &mut Out) -> Resu
     let jobs: Vec<(StackRole, u32)> = (1..=ctx.parts).map(|p| (StackRole::Release, p)).chain((1..=ctx.groups).map(|g| (StackRole::Routing, g))).collect();
     let rendered = crate::par::map(jobs, ctx.workers, |(role, k)| match role {
         StackRole::Release => {
-            let mut placed = userdata::part_scripts(ctx, configs, k)?;
+            let (scripts, placed): (BTreeMap<String, String>, Vec<(String, Placed)>) =
+                userdata::part_scripts(ctx, configs, k)?.into_iter().map(|(n, script, p)| ((n.clone(), script), (n, p))).unzip();
             let reads_runtime = configs.shared.is_some() || placed.iter().any(|(_, p)| p.upload.is_some());
-            let scripts: BTreeMap<String, String> = placed.iter_mut().map(|(n, p)| (n.clone(), std::mem::take(&mut p.script))).collect();
             let t = release_template(ctx, k, scripts, reads_runtime)?;
             let r = render_stack(ctx.release_stack(k), role, &t, vec![names::formation_stack(&f)], None)?;
             Ok(Some((r, placed)))

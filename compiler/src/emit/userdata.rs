@@ -127,8 +127,6 @@ pub(crate) fn discovery(ctx: &Ctx<'_>, warnings: &mut Vec<String>) -> Discovery 
 
 /// The runtime config of one service. With `shared`, discovery variables are not inlined:
 /// the agent reads them from the shared document first, and `env` here overrides them.
-/// The runtime config of one service. With `shared`, discovery variables are not inlined:
-/// the agent reads them from the shared document first, and `env` here overrides them.
 pub(crate) fn service_config(ctx: &Ctx<'_>, s: &Svc<'_>, d: &Discovery, shared: Option<&mf::UploadEntry>) -> Value {
     let p = s.s.process();
     let mut env: BTreeMap<String, String> = BTreeMap::new();
@@ -297,27 +295,25 @@ pub(crate) fn userdata_script(
 /// Where a rendered userdata script goes: the script itself into the launch template of
 /// `stack`'s resource `launch_template` (written once, there, where the manifest's entry
 /// points); its runtime config, when moved out, to an upload.
-pub(crate) fn place(stack: &str, launch_template: &str, u: Userdata) -> Placed {
+pub(crate) fn place(stack: &str, launch_template: &str, u: Userdata) -> (String, Placed) {
     let entry = mf::FileEntry { path: crate::names::userdata_location(stack, launch_template), sha256: u.sha256, bytes: u.script.len() };
-    Placed { entry, script: u.script, upload: u.external }
+    (u.script, Placed { entry, upload: u.external })
 }
 
-/// A userdata script on its way into a template, with its manifest entry and the runtime
-/// config it moved out (path, bytes, sha256), if any.
+/// What a userdata script leaves behind once it is in its template: its manifest entry and the
+/// runtime config it moved out (path, bytes, sha256), if any.
 pub(crate) struct Placed {
     pub(crate) entry: mf::FileEntry,
-    pub(crate) script: String,
     pub(crate) upload: Option<(String, Vec<u8>, String)>,
 }
 
 impl Placed {
-    /// Records the manifest entry and the upload; returns the script for its template.
-    pub(crate) fn record(self, out: &mut Out, ctx: &Ctx<'_>, entries: &mut BTreeMap<String, Vec<mf::FileEntry>>, owner: &str) -> String {
+    /// Records the manifest entry (under `owner`) and the upload.
+    pub(crate) fn record(self, out: &mut Out, ctx: &Ctx<'_>, entries: &mut BTreeMap<String, Vec<mf::FileEntry>>, owner: &str) {
         if let Some((path, bytes, sha)) = self.upload {
             out.upload_hashed(ctx, &path, bytes, sha);
         }
         entries.entry(owner.to_string()).or_default().push(self.entry);
-        self.script
     }
 }
 /// Each service's runtime config, serialized once (with a placeholder for its release stack,
@@ -373,8 +369,9 @@ pub(crate) fn configs(ctx: &Ctx<'_>, out: &mut Out) -> Result<Configs, String> {
 
 /// The userdata of one release stack's services, rendered on the worker that builds its
 /// template (the signal names the stack), in the order of the services: each script is moved
-/// into its launch template and never held for the whole formation.
-pub(crate) fn part_scripts(ctx: &Ctx<'_>, configs: &Configs, part: u32) -> Result<Vec<(String, Placed)>, String> {
+/// into its launch template and never held for the whole formation. Each service's name, its
+/// script, and what the script leaves behind.
+pub(crate) fn part_scripts(ctx: &Ctx<'_>, configs: &Configs, part: u32) -> Result<Vec<(String, String, Placed)>, String> {
     let stack = ctx.release_stack(part);
     ctx.processes()
         .filter(|s| s.part == part)
@@ -382,7 +379,8 @@ pub(crate) fn part_scripts(ctx: &Ctx<'_>, configs: &Configs, part: u32) -> Resul
             let text = configs.texts.get(&s.s.name).ok_or("internal error: runtime config missing")?.replace(STACK_PLACEHOLDER, &stack);
             let (resource, template) = (format!("{}AutoScalingGroup", s.id), format!("{}LaunchTemplate", s.id));
             let u = userdata_script(ctx, "service", &s.s.name, &text, &ctx.release.runtime_image, (&stack, &resource), &format!("runtime/{}.json", s.s.name))?;
-            Ok((s.s.name.clone(), place(&stack, &template, u)))
+            let (script, placed) = place(&stack, &template, u);
+            Ok((s.s.name.clone(), script, placed))
         })
         .collect()
 }
@@ -409,7 +407,8 @@ pub(crate) fn member_scripts(
             if u.external.is_some() {
                 return Err(format!("internal error: etcd member {name}'s runtime config does not fit in userdata"));
             }
-            let script = place(&signal.0, &format!("Aux{}Member{i}LaunchTemplate", a.id), u).record(out, ctx, entries, &a.s.name);
+            let (script, placed) = place(&signal.0, &format!("Aux{}Member{i}LaunchTemplate", a.id), u);
+            placed.record(out, ctx, entries, &a.s.name);
             members.insert((a.s.name.clone(), i), script);
         }
     }
