@@ -500,7 +500,7 @@ macro_rules! __secretsmanager {
 macro_rules! __cloudwatch {
     ($gen:ident!($($pre:tt)*)) => { $crate::$gen!($($pre)* ;
         /// The datapoints of each query between `start` and `end` (seconds since the epoch), by
-        /// query id; a series with no data is absent or empty. One GetMetricData round.
+        /// query id; a series with no data is absent or empty. One GetMetricData call: at most 500 queries (`delivery::MAX_QUERIES`).
         fn metric_data(queries: &[$crate::aws::MetricQuery], start: i64, end: i64) -> ::std::collections::BTreeMap<String, Vec<f64>> = "GetMetricData";
         /// The state (`OK`, `ALARM`, `INSUFFICIENT_DATA`) of each CloudWatch alarm named that
         /// exists: (name, state).

@@ -160,12 +160,14 @@ impl Series {
 }
 
 const NAMESPACE: &str = "AWS/ApplicationELB";
+/// GetMetricData's most queries a call.
+pub const MAX_QUERIES: usize = 500;
 
 fn is_zero(x: &f64) -> bool {
     *x == 0.0
 }
 
-/// The queries for `series`: six per target group, in one GetMetricData round. Only what
+/// The queries for `series`: six per target group, read 500 to a GetMetricData call. Only what
 /// ELBv2 publishes per target group can be attributed to a release; the load balancer's own
 /// 5xx (`HTTPCode_ELB_5XX_Count`: no target to answer, timeouts) have no target group
 /// dimension: guard them with a load-balancer alarm in `analysis.alarms`.
@@ -204,7 +206,12 @@ pub async fn samples<A: Aws>(aws: &A, series: &[Series], start: i64, end: i64) -
     let start = start - start.rem_euclid(60);
     let end = (end + 59) / 60 * 60;
     let qs = queries(series);
-    let data = retry("read CloudWatch metrics", || aws.metric_data(&qs, start, end.max(start + 60))).await?;
+    // GetMetricData takes at most 500 queries: one call each 500, so that what the seam
+    // counts (and the throttling layers charge) is what AWS is asked.
+    let mut data: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for chunk in qs.chunks(MAX_QUERIES) {
+        data.extend(retry("read CloudWatch metrics", || aws.metric_data(chunk, start, end.max(start + 60))).await?);
+    }
     let get = |id: String| data.get(&id).cloned().unwrap_or_default();
     for (i, s) in series.iter().enumerate() {
         let e = out.entry(s.release).or_default();
@@ -243,7 +250,7 @@ pub async fn alarms_firing<A: Aws>(aws: &A, names: &[String]) -> Result<Vec<Stri
 }
 
 /// Reads and judges in one go: the candidate against the baseline over `[start, now)`.
-/// API calls: one GetMetricData round, plus one DescribeAlarms when alarms are named.
+/// API calls: one GetMetricData call for each 500 queries, plus one DescribeAlarms when alarms are named.
 pub async fn check<A: Aws>(
     aws: &A,
     a: &Analysis,

@@ -390,3 +390,25 @@ async fn a_step_too_short_to_judge_is_refused_before_any_write() {
     let unjudged = Options { strategy: "canary:10:2m".parse().expect("strategy"), judge: false, ..opts() };
     assert!(!matches!(Converger::new(&aws, &b, unjudged, &|_| {}).plan().await, Err(Error::Refused(_))));
 }
+
+/// A formation's metrics past GetMetricData's 500 queries a call (six per target group: 100
+/// target groups are 600 queries) are read in calls of at most 500, each one API call at the
+/// seam (which the strict layer holds to AWS's limit), their answers put together.
+#[tokio::test]
+async fn metrics_past_500_queries_are_read_in_calls_of_500() {
+    use gilliam_doubles::counting::Counting;
+    let moto = Moto::start();
+    let endpoint = Endpoint { url: Some(moto.url.clone()), region: Some(REGION.into()) };
+    let aws = Counting::new(Strict::new(SdkAws::connect(&endpoint).await));
+    let series: Vec<Series> = (0..100)
+        .map(|i| Series {
+            release: 1 + i % 2,
+            load_balancer: format!("app/shop-{i}/0123456789abcdef"),
+            target_group: format!("targetgroup/shop-tg-{i}/0123456789abcdef"),
+        })
+        .collect();
+    let end = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64;
+    let samples = gilliam_materializer::delivery::samples(&aws, &series, end - 300, end).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(samples.keys().copied().collect::<Vec<_>>(), [1, 2], "a sample for each release");
+    assert_eq!(aws.calls().get("metric_data"), Some(&2), "600 queries: two calls, {:?}", aws.calls());
+}

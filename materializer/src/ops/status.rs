@@ -68,8 +68,8 @@ impl<A: Aws> Ops<'_, A> {
         self.release_rows(&rules).await
     }
 
-    /// Each release's requests, 5xx and latency over the last `METRICS_WINDOW`, in one
-    /// GetMetricData round; `None` (said) when CloudWatch cannot be read.
+    /// Each release's requests, 5xx and latency over the last `METRICS_WINDOW`, in
+    /// GetMetricData calls of up to 500 queries; `None` (said) when CloudWatch cannot be read.
     async fn recent_metrics(&self, rules: &[RuleView], releases: &[u32]) -> Option<BTreeMap<u32, delivery::Sample>> {
         let wanted: Vec<Option<u32>> = releases.iter().map(|n| Some(*n)).collect();
         let series = series(rules, &wanted);
