@@ -204,6 +204,17 @@ fn check(c: &Compiled) -> Result<(), String> {
             return Err(format!("{path}: {lb} load balancer holds {n} target groups"));
         }
     }
+    // Every userdata entry of the manifest is the script its launch template holds.
+    let scripts = c.userdata()?;
+    for s in &c.manifest.services {
+        for (i, e) in s.userdata.iter().enumerate() {
+            let name = if s.auxiliary_type.is_some() { format!("{}-{i}", s.name) } else { s.name.clone() };
+            let script = scripts.get(&name).ok_or(format!("no userdata read back for {name}"))?;
+            if script.len() != e.bytes || gilliam_compiler::names::sha256_hex(script.as_bytes()) != e.sha256 {
+                return Err(format!("{name}: the manifest's userdata entry is not the script at {}", e.path));
+            }
+        }
+    }
     for i in &imports {
         let formation_export = i.starts_with("prop-") && !i.starts_with("prop-r");
         let this_release = i.starts_with("prop-r9-");
@@ -225,6 +236,13 @@ fn compile(app: &str, stage: &str, traffic: Option<&[TrafficShare]>) -> Result<C
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn userdata_is_escaped_as_serde_json_escapes(s in prop_oneof![any::<String>(), "[\\x00-\\x20\"\\\\a-z\u{7f}\u{e9}\u{2028}]{0,40}"]) {
+        let mut out = String::new();
+        gilliam_compiler::cfn::escape_json_into(&mut out, &s);
+        prop_assert_eq!(format!("\"{out}\""), serde_json::to_string(&s).map_err(|e| TestCaseError::fail(e.to_string()))?);
+    }
 
     #[test]
     fn random_valid_formations_compile_consistently((svcs, keep, https) in formation()) {

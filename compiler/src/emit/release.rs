@@ -11,7 +11,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
-/// `scripts` holds the userdata of this part's services, moved into their launch templates.
+/// `scripts` holds the userdata of this part's services as JSON strings, moved into their
+/// launch templates.
 pub(crate) fn release_template(ctx: &Ctx<'_>, part: u32, mut scripts: BTreeMap<String, String>, external: bool) -> Result<Template, String> {
     let f = ctx.f();
     let n = ctx.release.number;
@@ -92,9 +93,9 @@ pub(crate) fn release_template(ctx: &Ctx<'_>, part: u32, mut scripts: BTreeMap<S
             metadata_options: METADATA_OPTIONS,
             security_group_ids: &security_groups,
             tag_specifications: [TagSpecification { resource_type: "instance", tags: &itags }, TagSpecification { resource_type: "volume", tags: &itags }],
-            user_data: Base64 { text: &script },
+            user_data: Base64 { text: cfn::RAW_SLOT },
         };
-        t.add_typed(lt_id.clone(), &Resource { creation_policy: None, properties: LaunchTemplate { data }, ty: "AWS::EC2::LaunchTemplate" })?;
+        t.add_typed_with(lt_id.clone(), &Resource { creation_policy: None, properties: LaunchTemplate { data }, ty: "AWS::EC2::LaunchTemplate" }, &script)?;
         let mut tgs = Vec::new();
         if let Some(port) = p.port {
             for public in [false, true] {

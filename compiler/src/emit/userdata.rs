@@ -47,8 +47,18 @@ fn emitted_template() -> &'static str {
 #[derive(Debug)]
 pub(crate) struct Discovery {
     pub(crate) env: BTreeMap<String, String>,
-    pub(crate) secrets: BTreeMap<String, Value>,
+    pub(crate) secrets: BTreeMap<String, Secret>,
     pub(crate) urls: BTreeMap<String, String>,
+}
+
+/// A secret-bearing variable as a runtime config holds it (`runtime::SecretRef`), its fields
+/// in the sorted order of the rendered config.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Secret {
+    format: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    raw: bool,
+    secret: String,
 }
 
 impl Discovery {
@@ -81,7 +91,7 @@ pub(crate) fn discovery(ctx: &Ctx<'_>, warnings: &mut Vec<String>) -> Discovery 
                 d.env.insert(format!("{}_HOST", a.env), host(ctx, &a.s.name));
                 d.env.insert(format!("{}_PORT", a.env), port.to_string());
                 d.env.insert(format!("{}_DATABASE", a.env), aux.database.clone());
-                d.secrets.insert(format!("{}_URL", a.env), json!({ "secret": secret, "format": url }));
+                d.secrets.insert(format!("{}_URL", a.env), Secret { secret: secret.clone(), format: url, raw: false });
                 if count(AuxType::Postgres) == 1 {
                     aliases.push(("DATABASE_URL".into(), format!("{}_URL", a.env), true));
                 }
@@ -90,9 +100,9 @@ pub(crate) fn discovery(ctx: &Ctx<'_>, warnings: &mut Vec<String>) -> Discovery 
                 // TLS: the cache's own endpoint (which its certificate covers), written into the
                 // secret by the materializer; the private zone's CNAME is not on the certificate.
                 let url = "rediss://:{password}@{host}:{port}".to_string();
-                d.secrets.insert(format!("{}_HOST", a.env), json!({ "secret": secret, "format": "{host}", "raw": true }));
+                d.secrets.insert(format!("{}_HOST", a.env), Secret { secret: secret.clone(), format: "{host}".into(), raw: true });
                 d.env.insert(format!("{}_PORT", a.env), port.to_string());
-                d.secrets.insert(format!("{}_URL", a.env), json!({ "secret": secret, "format": url }));
+                d.secrets.insert(format!("{}_URL", a.env), Secret { secret: secret.clone(), format: url, raw: false });
                 if count(AuxType::Redis) == 1 {
                     aliases.push(("REDIS_URL".into(), format!("{}_URL", a.env), true));
                 }
@@ -125,59 +135,123 @@ pub(crate) fn discovery(ctx: &Ctx<'_>, warnings: &mut Vec<String>) -> Discovery 
     d
 }
 
-/// The runtime config of one service. With `shared`, discovery variables are not inlined:
-/// the agent reads them from the shared document first, and `env` here overrides them.
-pub(crate) fn service_config(ctx: &Ctx<'_>, s: &Svc<'_>, d: &Discovery, shared: Option<&mf::UploadEntry>) -> Value {
+/// The runtime config of one service (`runtime::ServiceConfig`), serialized. With `shared`,
+/// discovery variables are not inlined: the agent reads them from the shared document first,
+/// and `env` here overrides them. Built from borrowed parts straight into its text: a
+/// thousand services are a thousand configs.
+pub(crate) fn service_config(ctx: &Ctx<'_>, s: &Svc<'_>, d: &Discovery, shared: Option<&mf::UploadEntry>) -> Result<String, String> {
+    use std::borrow::Cow;
     let p = s.s.process();
-    let mut env: BTreeMap<String, String> = BTreeMap::new();
-    env.insert("GILLIAM_FORMATION".into(), ctx.f().into());
-    env.insert("GILLIAM_RELEASE".into(), ctx.release.number.to_string());
-    env.insert("GILLIAM_SERVICE".into(), s.s.name.clone());
+    let release = ctx.release.number.to_string();
+    let mut env: BTreeMap<&str, Cow<'_, str>> = BTreeMap::new();
+    env.insert("GILLIAM_FORMATION", ctx.f().into());
+    env.insert("GILLIAM_RELEASE", release.as_str().into());
+    env.insert("GILLIAM_SERVICE", s.s.name.as_str().into());
     if shared.is_none() {
-        env.extend(d.all_env());
+        env.extend(d.urls.iter().chain(&d.env).map(|(k, v)| (k.as_str(), Cow::from(v.as_str()))));
     }
     if let Some(p) = p {
-        env.extend(p.env.clone());
+        env.extend(p.env.iter().map(|(k, v)| (k.as_str(), Cow::from(v.as_str()))));
     }
-    env.extend(ctx.release.config.clone());
+    env.extend(ctx.release.config.iter().map(|(k, v)| (k.as_str(), Cow::from(v.as_str()))));
     if let Some(port) = p.and_then(|p| p.port) {
-        env.insert("PORT".into(), port.to_string());
+        env.insert("PORT", port.to_string().into());
     }
-    let mut secrets: BTreeMap<&String, Value> = d.secrets.iter().filter(|(k, _)| !env.contains_key(*k)).map(|(k, v)| (k, v.clone())).collect();
+    let mut secrets: BTreeMap<&str, Cow<'_, Secret>> =
+        d.secrets.iter().filter(|(k, _)| !env.contains_key(k.as_str())).map(|(k, v)| (k.as_str(), Cow::Borrowed(v))).collect();
     // Secret config: the secret holds a field named after the variable, taken as it is.
     for (var, (name, _)) in &ctx.release.secrets {
-        env.remove(var);
-        secrets.insert(var, json!({ "secret": name, "format": format!("{{{var}}}"), "raw": true }));
+        env.remove(var.as_str());
+        secrets.insert(var, Cow::Owned(Secret { secret: name.clone(), format: format!("{{{var}}}"), raw: true }));
     }
-    let discovery = shared.map(|u| obj! { "url": format!("s3://{}/{}", ctx.stage.outputs_bucket, u.s3_key), "sha256": u.sha256.as_str() });
-    let env: serde_json::Map<String, Value> = env.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
-    let secrets: serde_json::Map<String, Value> = secrets.into_iter().map(|(k, v)| (k.clone(), v)).collect();
-    without_nulls(obj! {
-        "discovery": discovery,
-        "format_version": RUNTIME_CONFIG_VERSION,
-        "role": "service",
-        "formation": ctx.f(),
-        "release": ctx.release.number,
-        "service": s.s.name.as_str(),
-        "region": ctx.stage.region.as_str(),
-        "signal": obj! { "stack": STACK_PLACEHOLDER, "resource": format!("{}AutoScalingGroup", s.id), "timeout_seconds": SIGNAL_TIMEOUT_SECONDS },
-        "artifact": match &ctx.release.artifact {
-            crate::release::Artifact::Tarball { url, sha256, .. } => obj! { "url": url.as_str(), "sha256": sha256.as_str() },
-            crate::release::Artifact::Image(_) => Value::Null,
-        },
-        "image": match &ctx.release.artifact {
-            crate::release::Artifact::Image(i) => obj! { "reference": ctx.release.artifact.location(), "digest": i.digest.clone().unwrap_or_default() },
-            crate::release::Artifact::Tarball { .. } => Value::Null,
-        },
-        "script": p.map(|p| p.script.clone().unwrap_or_default()),
-        "limits": s.limits.map(|l| obj! { "memory_mib": l.memory_mib, "cpu_millis": l.cpu_millis }),
-        "logs": obj! { "group": names::log_group(ctx.f()) },
-        "port": p.and_then(|p| p.port),
-        "health_path": p.filter(|p| p.port.is_some()).map(|p| p.health.clone()),
-        "drain_seconds": ctx.stage.deregistration_delay,
-        "env": env,
-        "secrets": secrets,
-    })
+    let discovery_url = shared.map(|u| format!("s3://{}/{}", ctx.stage.outputs_bucket, u.s3_key));
+    let (artifact, image) = match &ctx.release.artifact {
+        crate::release::Artifact::Tarball { url, sha256, .. } => (Some(Pinned { sha256, url }), None),
+        crate::release::Artifact::Image(i) => (None, Some((ctx.release.artifact.location(), i.digest.clone().unwrap_or_default()))),
+    };
+    let config = ServiceConfig {
+        artifact,
+        discovery: shared.zip(discovery_url.as_deref()).map(|(u, url)| Pinned { sha256: &u.sha256, url }),
+        drain_seconds: ctx.stage.deregistration_delay,
+        env,
+        format_version: RUNTIME_CONFIG_VERSION,
+        formation: ctx.f(),
+        health_path: p.filter(|p| p.port.is_some()).map(|p| p.health.as_str()),
+        image: image.as_ref().map(|(reference, digest)| ImageRef { digest, reference }),
+        limits: s.limits.map(|l| LimitsOut { cpu_millis: l.cpu_millis, memory_mib: l.memory_mib }),
+        logs: Logs { group: names::log_group(ctx.f()) },
+        port: p.and_then(|p| p.port),
+        region: &ctx.stage.region,
+        release: ctx.release.number,
+        role: "service",
+        script: p.and_then(|p| p.script.as_deref()).unwrap_or_default(),
+        secrets,
+        service: &s.s.name,
+        signal: Signal { resource: format!("{}AutoScalingGroup", s.id), stack: STACK_PLACEHOLDER, timeout_seconds: SIGNAL_TIMEOUT_SECONDS },
+    };
+    serde_json::to_string(&config).map_err(|e| format!("internal error: {e}"))
+}
+
+// A service's runtime config as it is rendered: `runtime::ServiceConfig`'s fields in sorted
+// order, top-level fields that do not apply left out (the contract test parses every config
+// emitted with the agent's types).
+
+#[derive(serde::Serialize)]
+struct ServiceConfig<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    artifact: Option<Pinned<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    discovery: Option<Pinned<'a>>,
+    drain_seconds: u32,
+    env: BTreeMap<&'a str, std::borrow::Cow<'a, str>>,
+    format_version: u32,
+    formation: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health_path: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image: Option<ImageRef<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limits: Option<LimitsOut>,
+    logs: Logs,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
+    region: &'a str,
+    release: u32,
+    role: &'a str,
+    script: &'a str,
+    secrets: BTreeMap<&'a str, std::borrow::Cow<'a, Secret>>,
+    service: &'a str,
+    signal: Signal<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct Pinned<'a> {
+    sha256: &'a str,
+    url: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct ImageRef<'a> {
+    digest: &'a str,
+    reference: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct LimitsOut {
+    cpu_millis: u32,
+    memory_mib: u32,
+}
+
+#[derive(serde::Serialize)]
+struct Logs {
+    group: String,
+}
+
+#[derive(serde::Serialize)]
+struct Signal<'a> {
+    resource: String,
+    stack: &'a str,
+    timeout_seconds: u32,
 }
 
 /// Drops top-level keys whose value is null, so that a worker's config has no `port: null`.
@@ -210,93 +284,218 @@ pub(crate) fn etcd_config(ctx: &Ctx<'_>, a: &Svc<'_>, i: u32) -> Value {
     }))
 }
 
-/// The userdata template filled in for one instance role, with `cfg` as its runtime config.
-/// `signal` is the stack and resource the instance signals: userdata signals FAILURE itself
-/// when the image has no agent. One pass over the template, into a string of the right size:
-/// a thousand services fill it a thousand times.
-pub(crate) fn fill_template(ctx: &Ctx<'_>, role: &str, name: &str, cfg: &str, image: &str, signal: (&str, &str)) -> String {
-    let (release, version) = (ctx.release.number.to_string(), RUNTIME_CONFIG_VERSION.to_string());
-    let value = |key: &str| -> Option<&str> {
-        Some(match key {
-            "formation" => ctx.f(),
-            "release" => &release,
-            "role" => role,
-            "service" => name,
-            "config_version" => &version,
-            "image" => image,
-            "region" => &ctx.stage.region,
-            "signal_stack" => signal.0,
-            "signal_resource" => signal.1,
-            "runtime_config" => cfg,
-            _ => return None,
-        })
-    };
-    let template = emitted_template();
-    let mut out = String::with_capacity(template.len() + cfg.len() + 256);
-    let mut rest = template;
-    while let Some(i) = rest.find("{{") {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 2..];
-        match after.find("}}").and_then(|j| value(&after[..j]).map(|v| (j, v))) {
-            Some((j, v)) => {
-                out.push_str(v);
-                rest = &after[j + 2..];
-            }
-            None => {
-                out.push_str("{{");
-                rest = after;
+/// The emitted template cut at its placeholders (`{{name}}`): literal text, as it is and
+/// JSON-escaped (once for every service), between the values filled in. A placeholder of no
+/// known name stays as it is.
+struct Pieces {
+    parts: Vec<Piece>,
+    literal_bytes: usize,
+}
+
+enum Piece {
+    Text { raw: &'static str, json: String },
+    Value(Slot),
+}
+
+/// What a placeholder stands for: an index into [`Fill::values`].
+#[derive(Clone, Copy)]
+enum Slot {
+    Formation,
+    Release,
+    Role,
+    Service,
+    ConfigVersion,
+    Image,
+    Region,
+    SignalStack,
+    SignalResource,
+    RuntimeConfig,
+}
+
+fn pieces() -> &'static Pieces {
+    static PIECES: std::sync::OnceLock<Pieces> = std::sync::OnceLock::new();
+    PIECES.get_or_init(|| {
+        let mut texts: Vec<(&'static str, Option<Slot>)> = Vec::new();
+        let mut rest = emitted_template();
+        let mut from = 0;
+        while let Some(i) = rest[from..].find("{{").map(|i| from + i) {
+            let after = &rest[i + 2..];
+            let slot = after.find("}}").and_then(|j| {
+                let slot = match &after[..j] {
+                    "formation" => Slot::Formation,
+                    "release" => Slot::Release,
+                    "role" => Slot::Role,
+                    "service" => Slot::Service,
+                    "config_version" => Slot::ConfigVersion,
+                    "image" => Slot::Image,
+                    "region" => Slot::Region,
+                    "signal_stack" => Slot::SignalStack,
+                    "signal_resource" => Slot::SignalResource,
+                    "runtime_config" => Slot::RuntimeConfig,
+                    _ => return None,
+                };
+                Some((j, slot))
+            });
+            match slot {
+                Some((j, slot)) => {
+                    texts.push((&rest[..i], Some(slot)));
+                    rest = &after[j + 2..];
+                    from = 0;
+                }
+                None => from = i + 2,
             }
         }
+        texts.push((rest, None));
+        let mut parts = Vec::new();
+        for (raw, slot) in texts {
+            let mut json = String::with_capacity(raw.len() + raw.len() / 8);
+            cfn::escape_json_into(&mut json, raw);
+            parts.push(Piece::Text { raw, json });
+            parts.extend(slot.map(Piece::Value));
+        }
+        let literal_bytes = parts.iter().map(|p| if let Piece::Text { raw, .. } = p { raw.len() } else { 0 }).sum();
+        Pieces { parts, literal_bytes }
+    })
+}
+
+/// The values one instance role's userdata fills the template with: `cfg` its runtime config,
+/// `signal` the stack and resource the instance signals (userdata signals FAILURE itself when
+/// the image has no agent).
+pub(crate) struct Fill<'a> {
+    values: [&'a str; 10],
+}
+
+impl<'a> Fill<'a> {
+    pub(crate) fn new(ctx: &'a Ctx<'_>, release: &'a str, role: &'a str, name: &'a str, cfg: &'a str, image: &'a str, signal: (&'a str, &'a str)) -> Self {
+        let mut values = [""; 10];
+        for (slot, v) in [
+            (Slot::Formation, ctx.f()),
+            (Slot::Release, release),
+            (Slot::Role, role),
+            (Slot::Service, name),
+            (Slot::ConfigVersion, CONFIG_VERSION),
+            (Slot::Image, image),
+            (Slot::Region, ctx.stage.region.as_str()),
+            (Slot::SignalStack, signal.0),
+            (Slot::SignalResource, signal.1),
+            (Slot::RuntimeConfig, cfg),
+        ] {
+            values[slot as usize] = v;
+        }
+        Fill { values }
     }
-    out.push_str(rest);
-    out
+
+    fn with_config(&self, cfg: &'a str) -> Self {
+        let mut values = self.values;
+        values[Slot::RuntimeConfig as usize] = cfg;
+        Fill { values }
+    }
+
+    /// The length of the script, without writing it.
+    pub(crate) fn len(&self) -> usize {
+        let p = pieces();
+        p.literal_bytes + p.parts.iter().map(|x| if let Piece::Value(s) = x { self.values[*s as usize].len() } else { 0 }).sum::<usize>()
+    }
+
+    /// The script.
+    fn script(&self) -> String {
+        let mut out = String::with_capacity(self.len());
+        for part in &pieces().parts {
+            out.push_str(match part {
+                Piece::Text { raw, .. } => raw,
+                Piece::Value(s) => self.values[*s as usize],
+            });
+        }
+        out
+    }
+
+    /// The script as a JSON string (quotes included) and its sha256, never laid out as it is:
+    /// the template's text is escaped once for all, only the values here.
+    fn json_and_sha256(&self) -> (String, String) {
+        let mut out = String::with_capacity(self.len() + self.len() / 8 + 2);
+        let mut sha = gilliam_contract::digest::Sha256Hex::default();
+        out.push('"');
+        for part in &pieces().parts {
+            match part {
+                Piece::Text { raw, json } => {
+                    sha.update(raw.as_bytes());
+                    out.push_str(json);
+                }
+                Piece::Value(s) => {
+                    let v = self.values[*s as usize];
+                    sha.update(v.as_bytes());
+                    cfn::escape_json_into(&mut out, v);
+                }
+            }
+        }
+        out.push('"');
+        (out, sha.finish())
+    }
+}
+
+const CONFIG_VERSION: &str = "1";
+const _: () = assert!(RUNTIME_CONFIG_VERSION == 1, "CONFIG_VERSION spells RUNTIME_CONFIG_VERSION");
+
+/// Which form a rendered script takes: as it is (a template built as a JSON tree escapes
+/// it), or as a JSON string ready to splice into a typed resource (`cfn::RAW_SLOT`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Form {
+    Text,
+    Json,
 }
 
 /// One instance role's userdata, rendered and hashed. When the script would not fit EC2's
 /// limit with room to spare, the runtime config goes to its own file (uploaded next to the
 /// templates) and userdata carries its S3 URL and sha256 instead.
 pub(crate) struct Userdata {
+    /// The script, in the form asked for.
     script: String,
     sha256: String,
+    bytes: usize,
     /// The runtime config moved out of userdata: (path, bytes, sha256).
     external: Option<(String, Vec<u8>, String)>,
 }
 
-pub(crate) fn userdata_script(
-    ctx: &Ctx<'_>,
-    role: &str,
-    name: &str,
-    text: &str,
-    image: &str,
-    signal: (&str, &str),
-    external_path: &str,
-) -> Result<Userdata, String> {
-    let render = |cfg: &str| fill_template(ctx, role, name, cfg, image, signal);
-    let script = render(text);
-    if script.len() <= INLINE_USERDATA_BUDGET {
-        return Ok(Userdata { sha256: sha256_hex(script.as_bytes()), script, external: None });
+pub(crate) fn userdata_script(ctx: &Ctx<'_>, fill: &Fill<'_>, form: Form, external_path: &str) -> Result<Userdata, String> {
+    let render = |fill: &Fill<'_>| match form {
+        Form::Json => fill.json_and_sha256(),
+        Form::Text => {
+            let script = fill.script();
+            let sha = sha256_hex(script.as_bytes());
+            (script, sha)
+        }
+    };
+    let bytes = fill.len();
+    if bytes <= INLINE_USERDATA_BUDGET {
+        let (script, sha256) = render(fill);
+        return Ok(Userdata { script, sha256, bytes, external: None });
     }
-    let mut bytes = text.as_bytes().to_vec();
-    bytes.push(b'\n');
-    let sha = sha256_hex(&bytes);
+    let text = fill.values[Slot::RuntimeConfig as usize];
+    let name = fill.values[Slot::Service as usize];
+    let mut config = text.as_bytes().to_vec();
+    config.push(b'\n');
+    let sha = sha256_hex(&config);
     let pointer = obj! {
         "format_version": RUNTIME_CONFIG_VERSION,
         "config_url": format!("s3://{}/{}", ctx.stage.outputs_bucket, upload_key(ctx, external_path)),
         "config_sha256": sha.as_str(),
         "region": ctx.stage.region.as_str(),
     };
-    let script = render(&serde_json::to_string(&pointer).map_err(|e| format!("internal error: {e}"))?);
-    if script.len() > cfn::MAX_USERDATA_BYTES {
-        return Err(format!("internal error: userdata for {name} is {} bytes, over EC2's {} bytes", script.len(), cfn::MAX_USERDATA_BYTES));
+    let pointer = serde_json::to_string(&pointer).map_err(|e| format!("internal error: {e}"))?;
+    let fill = fill.with_config(&pointer);
+    let bytes = fill.len();
+    if bytes > cfn::MAX_USERDATA_BYTES {
+        return Err(format!("internal error: userdata for {name} is {bytes} bytes, over EC2's {} bytes", cfn::MAX_USERDATA_BYTES));
     }
-    Ok(Userdata { sha256: sha256_hex(script.as_bytes()), script, external: Some((external_path.to_string(), bytes, sha)) })
+    let (script, sha256) = render(&fill);
+    Ok(Userdata { script, sha256, bytes, external: Some((external_path.to_string(), config, sha)) })
 }
 
 /// Where a rendered userdata script goes: the script itself into the launch template of
 /// `stack`'s resource `launch_template` (written once, there, where the manifest's entry
 /// points); its runtime config, when moved out, to an upload.
 pub(crate) fn place(stack: &str, launch_template: &str, u: Userdata) -> (String, Placed) {
-    let entry = mf::FileEntry { path: crate::names::userdata_location(stack, launch_template), sha256: u.sha256, bytes: u.script.len() };
+    let entry = mf::FileEntry { path: crate::names::userdata_location(stack, launch_template), sha256: u.sha256, bytes: u.bytes };
     (u.script, Placed { entry, upload: u.external })
 }
 
@@ -336,14 +535,11 @@ pub(crate) fn configs(ctx: &Ctx<'_>, out: &mut Out) -> Result<Configs, String> {
     let disc = discovery(ctx, &mut out.warnings);
     let configs = |shared: Option<&mf::UploadEntry>| -> Result<BTreeMap<String, String>, String> {
         let svcs: Vec<&Svc<'_>> = ctx.processes().collect();
-        crate::par::map(svcs, ctx.workers, |s| {
-            Ok((s.s.name.clone(), serde_json::to_string(&service_config(ctx, s, &disc, shared)).map_err(|e| format!("internal error: {e}"))?))
-        })
-        .into_iter()
-        .collect()
+        crate::par::map(svcs, ctx.workers, |s| Ok((s.s.name.clone(), service_config(ctx, s, &disc, shared)?))).into_iter().collect()
     };
     let discovery_bytes = serde_json::to_string(&disc.all_env()).map_or(0, |t| t.len());
-    let overhead = fill_template(ctx, "service", "", "", &ctx.release.runtime_image, (&ctx.release_stack(1), "AutoScalingGroup")).len();
+    let (release, stack) = (ctx.release.number.to_string(), ctx.release_stack(1));
+    let overhead = Fill::new(ctx, &release, "service", "", "", &ctx.release.runtime_image, (&stack, "AutoScalingGroup")).len();
     let inline = if discovery_bytes <= INLINE_DISCOVERY_BUDGET { Some(configs(None)?) } else { None };
     let (texts, shared) = match inline {
         Some(t) if t.iter().all(|(n, c)| overhead + n.len() + c.len() <= INLINE_USERDATA_BUDGET) => (t, None),
@@ -370,15 +566,16 @@ pub(crate) fn configs(ctx: &Ctx<'_>, out: &mut Out) -> Result<Configs, String> {
 /// The userdata of one release stack's services, rendered on the worker that builds its
 /// template (the signal names the stack), in the order of the services: each script is moved
 /// into its launch template and never held for the whole formation. Each service's name, its
-/// script, and what the script leaves behind.
+/// script as a JSON string (for `cfn::RAW_SLOT`), and what the script leaves behind.
 pub(crate) fn part_scripts(ctx: &Ctx<'_>, configs: &Configs, part: u32) -> Result<Vec<(String, String, Placed)>, String> {
-    let stack = ctx.release_stack(part);
+    let (stack, release) = (ctx.release_stack(part), ctx.release.number.to_string());
     ctx.processes()
         .filter(|s| s.part == part)
         .map(|s| {
             let text = configs.texts.get(&s.s.name).ok_or("internal error: runtime config missing")?.replace(STACK_PLACEHOLDER, &stack);
             let (resource, template) = (format!("{}AutoScalingGroup", s.id), format!("{}LaunchTemplate", s.id));
-            let u = userdata_script(ctx, "service", &s.s.name, &text, &ctx.release.runtime_image, (&stack, &resource), &format!("runtime/{}.json", s.s.name))?;
+            let fill = Fill::new(ctx, &release, "service", &s.s.name, &text, &ctx.release.runtime_image, (&stack, &resource));
+            let u = userdata_script(ctx, &fill, Form::Json, &format!("runtime/{}.json", s.s.name))?;
             let (script, placed) = place(&stack, &template, u);
             Ok((s.s.name.clone(), script, placed))
         })
@@ -393,6 +590,7 @@ pub(crate) fn member_scripts(
     entries: &mut BTreeMap<String, Vec<mf::FileEntry>>,
 ) -> Result<BTreeMap<(String, u32), String>, String> {
     let mut members = BTreeMap::new();
+    let release = ctx.release.number.to_string();
     for a in ctx.auxiliaries() {
         let aux = a.s.auxiliary().ok_or("internal error: not an auxiliary")?;
         if aux.kind != AuxType::Etcd {
@@ -403,7 +601,8 @@ pub(crate) fn member_scripts(
             let config = serde_json::to_string(&etcd_config(ctx, a, i)).map_err(|e| format!("internal error: {e}"))?;
             let name = format!("{}-{i}", a.s.name);
             let signal = (names::formation_stack(ctx.f()), format!("Aux{}Member{i}Group", a.id));
-            let u = userdata_script(ctx, "auxiliary", &name, &config, &image, (&signal.0, &signal.1), &format!("runtime/{name}.json"))?;
+            let fill = Fill::new(ctx, &release, "auxiliary", &name, &config, &image, (&signal.0, &signal.1));
+            let u = userdata_script(ctx, &fill, Form::Text, &format!("runtime/{name}.json"))?;
             if u.external.is_some() {
                 return Err(format!("internal error: etcd member {name}'s runtime config does not fit in userdata"));
             }
