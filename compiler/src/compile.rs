@@ -23,7 +23,7 @@ pub fn compile_with(inputs: &Inputs<'_>, options: &Options) -> Result<Compiled, 
     // 1. Parse: each input on its own, every problem at its line and column.
     let app = {
         let mut sink = Sink { file: inputs.app.name, out: &mut diags };
-        node::parse_yaml(inputs.app.text, &mut sink).and_then(|n| crate::app::decode(&n, &mut sink))
+        node::parse_yaml_with(inputs.app.text, &mut sink, options.workers).and_then(|n| crate::app::decode(&n, &mut sink))
     };
     let release = {
         let mut sink = Sink { file: inputs.release.name, out: &mut diags };

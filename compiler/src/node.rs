@@ -97,6 +97,78 @@ pub(crate) fn parse_yaml(src: &str, sink: &mut Sink<'_>) -> Option<Node> {
     }
 }
 
+/// Inputs smaller than this are parsed on one thread: cutting them costs more than it saves.
+const PARALLEL_BYTES: usize = 64 * 1024;
+
+/// Parses one YAML document as [`parse_yaml`] does, on up to `workers` threads when it is large
+/// and a block mapping of plain top-level keys (`gilliam.yml`: a formation of 1,000 services is
+/// one mapping of 1,000 keys). It is cut at top-level keys into a piece for each worker, each
+/// piece parsed on its own with its lines numbered from where it starts, and the mappings
+/// joined. Anything a piece alone could read otherwise (an error, an alias, a key that two
+/// pieces hold) has the whole document parsed at once instead: what it says is what
+/// `parse_yaml` says, and the tree is the same either way.
+pub(crate) fn parse_yaml_with(src: &str, sink: &mut Sink<'_>, workers: usize) -> Option<Node> {
+    match in_pieces(src, workers) {
+        Some(n) => Some(n),
+        None => parse_yaml(src, sink),
+    }
+}
+
+/// The document parsed in pieces, when it can be (`None`: parse it whole).
+fn in_pieces(src: &str, workers: usize) -> Option<Node> {
+    let cuts = if workers > 1 && src.len() >= PARALLEL_BYTES && src.len() <= MAX_INPUT_BYTES { top_level_cuts(src, workers) } else { Vec::new() };
+    if cuts.len() < 2 {
+        return None;
+    }
+    let pieces: Vec<(&str, u32)> = cuts.windows(2).map(|w| (&src[w[0].0..w[1].0], w[0].1)).chain(cuts.last().map(|&(at, line)| (&src[at..], line))).collect();
+    let parsed = crate::par::map(pieces, workers, |(text, line0)| {
+        let mut b = YamlBuilder { line0, ..YamlBuilder::default() };
+        let ok = Parser::new_from_str(text).load(&mut b, true).is_ok();
+        (ok && b.fatal.is_none() && b.errors.is_empty() && !b.aliases && b.docs.len() == 1).then(|| (b.docs.pop(), b.nodes))
+    });
+    let mut entries: Vec<(Key, Node)> = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    let (mut nodes, mut pos) = (0, None);
+    for piece in parsed {
+        match piece {
+            Some((Some(Node { pos: p, value: Value::Map(e) }), n)) if e.iter().all(|(k, _)| names.insert(k.name.clone())) => {
+                pos = pos.or(Some(p));
+                nodes += n;
+                entries.extend(e);
+            }
+            _ => return None,
+        }
+    }
+    if nodes > MAX_NODES {
+        return None;
+    }
+    Some(Node { pos: pos.unwrap_or(Pos::new(1, 1)), value: Value::Map(entries) })
+}
+
+/// Where `src` can be cut into `workers` pieces of about the same size, each a run of whole
+/// top-level entries: (byte offset, line number of the piece's first line, from 0). Empty
+/// when `src` is not plainly a block mapping at column 0 (its first line that is neither
+/// blank nor a comment is a key).
+fn top_level_cuts(src: &str, workers: usize) -> Vec<(usize, u32)> {
+    // A line that starts a top-level entry: a plain key at column 0.
+    let starts_entry = |line: &str| line.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_') && line.contains(':');
+    let first = src.lines().find(|l| !l.trim().is_empty() && !l.starts_with('#'));
+    if !first.is_some_and(starts_entry) {
+        return Vec::new();
+    }
+    let mut cuts = vec![(0, 0)];
+    let step = src.len() / workers;
+    let (mut at, mut line) = (0usize, 0u32);
+    for l in src.split_inclusive('\n') {
+        if cuts.len() < workers && at >= step * cuts.len() && starts_entry(l) {
+            cuts.push((at, line));
+        }
+        at += l.len();
+        line += 1;
+    }
+    cuts
+}
+
 fn marker_pos(m: &Marker) -> Pos {
     Pos::new(m.line() as u32, m.col() as u32 + 1)
 }
@@ -121,6 +193,10 @@ struct YamlBuilder {
     fatal: Option<(Pos, String, String)>,
     errors: Vec<(Pos, String, String)>,
     second_doc: Pos,
+    /// The line the text starts at in its file, less one (a piece of a larger document).
+    line0: u32,
+    /// Whether an alias was read (a piece of a document may not hold its anchor).
+    aliases: bool,
 }
 
 fn count_nodes(n: &Node) -> usize {
@@ -201,7 +277,8 @@ impl MarkedEventReceiver for YamlBuilder {
         if self.fatal.is_some() {
             return;
         }
-        let pos = marker_pos(&mark);
+        let mut pos = marker_pos(&mark);
+        pos.line += self.line0;
         match ev {
             Event::Scalar(text, style, anchor, tag) => {
                 if let Some(t) = tag {
@@ -245,7 +322,7 @@ impl MarkedEventReceiver for YamlBuilder {
                     self.push_node(Node { pos, value: Value::Map(entries) }, anchor);
                 }
             }
-            Event::Alias(id) => match self.anchors.get(&id) {
+            Event::Alias(id) => match self.anchors.get(&id).inspect(|_| self.aliases = true) {
                 Some(n) => {
                     let mut n = n.clone();
                     self.nodes += count_nodes(&n);
@@ -548,6 +625,59 @@ mod tests {
         let mut out = Vec::new();
         let n = parse_yaml(src, &mut Sink { file: "t.yml", out: &mut out });
         (n, out)
+    }
+
+    /// A large document of every kind of top-level entry a piece could end on: block scalars
+    /// (kept, clipped and stripped trailing newlines), comments at column 0 between entries,
+    /// multi-line quoted strings, sequences at column 0, flow mappings.
+    fn large(n: usize) -> String {
+        let mut s = String::from("# a formation\n\n");
+        for i in 0..n {
+            s.push_str(&format!("svc-{i:04}:\n  script: |+\n    run {i}\n\n\n# between\n"));
+            s.push_str(&format!("w{i}: {{a: 1, b: [x, \"y\"]}}\nq{i}: \"two\n  lines\"\nl{i}:\n- 1\n- two\nz{i}: >-\n  folded\n  text\n\n"));
+        }
+        s
+    }
+
+    fn yaml_with(src: &str, workers: usize) -> (Option<Node>, Vec<crate::diag::Diagnostic>) {
+        let mut out = Vec::new();
+        let n = parse_yaml_with(src, &mut Sink { file: "t.yml", out: &mut out }, workers);
+        (n, out)
+    }
+
+    #[test]
+    fn a_large_document_parsed_in_pieces_is_the_document_parsed_whole() {
+        let src = large(1000);
+        assert!(src.len() > PARALLEL_BYTES);
+        assert!(top_level_cuts(&src, 3).len() == 3, "cut into three");
+        let whole = yaml(&src);
+        assert!(whole.1.is_empty(), "{:?}", whole.1);
+        for workers in [2, 3, 7] {
+            assert_eq!(in_pieces(&src, workers).as_ref(), whole.0.as_ref(), "read in pieces, {workers} workers");
+            assert_eq!(yaml_with(&src, workers), whole, "{workers} workers");
+        }
+    }
+
+    #[test]
+    fn what_a_piece_cannot_read_alone_is_read_whole() {
+        // A key that two pieces hold: the duplicate is reported, at both of its places.
+        let src = format!("{}svc-0000:\n  script: again\n", large(1000));
+        assert!(in_pieces(&src, 2).is_none());
+        let (n, d) = yaml_with(&src, 2);
+        assert_eq!((n.is_some(), d.clone()), (yaml(&src).0.is_some(), yaml(&src).1));
+        assert!(d.len() == 1 && d[0].to_string().contains("duplicate key `svc-0000` (first defined at line 3, column 1)"), "{d:?}");
+        // An alias to an anchor in another piece.
+        let src = format!("base: &b {{script: x}}\n{}last: *b\n", large(1000));
+        assert!(in_pieces(&src, 2).is_none());
+        assert_eq!(yaml_with(&src, 2), yaml(&src));
+        assert!(yaml(&src).1.is_empty());
+        // A syntax error: where the whole document has it.
+        let src = format!("{}bad: [unclosed\n", large(1000));
+        let (n, d) = yaml_with(&src, 2);
+        assert!(n.is_none());
+        assert_eq!(d, yaml(&src).1);
+        // A document that is not a block mapping at column 0 is not cut.
+        assert!(top_level_cuts(&format!("---\n{}", large(1000)), 2).is_empty());
     }
 
     #[test]
