@@ -236,29 +236,42 @@ const RAW_SLOT_JSON: &str = "\"\\u0000gilliam-raw\\u0000\"";
 
 /// Appends `s` escaped as the inside of a JSON string, byte for byte as serde_json escapes
 /// it: `"`, `\\`, and control characters (`\n`, `\t` and the like by name, others as `\u00XX`).
+/// Runs that need no escape are copied whole; one table lookup a byte finds their ends.
 pub fn escape_json_into(out: &mut String, s: &str) {
+    // What follows the backslash, by byte: 0 for none (copied as it is), `u` for `\u00XX`.
+    const ESCAPE: [u8; 256] = {
+        let mut t = [0u8; 256];
+        let mut b = 0;
+        while b < 0x20 {
+            t[b] = b'u';
+            b += 1;
+        }
+        t[b'"' as usize] = b'"';
+        t[b'\\' as usize] = b'\\';
+        t[b'\n' as usize] = b'n';
+        t[b'\t' as usize] = b't';
+        t[b'\r' as usize] = b'r';
+        t[0x08] = b'b';
+        t[0x0c] = b'f';
+        t
+    };
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(s.len() + 16);
     let bytes = s.as_bytes();
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
-        let named = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\t' => "\\t",
-            b'\r' => "\\r",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            0..=0x1f => "",
-            _ => continue,
-        };
+        let e = ESCAPE[usize::from(b)];
+        if e == 0 {
+            continue;
+        }
+        // Every byte escaped is ASCII: `start` and `i` are on character boundaries.
         out.push_str(&s[start..i]);
-        if named.is_empty() {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.push_str("\\u00");
+        out.push('\\');
+        out.push(char::from(e));
+        if e == b'u' {
+            out.push_str("00");
             out.push(char::from(HEX[usize::from(b >> 4)]));
             out.push(char::from(HEX[usize::from(b & 15)]));
-        } else {
-            out.push_str(named);
         }
         start = i + 1;
     }

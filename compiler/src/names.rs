@@ -110,7 +110,13 @@ pub fn is_formation_stack(formation: &str, stack: &str) -> bool {
 
 /// The export through which routing stacks find a release's target group.
 pub fn target_group_export(formation: &str, release: u32, service: &str, public: bool) -> String {
-    format!("{formation}-r{release}-{}-{}", logical(service), if public { "PublicTargetGroup" } else { "InternalTargetGroup" })
+    target_group_export_of(formation, release, &logical(service), public)
+}
+
+/// [`target_group_export`] from the service's logical ID (`logical(service)`), which the
+/// compiler holds already: a thousand services' rules name it for every live release.
+pub fn target_group_export_of(formation: &str, release: u32, logical_id: &str, public: bool) -> String {
+    format!("{formation}-r{release}-{logical_id}-{}", if public { "PublicTargetGroup" } else { "InternalTargetGroup" })
 }
 
 pub fn formation_export(formation: &str, what: &str) -> String {

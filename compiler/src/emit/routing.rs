@@ -30,7 +30,8 @@ pub(crate) fn route_order(r: &crate::app::Route) -> impl Ord {
 
 /// The weighted forward of a service's rule: each live release that has the service, with the
 /// weight `rule_weights` gives it. `None` only when no live release has the service.
-pub(crate) fn forward(ctx: &Ctx<'_>, svc: &str, public: bool) -> Option<[Action; 1]> {
+pub(crate) fn forward(ctx: &Ctx<'_>, s: &Svc<'_>, public: bool) -> Option<[Action; 1]> {
+    let svc = s.s.name.as_str();
     let mut shares: Vec<(u32, u32)> =
         ctx.traffic.iter().filter(|t| if public { t.public.contains(svc) } else { t.internal.contains(svc) }).map(|t| (t.release, t.weight)).collect();
     shares.sort_unstable();
@@ -38,15 +39,15 @@ pub(crate) fn forward(ctx: &Ctx<'_>, svc: &str, public: bool) -> Option<[Action;
     let target_groups = shares
         .iter()
         .zip(weights)
-        .map(|((n, _), weight)| Weighted { target_group_arn: Exported { name: names::target_group_export(ctx.f(), *n, svc, public) }, weight })
+        .map(|((n, _), weight)| Weighted { target_group_arn: Exported { name: names::target_group_export_of(ctx.f(), *n, &s.id, public) }, weight })
         .collect();
     let stickiness = ctx.delivery.stickiness_seconds.map(|duration_seconds| Stickiness { duration_seconds, enabled: true });
     Some([Action { forward_config: ForwardConfig { stickiness, target_groups }, ty: "forward" }])
 }
 
 /// The forward of a test-header rule: the compiled release's target group alone.
-pub(crate) fn test_forward(ctx: &Ctx<'_>, svc: &str, public: bool) -> [Action; 1] {
-    let tg = Exported { name: names::target_group_export(ctx.f(), ctx.release.number, svc, public) };
+pub(crate) fn test_forward(ctx: &Ctx<'_>, s: &Svc<'_>, public: bool) -> [Action; 1] {
+    let tg = Exported { name: names::target_group_export_of(ctx.f(), ctx.release.number, &s.id, public) };
     [Action { forward_config: ForwardConfig { stickiness: None, target_groups: vec![Weighted { target_group_arn: tg, weight: 1 }] }, ty: "forward" }]
 }
 
@@ -144,9 +145,9 @@ pub(crate) fn routing_template(ctx: &Ctx<'_>, g: u32) -> Result<Template, String
                 continue;
             }
             let actions = if test {
-                test_forward(ctx, &s.s.name, true)
+                test_forward(ctx, s, true)
             } else {
-                let Some(actions) = forward(ctx, &s.s.name, true) else {
+                let Some(actions) = forward(ctx, s, true) else {
                     continue;
                 };
                 actions
@@ -204,7 +205,7 @@ pub(crate) fn routing_template(ctx: &Ctx<'_>, g: u32) -> Result<Template, String
             let host_condition = || Condition { host_header_config: Some(Values { values: [host.as_str()] }), ..Condition::new("host-header") };
             if !s.carried {
                 let rule = ListenerRule {
-                    actions: test_forward(ctx, &s.s.name, false),
+                    actions: test_forward(ctx, s, false),
                     conditions: vec![host_condition(), test_condition(&release)],
                     listener_arn: Ref { id: "InternalListener" },
                     priority: prio[0],
@@ -212,7 +213,7 @@ pub(crate) fn routing_template(ctx: &Ctx<'_>, g: u32) -> Result<Template, String
                 };
                 t.add_typed(pair[0].clone(), &Resource { creation_policy: None, properties: rule, ty: LISTENER_RULE })?;
             }
-            if let Some(actions) = forward(ctx, &s.s.name, false) {
+            if let Some(actions) = forward(ctx, s, false) {
                 let rule = ListenerRule {
                     actions,
                     conditions: vec![host_condition()],
