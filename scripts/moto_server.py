@@ -62,6 +62,50 @@ def _describe_account_limits(self):
 
 cfn_responses.CloudFormationResponse.describe_account_limits = _describe_account_limits
 
+# moto's backends are not safe for concurrent requests, and its server answers each on a thread
+# of its own: a release of 1,000 services creates 14 release stacks at once, and CreateStack
+# iterates the region's exports while another CreateStack adds to them ("dictionary changed
+# size during iteration"), leaving a stack CREATE_PENDING forever with no event. Real
+# CloudFormation takes concurrent calls. Here one request at a time is served (the interpreter
+# lock ran one at a time already); connections and keep-alive stay as they were.
+import threading  # noqa: E402
+
+from moto.moto_server import werkzeug_app  # noqa: E402
+
+_serve = werkzeug_app.DomainDispatcherApplication.__call__
+_one_at_a_time = threading.Lock()
+
+
+def _serialized(self, environ, start_response):
+    with _one_at_a_time:
+        return _serve(self, environ, start_response)
+
+
+werkzeug_app.DomainDispatcherApplication.__call__ = _serialized
+
+# DescribeStacks: moto finds each output's export name by computing every export of the stack
+# again, once per output, so a release stack of 200 exported outputs cost 40,000 evaluations a
+# describe (seconds, at 1,000 services). The same answer, the exports computed once.
+from moto.cloudformation import models as cfn_models  # noqa: E402
+
+
+def _outputs(self):
+    exports = self.exports
+    outputs = [
+        {
+            "OutputKey": o.key,
+            "OutputValue": o.value,
+            "Description": o.description,
+            "ExportName": next((e.name for e in exports if e.value == o.value), None),
+        }
+        for o in self.output_map.values()
+        if o
+    ]
+    return outputs if outputs else None
+
+
+cfn_models.Stack.outputs = property(_outputs)
+
 from moto.server import main  # noqa: E402
 
 if __name__ == "__main__":
