@@ -68,11 +68,8 @@ impl<A> Counting<A> {
         self.counted.layer.calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
         self.counted.layer.busy.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
     }
-    /// Time spent waiting on AWS (the emulator's own time, in benchmarks).
-    pub fn busy(&self) -> std::time::Duration {
-        self.busy_by_operation().values().sum()
-    }
-    /// Time spent waiting on AWS, by operation: where a slow command's time goes.
+    /// Time spent waiting on AWS, by operation: where a slow command's time goes. Calls run
+    /// concurrently: the sum is no measure of the time a command waited.
     pub fn busy_by_operation(&self) -> BTreeMap<&'static str, std::time::Duration> {
         self.counted.layer.busy.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
