@@ -407,8 +407,16 @@ async fn metrics_past_500_queries_are_read_in_calls_of_500() {
             target_group: format!("targetgroup/shop-tg-{i}/0123456789abcdef"),
         })
         .collect();
-    let end = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64;
-    let samples = gilliam_materializer::delivery::samples(&aws, &series, end - 300, end).await.unwrap_or_else(|e| panic!("{e}"));
+    // Requests on the last target group (release 2), whose queries are in the second call.
+    use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
+    let last = &series[99];
+    let dims = [("LoadBalancer", &last.load_balancer), ("TargetGroup", &last.target_group)].map(|(n, v)| Dimension::builder().name(n).value(v).build());
+    let datum = MetricDatum::builder().metric_name("RequestCount").set_dimensions(Some(dims.to_vec())).value(7.0).unit(StandardUnit::Count).build();
+    let cw = aws_sdk_cloudwatch::Client::new(&sdk_config(&moto.url).await);
+    cw.put_metric_data().namespace("AWS/ApplicationELB").metric_data(datum).send().await.expect("put metric data");
+    let end = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64 + 60;
+    let samples = gilliam_materializer::delivery::samples(&aws, &series, end - 360, end).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(samples.keys().copied().collect::<Vec<_>>(), [1, 2], "a sample for each release");
+    assert_eq!((samples[&1].requests, samples[&2].requests), (0.0, 7.0), "the second call's answer is put with the first's");
     assert_eq!(aws.calls().get("metric_data"), Some(&2), "600 queries: two calls, {:?}", aws.calls());
 }
