@@ -110,6 +110,10 @@ pub fn run(args: &Args) -> Result<(), CliError> {
     if !args.quiet {
         summary(&out, &compiled);
     }
+    // The process ends here (only `main` calls `run`): its memory goes back to the kernel
+    // whole, where freeing the compile's allocations one by one and unmapping its templates
+    // took milliseconds at 1,000 services.
+    std::mem::forget(compiled);
     Ok(())
 }
 
