@@ -65,9 +65,7 @@ impl Template {
     /// the compiler, reported as an internal error rather than a silently overwritten resource.
     pub fn add(&mut self, id: impl Into<String>, ty: &str, props: Value) -> Result<&mut Map<String, Value>, String> {
         let id = id.into();
-        if self.resources.contains_key(&id) || self.rendered.contains_key(&id) {
-            return Err(format!("internal error: duplicate logical ID {id}"));
-        }
+        self.fresh(&id)?;
         let mut r = Map::new();
         r.insert("Type".into(), Value::String(ty.into()));
         r.insert("Properties".into(), props);
@@ -81,11 +79,17 @@ impl Template {
     /// Adds a resource from a typed struct (`Resource`), rendered at once: no JSON tree is
     /// built for it. Its fields must be declared in sorted order, as a tree would render them.
     pub fn add_typed<P: serde::Serialize>(&mut self, id: String, resource: &Resource<P>) -> Result<(), String> {
-        if self.resources.contains_key(&id) || self.rendered.contains_key(&id) {
-            return Err(format!("internal error: duplicate logical ID {id}"));
-        }
+        self.fresh(&id)?;
         let json = serde_json::to_string(resource).map_err(|e| format!("internal error: {e}"))?;
         self.rendered.insert(id, (resource.ty, json));
+        Ok(())
+    }
+
+    /// A logical ID no resource of the template has yet: a duplicate is a compiler bug.
+    fn fresh(&self, id: &str) -> Result<(), String> {
+        if self.resources.contains_key(id) || self.rendered.contains_key(id) {
+            return Err(format!("internal error: duplicate logical ID {id}"));
+        }
         Ok(())
     }
 
@@ -94,19 +98,13 @@ impl Template {
     /// launch template's userdata is, escaped from pieces escaped once for all services
     /// rather than a thousand times.
     pub fn add_typed_with<P: serde::Serialize>(&mut self, id: String, resource: &Resource<P>, raw: &str) -> Result<(), String> {
-        if self.resources.contains_key(&id) || self.rendered.contains_key(&id) {
-            return Err(format!("internal error: duplicate logical ID {id}"));
-        }
-        let json = serde_json::to_string(resource).map_err(|e| format!("internal error: {e}"))?;
+        self.add_typed(id.clone(), resource)?;
+        let Some((_, json)) = self.rendered.get_mut(&id) else { return Err(format!("internal error: resource {id} not rendered")) };
         let at = match (json.find(RAW_SLOT_JSON), json.rfind(RAW_SLOT_JSON)) {
             (Some(a), Some(b)) if a == b => a,
             _ => return Err(format!("internal error: resource {id} must hold the raw slot once")),
         };
-        let mut out = String::with_capacity(json.len() + raw.len());
-        out.push_str(&json[..at]);
-        out.push_str(raw);
-        out.push_str(&json[at + RAW_SLOT_JSON.len()..]);
-        self.rendered.insert(id, (resource.ty, out));
+        json.replace_range(at..at + RAW_SLOT_JSON.len(), raw);
         Ok(())
     }
 

@@ -108,10 +108,7 @@ const PARALLEL_BYTES: usize = 64 * 1024;
 /// pieces hold) has the whole document parsed at once instead: what it says is what
 /// `parse_yaml` says, and the tree is the same either way.
 pub(crate) fn parse_yaml_with(src: &str, sink: &mut Sink<'_>, workers: usize) -> Option<Node> {
-    match in_pieces(src, workers) {
-        Some(n) => Some(n),
-        None => parse_yaml(src, sink),
-    }
+    in_pieces(src, workers).or_else(|| parse_yaml(src, sink))
 }
 
 /// The document parsed in pieces, when it can be (`None`: parse it whole).

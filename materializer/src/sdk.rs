@@ -709,38 +709,37 @@ impl CloudWatch for SdkAws {
     async fn metric_data(&self, queries: &[MetricQuery], start: i64, end: i64) -> AwsResult<std::collections::BTreeMap<String, Vec<f64>>> {
         use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
         use aws_smithy_types::DateTime;
+        // One call (the seam's contract: at most 500 queries, `delivery::samples` splits),
+        // its pages followed.
+        let qs: Vec<MetricDataQuery> = queries
+            .iter()
+            .map(|q| {
+                let dims: Vec<Dimension> = q.dimensions.iter().map(|(n, v)| Dimension::builder().name(n).value(v).build()).collect();
+                let metric = Metric::builder().namespace(&q.namespace).metric_name(&q.name).set_dimensions(Some(dims)).build();
+                let stat = MetricStat::builder().metric(metric).period(q.period as i32).stat(&q.stat).build();
+                MetricDataQuery::builder().id(&q.id).metric_stat(stat).return_data(true).build()
+            })
+            .collect();
         let mut out: std::collections::BTreeMap<String, Vec<f64>> = std::collections::BTreeMap::new();
-        // GetMetricData takes up to 500 queries per call.
-        for chunk in queries.chunks(500) {
-            let qs: Vec<MetricDataQuery> = chunk
-                .iter()
-                .map(|q| {
-                    let dims: Vec<Dimension> = q.dimensions.iter().map(|(n, v)| Dimension::builder().name(n).value(v).build()).collect();
-                    let metric = Metric::builder().namespace(&q.namespace).metric_name(&q.name).set_dimensions(Some(dims)).build();
-                    let stat = MetricStat::builder().metric(metric).period(q.period as i32).stat(&q.stat).build();
-                    MetricDataQuery::builder().id(&q.id).metric_stat(stat).return_data(true).build()
-                })
-                .collect();
-            let mut token: Option<String> = None;
-            loop {
-                let page = self
-                    .cloudwatch
-                    .get_metric_data()
-                    .set_metric_data_queries(Some(qs.clone()))
-                    .start_time(DateTime::from_secs(start))
-                    .end_time(DateTime::from_secs(end))
-                    .set_next_token(token.clone())
-                    .send()
-                    .boxed()
-                    .await
-                    .map_err(classify)?;
-                for r in page.metric_data_results() {
-                    out.entry(r.id().unwrap_or_default().to_string()).or_default().extend(r.values().iter().copied());
-                }
-                token = page.next_token().map(str::to_string);
-                if token.is_none() {
-                    break;
-                }
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .cloudwatch
+                .get_metric_data()
+                .set_metric_data_queries(Some(qs.clone()))
+                .start_time(DateTime::from_secs(start))
+                .end_time(DateTime::from_secs(end))
+                .set_next_token(token.clone())
+                .send()
+                .boxed()
+                .await
+                .map_err(classify)?;
+            for r in page.metric_data_results() {
+                out.entry(r.id().unwrap_or_default().to_string()).or_default().extend(r.values().iter().copied());
+            }
+            token = page.next_token().map(str::to_string);
+            if token.is_none() {
+                break;
             }
         }
         Ok(out)
