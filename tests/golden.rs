@@ -100,6 +100,43 @@ fn output_does_not_depend_on_the_worker_count() {
     }
 }
 
+/// A compile with a sink hands it every file but the manifest, each once and whole, and holds
+/// only the manifest itself: the same bytes as a compile without one, at any worker count.
+#[test]
+fn a_sink_takes_every_file_once_and_the_manifest_stays() {
+    #[derive(Debug, Default)]
+    struct Collect(std::sync::Mutex<Vec<(String, Vec<u8>)>>);
+    impl gilliam_compiler::FileSink for Collect {
+        fn file(&self, path: &str, bytes: &[u8]) {
+            self.0.lock().expect("sink").push((path.to_string(), bytes.to_vec()));
+        }
+    }
+    for case in ["split", "full"] {
+        let [a, r, s] = load(case);
+        let inputs = gilliam_compiler::Inputs {
+            app: gilliam_compiler::Source { name: "gilliam.yml", text: &a },
+            release: gilliam_compiler::Source { name: "release.json", text: &r },
+            stage: gilliam_compiler::Source { name: "stage.yml", text: &s },
+        };
+        let whole = gilliam_compiler::compile_with(&inputs, &gilliam_compiler::Options { workers: 1, ..Default::default() }).expect("compiles");
+        for workers in [1, 3] {
+            let sink = std::sync::Arc::new(Collect::default());
+            let options = gilliam_compiler::Options { workers, sink: Some(sink.clone()), ..Default::default() };
+            let streamed = gilliam_compiler::compile_with(&inputs, &options).expect("compiles");
+            assert_eq!(streamed.files.keys().collect::<Vec<_>>(), ["manifest.json"], "{case}: only the manifest is held");
+            assert_eq!(streamed.files["manifest.json"], whole.files["manifest.json"], "{case}: same manifest");
+            let mut got = std::mem::take(&mut *sink.0.lock().expect("sink"));
+            got.sort();
+            let paths: Vec<&String> = got.iter().map(|(p, _)| p).collect();
+            let mut unique = paths.clone();
+            unique.dedup();
+            assert_eq!(paths, unique, "{case}, {workers} workers: a file handed over twice");
+            let want: Vec<(String, Vec<u8>)> = whole.files.iter().filter(|(p, _)| *p != "manifest.json").map(|(p, b)| (p.clone(), b.clone())).collect();
+            assert!(got == want, "{case}, {workers} workers: the sink's files differ from the compile's without one");
+        }
+    }
+}
+
 /// The committed schema (what `gilliam-compile --print-schema` prints, built without schemars)
 /// is the one the manifest's types generate. After a change to the manifest:
 /// `GILLIAM_UPDATE_SCHEMA=1 cargo test -p gilliam-tests --test golden schema`, then review it.

@@ -67,7 +67,7 @@ pub fn compile_with(inputs: &Inputs<'_>, options: &Options) -> Result<Compiled, 
     ctx.deployed_rules = options.deployed_rules.clone();
     // 4. Emit: runtime configs first, whose sizes split the services over release stacks;
     // then the templates, each release stack with its services' userdata, and the manifest.
-    let mut out = Out::default();
+    let mut out = Out { sink: options.sink.clone(), ..Out::default() };
     let configs = userdata::configs(&ctx, &mut out).map_err(Error::Internal)?;
     ctx.parts = layout::parts(&mut ctx.svcs, &configs.sizes);
     let userdata = stacks::templates(&ctx, &configs, &mut out).map_err(Error::Internal)?;

@@ -29,7 +29,7 @@ pub mod task;
 
 pub use compile::{compile, compile_with, compile_with_traffic};
 pub use emit::userdata::{INLINE_USERDATA_BUDGET, RUNTIME_CONFIG_VERSION};
-pub use model::{rule_weights, Compiled, Error, Inputs, Options, Source, TrafficShare, MAX_WEIGHT, TARGET_GROUPS_PER_FORWARD, TARGET_GROUPS_PER_LB};
+pub use model::{rule_weights, Compiled, Error, FileSink, Inputs, Options, Source, TrafficShare, MAX_WEIGHT, TARGET_GROUPS_PER_FORWARD, TARGET_GROUPS_PER_LB};
 
 /// Reads a stage file on its own (the operator CLI needs only where the formation lives).
 pub fn parse_stage(source: Source<'_>) -> Result<stage::Stage, diag::Diagnostics> {

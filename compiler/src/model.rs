@@ -41,7 +41,8 @@ pub struct Inputs<'a> {
     pub stage: Source<'a>,
 }
 
-/// Everything a compile produces: files by relative path, and the manifest they describe.
+/// Everything a compile produces: files by relative path (with `Options::sink`, only
+/// `manifest.json`: the sink took the others), and the manifest they describe.
 #[derive(Debug)]
 pub struct Compiled {
     pub files: BTreeMap<String, Vec<u8>>,
@@ -193,4 +194,18 @@ pub struct Options {
     /// this release dropped stays routed, to the releases that have it, while one of them
     /// carries weight (its callers are still those releases).
     pub carried: Vec<(u32, String)>,
+    /// Where each file goes as soon as it is complete, from whichever worker rendered it, so
+    /// that writing overlaps rendering and no file is held longer than it takes to write it:
+    /// `Compiled::files` then holds `manifest.json` alone. `None`: every file into
+    /// `Compiled::files`.
+    pub sink: Option<std::sync::Arc<dyn FileSink>>,
+}
+
+/// Takes a compile's files as each is complete: the binaries write them out while the compile
+/// goes on (the compiler does no I/O). Called from the compile's workers, in no fixed order,
+/// once per file and never for `manifest.json`, which the compile returns last so that a
+/// reader finds a manifest only once every file it names is there. A sink keeps its own
+/// errors: the compile goes on, and its caller asks the sink afterwards.
+pub trait FileSink: Send + Sync + std::fmt::Debug {
+    fn file(&self, path: &str, bytes: &[u8]);
 }

@@ -99,6 +99,7 @@ impl<'a, A: Aws> Router<'a, A> {
             deployed_rules: observed.rules.clone(),
             standby: from_plan(&observed.standby, self.m()),
             carried,
+            sink: None,
         };
         let compiled =
             gilliam_compiler::compile_with(&inputs, &options).map_err(|e| Error::Compile(format!("re-rendering routing for the observed traffic: {e}")))?;

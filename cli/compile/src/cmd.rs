@@ -1,11 +1,13 @@
 //! `gilliam-compile`: read the three inputs, compile, write the output directory.
 
 use clap::Parser;
-use gilliam_compiler::{compile_with, Compiled, Error, Inputs, Options, Source};
+use gilliam_compiler::{compile_with, Compiled, Error, FileSink, Inputs, Options, Source};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Compile gilliam.yml + release metadata + stage file into CloudFormation templates,
 /// userdata and a published manifest.
@@ -84,19 +86,146 @@ pub fn read(path: &Path) -> Result<String, CliError> {
 }
 
 /// Reads the three inputs, compiles them with as many workers as the machine has cores, and
-/// writes the output directory. Also what `gilliam deploy` and `gilliam plan` compile with.
+/// writes the output directory: each file as soon as it is complete, from the worker that
+/// rendered it, and the manifest last. Also what `gilliam deploy` and `gilliam plan` compile
+/// with. Invalid inputs leave the directory as it was.
 pub fn compile_to(app_p: &Path, rel_p: &Path, stage_p: &Path, out: &Path, userdata: bool) -> Result<Compiled, CliError> {
     let (app, rel, stage) = (read(app_p)?, read(rel_p)?, read(stage_p)?);
     let (an, rn, sn) = (app_p.display().to_string(), rel_p.display().to_string(), stage_p.display().to_string());
     let inputs = Inputs { app: Source { name: &an, text: &app }, release: Source { name: &rn, text: &rel }, stage: Source { name: &sn, text: &stage } };
     let workers = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    let compiled = match compile_with(&inputs, &Options { traffic: None, workers, ..Options::default() }) {
+    let dir = Arc::new(OutDir::new(out, userdata));
+    let mut compiled = match compile_with(&inputs, &Options { traffic: None, workers, sink: Some(dir.clone()), ..Options::default() }) {
         Ok(c) => c,
         Err(Error::Invalid(d)) => return Err(CliError::Invalid(d.to_string())),
         Err(Error::Internal(m)) => return Err(CliError::Internal(m)),
     };
-    write_out(out, &compiled, userdata)?;
+    dir.finish(&mut compiled)?;
     Ok(compiled)
+}
+
+/// The output directory as a compile's sink: cleared of earlier gilliam output when the first
+/// file arrives (after the inputs were checked), then written file by file from the workers.
+/// The first error is kept, and later files are skipped.
+#[derive(Debug)]
+pub struct OutDir {
+    root: PathBuf,
+    /// Also write each instance's userdata (`--userdata`): the templates are kept to read it
+    /// back from.
+    userdata: bool,
+    state: Mutex<OutState>,
+}
+
+#[derive(Debug, Default)]
+struct OutState {
+    prepared: bool,
+    /// Directories known to exist.
+    dirs: BTreeSet<PathBuf>,
+    error: Option<CliError>,
+    /// The templates, with `userdata`.
+    templates: BTreeMap<String, Vec<u8>>,
+}
+
+fn cannot_write(p: &Path, e: std::io::Error) -> CliError {
+    CliError::Usage(format!("cannot write {}: {e}", p.display()))
+}
+
+impl OutDir {
+    pub fn new(root: &Path, userdata: bool) -> OutDir {
+        OutDir { root: root.to_path_buf(), userdata, state: Mutex::new(OutState::default()) }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, OutState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Creates the directory and clears what gilliam owns in it, once: the manifest first, so
+    /// that no manifest ever names files of another compile, and the subdirectories gilliam
+    /// writes, so that no file of an earlier compile survives to be mistaken for this one's.
+    fn prepare(&self, st: &mut OutState) -> Result<(), CliError> {
+        if st.prepared {
+            return Ok(());
+        }
+        st.prepared = true;
+        let out = &self.root;
+        fs::create_dir_all(out).map_err(|e| cannot_write(out, e))?;
+        let manifest = out.join("manifest.json");
+        let _ = fs::remove_file(&manifest);
+        for sub in ["templates", "userdata", "runtime", "inputs"] {
+            let d = out.join(sub);
+            if d.exists() {
+                fs::remove_dir_all(&d).map_err(|e| cannot_write(&d, e))?;
+            }
+        }
+        st.dirs.insert(out.clone());
+        Ok(())
+    }
+
+    /// Where `rel` goes, its parent directory made: `None` once an error is kept.
+    fn place(&self, rel: &str) -> Option<PathBuf> {
+        let mut st = self.state();
+        if st.error.is_some() {
+            return None;
+        }
+        let p = self.root.join(rel);
+        let made = self.prepare(&mut st).and_then(|()| match p.parent() {
+            Some(parent) if !st.dirs.contains(parent) => {
+                fs::create_dir_all(parent).map_err(|e| cannot_write(parent, e))?;
+                st.dirs.insert(parent.to_path_buf());
+                Ok(())
+            }
+            _ => Ok(()),
+        });
+        match made {
+            Ok(()) => Some(p),
+            Err(e) => {
+                st.error = Some(e);
+                None
+            }
+        }
+    }
+
+    fn write(&self, rel: &str, bytes: &[u8]) {
+        let Some(p) = self.place(rel) else { return };
+        if let Err(e) = fs::write(&p, bytes) {
+            self.state().error.get_or_insert(cannot_write(&p, e));
+        }
+    }
+
+    /// After the compile: the first error of any write, or, with `userdata`, each instance's
+    /// userdata read back from its launch template (the templates are back in `c.files`); then
+    /// the manifest, written whole under a temporary name and renamed into place.
+    pub fn finish(&self, c: &mut Compiled) -> Result<(), CliError> {
+        {
+            let mut st = self.state();
+            if let Some(e) = st.error.take() {
+                return Err(e);
+            }
+            self.prepare(&mut st)?;
+            c.files.append(&mut st.templates);
+        }
+        if self.userdata {
+            for (name, script) in c.userdata().map_err(CliError::Internal)? {
+                self.write(&format!("userdata/{name}.sh"), script.as_bytes());
+            }
+        }
+        if let Some(e) = self.state().error.take() {
+            return Err(e);
+        }
+        let (tmp, manifest) = (self.root.join("manifest.json.tmp"), self.root.join("manifest.json"));
+        let bytes = c.files.get("manifest.json").ok_or_else(|| CliError::Internal("no manifest produced".into()))?;
+        fs::write(&tmp, bytes).map_err(|e| cannot_write(&tmp, e))?;
+        fs::rename(&tmp, &manifest).map_err(|e| cannot_write(&manifest, e))
+    }
+}
+
+impl FileSink for OutDir {
+    fn file(&self, path: &str, bytes: &[u8]) {
+        self.write(path, bytes);
+        if self.userdata && path.starts_with("templates/") {
+            self.state().templates.insert(path.to_string(), bytes.to_vec());
+        }
+    }
 }
 
 pub fn run(args: &Args) -> Result<(), CliError> {
@@ -114,42 +243,6 @@ pub fn run(args: &Args) -> Result<(), CliError> {
     // whole, where freeing the compile's allocations one by one and unmapping its templates
     // took milliseconds at 1,000 services.
     std::mem::forget(compiled);
-    Ok(())
-}
-
-/// Writes every file (and, with `userdata`, each instance's userdata read back from its launch
-/// template). Subdirectories that gilliam owns are cleared first so that no file from an
-/// earlier compile survives to be mistaken for this one's; the manifest goes last.
-pub fn write_out(out: &Path, c: &Compiled, userdata: bool) -> Result<(), CliError> {
-    let io = |p: &Path, e: std::io::Error| CliError::Usage(format!("cannot write {}: {e}", p.display()));
-    fs::create_dir_all(out).map_err(|e| io(out, e))?;
-    let manifest = out.join("manifest.json");
-    let _ = fs::remove_file(&manifest);
-    for sub in ["templates", "userdata", "runtime", "inputs"] {
-        let d = out.join(sub);
-        if d.exists() {
-            fs::remove_dir_all(&d).map_err(|e| io(&d, e))?;
-        }
-    }
-    for (rel, bytes) in c.files.iter().filter(|(p, _)| *p != "manifest.json") {
-        let p = out.join(rel);
-        if let Some(parent) = p.parent() {
-            fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
-        }
-        fs::write(&p, bytes).map_err(|e| io(&p, e))?;
-    }
-    if userdata {
-        let dir = out.join("userdata");
-        fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
-        for (name, script) in c.userdata().map_err(CliError::Internal)? {
-            let p = dir.join(format!("{name}.sh"));
-            fs::write(&p, script).map_err(|e| io(&p, e))?;
-        }
-    }
-    let tmp = out.join("manifest.json.tmp");
-    let bytes = c.files.get("manifest.json").ok_or_else(|| CliError::Internal("no manifest produced".into()))?;
-    fs::write(&tmp, bytes).map_err(|e| io(&tmp, e))?;
-    fs::rename(&tmp, &manifest).map_err(|e| io(&manifest, e))?;
     Ok(())
 }
 

@@ -140,6 +140,33 @@ fn usage_errors_exit_2() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("larger than the 4194304 bytes accepted"), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
+/// Files are written while the compile renders; the output directory is touched only once the
+/// inputs are checked: invalid inputs leave an earlier output whole, and an output that cannot
+/// be written is a usage error naming where, with no manifest left behind.
+#[test]
+fn invalid_input_leaves_the_output_and_an_unwritable_one_exits_2() {
+    let case = root().join("tests/fixtures/full");
+    let dir = scratch("keep-out");
+    let out = dir.join("out");
+    assert!(run(&case, &out).status.success());
+    let before = read_tree(&out);
+    for f in ["gilliam.yml", "release.json", "stage.yml"] {
+        std::fs::copy(case.join(f), dir.join(f)).expect("copy");
+    }
+    std::fs::write(dir.join("release.json"), "{\"number\": 0}").expect("write");
+    let o = run(&dir, &out);
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(read_tree(&out) == before, "an invalid compile changed the earlier output");
+
+    // An output directory under a regular file cannot be made.
+    std::fs::write(dir.join("file"), "").expect("write");
+    let o = run(&case, &dir.join("file/out"));
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("cannot write") && err.contains("file/out"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
 #[test]
 fn same_inputs_same_bytes_and_stale_files_go() {
     let case = root().join("tests/fixtures/full");

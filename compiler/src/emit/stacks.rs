@@ -26,7 +26,9 @@ pub(crate) fn templates(ctx: &Ctx<'_>, configs: &Configs, out: &mut Out) -> Resu
         ));
     }
     let formation = formation_template(ctx, &members)?;
-    out.push_stack(ctx, render_stack(names::formation_stack(&f), StackRole::Formation, &formation, Vec::new(), None)?);
+    let sink = out.sink.clone();
+    let sink = sink.as_deref();
+    out.push_stack(ctx, render_stack(names::formation_stack(&f), StackRole::Formation, &formation, Vec::new(), None, sink)?);
     let release_stacks: Vec<String> = (1..=ctx.parts).map(|p| ctx.release_stack(p)).collect();
     let mut lb_names = BTreeSet::new();
     for g in 1..=ctx.groups {
@@ -43,7 +45,7 @@ pub(crate) fn templates(ctx: &Ctx<'_>, configs: &Configs, out: &mut Out) -> Resu
                 userdata::part_scripts(ctx, configs, k)?.into_iter().map(|(n, script, p)| ((n.clone(), script), (n, p))).unzip();
             let reads_runtime = configs.shared.is_some() || placed.iter().any(|(_, p)| p.upload.is_some());
             let t = release_template(ctx, k, scripts, reads_runtime)?;
-            let r = render_stack(ctx.release_stack(k), role, &t, vec![names::formation_stack(&f)], None)?;
+            let r = render_stack(ctx.release_stack(k), role, &t, vec![names::formation_stack(&f)], None, sink)?;
             Ok(Some((r, placed)))
         }
         // CloudFormation refuses a template without resources: a routing group with no HTTP
@@ -55,7 +57,7 @@ pub(crate) fn templates(ctx: &Ctx<'_>, configs: &Configs, out: &mut Out) -> Resu
             }
             let mut deps = vec![names::formation_stack(&f)];
             deps.extend(release_stacks.iter().cloned());
-            render_stack(names::routing_stack(&f, k), role, &t, deps, Some(k)).map(|r| Some((r, Vec::new())))
+            render_stack(names::routing_stack(&f, k), role, &t, deps, Some(k), sink).map(|r| Some((r, Vec::new())))
         }),
     });
     for r in rendered {
