@@ -20,6 +20,7 @@ mod model;
 pub mod names;
 pub mod node;
 mod par;
+mod plain_yaml;
 pub mod priority;
 pub mod release;
 pub mod repository;

@@ -59,8 +59,19 @@ impl Node {
 }
 
 /// Parses one YAML document. Returns `None` when the document is unusable; every problem found
-/// (syntax, duplicate keys, limits) goes to `sink`.
+/// (syntax, duplicate keys, limits) goes to `sink`. Plain documents are read by
+/// `plain_yaml`, the rest by yaml-rust2: the same tree either way.
 pub(crate) fn parse_yaml(src: &str, sink: &mut Sink<'_>) -> Option<Node> {
+    plain(src).or_else(|| parse_whole(src, sink))
+}
+
+/// The document read by the fast reader, when it is plain (and not too large to read).
+fn plain(src: &str) -> Option<Node> {
+    (src.len() <= MAX_INPUT_BYTES).then(|| crate::plain_yaml::parse(src)).flatten()
+}
+
+/// The document read by yaml-rust2, whole: every diagnostic comes from here.
+pub(crate) fn parse_whole(src: &str, sink: &mut Sink<'_>) -> Option<Node> {
     if src.len() > MAX_INPUT_BYTES {
         sink.error_hint(
             Pos::new(1, 1),
@@ -108,7 +119,7 @@ const PARALLEL_BYTES: usize = 64 * 1024;
 /// pieces hold) has the whole document parsed at once instead: what it says is what
 /// `parse_yaml` says, and the tree is the same either way.
 pub(crate) fn parse_yaml_with(src: &str, sink: &mut Sink<'_>, workers: usize) -> Option<Node> {
-    in_pieces(src, workers).or_else(|| parse_yaml(src, sink))
+    plain(src).or_else(|| in_pieces(src, workers)).or_else(|| parse_whole(src, sink))
 }
 
 /// The document parsed in pieces, when it can be (`None`: parse it whole).
@@ -225,17 +236,10 @@ impl YamlBuilder {
             Some(Frame::Seq(_, items, _)) => items.push(node),
             Some(Frame::Map(_, entries, key, _, index)) => match key.take() {
                 None => {
-                    let name = match &node.value {
-                        Value::Str(s) => s.clone(),
-                        Value::Int(i) => i.to_string(),
-                        Value::Bool(b) => b.to_string(),
-                        Value::Float(f) => f.to_string(),
-                        Value::Null => String::new(),
-                        Value::Seq(_) | Value::Map(_) => {
-                            let pos = node.pos;
-                            self.fail(pos, "a mapping key must be a plain name, not a list or mapping", "write the key as a string");
-                            return;
-                        }
+                    let Some(name) = key_name(&node.value) else {
+                        let pos = node.pos;
+                        self.fail(pos, "a mapping key must be a plain name, not a list or mapping", "write the key as a string");
+                        return;
                     };
                     if index.is_none() && entries.len() >= SCAN_KEYS {
                         *index = Some(entries.iter().enumerate().map(|(i, (k, _))| (k.name.clone(), i)).collect());
@@ -340,8 +344,21 @@ impl MarkedEventReceiver for YamlBuilder {
     }
 }
 
+/// A mapping key's name: a scalar as written (a number or boolean as Rust prints it, a null
+/// as the empty string); `None` for a collection.
+pub(crate) fn key_name(v: &Value) -> Option<String> {
+    Some(match v {
+        Value::Str(s) => s.clone(),
+        Value::Int(i) => i.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Null => String::new(),
+        Value::Seq(_) | Value::Map(_) => return None,
+    })
+}
+
 /// YAML 1.2 core schema resolution of a plain (unquoted) scalar.
-fn resolve_plain(text: String) -> Value {
+pub(crate) fn resolve_plain(text: String) -> Value {
     match text.as_str() {
         "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
         "true" | "True" | "TRUE" => return Value::Bool(true),
