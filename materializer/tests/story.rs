@@ -64,6 +64,13 @@ async fn deploy_two_releases_shift_and_converge_again() {
     let report = Converger::new(&aws, &r2, opts(), &say).run().await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report.changes, Vec::<String>::new());
     assert_eq!(aws.mutations(), BTreeMap::new(), "calls: {:?}", aws.calls());
+    // Reads that grow with the formation are made once a run: the four stacks (formation,
+    // two releases, one routing group) are each described at most once, their templates and
+    // resources read at most once, the listener's rules once.
+    let calls = aws.calls();
+    for (op, most) in [("describe_stack", 4), ("get_template", 4), ("stack_resources", 4), ("describe_rules", 1)] {
+        assert!(calls.get(op).copied().unwrap_or(0) <= most, "{op} more than {most} times in a converge with nothing to do: {calls:?}");
+    }
 
     // Planning only reads; an up-to-date formation plans nothing.
     aws.reset();
