@@ -27,6 +27,10 @@ pub struct Live {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ObservedTraffic {
     pub releases: BTreeMap<u32, Live>,
+    /// The manifest's routing stacks as described while reading their rules: status, or
+    /// `None` for a stack that is not there. What a converge reads next of them (their
+    /// templates) goes by this rather than describing each stack a second time.
+    pub routing_stacks: BTreeMap<String, Option<String>>,
 }
 
 /// Parses `{formation}-r{N}-{Logical}-{Public|Internal}TargetGroup`.
@@ -53,9 +57,18 @@ pub async fn release_target_groups<A: Aws>(aws: &A, formation: &str) -> Result<B
 /// The weighted listener rules of the formation's routing stacks (test-header rules left
 /// out), as ELBv2 holds them now, each with its logical ID in its stack.
 pub async fn routing_rules<A: Aws>(aws: &A, m: &Manifest) -> Result<Vec<(String, crate::aws::Rule)>, Error> {
-    let mut out = Vec::new();
+    Ok(routing_rules_seen(aws, m).await?.0)
+}
+
+/// [`routing_rules`], and each routing stack's status as described on the way (`None`: no
+/// such stack).
+async fn routing_rules_seen<A: Aws>(aws: &A, m: &Manifest) -> Result<RulesSeen, Error> {
+    let (mut out, mut seen) = (Vec::new(), BTreeMap::new());
     for s in m.stacks.iter().filter(|s| s.role == StackRole::Routing) {
-        if retry("describe stack", || aws.describe_stack(&s.name)).await?.is_none() {
+        let status = retry("describe stack", || aws.describe_stack(&s.name)).await?.map(|st| st.status);
+        let exists = status.is_some();
+        seen.insert(s.name.clone(), status);
+        if !exists {
             continue;
         }
         let logical: std::collections::BTreeMap<String, String> = retry("list stack resources", || aws.stack_resources(&s.name))
@@ -73,8 +86,10 @@ pub async fn routing_rules<A: Aws>(aws: &A, m: &Manifest) -> Result<Vec<(String,
             }
         }
     }
-    Ok(out)
+    Ok((out, seen))
 }
+
+type RulesSeen = (Vec<(String, crate::aws::Rule)>, BTreeMap<String, Option<String>>);
 
 pub async fn traffic<A: Aws>(aws: &A, m: &Manifest) -> Result<ObservedTraffic, Error> {
     let f = &m.formation.name;
@@ -93,7 +108,8 @@ pub async fn traffic<A: Aws>(aws: &A, m: &Manifest) -> Result<ObservedTraffic, E
         }
         by_arn.insert(value, n);
     }
-    let rules = routing_rules(aws, m).await?;
+    let (rules, seen) = routing_rules_seen(aws, m).await?;
+    out.routing_stacks = seen;
     let weights = release_weights(rules.iter().flat_map(|(_, r)| r.forward.iter().filter_map(|(tg, w)| by_arn.get(tg).map(|n| (*n, *w)))));
     for (n, w) in weights {
         if let Some(live) = out.releases.get_mut(&n) {

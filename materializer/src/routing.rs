@@ -181,7 +181,7 @@ impl<'a, A: Aws> Router<'a, A> {
         // What a plan would observe: the weights, and the deployed rules' priorities.
         let observed = Observed {
             weights: traffic.releases.iter().map(|(n, l)| (*n, l.weight)).collect(),
-            rules: self.deployed_routing().await?.1,
+            rules: self.deployed_routing(&traffic.routing_stacks).await?.1,
             standby: to_plan(&standby_shares(&traffic, m, &shares)),
             ..Observed::default()
         };
@@ -192,13 +192,21 @@ impl<'a, A: Aws> Router<'a, A> {
     }
 
     /// The formation's routing stacks as deployed (status and template, by name, `None` where
-    /// there is none), and the priorities their listener rules hold.
-    pub async fn deployed_routing(&self) -> Result<(BTreeMap<String, Deployed>, BTreeMap<String, DeployedRules>), Error> {
+    /// there is none), and the priorities their listener rules hold. `seen`: the statuses read
+    /// already in this run (`ObservedTraffic::routing_stacks`), each stack described again
+    /// only when it is not there.
+    pub async fn deployed_routing(
+        &self,
+        seen: &BTreeMap<String, Option<String>>,
+    ) -> Result<(BTreeMap<String, Deployed>, BTreeMap<String, DeployedRules>), Error> {
         let m = self.m();
         let (mut stacks, mut rules) = (BTreeMap::new(), BTreeMap::new());
         for g in 1..=m.formation.routing_groups {
             let name = gilliam_compiler::names::routing_stack(&m.formation.name, g);
-            let deployed = self.stacks.stack_with_template(&name).await?;
+            let deployed = match seen.get(&name) {
+                Some(status) => self.stacks.template_of(&name, status.clone()).await?,
+                None => self.stacks.stack_with_template(&name).await?,
+            };
             if let Some((_, Some(body))) = &deployed {
                 rules.insert(name.clone(), DeployedRules::from_template(body));
             }

@@ -145,13 +145,20 @@ impl<'a, A: Aws> Stacks<'a, A> {
 
     /// A stack's status and its deployed template (not read while the stack is busy or empty).
     pub async fn stack_with_template(&self, name: &str) -> Result<Deployed, Error> {
-        let Some(st) = retry("describe stack", || self.aws.describe_stack(name)).await? else { return Ok(None) };
-        let body = if st.status.ends_with("_IN_PROGRESS") || st.status == "ROLLBACK_COMPLETE" {
+        let status = retry("describe stack", || self.aws.describe_stack(name)).await?.map(|st| st.status);
+        self.template_of(name, status).await
+    }
+
+    /// [`Self::stack_with_template`] for a stack whose status was read already in this run
+    /// (`None`: no such stack).
+    pub async fn template_of(&self, name: &str, status: Option<String>) -> Result<Deployed, Error> {
+        let Some(status) = status else { return Ok(None) };
+        let body = if status.ends_with("_IN_PROGRESS") || status == "ROLLBACK_COMPLETE" {
             None
         } else {
             Some(retry("read the deployed template", || self.aws.get_template(name)).await?.into_bytes())
         };
-        Ok(Some((st.status, body)))
+        Ok(Some((status, body)))
     }
 
     pub async fn create(&self, req: &StackRequest, changes: &mut Vec<String>) -> Result<(), Error> {

@@ -175,7 +175,7 @@ impl<'a, A: Aws> Converger<'a, A> {
         }
         // The routing stacks as deployed: their rules keep their priorities, and new rules are
         // numbered around them (real ELBv2 refuses a number a deployed rule still holds).
-        let (deployed_routing, rules) = self.router.deployed_routing().await?;
+        let (deployed_routing, rules) = self.router.deployed_routing(&traffic.routing_stacks).await?;
         observed.rules = rules;
         let rendered = self.router.render(&shares, observed).await?;
         Ok(Rendering { state, shares, serving, deployed_routing, rendered, must_go })
