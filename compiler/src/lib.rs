@@ -27,6 +27,7 @@ pub mod repository;
 mod sizes;
 pub mod stage;
 pub mod task;
+mod tree;
 
 pub use compile::{compile, compile_with, compile_with_traffic};
 pub use emit::userdata::{INLINE_USERDATA_BUDGET, RUNTIME_CONFIG_VERSION};

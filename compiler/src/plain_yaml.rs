@@ -7,7 +7,7 @@
 //! every fixture and on generated documents (`tests/plain_yaml.rs`).
 
 use crate::diag::Pos;
-use crate::node::{key_name, resolve_plain, Key, Node, Value, MAX_DEPTH, MAX_NODES};
+use crate::tree::{key_name, resolve_plain, Key, Node, Value, MAX_DEPTH, MAX_NODES};
 use std::collections::HashSet;
 
 /// One line that holds something: its number, the column its text starts at (from 0, in
@@ -369,7 +369,7 @@ fn fresh(entries: &[(Key, Node)], index: &mut Option<HashSet<String>>, name: &st
 #[cfg(test)]
 mod tests {
     use crate::diag::{Diagnostic, Sink};
-    use crate::node::{Node, Value};
+    use crate::tree::{Node, Value};
     use proptest::prelude::*;
 
     /// yaml-rust2's reading of `src` (the reference), with its diagnostics.
