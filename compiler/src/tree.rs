@@ -101,4 +101,3 @@ pub(crate) fn resolve_plain(text: String) -> Value {
     }
     Value::Str(text)
 }
-
