@@ -79,10 +79,8 @@ impl Template {
     /// Adds a resource from a typed struct (`Resource`), rendered at once: no JSON tree is
     /// built for it. Its fields must be declared in sorted order, as a tree would render them.
     pub fn add_typed<P: serde::Serialize>(&mut self, id: String, resource: &Resource<P>) -> Result<(), String> {
-        self.fresh(&id)?;
-        let json = serde_json::to_string(resource).map_err(|e| format!("internal error: {e}"))?;
-        self.rendered.insert(id, (resource.ty, json));
-        Ok(())
+        let json = resource_json(resource)?;
+        self.add_rendered(id, resource.ty, json)
     }
 
     /// A logical ID no resource of the template has yet: a duplicate is a compiler bug.
@@ -93,13 +91,18 @@ impl Template {
         Ok(())
     }
 
+    fn add_rendered(&mut self, id: String, ty: &'static str, json: String) -> Result<(), String> {
+        self.fresh(&id)?;
+        self.rendered.insert(id, (ty, json));
+        Ok(())
+    }
+
     /// Adds a typed resource one of whose strings is [`RAW_SLOT`], rendered with `raw` (JSON
     /// rendered already: a string literal, quotes and escapes included) in its place. What a
     /// launch template's userdata is, escaped from pieces escaped once for all services
     /// rather than a thousand times.
     pub fn add_typed_with<P: serde::Serialize>(&mut self, id: String, resource: &Resource<P>, raw: &str) -> Result<(), String> {
-        self.add_typed(id.clone(), resource)?;
-        let Some((_, json)) = self.rendered.get_mut(&id) else { return Err(format!("internal error: resource {id} not rendered")) };
+        let json = resource_json(resource)?;
         let at = match (json.find(RAW_SLOT_JSON), json.rfind(RAW_SLOT_JSON)) {
             (Some(a), Some(b)) if a == b => a,
             _ => return Err(format!("internal error: resource {id} must hold the raw slot once")),
@@ -110,8 +113,7 @@ impl Template {
         out.push_str(&json[..at]);
         out.push_str(raw);
         out.push_str(&json[at + RAW_SLOT_JSON.len()..]);
-        *json = out;
-        Ok(())
+        self.add_rendered(id, resource.ty, out)
     }
 
     /// Adds an output from its parts, rendered at once.
@@ -280,6 +282,11 @@ pub fn escape_json_into(out: &mut String, s: &str) {
         start = i + 1;
     }
     out.push_str(&s[start..]);
+}
+
+/// A typed resource rendered as compact JSON.
+fn resource_json<P: serde::Serialize>(resource: &Resource<P>) -> Result<String, String> {
+    serde_json::to_string(resource).map_err(|e| format!("internal error: {e}"))
 }
 
 /// A resource as CloudFormation reads it, for `Template::add_typed`: fields in sorted order.

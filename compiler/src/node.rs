@@ -7,7 +7,7 @@
 //! exhausting memory or the stack.
 
 use crate::diag::{Pos, Sink};
-use crate::tree::{key_name, resolve_plain};
+use crate::tree::{key_name, resolve_plain, SCAN_KEYS};
 pub use crate::tree::{Key, Node, Value, MAX_DEPTH, MAX_INPUT_BYTES, MAX_NODES};
 use std::collections::HashMap;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
@@ -143,9 +143,6 @@ enum Frame {
     /// formation of 1,000 services is one mapping of 1,000 keys.
     Map(Pos, Vec<(Key, Node)>, Option<Key>, usize, Option<HashMap<String, usize>>),
 }
-
-/// Mappings with more keys than this index them for the duplicate check.
-const SCAN_KEYS: usize = 16;
 
 #[derive(Default)]
 struct YamlBuilder {

@@ -7,7 +7,7 @@
 //! every fixture and on generated documents (`tests/plain_yaml.rs`).
 
 use crate::diag::Pos;
-use crate::tree::{key_name, resolve_plain, Key, Node, Value, MAX_DEPTH, MAX_NODES};
+use crate::tree::{key_name, resolve_plain, Key, Node, Value, MAX_DEPTH, MAX_NODES, SCAN_KEYS};
 use std::collections::HashSet;
 
 /// One line that holds something: its number, the column its text starts at (from 0, in
@@ -30,8 +30,6 @@ impl Line<'_> {
     }
 }
 
-/// Mappings with more keys than this index them for the duplicate check.
-const SCAN_KEYS: usize = 16;
 /// Longest key read: YAML limits implicit keys to 1,024 characters.
 const MAX_KEY: usize = 1000;
 
@@ -122,7 +120,7 @@ impl<'a> Reader<'a> {
             }
             let off = l.text.len() - rest.len();
             pos = pos.or(Some(l.pos(off)));
-            if is_entry(rest) || self.starts_key(rest) {
+            if is_entry(rest) || key_at(rest).is_some() {
                 // `- a: 1` / `- - x`: the rest is a block of its own, at the column it starts at.
                 let col = indent + off;
                 self.lines[self.at] = Line { no: l.no, indent: col, text: rest };
@@ -183,36 +181,11 @@ impl<'a> Reader<'a> {
         Some(Node { pos, value: Value::Map(entries) })
     }
 
-    /// Whether `t` starts with a key and its `: ` (or a `:` that ends the line).
-    fn starts_key(&self, t: &str) -> bool {
-        let b = t.as_bytes();
-        let n = b.iter().take_while(|&&c| plain_key_byte(c)).count();
-        n > 0 && b.get(n) == Some(&b':') && matches!(b.get(n + 1), None | Some(b' '))
-            || matches!(b.first(), Some(b'"' | b'\'')) && {
-                let l = Line { no: 1, indent: 0, text: t };
-                quoted(&l, 0).is_some_and(|(_, end)| b.get(end) == Some(&b':') && matches!(b.get(end + 1), None | Some(b' ')))
-            }
-    }
-
     /// A block mapping's key at the start of `l`, and the offset just past its `:`.
     fn key(&mut self, l: &Line<'_>) -> Option<(Key, usize)> {
-        let b = l.text.as_bytes();
-        let (value, end) = match b.first()? {
-            b'"' | b'\'' => {
-                let (s, end) = quoted(l, 0)?;
-                (Value::Str(s), end)
-            }
-            c if plain_key_byte(*c) && *c != b'-' => {
-                let n = b.iter().take_while(|&&c| plain_key_byte(c)).count();
-                (resolve_plain(l.text[..n].to_string()), n)
-            }
-            _ => return None,
-        };
-        if end > MAX_KEY || b.get(end) != Some(&b':') || !matches!(b.get(end + 1), None | Some(b' ')) {
-            return None;
-        }
+        let (value, past) = key_at(l.text)?;
         self.nodes += 1;
-        Some((Key { name: key_name(&value)?, pos: l.pos(0) }, end + 1))
+        Some((Key { name: key_name(&value)?, pos: l.pos(0) }, past))
     }
 
     /// A value that starts at byte `off` of `l` and ends on it (a flow collection or a scalar),
@@ -225,7 +198,7 @@ impl<'a> Reader<'a> {
                 Some((node, &text[end..]))
             }
             b'"' | b'\'' => {
-                let (s, end) = quoted(l, off)?;
+                let (s, end) = quoted(l.text, off)?;
                 self.nodes += 1;
                 Some((Node { pos: l.pos(off), value: Value::Str(s) }, &text[end..]))
             }
@@ -313,7 +286,7 @@ impl<'a> Reader<'a> {
         let b = l.text.as_bytes();
         let (value, end) = match *b.get(off)? {
             b'"' | b'\'' => {
-                let (s, end) = quoted(l, off)?;
+                let (s, end) = quoted(l.text, off)?;
                 (Value::Str(s), end)
             }
             _ if indicator(&b[off..]) => return None,
@@ -331,11 +304,29 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// A quoted scalar opening at `off` and closing on the same line: its value and the offset
-/// past its closing quote. Double-quoted scalars with escapes are declined.
-fn quoted(l: &Line<'_>, off: usize) -> Option<(String, usize)> {
-    let t = &l.text[off + 1..];
-    if l.text.as_bytes()[off] == b'"' {
+/// The key `text` starts with (plain or quoted) followed by its `: ` or a `:` that ends the
+/// line: the key's value and the offset just past the `:`.
+fn key_at(text: &str) -> Option<(Value, usize)> {
+    let b = text.as_bytes();
+    let (value, end) = match b.first()? {
+        b'"' | b'\'' => {
+            let (s, end) = quoted(text, 0)?;
+            (Value::Str(s), end)
+        }
+        c if plain_key_byte(*c) && *c != b'-' => {
+            let n = b.iter().take_while(|&&c| plain_key_byte(c)).count();
+            (resolve_plain(text[..n].to_string()), n)
+        }
+        _ => return None,
+    };
+    (end <= MAX_KEY && b.get(end) == Some(&b':') && matches!(b.get(end + 1), None | Some(b' '))).then_some((value, end + 1))
+}
+
+/// A quoted scalar opening at byte `off` of `text` and closing on the same line: its value and
+/// the offset past its closing quote. Double-quoted scalars with escapes are declined.
+fn quoted(text: &str, off: usize) -> Option<(String, usize)> {
+    let t = &text[off + 1..];
+    if text.as_bytes()[off] == b'"' {
         let end = t.find(['"', '\\'])?;
         (t.as_bytes()[end] == b'"').then(|| (t[..end].to_string(), off + end + 2))
     } else {
@@ -348,7 +339,7 @@ fn quoted(l: &Line<'_>, off: usize) -> Option<(String, usize)> {
                 s.push('\'');
                 rest = &rest[q + 2..];
             } else {
-                return Some((s, l.text.len() - rest.len() + q + 1));
+                return Some((s, text.len() - rest.len() + q + 1));
             }
         }
     }

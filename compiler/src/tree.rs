@@ -10,6 +10,9 @@ pub const MAX_INPUT_BYTES: usize = 4 * 1024 * 1024;
 pub const MAX_DEPTH: usize = 64;
 /// Most nodes a document may hold after aliases are expanded.
 pub const MAX_NODES: usize = 200_000;
+/// Mappings with more keys than this index them for the duplicate check (a formation of
+/// 1,000 services is one mapping of 1,000 keys: a scan per key would cost).
+pub(crate) const SCAN_KEYS: usize = 16;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {

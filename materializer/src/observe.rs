@@ -66,9 +66,7 @@ async fn routing_rules_seen<A: Aws>(aws: &A, m: &Manifest) -> Result<RulesSeen, 
     let (mut out, mut seen) = (Vec::new(), BTreeMap::new());
     for s in m.stacks.iter().filter(|s| s.role == StackRole::Routing) {
         let status = retry("describe stack", || aws.describe_stack(&s.name)).await?.map(|st| st.status);
-        let exists = status.is_some();
-        seen.insert(s.name.clone(), status);
-        if !exists {
+        if seen.entry(s.name.clone()).or_insert(status).is_none() {
             continue;
         }
         let logical: std::collections::BTreeMap<String, String> = retry("list stack resources", || aws.stack_resources(&s.name))

@@ -118,8 +118,7 @@ pub struct OutDir {
 
 #[derive(Debug, Default)]
 struct OutState {
-    prepared: bool,
-    /// Directories known to exist.
+    /// Directories known to exist: empty until the output directory is prepared.
     dirs: BTreeSet<PathBuf>,
     error: Option<CliError>,
     /// The templates, with `userdata`.
@@ -143,10 +142,9 @@ impl OutDir {
     /// that no manifest ever names files of another compile, and the subdirectories gilliam
     /// writes, so that no file of an earlier compile survives to be mistaken for this one's.
     fn prepare(&self, st: &mut OutState) -> Result<(), CliError> {
-        if st.prepared {
+        if !st.dirs.is_empty() {
             return Ok(());
         }
-        st.prepared = true;
         let out = &self.root;
         fs::create_dir_all(out).map_err(|e| cannot_write(out, e))?;
         let manifest = out.join("manifest.json");
